@@ -1,1 +1,28 @@
+//! tapwayd: a userspace L2 switch for Kubernetes pods.
+//!
+//! Module map (docs/architecture.md has the full picture):
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`wire`] | frame parsing: vnet header, Ethernet/ARP/IP classification |
+//! | [`port`] | where frames enter and leave: TAP (pods, host), in-memory (tests) |
+//! | [`pool`] | the pre-allocated frame buffers |
+//! | [`table`] | the FDB (MAC learning) and the port table |
+//! | [`datapath`] | workers and the stages a batch goes through |
+//! | [`switch`] | shared state, worker lifecycle, table publication |
+//! | [`control`] | the Unix-socket API: attach/detach pods, stats, dumps |
+//! | [`netlink`], [`netns`] | configuring interfaces inside pod namespaces |
+//! | [`config`] | tapwayd flags and config file |
+//! | [`stats`] | per-port and switch counters |
 
+pub mod config;
+pub mod control;
+pub mod datapath;
+pub mod netlink;
+pub mod netns;
+pub mod pool;
+pub mod port;
+pub mod stats;
+pub mod switch;
+pub mod table;
+pub mod wire;

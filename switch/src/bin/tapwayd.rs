@@ -1,1 +1,78 @@
-fn main(){}
+//! tapwayd: starts the switch, the host port and the control socket; stops cleanly on
+//! SIGTERM/SIGINT, leaving the pods' persistent TAPs in place.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tapway_switch::config::{Args, DaemonConfig};
+use tapway_switch::control::server::Server;
+use tapway_switch::control::Control;
+use tapway_switch::switch::Switch;
+
+fn main() -> ExitCode {
+    let cfg = match DaemonConfig::resolve(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tapwayd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tapwayd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: DaemonConfig) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("installing signal handler: {e}"))?;
+    }
+    let running = Switch::start(cfg.switch.clone()).map_err(|e| e.to_string())?;
+    let ctl = Arc::new(Control::new(running.switch.clone(), &cfg));
+    if let Err(e) = ctl.setup_host_port() {
+        running.stop();
+        return Err(format!("host port {}: {e}", cfg.host_port));
+    }
+    let server = match Server::start(ctl.clone(), &cfg.socket, cfg.allow_uids.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            running.stop();
+            return Err(e.to_string());
+        }
+    };
+    tracing::info!(
+        socket = %cfg.socket.display(),
+        workers = cfg.switch.cores.len(),
+        poll_mode = cfg.switch.poll_mode.name(),
+        pod_cidrs = ?cfg.pod_cidrs,
+        "tapwayd {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut ticks = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
+        if ticks % 10 == 0 {
+            let sw = &running.switch;
+            let aged = sw.fdb.sweep(sw.now());
+            if aged > 0 {
+                tracing::debug!(aged, "FDB entries aged out");
+            }
+        }
+    }
+    tracing::info!("stopping; pod interfaces stay in place");
+    server.stop();
+    running.stop();
+    Ok(())
+}

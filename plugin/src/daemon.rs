@@ -1,0 +1,114 @@
+//! tapwayd, as the plugin uses it: typed calls over `tapway_api::Client`.
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use tapway_api::{
+    AttachRequest, Attachment, CheckRequest, Client, ClientError, DetachResult, ErrorCode, GcRequest, GcResult, Op,
+    PortInfo, PortSelector, StatusInfo,
+};
+
+use crate::error::is_unreachable;
+use crate::log_debug;
+use crate::state::{Drained, PendingDetach, StateDir};
+
+/// A tapwayd control socket.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    client: Client,
+}
+
+impl Daemon {
+    /// tapwayd at `socket`.
+    pub fn new(socket: &str) -> Daemon {
+        Daemon { client: Client::new(socket) }
+    }
+
+    /// The same socket with a shorter per-call timeout (STATUS must answer quickly).
+    pub fn with_timeout(self, timeout: Duration) -> Daemon {
+        Daemon { client: self.client.with_timeout(timeout) }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> String {
+        self.client.path().display().to_string()
+    }
+
+    fn call<T: DeserializeOwned>(&self, what: &str, op: Op) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let r = self.client.call(op);
+        log_debug!(
+            "tapwayd {what}: {} in {:.1} ms",
+            match &r {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            },
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        r
+    }
+
+    /// Creates and configures the pod port.
+    pub fn attach(&self, req: AttachRequest) -> Result<PortInfo, ClientError> {
+        self.call("attach", Op::Attach(req))
+    }
+
+    /// Removes the port of `container_id`/`ifname`; `Ok(false)` when there was none.
+    pub fn detach(&self, container_id: &str, ifname: &str) -> Result<bool, ClientError> {
+        let sel = PortSelector { netns: None, container_id: Some(container_id.to_string()), ifname: ifname.to_string() };
+        match self.call::<DetachResult>("detach", Op::Detach(sel)) {
+            Ok(r) => Ok(r.detached),
+            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Verifies a port against what ADD set up.
+    pub fn check(&self, req: CheckRequest) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>("check", Op::Check(req)).map(drop)
+    }
+
+    /// Daemon status.
+    pub fn status(&self) -> Result<StatusInfo, ClientError> {
+        self.call("status", Op::Status)
+    }
+
+    /// Every port.
+    pub fn ports(&self) -> Result<Vec<PortInfo>, ClientError> {
+        self.call("ports", Op::Ports)
+    }
+
+    /// Detaches every port of `network` not in `valid`.
+    pub fn gc(&self, network: &str, valid: Vec<Attachment>) -> Result<GcResult, ClientError> {
+        self.call("gc", Op::Gc(GcRequest { network: network.to_string(), valid }))
+    }
+
+    /// Detaches what earlier DELs could not, for this socket. Best effort: failures are
+    /// logged and left for the next invocation.
+    pub fn drain_pending(&self, state: &StateDir) -> Vec<PendingDetach> {
+        let socket = self.socket();
+        let drained = state.drain(&socket, |p| match self.detach(&p.container_id, &p.ifname) {
+            Ok(detached) => {
+                crate::log_info!(
+                    "pending detach of {}/{} done (port {})",
+                    p.container_id,
+                    p.ifname,
+                    if detached { "removed" } else { "was already gone" }
+                );
+                Drained::Done
+            }
+            Err(e) if is_unreachable(&e) => Drained::Stop,
+            Err(e) => {
+                crate::log_warn!("pending detach of {}/{} failed: {e}", p.container_id, p.ifname);
+                Drained::Keep
+            }
+        });
+        match drained {
+            Ok(done) => done,
+            Err(e) => {
+                crate::log_warn!("cannot process pending detaches: {e}");
+                Vec::new()
+            }
+        }
+    }
+}

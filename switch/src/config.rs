@@ -1,0 +1,230 @@
+//! tapwayd's configuration: command-line flags over an optional TOML file over defaults.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::datapath::PollMode;
+use crate::switch::SwitchConfig;
+
+/// tapwayd: the tapway userspace switch.
+///
+/// Forwards pod frames between TAP ports with MAC learning and anti-spoofing; pods are
+/// attached over the control socket by the `tapway` CNI plugin or `tapwayctl attach`.
+#[derive(Debug, Default, clap::Parser)]
+#[command(name = "tapwayd", version)]
+pub struct Args {
+    /// TOML config file; flags given on the command line override its values.
+    #[arg(long, env = "TAPWAYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Control socket path [default: /run/tapway/tapway.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Directory for the state file [default: /var/lib/tapway].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Cores to pin one worker each to, e.g. `0,1`. [default: one unpinned worker]
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Option<Vec<usize>>,
+    /// `adaptive` (spin briefly, then sleep until a port is readable) or `busy` (always spin).
+    #[arg(long, value_enum)]
+    pub poll_mode: Option<PollMode>,
+    /// The node's pod range, e.g. 10.244.1.0/24 (repeat for IPv6). Its first address is the
+    /// gateway, configured on the host port.
+    #[arg(long)]
+    pub pod_cidr: Option<Vec<IpNet>>,
+    /// Default MTU of pod interfaces and of the host port [default: 1500].
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Most MAC addresses the FDB holds [default: 16384].
+    #[arg(long)]
+    pub fdb_max: Option<usize>,
+    /// Seconds after which an unseen MAC is forgotten [default: 300].
+    #[arg(long)]
+    pub fdb_aging: Option<u32>,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Non-root uid allowed to use the control socket (repeatable).
+    #[arg(long)]
+    pub allow_uid: Option<Vec<u32>>,
+    /// Name of the host port [default: tapway0].
+    #[arg(long)]
+    pub host_port: Option<String>,
+    /// Frame buffers in the pool (each up to 64 KiB, touched lazily) [default: 2048].
+    #[arg(long)]
+    pub pool_frames: Option<usize>,
+    /// Frames per receive burst [default: 32].
+    #[arg(long)]
+    pub batch: Option<usize>,
+}
+
+/// The config file: the same keys as the long flags, in kebab-case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    cores: Option<Vec<usize>>,
+    poll_mode: Option<PollMode>,
+    pod_cidr: Option<Vec<IpNet>>,
+    mtu: Option<u32>,
+    fdb_max: Option<usize>,
+    fdb_aging: Option<u32>,
+    log_level: Option<String>,
+    allow_uid: Option<Vec<u32>>,
+    host_port: Option<String>,
+    pool_frames: Option<usize>,
+    batch: Option<usize>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for tapwayd.
+    #[error("{path}: {source}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Control socket.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Pod ranges (gateway = first host address).
+    pub pod_cidrs: Vec<IpNet>,
+    /// Default pod MTU.
+    pub mtu: u32,
+    /// Log filter.
+    pub log_level: String,
+    /// Extra uids allowed on the socket.
+    pub allow_uids: Vec<u32>,
+    /// Host port name.
+    pub host_port: String,
+    /// Datapath settings.
+    pub switch: SwitchConfig,
+}
+
+impl DaemonConfig {
+    /// Merges flags, the config file they name, and defaults, and validates the result.
+    pub fn resolve(args: Args) -> Result<DaemonConfig, ConfigError> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let mut sw = SwitchConfig::default();
+        if let Some(cores) = args.cores.or(file.cores) {
+            if cores.is_empty() {
+                return Err(ConfigError::Invalid("--cores lists no core".into()));
+            }
+            sw.cores = cores.into_iter().map(Some).collect();
+        }
+        sw.poll_mode = args.poll_mode.or(file.poll_mode).unwrap_or(sw.poll_mode);
+        sw.fdb_max = args.fdb_max.or(file.fdb_max).unwrap_or(sw.fdb_max);
+        sw.fdb_aging_secs = args.fdb_aging.or(file.fdb_aging).unwrap_or(sw.fdb_aging_secs);
+        sw.pool_frames = args.pool_frames.or(file.pool_frames).unwrap_or(sw.pool_frames);
+        sw.batch = args.batch.or(file.batch).unwrap_or(sw.batch);
+        if !(1..=256).contains(&sw.batch) {
+            return Err(ConfigError::Invalid(format!("batch {} is outside 1..=256", sw.batch)));
+        }
+        if sw.fdb_max == 0 || sw.fdb_aging_secs == 0 {
+            return Err(ConfigError::Invalid("fdb-max and fdb-aging must be positive".into()));
+        }
+        if sw.pool_frames < 64 {
+            return Err(ConfigError::Invalid("pool-frames must be at least 64".into()));
+        }
+        let mtu = args.mtu.or(file.mtu).unwrap_or(1500);
+        tapway_api::validate::mtu(mtu).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let host_port = args.host_port.or(file.host_port).unwrap_or_else(|| "tapway0".into());
+        tapway_api::validate::ifname(&host_port).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let pod_cidrs = args.pod_cidr.or(file.pod_cidr).unwrap_or_default();
+        for c in &pod_cidrs {
+            if c.prefix_len() >= c.max_prefix_len() - 1 {
+                return Err(ConfigError::Invalid(format!("pod CIDR {c} is too small")));
+            }
+        }
+        Ok(DaemonConfig {
+            socket: args.socket.or(file.socket).unwrap_or_else(|| tapway_api::DEFAULT_SOCKET.into()),
+            state_dir: args.state_dir.or(file.state_dir).unwrap_or_else(|| "/var/lib/tapway".into()),
+            pod_cidrs,
+            mtu,
+            log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            allow_uids: args.allow_uid.or(file.allow_uid).unwrap_or_default(),
+            host_port,
+            switch: sw,
+        })
+    }
+
+    /// Gateway addresses (first host of each pod CIDR) with the CIDR's prefix.
+    pub fn gateways(&self) -> Vec<IpNet> {
+        self.pod_cidrs.iter().filter_map(|c| gateway_of(c)).collect()
+    }
+}
+
+/// The first host address of a range, with the range's prefix length.
+pub fn gateway_of(cidr: &IpNet) -> Option<IpNet> {
+    let net = cidr.trunc();
+    let first = net.hosts().next()?;
+    IpNet::new(first, net.prefix_len()).ok()
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("tapway-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tapwayd.toml");
+        std::fs::write(&f, "mtu = 9000\ncores = [0, 1]\npod-cidr = [\"10.1.0.0/24\"]\npoll-mode = \"busy\"\n").unwrap();
+        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--mtu", "1400"]);
+        let c = DaemonConfig::resolve(args).unwrap();
+        assert_eq!(c.mtu, 1400);
+        assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
+        assert_eq!(c.switch.poll_mode, PollMode::Busy);
+        assert_eq!(c.gateways(), vec!["10.1.0.1/24".parse::<IpNet>().unwrap()]);
+        std::fs::write(&f, "mtux = 1\n").unwrap();
+        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
+        assert!(matches!(DaemonConfig::resolve(args), Err(ConfigError::Parse { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [&["--mtu", "100"][..], &["--batch", "0"], &["--pod-cidr", "10.0.0.1/32"], &["--host-port", "a/b"]] {
+            let mut argv = vec!["tapwayd"];
+            argv.extend_from_slice(bad);
+            assert!(DaemonConfig::resolve(Args::parse_from(argv)).is_err(), "{bad:?}");
+        }
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd"])).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
+        assert_eq!(c.mtu, 1500);
+    }
+}

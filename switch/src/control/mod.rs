@@ -1,0 +1,161 @@
+//! The control plane: the Unix-socket API ([`server`]), its operations ([`Control::handle`]),
+//! pod port lifecycle ([`pods`]), the host port ([`host`]) and the state file ([`state`]).
+//!
+//! Operations that change ports are serialized by one mutex (they configure namespaces over
+//! netlink and take milliseconds); the datapath never waits for it: it sees the result as a new
+//! port-table snapshot.
+
+pub mod host;
+pub mod pods;
+pub mod server;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tapway_api::{ApiError, ErrorCode, FdbEntry, Op, PortInfo, PortStats, StatsReport, StatusInfo, WorkerInfo};
+
+use crate::port::tap::TapPort;
+use crate::switch::Switch;
+use crate::table::PortEntry;
+
+/// Shorthand for an API error.
+pub fn api_err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
+    ApiError::new(code, msg)
+}
+
+/// The control plane.
+pub struct Control {
+    /// The switch.
+    pub switch: Arc<Switch>,
+    /// Default MTU for pods.
+    pub mtu: u32,
+    /// Pod ranges.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Host port name.
+    pub host_port: String,
+    /// State file directory.
+    pub state_dir: PathBuf,
+    /// Serializes port changes; holds the pod TAPs by port number.
+    pods: Mutex<HashMap<u16, Arc<TapPort>>>,
+}
+
+impl Control {
+    /// A control plane for `switch`.
+    pub fn new(switch: Arc<Switch>, cfg: &crate::config::DaemonConfig) -> Control {
+        Control {
+            switch,
+            mtu: cfg.mtu,
+            pod_cidrs: cfg.pod_cidrs.clone(),
+            host_port: cfg.host_port.clone(),
+            state_dir: cfg.state_dir.clone(),
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs one operation.
+    pub fn handle(&self, op: Op) -> Result<serde_json::Value, ApiError> {
+        let value = match op {
+            Op::Attach(req) => to_json(self.attach(req)?),
+            Op::Detach(sel) => to_json(self.detach(&sel)?),
+            Op::Check(req) => {
+                self.check(&req)?;
+                serde_json::json!({})
+            }
+            Op::Ports => to_json(self.switch.ports().iter().map(|p| port_info(p)).collect::<Vec<_>>()),
+            Op::Stats => to_json(self.stats()),
+            Op::Fdb => to_json(self.fdb()),
+            Op::Status => to_json(self.status()),
+            Op::Gc(req) => to_json(self.gc(&req)?),
+        };
+        Ok(value)
+    }
+
+    fn stats(&self) -> StatsReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ports = self
+            .switch
+            .ports()
+            .iter()
+            .map(|p| {
+                let c = &p.counters;
+                PortStats {
+                    id: p.id,
+                    ifname: p.meta.ifname.clone(),
+                    rx_packets: c.rx_packets.load(Relaxed),
+                    rx_bytes: c.rx_bytes.load(Relaxed),
+                    tx_packets: c.tx_packets.load(Relaxed),
+                    tx_bytes: c.tx_bytes.load(Relaxed),
+                    rx_gso_packets: c.rx_gso_packets.load(Relaxed),
+                    drops: c.drop_map(),
+                }
+            })
+            .collect();
+        StatsReport { ports, switch: self.switch.counters.to_map() }
+    }
+
+    fn fdb(&self) -> Vec<FdbEntry> {
+        let table = self.switch.ports();
+        self.switch
+            .fdb
+            .dump(self.switch.now())
+            .into_iter()
+            .map(|(mac, port, age)| FdbEntry {
+                mac: tapway_api::validate::format_mac(&mac),
+                port,
+                ifname: table.get(port).map(|p| p.meta.ifname.clone()).unwrap_or_default(),
+                age_secs: u64::from(age),
+            })
+            .collect()
+    }
+
+    fn status(&self) -> StatusInfo {
+        let sw = &self.switch;
+        let table = sw.ports();
+        let workers = (0..sw.lanes.len())
+            .map(|id| WorkerInfo {
+                id,
+                core: sw.config.cores.get(id).copied().flatten(),
+                ports: table.iter().filter(|p| p.worker == id).map(|p| p.id).collect(),
+            })
+            .collect();
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: sw.uptime_secs(),
+            poll_mode: sw.config.poll_mode.name().to_string(),
+            workers,
+            ports: table.len(),
+            pod_cidr: self.pod_cidrs.first().map(|c| c.to_string()),
+            gateway: crate::config::gateway_of(self.pod_cidrs.first().unwrap_or(&ipnet::IpNet::default()))
+                .filter(|_| !self.pod_cidrs.is_empty())
+                .map(|g| g.addr().to_string()),
+            host_port: self.host_port.clone(),
+            fdb_entries: sw.fdb.len(),
+            fdb_max: sw.fdb.max_entries(),
+            fdb_aging_secs: u64::from(sw.fdb.aging_secs()),
+            pool_total: sw.pool.total(),
+            pool_free: sw.pool.total() - sw.pool.outstanding(),
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// A port as the API shows it.
+pub fn port_info(p: &PortEntry) -> PortInfo {
+    PortInfo {
+        id: p.id,
+        kind: p.kind.name().to_string(),
+        name: p.meta.name.clone(),
+        netns: p.meta.netns.clone(),
+        ifname: p.meta.ifname.clone(),
+        mac: tapway_api::validate::format_mac(&p.mac),
+        mtu: p.meta.mtu,
+        ips: p.meta.ips.iter().map(|i| i.to_string()).collect(),
+        worker: p.worker,
+        owner: p.meta.owner.clone(),
+    }
+}

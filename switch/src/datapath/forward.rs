@@ -1,0 +1,46 @@
+//! The forwarding decision: where a frame goes after it passed the earlier stages.
+
+use crate::stats::DropReason;
+use crate::table::Fdb;
+use crate::wire::{is_group, Mac};
+
+/// What happens to a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Dropped, counted under this reason.
+    Drop(DropReason),
+    /// Sent to one port.
+    Unicast(u16),
+    /// Sent to every port but the ingress one (broadcast, multicast, unknown unicast).
+    Flood,
+}
+
+/// Decides where a frame for `dst` that arrived on `ingress` goes.
+#[inline]
+pub fn decide(dst: &Mac, ingress: u16, fdb: &Fdb, now: u32) -> Disposition {
+    if is_group(dst) {
+        return Disposition::Flood;
+    }
+    match fdb.lookup(dst, now) {
+        Some(p) if p == ingress => Disposition::Drop(DropReason::SamePort),
+        Some(p) => Disposition::Unicast(p),
+        None => Disposition::Flood,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        let fdb = Fdb::new(16, 300);
+        let a = [2, 0, 0, 0, 0, 0xa];
+        fdb.learn(&a, 4, 1);
+        assert_eq!(decide(&[0xff; 6], 1, &fdb, 1), Disposition::Flood);
+        assert_eq!(decide(&[0x33, 0x33, 0, 0, 0, 1], 1, &fdb, 1), Disposition::Flood);
+        assert_eq!(decide(&a, 1, &fdb, 1), Disposition::Unicast(4));
+        assert_eq!(decide(&a, 4, &fdb, 1), Disposition::Drop(DropReason::SamePort));
+        assert_eq!(decide(&[2, 0, 0, 0, 0, 0xb], 1, &fdb, 1), Disposition::Flood);
+    }
+}

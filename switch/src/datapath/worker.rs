@@ -1,0 +1,316 @@
+//! A worker thread: owns the receive side of a set of ports, runs their frames through the
+//! [`Pipeline`](super::Pipeline) and transmits them.
+//!
+//! The loop, once per iteration:
+//! 1. pick up a new port table if the control plane published one (re-register fds);
+//! 2. transmit frames other workers handed over through this worker's ring;
+//! 3. read a burst from every port that is readable (epoll said so, or the last burst was
+//!    full), process it, deliver it;
+//! 4. ask epoll what became readable: without waiting while there is work or while spinning,
+//!    and (adaptive mode) sleeping up to [`IDLE_SLEEP`] once idle for [`SPIN_TIME`].
+//!
+//! Ports are registered edge-triggered; a port stays on the pending list until a read
+//! returns nothing, so no readiness is lost.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::pipeline::Scratch;
+use super::{Disposition, Pipeline, PollMode};
+use crate::pool::{Frame, LocalPool};
+use crate::port::PortError;
+use crate::stats::{bump, DropReason};
+use crate::switch::{Handoff, Switch};
+use crate::table::{PortEntry, PortTable};
+use crate::wire::VNET_HDR_LEN;
+
+/// Token of the waker (ring hand-off and table changes).
+pub const WAKE_TOKEN: Token = Token(usize::MAX);
+
+/// How long an adaptive worker keeps spinning after its last frame.
+pub const SPIN_TIME: Duration = Duration::from_micros(200);
+
+/// Longest sleep of an idle adaptive worker.
+pub const IDLE_SLEEP: Duration = Duration::from_millis(250);
+
+/// One worker's state.
+pub struct Worker {
+    id: usize,
+    sw: Arc<Switch>,
+    poll: Poll,
+    events: Events,
+    local: LocalPool,
+    table: Arc<PortTable>,
+    generation: u64,
+    registered: HashMap<u16, RawFd>,
+    /// Owned ports without a readiness fd: read on every iteration.
+    always: Vec<u16>,
+    pending: Vec<u16>,
+    next_pending: Vec<u16>,
+    rx: Vec<Frame>,
+    disp: Vec<Disposition>,
+    scratch: Scratch,
+}
+
+impl Worker {
+    /// A worker with its own poller.
+    pub fn new(id: usize, sw: Arc<Switch>, poll: Poll) -> Worker {
+        let batch = sw.config.batch.max(1);
+        Worker {
+            id,
+            local: LocalPool::new(sw.pool.clone(), batch),
+            table: Arc::new(PortTable::default()),
+            generation: u64::MAX,
+            registered: HashMap::new(),
+            always: Vec::new(),
+            pending: Vec::new(),
+            next_pending: Vec::new(),
+            rx: Vec::with_capacity(batch),
+            disp: Vec::with_capacity(batch),
+            scratch: Scratch::default(),
+            events: Events::with_capacity(256),
+            poll,
+            sw,
+        }
+    }
+
+    /// Runs until the switch stops.
+    pub fn run(mut self) {
+        let mut last_work = Instant::now();
+        while !self.sw.stopping() {
+            if self.sw.generation() != self.generation {
+                self.reload();
+            }
+            let now = self.sw.now();
+            let mut work = self.drain_inbox();
+            let mut pending = std::mem::take(&mut self.pending);
+            let always = std::mem::take(&mut self.always);
+            for &port in pending.iter().chain(always.iter()) {
+                let (n, more) = self.rx_port(port, now);
+                work += n;
+                if more && !self.next_pending.contains(&port) {
+                    self.next_pending.push(port);
+                }
+            }
+            self.always = always;
+            pending.clear();
+            self.pending = std::mem::replace(&mut self.next_pending, pending);
+
+            if work > 0 {
+                last_work = Instant::now();
+            }
+            let timeout = self.timeout(work, last_work);
+            self.wait(timeout);
+        }
+    }
+
+    fn timeout(&self, work: usize, last_work: Instant) -> Duration {
+        let lane = &self.sw.lanes[self.id];
+        if work > 0 || !self.pending.is_empty() || self.sw.config.poll_mode == PollMode::Busy {
+            return Duration::ZERO;
+        }
+        if last_work.elapsed() < SPIN_TIME {
+            return Duration::ZERO;
+        }
+        if !self.always.is_empty() {
+            return Duration::from_millis(1);
+        }
+        // Announce the sleep, then look once more: a sender that pushed before seeing the
+        // flag is caught by this check, one that pushes after it will wake us.
+        lane.sleeping.store(true, Ordering::SeqCst);
+        if !lane.inbox.is_empty() || self.sw.generation() != self.generation || self.sw.stopping() {
+            return Duration::ZERO;
+        }
+        IDLE_SLEEP
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        let lane = &self.sw.lanes[self.id];
+        let res = self.poll.poll(&mut self.events, Some(timeout));
+        lane.sleeping.store(false, Ordering::Relaxed);
+        if let Err(e) = res {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(worker = self.id, error = %e, "epoll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
+        for ev in self.events.iter() {
+            if ev.token() == WAKE_TOKEN {
+                continue;
+            }
+            if let Ok(port) = u16::try_from(ev.token().0) {
+                if !self.pending.contains(&port) {
+                    self.pending.push(port);
+                }
+            }
+        }
+    }
+
+    /// Takes the newest port table and (de)registers this worker's ports.
+    fn reload(&mut self) {
+        self.generation = self.sw.generation();
+        let next = self.sw.ports();
+        let mut wanted: HashMap<u16, Option<RawFd>> = HashMap::new();
+        for p in next.iter().filter(|p| p.worker == self.id) {
+            wanted.insert(p.id, p.io.readiness_fd());
+        }
+        // Deregister while the old table still holds the old fds open.
+        let stale: Vec<(u16, RawFd)> = self
+            .registered
+            .iter()
+            .filter(|(id, fd)| wanted.get(id) != Some(&Some(**fd)))
+            .map(|(id, fd)| (*id, *fd))
+            .collect();
+        for (id, fd) in stale {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.registered.remove(&id);
+        }
+        self.always.clear();
+        for (id, fd) in &wanted {
+            match fd {
+                Some(fd) if !self.registered.contains_key(id) => {
+                    match self.poll.registry().register(&mut SourceFd(fd), Token(usize::from(*id)), Interest::READABLE) {
+                        Ok(()) => {
+                            self.registered.insert(*id, *fd);
+                            // Frames may already be waiting: read once without an event.
+                            self.pending.push(*id);
+                        }
+                        Err(e) => tracing::error!(worker = self.id, port = id, error = %e, "cannot poll port"),
+                    }
+                }
+                Some(_) => {}
+                None => self.always.push(*id),
+            }
+        }
+        self.pending.retain(|id| wanted.contains_key(id));
+        self.always.sort_unstable();
+        self.table = next;
+    }
+
+    /// Transmits frames other workers handed over. Bounded per iteration so rx is not starved.
+    fn drain_inbox(&mut self) -> usize {
+        let limit = self.sw.config.batch * 8;
+        let mut n = 0;
+        while n < limit {
+            let Some(Handoff { port, frame }) = self.sw.lanes[self.id].inbox.pop() else { break };
+            n += 1;
+            // A port detached meanwhile simply loses the frame.
+            if let Some(entry) = self.table.get(port).cloned() {
+                self.tx(&entry, &frame);
+            }
+            self.local.put(frame);
+        }
+        n
+    }
+
+    /// Reads one burst from `port`; returns (frames read, whether more may be waiting).
+    fn rx_port(&mut self, port: u16, now: u32) -> (usize, bool) {
+        let Some(entry) = self.table.get(port).cloned() else { return (0, false) };
+        let batch = self.sw.config.batch.max(1);
+        let mut more = true;
+        while self.rx.len() < batch {
+            let Some(mut frame) = self.local.get() else {
+                bump(&self.sw.counters.pool_empty, 1);
+                break;
+            };
+            match entry.io.recv(frame.buffer_mut()) {
+                Ok(Some(len)) => {
+                    frame.set_len(len);
+                    self.rx.push(frame);
+                }
+                Ok(None) => {
+                    self.local.put(frame);
+                    more = false;
+                    break;
+                }
+                Err(e) => {
+                    self.local.put(frame);
+                    if !matches!(e, PortError::Gone) {
+                        tracing::debug!(port, error = %e, "rx error");
+                    }
+                    more = false;
+                    break;
+                }
+            }
+        }
+        let n = self.rx.len();
+        if n == 0 {
+            return (0, false);
+        }
+        let sw = self.sw.clone();
+        let pipe = Pipeline { fdb: &sw.fdb, counters: &sw.counters, now };
+        pipe.run(&entry, &self.rx, &mut self.scratch, &mut self.disp);
+        // Moved out and back (no allocation) so frames can be delivered while `self` is borrowed.
+        let mut frames = std::mem::take(&mut self.rx);
+        let disps = std::mem::take(&mut self.disp);
+        for (frame, disp) in frames.drain(..).zip(disps.iter()) {
+            self.deliver(&entry, frame, *disp);
+        }
+        self.rx = frames;
+        self.disp = disps;
+        (n, more)
+    }
+
+    fn deliver(&mut self, ingress: &PortEntry, frame: Frame, disp: Disposition) {
+        match disp {
+            Disposition::Drop(_) => self.local.put(frame),
+            Disposition::Unicast(p) => match self.table.get(p).cloned() {
+                Some(egress) if egress.worker == self.id => {
+                    self.tx(&egress, &frame);
+                    self.local.put(frame);
+                }
+                Some(egress) => self.handoff(&egress, frame),
+                None => {
+                    ingress.counters.drop_frame(DropReason::PortGone);
+                    self.local.put(frame);
+                }
+            },
+            Disposition::Flood => {
+                let table = self.table.clone();
+                for egress in table.iter().filter(|p| p.id != ingress.id) {
+                    if egress.worker == self.id {
+                        self.tx(egress, &frame);
+                    } else if let Some(mut copy) = self.local.get() {
+                        copy.copy_from(&frame);
+                        self.handoff(egress, copy);
+                    } else {
+                        egress.counters.drop_frame(DropReason::PoolEmpty);
+                    }
+                }
+                self.local.put(frame);
+            }
+        }
+    }
+
+    fn handoff(&mut self, egress: &PortEntry, frame: Frame) {
+        let lane = &self.sw.lanes[egress.worker];
+        match lane.inbox.push(Handoff { port: egress.id, frame }) {
+            Ok(()) => {
+                bump(&self.sw.counters.ring_handoffs, 1);
+                lane.wake();
+            }
+            Err(h) => {
+                egress.counters.drop_frame(DropReason::RingFull);
+                self.local.put(h.frame);
+            }
+        }
+    }
+
+    fn tx(&self, egress: &PortEntry, frame: &Frame) {
+        match egress.io.send(frame.bytes()) {
+            Ok(()) => {
+                bump(&egress.counters.tx_packets, 1);
+                bump(&egress.counters.tx_bytes, frame.bytes().len().saturating_sub(VNET_HDR_LEN) as u64);
+            }
+            Err(PortError::Gone) => egress.counters.drop_frame(DropReason::PortGone),
+            Err(_) => egress.counters.drop_frame(DropReason::TxError),
+        }
+    }
+}

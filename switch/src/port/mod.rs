@@ -1,0 +1,40 @@
+//! Ports: where frames enter and leave the switch.
+//!
+//! A port is anything that implements [`PortIo`]: the pod and host TAPs ([`tap`]), an
+//! in-memory port for tests ([`mem`]), and later the AF_XDP uplink. The datapath only sees the
+//! trait, so every stage can be tested without root. Frames cross the trait as
+//! `vnet header + Ethernet frame` (see [`crate::wire::vnet`]); a port without a vnet header of
+//! its own adds and strips one.
+
+pub mod mem;
+pub mod tap;
+
+use std::os::fd::RawFd;
+
+/// Why a port operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The device is gone (deleted, or its netns was destroyed).
+    #[error("device is gone")]
+    Gone,
+    /// The port cannot take the frame now (its queue is full).
+    #[error("port queue full")]
+    Full,
+    /// Any other error from the kernel.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Frame I/O of one port. Implementations are non-blocking.
+pub trait PortIo: Send + Sync {
+    /// Reads one frame (vnet header + Ethernet frame) into `buf`. `Ok(None)` when nothing is
+    /// waiting.
+    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError>;
+
+    /// Writes one frame (vnet header + Ethernet frame).
+    fn send(&self, frame: &[u8]) -> Result<(), PortError>;
+
+    /// A file descriptor that becomes readable when frames are waiting, for the worker's
+    /// epoll set. `None` means the worker polls the port on every iteration.
+    fn readiness_fd(&self) -> Option<RawFd>;
+}

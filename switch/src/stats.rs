@@ -1,0 +1,135 @@
+//! Counters. Each port has one [`PortCounters`]; its rx side is only written by the worker that
+//! owns the port's receive side, and its tx side only by the worker that transmits on it (the
+//! same owner: frames for a port owned elsewhere are handed over through a ring). Writes are
+//! therefore uncontended relaxed atomics, readable at any time by the control thread.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a frame was dropped. The names are the stable keys of `tapwayctl stats --json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// The vnet header or Ethernet/IP/ARP headers are malformed.
+    Malformed,
+    /// A pod sent a frame whose source MAC (or ARP sender MAC) is not its own.
+    SpoofedMac,
+    /// A pod sent IPv4/IPv6/ARP from an address that is not one of its own.
+    SpoofedIp,
+    /// A pod sent a VLAN-tagged frame or an EtherType other than IPv4, IPv6 and ARP.
+    EthertypeDenied,
+    /// The destination MAC was learned on the port the frame came from.
+    SamePort,
+    /// The kernel refused the write to the egress port (interface down, bad offload...).
+    TxError,
+    /// The ring to the worker that owns the egress port was full.
+    RingFull,
+    /// No free frame buffer to copy a flooded frame for another worker.
+    PoolEmpty,
+    /// The egress port was detached while the frame was in flight.
+    PortGone,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 9] = [
+        DropReason::Malformed,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::EthertypeDenied,
+        DropReason::SamePort,
+        DropReason::TxError,
+        DropReason::RingFull,
+        DropReason::PoolEmpty,
+        DropReason::PortGone,
+    ];
+
+    /// The reason's stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::EthertypeDenied => "ethertype_denied",
+            DropReason::SamePort => "same_port",
+            DropReason::TxError => "tx_error",
+            DropReason::RingFull => "ring_full",
+            DropReason::PoolEmpty => "pool_empty",
+            DropReason::PortGone => "port_gone",
+        }
+    }
+}
+
+/// Counters of one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames read from the port.
+    pub rx_packets: AtomicU64,
+    /// Ethernet bytes read from the port.
+    pub rx_bytes: AtomicU64,
+    /// GSO super-frames among `rx_packets`.
+    pub rx_gso_packets: AtomicU64,
+    /// Frames written to the port.
+    pub tx_packets: AtomicU64,
+    /// Ethernet bytes written to the port.
+    pub tx_bytes: AtomicU64,
+    /// Frames dropped, indexed by [`DropReason`]. Rx-side reasons count on the ingress port,
+    /// tx-side reasons on the egress port.
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// Adds `n` to a counter that only one thread writes.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+impl PortCounters {
+    /// Counts one dropped frame.
+    #[inline]
+    pub fn drop_frame(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    /// How many frames were dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// Non-zero drop counters by name.
+    pub fn drop_map(&self) -> BTreeMap<String, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), self.dropped(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// Switch-wide counters (not tied to one port).
+#[derive(Debug, Default)]
+pub struct SwitchCounters {
+    /// Source MACs that could not be learned because the FDB was full.
+    pub fdb_full: AtomicU64,
+    /// Rx bursts cut short because the frame pool was empty.
+    pub pool_empty: AtomicU64,
+    /// Frames handed from one worker to another.
+    pub ring_handoffs: AtomicU64,
+    /// Frames flooded (broadcast, multicast, unknown unicast).
+    pub flooded: AtomicU64,
+}
+
+impl SwitchCounters {
+    /// All counters by name.
+    pub fn to_map(&self) -> BTreeMap<String, u64> {
+        [
+            ("fdb_full", &self.fdb_full),
+            ("pool_empty", &self.pool_empty),
+            ("ring_handoffs", &self.ring_handoffs),
+            ("flooded", &self.flooded),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.load(Relaxed)))
+        .collect()
+    }
+}

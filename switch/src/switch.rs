@@ -1,0 +1,223 @@
+//! The switch: state shared by the workers and the control plane, and the workers' lifecycle.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+
+use crate::datapath::worker::Worker;
+use crate::datapath::PollMode;
+use crate::pool::{Frame, FramePool};
+use crate::stats::SwitchCounters;
+use crate::table::{Fdb, PortTable};
+
+/// Datapath settings.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// One worker per entry, pinned to that core (`None`: not pinned).
+    pub cores: Vec<Option<usize>>,
+    /// How idle workers wait.
+    pub poll_mode: PollMode,
+    /// FDB size bound.
+    pub fdb_max: usize,
+    /// FDB aging, seconds.
+    pub fdb_aging_secs: u32,
+    /// Frame buffers in the pool.
+    pub pool_frames: usize,
+    /// Bytes per frame buffer.
+    pub frame_capacity: usize,
+    /// Frames per rx burst.
+    pub batch: usize,
+    /// Frames each worker's inbound ring holds.
+    pub ring_size: usize,
+    /// Most ports the switch takes.
+    pub max_ports: usize,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            cores: vec![None],
+            poll_mode: PollMode::Adaptive,
+            fdb_max: 16384,
+            fdb_aging_secs: crate::table::fdb::DEFAULT_AGING_SECS,
+            pool_frames: 2048,
+            frame_capacity: crate::pool::FRAME_CAPACITY,
+            batch: 32,
+            ring_size: 1024,
+            max_ports: 4096,
+        }
+    }
+}
+
+/// A frame on its way to the worker that owns its egress port.
+pub struct Handoff {
+    /// Egress port.
+    pub port: u16,
+    /// The frame.
+    pub frame: Frame,
+}
+
+/// One worker's inbound side, as other threads see it.
+pub struct Lane {
+    /// Frames handed over by other workers.
+    pub inbox: ArrayQueue<Handoff>,
+    /// Set while the worker sleeps in epoll; senders then wake it.
+    pub sleeping: AtomicBool,
+    waker: mio::Waker,
+}
+
+impl Lane {
+    /// Wakes the worker if it sleeps (or might be about to).
+    pub fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            // A failed wake only delays the frame to the worker's next timeout.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// The shared state.
+pub struct Switch {
+    /// The forwarding database.
+    pub fdb: Fdb,
+    /// Switch-wide counters.
+    pub counters: SwitchCounters,
+    /// The frame pool.
+    pub pool: Arc<FramePool>,
+    /// Per-worker inbound rings.
+    pub lanes: Vec<Lane>,
+    /// Settings.
+    pub config: SwitchConfig,
+    table: ArcSwap<PortTable>,
+    generation: AtomicU64,
+    writer: Mutex<()>,
+    stop: AtomicBool,
+    start: Instant,
+}
+
+/// Why the switch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// epoll/eventfd setup failed.
+    #[error("creating a worker's poller: {0}")]
+    Poll(std::io::Error),
+    /// A worker thread could not be spawned.
+    #[error("spawning a worker thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Handles of the running workers.
+pub struct Running {
+    /// The switch.
+    pub switch: Arc<Switch>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the workers and waits for them.
+    pub fn stop(self) {
+        self.switch.stop.store(true, Ordering::SeqCst);
+        for lane in &self.switch.lanes {
+            let _ = lane.waker.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Switch {
+    /// Allocates the pool and tables and starts one worker per configured core.
+    pub fn start(config: SwitchConfig) -> Result<Running, StartError> {
+        let mut config = config;
+        if config.cores.is_empty() {
+            config.cores.push(None);
+        }
+        let mut polls = Vec::new();
+        let mut lanes = Vec::new();
+        for _ in &config.cores {
+            let poll = mio::Poll::new().map_err(StartError::Poll)?;
+            let waker = mio::Waker::new(poll.registry(), crate::datapath::worker::WAKE_TOKEN).map_err(StartError::Poll)?;
+            lanes.push(Lane { inbox: ArrayQueue::new(config.ring_size.max(1)), sleeping: AtomicBool::new(false), waker });
+            polls.push(poll);
+        }
+        let switch = Arc::new(Switch {
+            fdb: Fdb::new(config.fdb_max, config.fdb_aging_secs),
+            counters: SwitchCounters::default(),
+            pool: FramePool::new(config.pool_frames, config.frame_capacity),
+            lanes,
+            table: ArcSwap::from_pointee(PortTable::default()),
+            generation: AtomicU64::new(0),
+            writer: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            start: Instant::now(),
+            config,
+        });
+        let mut threads = Vec::new();
+        for (id, poll) in polls.into_iter().enumerate() {
+            let core = switch.config.cores[id];
+            let sw = switch.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("tapway-w{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            tracing::warn!(worker = id, core, "could not pin worker to core");
+                        }
+                    }
+                    Worker::new(id, sw, poll).run();
+                })
+                .map_err(StartError::Spawn)?;
+            threads.push(t);
+        }
+        Ok(Running { switch, threads })
+    }
+
+    /// Seconds since start: the clock of FDB aging.
+    pub fn now(&self) -> u32 {
+        u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Seconds since start.
+    pub fn uptime_secs(&self) -> u64 {
+        self.start.elapsed().as_secs()
+    }
+
+    /// Whether workers should exit.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The current port table.
+    pub fn ports(&self) -> Arc<PortTable> {
+        self.table.load_full()
+    }
+
+    /// Bumped every time the port table changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Changes the port table: `f` gets the current table and returns the next one, which is
+    /// published to the workers (writers are serialized; readers never wait).
+    pub fn update<R>(&self, f: impl FnOnce(&PortTable) -> (PortTable, R)) -> R {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, r) = f(&self.table.load());
+        self.table.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for lane in &self.lanes {
+            let _ = lane.waker.wake();
+        }
+        r
+    }
+
+    /// The worker with the fewest ports, for a new port.
+    pub fn least_loaded_worker(&self) -> usize {
+        let table = self.ports();
+        (0..self.lanes.len()).min_by_key(|w| table.iter().filter(|p| p.worker == *w).count()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,166 @@
+//! The port table: every port the switch forwards between, with what the datapath needs to
+//! know about it (its I/O, its MAC and addresses for anti-spoofing, which worker owns it).
+//!
+//! Workers never see the table change under them: the control plane builds a new
+//! [`PortTable`] and swaps it in (see [`crate::switch::Switch::publish`]); each worker picks up
+//! the new snapshot at the top of its loop. A detached port's I/O stays valid until the last
+//! worker drops the old snapshot.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use tapway_api::Owner;
+
+use crate::port::PortIo;
+use crate::stats::PortCounters;
+use crate::wire::Mac;
+
+/// What kind of port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// The host port (`tapway0`): the node's gateway. Trusted, not anti-spoofed.
+    Host,
+    /// A pod's interface. Anti-spoofed.
+    Pod,
+}
+
+impl PortKind {
+    /// `host` or `pod`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PortKind::Host => "host",
+            PortKind::Pod => "pod",
+        }
+    }
+}
+
+/// What a pod port may send as: its own MAC and addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoofGuard {
+    /// The pod interface's MAC.
+    pub mac: Mac,
+    /// Its IPv4 addresses.
+    pub v4: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses (link-local ones are always allowed).
+    pub v6: Vec<Ipv6Addr>,
+}
+
+impl SpoofGuard {
+    /// A guard allowing `mac` and the host addresses of `ips`.
+    pub fn new(mac: Mac, ips: &[IpNet]) -> SpoofGuard {
+        let mut g = SpoofGuard { mac, ..Default::default() };
+        for ip in ips {
+            match ip {
+                IpNet::V4(n) => g.v4.push(n.addr()),
+                IpNet::V6(n) => g.v6.push(n.addr()),
+            }
+        }
+        g
+    }
+}
+
+/// Control-plane facts about a port, shown by `tapwayctl ports`.
+#[derive(Debug, Clone, Default)]
+pub struct PortMeta {
+    /// TAP name at creation.
+    pub name: String,
+    /// Netns path (empty for the host port).
+    pub netns: String,
+    /// Interface name in its netns.
+    pub ifname: String,
+    /// Interface index in its netns.
+    pub ifindex: u32,
+    /// MTU.
+    pub mtu: u32,
+    /// Addresses.
+    pub ips: Vec<IpNet>,
+    /// Owner (CNI container, pod).
+    pub owner: Owner,
+}
+
+/// One port.
+pub struct PortEntry {
+    /// Port number (index in the table).
+    pub id: u16,
+    /// Host or pod.
+    pub kind: PortKind,
+    /// Frame I/O.
+    pub io: Arc<dyn PortIo>,
+    /// MAC of the interface behind the port.
+    pub mac: Mac,
+    /// Anti-spoofing rules (`None`: trusted port).
+    pub guard: Option<SpoofGuard>,
+    /// Worker that owns the receive side and transmits on it.
+    pub worker: usize,
+    /// Counters.
+    pub counters: PortCounters,
+    /// Control-plane facts.
+    pub meta: PortMeta,
+}
+
+/// An immutable snapshot of all ports.
+#[derive(Clone, Default)]
+pub struct PortTable {
+    slots: Vec<Option<Arc<PortEntry>>>,
+    ids: Vec<u16>,
+}
+
+impl PortTable {
+    /// The port numbered `id`.
+    #[inline]
+    pub fn get(&self, id: u16) -> Option<&Arc<PortEntry>> {
+        self.slots.get(usize::from(id)).and_then(|s| s.as_ref())
+    }
+
+    /// Port numbers in use, ascending.
+    pub fn ids(&self) -> &[u16] {
+        &self.ids
+    }
+
+    /// All ports, by number.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<PortEntry>> {
+        self.ids.iter().filter_map(|id| self.get(*id))
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no ports.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The lowest free port number below `max`.
+    pub fn free_id(&self, max: usize) -> Option<u16> {
+        let limit = max.min(usize::from(u16::MAX));
+        (0..limit).find(|i| self.slots.get(*i).is_none_or(|s| s.is_none())).and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// A copy with `entry` added (replacing a port of the same number).
+    pub fn with(&self, entry: Arc<PortEntry>) -> PortTable {
+        let mut t = self.clone();
+        let i = usize::from(entry.id);
+        if t.slots.len() <= i {
+            t.slots.resize(i + 1, None);
+        }
+        if t.slots[i].is_none() {
+            t.ids.push(entry.id);
+            t.ids.sort_unstable();
+        }
+        t.slots[i] = Some(entry);
+        t
+    }
+
+    /// A copy without port `id`.
+    pub fn without(&self, id: u16) -> PortTable {
+        let mut t = self.clone();
+        if let Some(s) = t.slots.get_mut(usize::from(id)) {
+            *s = None;
+        }
+        t.ids.retain(|i| *i != id);
+        t
+    }
+}
