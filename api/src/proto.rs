@@ -371,7 +371,11 @@ mod tests {
                 ips: vec![IpConfig { address: "10.0.0.2/24".into(), gateway: Some("10.0.0.1".into()) }],
                 ..Default::default()
             }),
-            Op::Detach(PortSelector { netns: Some("/run/netns/a".into()), container_id: None, ifname: "eth0".into() }),
+            Op::Detach(PortSelector {
+                netns: Some("/run/netns/a".into()),
+                container_id: None,
+                ifname: "eth0".into(),
+            }),
             Op::Check(CheckRequest::default()),
             Op::Ports,
             Op::Stats,

@@ -173,11 +173,6 @@ impl DaemonConfig {
             switch: sw,
         })
     }
-
-    /// Gateway addresses (first host of each pod CIDR) with the CIDR's prefix.
-    pub fn gateways(&self) -> Vec<IpNet> {
-        self.pod_cidrs.iter().filter_map(|c| gateway_of(c)).collect()
-    }
 }
 
 /// The first host address of a range, with the range's prefix length.
@@ -189,7 +184,8 @@ pub fn gateway_of(cidr: &IpNet) -> Option<IpNet> {
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source })
 }
 
@@ -203,13 +199,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tapway-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("tapwayd.toml");
-        std::fs::write(&f, "mtu = 9000\ncores = [0, 1]\npod-cidr = [\"10.1.0.0/24\"]\npoll-mode = \"busy\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "mtu = 9000\ncores = [0, 1]\npod-cidr = [\"10.1.0.0/24\"]\npoll-mode = \"busy\"\n",
+        )
+        .unwrap();
         let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--mtu", "1400"]);
         let c = DaemonConfig::resolve(args).unwrap();
         assert_eq!(c.mtu, 1400);
         assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
         assert_eq!(c.switch.poll_mode, PollMode::Busy);
-        assert_eq!(c.gateways(), vec!["10.1.0.1/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(gateway_of(&c.pod_cidrs[0]), Some("10.1.0.1/24".parse::<IpNet>().unwrap()));
         std::fs::write(&f, "mtux = 1\n").unwrap();
         let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
         assert!(matches!(DaemonConfig::resolve(args), Err(ConfigError::Parse { .. })));
@@ -218,7 +218,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        for bad in [&["--mtu", "100"][..], &["--batch", "0"], &["--pod-cidr", "10.0.0.1/32"], &["--host-port", "a/b"]] {
+        for bad in [
+            &["--mtu", "100"][..],
+            &["--batch", "0"],
+            &["--pod-cidr", "10.0.0.1/32"],
+            &["--host-port", "a/b"],
+        ] {
             let mut argv = vec!["tapwayd"];
             argv.extend_from_slice(bad);
             assert!(DaemonConfig::resolve(Args::parse_from(argv)).is_err(), "{bad:?}");

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -131,11 +132,15 @@ impl Netlink {
             let n = self.sock.recv(&mut &mut rx[..], 0).map_err(|e| io_err(op, e))?;
             let mut off = 0;
             while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
-                    .map_err(|e| io_err(op, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))?;
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n]).map_err(|e| {
+                    io_err(op, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+                })?;
                 let len = msg.header.length as usize;
                 if len == 0 {
-                    return Err(io_err(op, std::io::Error::new(std::io::ErrorKind::InvalidData, "zero-length message")));
+                    return Err(io_err(
+                        op,
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "zero-length message"),
+                    ));
                 }
                 off += (len + 3) & !3;
                 if msg.header.sequence_number != seq {
@@ -230,7 +235,11 @@ impl Netlink {
 
     /// Addresses on link `index`.
     pub fn addrs(&mut self, index: u32) -> Result<Vec<IpNet>, NlError> {
-        let msgs = self.request("list addresses", RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP)?;
+        let msgs = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
@@ -318,7 +327,13 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 fn link_from(l: LinkMessage) -> Link {
-    let mut link = Link { index: l.header.index, name: String::new(), mac: None, mtu: 0, up: l.header.flags.contains(LinkFlags::Up) };
+    let mut link = Link {
+        index: l.header.index,
+        name: String::new(),
+        mac: None,
+        mtu: 0,
+        up: l.header.flags.contains(LinkFlags::Up),
+    };
     for a in l.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n,

@@ -44,7 +44,8 @@ pub enum NetnsError {
 pub fn open(path: &Path) -> Result<File, NetnsError> {
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|source| NetnsError::Open { path: shown.clone(), source })?;
-    let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Open { path: shown.clone(), source: e.into() })?;
+    let fs = nix::sys::statfs::fstatfs(&file)
+        .map_err(|e| NetnsError::Open { path: shown.clone(), source: e.into() })?;
     #[allow(clippy::unnecessary_cast)]
     if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
         return Err(NetnsError::NotNetns(shown));

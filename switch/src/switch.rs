@@ -141,8 +141,13 @@ impl Switch {
         let mut lanes = Vec::new();
         for _ in &config.cores {
             let poll = mio::Poll::new().map_err(StartError::Poll)?;
-            let waker = mio::Waker::new(poll.registry(), crate::datapath::worker::WAKE_TOKEN).map_err(StartError::Poll)?;
-            lanes.push(Lane { inbox: ArrayQueue::new(config.ring_size.max(1)), sleeping: AtomicBool::new(false), waker });
+            let waker = mio::Waker::new(poll.registry(), crate::datapath::worker::WAKE_TOKEN)
+                .map_err(StartError::Poll)?;
+            lanes.push(Lane {
+                inbox: ArrayQueue::new(config.ring_size.max(1)),
+                sleeping: AtomicBool::new(false),
+                waker,
+            });
             polls.push(poll);
         }
         let switch = Arc::new(Switch {

@@ -1,1 +1,284 @@
-fn main() {}
+//! tapwayctl: the admin CLI of tapwayd.
+//!
+//! Exit codes (stable, for scripts):
+//! 0 success · 1 other error · 2 usage error · 3 tapwayd unreachable · 4 not found ·
+//! 5 invalid argument · 6 already exists · 7 mismatch (check failed) · 8 permission denied.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use tapway_api::{
+    AttachRequest, CheckRequest, Client, ClientError, DetachResult, ErrorCode, FdbEntry, IpConfig, Op, Owner,
+    PortInfo, PortSelector, RouteConfig, StatsReport, StatusInfo,
+};
+
+/// tapwayctl: inspect and drive tapwayd over its control socket.
+#[derive(Parser)]
+#[command(
+    name = "tapwayctl",
+    version,
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 tapwayd unreachable, 4 not found, 5 invalid argument, 6 exists, 7 mismatch, 8 permission denied."
+)]
+struct Cli {
+    /// Control socket of tapwayd.
+    #[arg(long, global = true, env = "TAPWAY_SOCKET", default_value = tapway_api::DEFAULT_SOCKET)]
+    socket: String,
+    /// Print the daemon's JSON answer instead of a table (field names are stable; see
+    /// docs/operations.md).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Daemon version, uptime, workers and their ports, poll mode, FDB and pool usage.
+    Status,
+    /// Every port: number, kind, netns, interface, MAC, addresses, worker, owning pod.
+    Ports,
+    /// The forwarding database: learned MAC → port, with age.
+    Fdb,
+    /// Per-port rx/tx packets and bytes, super-frames, drops by reason; switch counters.
+    Stats,
+    /// Create a pod interface in a netns and plug it into the switch (for manual use; the CNI
+    /// plugin does this for pods).
+    Attach {
+        /// Netns path, e.g. /run/netns/pod1.
+        #[arg(long)]
+        netns: String,
+        /// Interface name inside the netns.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Address in CIDR form (repeatable), e.g. 10.244.0.5/24.
+        #[arg(long = "ip", required = true)]
+        ips: Vec<String>,
+        /// Gateway for the addresses of its family (repeatable: one per family). Defaults to
+        /// nothing: no default route unless given.
+        #[arg(long)]
+        gateway: Vec<String>,
+        /// Extra route `DST[,via=GW]` (repeatable), e.g. 10.96.0.0/12 or 0.0.0.0/0,via=10.244.0.1.
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// MAC for the interface [default: a random locally administered one].
+        #[arg(long)]
+        mac: Option<String>,
+        /// MTU [default: the daemon's --mtu].
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Remove a pod interface. Succeeds (and says so) when there is none.
+    Detach {
+        /// Netns path the port was attached in.
+        #[arg(long, required_unless_present = "container_id")]
+        netns: Option<String>,
+        /// CNI container ID the port was attached for (instead of --netns).
+        #[arg(long)]
+        container_id: Option<String>,
+        /// Interface name inside the netns.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+    /// Verify that a port exists and its interface still has its MAC, addresses and routes.
+    Check {
+        /// Netns path.
+        #[arg(long)]
+        netns: String,
+        /// Interface name.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+}
+
+fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Connect { .. } => 3,
+        ClientError::Api(a) => match a.code {
+            ErrorCode::NotFound => 4,
+            ErrorCode::InvalidArgument | ErrorCode::BadRequest => 5,
+            ErrorCode::Exists => 6,
+            ErrorCode::Mismatch => 7,
+            ErrorCode::PermissionDenied => 8,
+            _ => 1,
+        },
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(&cli.socket);
+    match run(&cli, &client) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapwayctl: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), ClientError> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
+    match &cli.cmd {
+        Cmd::Status => {
+            let s: StatusInfo = client.call(Op::Status)?;
+            if cli.json {
+                return print_json(&s);
+            }
+            println!("tapwayd {}  up {}s  poll mode {}", s.version, s.uptime_secs, s.poll_mode);
+            println!(
+                "pod range {}  gateway {} on {}",
+                s.pod_cidr.as_deref().unwrap_or("-"),
+                s.gateway.as_deref().unwrap_or("-"),
+                s.host_port
+            );
+            println!(
+                "ports {}  FDB {}/{} (aging {}s)  frame pool {}/{} free",
+                s.ports, s.fdb_entries, s.fdb_max, s.fdb_aging_secs, s.pool_free, s.pool_total
+            );
+            for w in &s.workers {
+                let core = w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+                println!("worker {}  core {:>2}  ports {:?}", w.id, core, w.ports);
+            }
+        }
+        Cmd::Ports => {
+            let ports: Vec<PortInfo> = client.call(Op::Ports)?;
+            if cli.json {
+                return print_json(&ports);
+            }
+            println!(
+                "{:>4} {:<5} {:<8} {:<17} {:<18} {:>5} {:>2}  {:<28} POD",
+                "PORT", "KIND", "IFNAME", "MAC", "IPS", "MTU", "W", "NETNS"
+            );
+            for p in ports {
+                let pod = match (&p.owner.pod_namespace, &p.owner.pod_name) {
+                    (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                    _ => p
+                        .owner
+                        .container_id
+                        .as_deref()
+                        .map(|c| c.chars().take(12).collect())
+                        .unwrap_or_else(|| "-".into()),
+                };
+                let netns = if p.netns.is_empty() { "(host)".to_string() } else { p.netns.clone() };
+                println!(
+                    "{:>4} {:<5} {:<8} {:<17} {:<18} {:>5} {:>2}  {:<28} {}",
+                    p.id,
+                    p.kind,
+                    p.ifname,
+                    p.mac,
+                    p.ips.join(","),
+                    p.mtu,
+                    p.worker,
+                    netns,
+                    pod
+                );
+            }
+        }
+        Cmd::Fdb => {
+            let fdb: Vec<FdbEntry> = client.call(Op::Fdb)?;
+            if cli.json {
+                return print_json(&fdb);
+            }
+            println!("{:<17} {:>4} {:<10} {:>6}", "MAC", "PORT", "IFNAME", "AGE(s)");
+            for e in fdb {
+                println!("{:<17} {:>4} {:<10} {:>6}", e.mac, e.port, e.ifname, e.age_secs);
+            }
+        }
+        Cmd::Stats => {
+            let s: StatsReport = client.call(Op::Stats)?;
+            if cli.json {
+                return print_json(&s);
+            }
+            println!(
+                "{:>4} {:<8} {:>12} {:>14} {:>12} {:>14} {:>10}  DROPS",
+                "PORT", "IFNAME", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "RX_GSO"
+            );
+            for p in &s.ports {
+                let drops: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let drops = if drops.is_empty() { "-".to_string() } else { drops.join(" ") };
+                println!(
+                    "{:>4} {:<8} {:>12} {:>14} {:>12} {:>14} {:>10}  {}",
+                    p.id,
+                    p.ifname,
+                    p.rx_packets,
+                    p.rx_bytes,
+                    p.tx_packets,
+                    p.tx_bytes,
+                    p.rx_gso_packets,
+                    drops
+                );
+            }
+            let sw: Vec<String> = s.switch.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("switch: {}", sw.join(" "));
+        }
+        Cmd::Attach { netns, ifname, ips, gateway, routes, mac, mtu } => {
+            let ips = ips
+                .iter()
+                .map(|a| {
+                    let v4 = !a.contains(':');
+                    let gw = gateway.iter().find(|g| g.contains(':') != v4).cloned();
+                    IpConfig { address: a.clone(), gateway: gw }
+                })
+                .collect();
+            let routes = routes
+                .iter()
+                .map(|r| match r.split_once(",via=") {
+                    Some((dst, gw)) => RouteConfig { dst: dst.to_string(), gw: Some(gw.to_string()) },
+                    None => RouteConfig { dst: r.clone(), gw: None },
+                })
+                .collect();
+            let req = AttachRequest {
+                netns: netns.clone(),
+                ifname: ifname.clone(),
+                mac: mac.clone(),
+                mtu: *mtu,
+                ips,
+                routes,
+                owner: Owner::default(),
+            };
+            let p: PortInfo = client.call(Op::Attach(req))?;
+            if cli.json {
+                return print_json(&p);
+            }
+            println!(
+                "attached port {}: {} in {} mac {} ips {}",
+                p.id,
+                p.ifname,
+                p.netns,
+                p.mac,
+                p.ips.join(",")
+            );
+        }
+        Cmd::Detach { netns, container_id, ifname } => {
+            let sel = PortSelector {
+                netns: netns.clone(),
+                container_id: container_id.clone(),
+                ifname: ifname.clone(),
+            };
+            let r: DetachResult = client.call(Op::Detach(sel))?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!("{}", if r.detached { "detached" } else { "nothing to detach" });
+        }
+        Cmd::Check { netns, ifname } => {
+            let req = CheckRequest {
+                port: PortSelector { netns: Some(netns.clone()), container_id: None, ifname: ifname.clone() },
+                ..Default::default()
+            };
+            let _: serde_json::Value = client.call(Op::Check(req))?;
+            if !cli.json {
+                println!("ok");
+            } else {
+                println!("{{\"ok\":true}}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -20,8 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("{},netlink_packet_route=error", cfg.log_level))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,7 +37,8 @@ fn main() -> ExitCode {
 fn run(cfg: DaemonConfig) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("installing signal handler: {e}"))?;
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("installing signal handler: {e}"))?;
     }
     let running = Switch::start(cfg.switch.clone()).map_err(|e| e.to_string())?;
     let ctl = Arc::new(Control::new(running.switch.clone(), &cfg));
@@ -63,7 +65,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         ticks += 1;
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             let sw = &running.switch;
             let aged = sw.fdb.sweep(sw.now());
             if aged > 0 {

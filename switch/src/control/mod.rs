@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tapway_api::{ApiError, ErrorCode, FdbEntry, Op, PortInfo, PortStats, StatsReport, StatusInfo, WorkerInfo};
+use tapway_api::{
+    ApiError, ErrorCode, FdbEntry, Op, PortInfo, PortStats, StatsReport, StatusInfo, WorkerInfo,
+};
 
 use crate::port::tap::TapPort;
 use crate::switch::Switch;

@@ -20,10 +20,13 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use tapway_api::validate;
-use tapway_api::{ApiError, AttachRequest, CheckRequest, DetachResult, ErrorCode, GcRequest, GcResult, PortInfo, PortSelector};
+use tapway_api::{
+    ApiError, AttachRequest, CheckRequest, DetachResult, ErrorCode, GcRequest, GcResult, PortInfo,
+    PortSelector,
+};
 
 use super::{api_err, port_info, Control};
-use crate::netlink::{LinkChanges, NlError, Netlink};
+use crate::netlink::{LinkChanges, Netlink, NlError};
 use crate::netns::{self, NetnsError};
 use crate::port::tap::{TapError, TapPort};
 use crate::stats::PortCounters;
@@ -81,7 +84,10 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
     if !ok {
         // No urandom: fall back to the clock, still unique enough for a temporary name.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         for (i, x) in b.iter_mut().enumerate() {
             *x = (t >> ((i % 16) * 8)) as u8 ^ (std::process::id() as u8);
         }
@@ -120,10 +126,16 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
         if let Some(gw) = &ip.gateway {
             let gw = validate::ip(gw).map_err(invalid)?;
             if gw.is_ipv4() != net.addr().is_ipv4() {
-                return Err(api_err(ErrorCode::InvalidArgument, format!("gateway {gw} is not of the family of {net}")));
+                return Err(api_err(
+                    ErrorCode::InvalidArgument,
+                    format!("gateway {gw} is not of the family of {net}"),
+                ));
             }
             if gw == net.addr() {
-                return Err(api_err(ErrorCode::InvalidArgument, format!("gateway {gw} is the pod's own address")));
+                return Err(api_err(
+                    ErrorCode::InvalidArgument,
+                    format!("gateway {gw} is the pod's own address"),
+                ));
             }
             gateways.push(gw);
         }
@@ -143,15 +155,20 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
             None => gateways.iter().copied().find(|g| g.is_ipv4() == dst.addr().is_ipv4()),
         };
         if gw.is_some_and(|g| g.is_ipv4() != dst.addr().is_ipv4()) {
-            return Err(api_err(ErrorCode::InvalidArgument, format!("route {dst} has a next hop of another family")));
+            return Err(api_err(
+                ErrorCode::InvalidArgument,
+                format!("route {dst} has a next hop of another family"),
+            ));
         }
         routes.push((dst, gw));
     }
     // A default route per family that has a gateway, unless one was given.
     for gw in &gateways {
-        let has_default = routes.iter().any(|(d, _)| d.prefix_len() == 0 && d.addr().is_ipv4() == gw.is_ipv4());
+        let has_default =
+            routes.iter().any(|(d, _)| d.prefix_len() == 0 && d.addr().is_ipv4() == gw.is_ipv4());
         if !has_default {
-            let any: IpNet = if gw.is_ipv4() { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) };
+            let any: IpNet =
+                if gw.is_ipv4() { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) };
             routes.push((any, Some(*gw)));
         }
     }
@@ -167,7 +184,9 @@ impl Control {
                 p.kind == PortKind::Pod
                     && p.meta.ifname == sel.ifname
                     && match (&sel.container_id, &sel.netns) {
-                        (Some(c), _) if !c.is_empty() => p.meta.owner.container_id.as_deref() == Some(c.as_str()),
+                        (Some(c), _) if !c.is_empty() => {
+                            p.meta.owner.container_id.as_deref() == Some(c.as_str())
+                        }
                         (_, Some(n)) if !n.is_empty() => p.meta.netns == *n,
                         _ => false,
                     }
@@ -181,21 +200,36 @@ impl Control {
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
         let table = self.switch.ports();
         if let Some(p) = table.iter().find(|p| p.meta.netns == req.netns && p.meta.ifname == req.ifname) {
-            return Err(api_err(ErrorCode::Exists, format!("port {} is already attached as {} in {}", p.id, req.ifname, req.netns)));
+            return Err(api_err(
+                ErrorCode::Exists,
+                format!("port {} is already attached as {} in {}", p.id, req.ifname, req.netns),
+            ));
         }
         if let Some(c) = &req.owner.container_id {
-            if let Some(p) = table.iter().find(|p| p.meta.owner.container_id.as_ref() == Some(c) && p.meta.ifname == req.ifname) {
-                return Err(api_err(ErrorCode::Exists, format!("container {c} already has {} (port {})", req.ifname, p.id)));
+            if let Some(p) = table
+                .iter()
+                .find(|p| p.meta.owner.container_id.as_ref() == Some(c) && p.meta.ifname == req.ifname)
+            {
+                return Err(api_err(
+                    ErrorCode::Exists,
+                    format!("container {c} already has {} (port {})", req.ifname, p.id),
+                ));
             }
         }
         let ifname = plan.ifname.clone();
-        if netns::run_in(&plan.netns, || Netlink::new()?.link_by_name(&ifname).map_err(ApiError::from))?.is_some() {
-            return Err(api_err(ErrorCode::Exists, format!("interface {} already exists in {}", plan.ifname, req.netns)));
+        if netns::run_in(&plan.netns, || Netlink::new()?.link_by_name(&ifname).map_err(ApiError::from))?
+            .is_some()
+        {
+            return Err(api_err(
+                ErrorCode::Exists,
+                format!("interface {} already exists in {}", plan.ifname, req.netns),
+            ));
         }
         let id = table
             .free_id(self.switch.config.max_ports)
             .ok_or_else(|| api_err(ErrorCode::ResourceExhausted, "the switch has no free port"))?;
-        let name = format!("tw{}", random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let name =
+            format!("tw{}", random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect::<String>());
         let tap = Arc::new(TapPort::open(&name, true)?);
         let ifindex = match configure_pod(&tap, &plan) {
             Ok(i) => i,
@@ -235,7 +269,9 @@ impl Control {
     /// Detaches a pod port; `detached: false` when there was none.
     pub fn detach(&self, sel: &PortSelector) -> Result<DetachResult, ApiError> {
         validate::ifname(&sel.ifname).map_err(invalid)?;
-        if sel.container_id.as_deref().unwrap_or("").is_empty() && sel.netns.as_deref().unwrap_or("").is_empty() {
+        if sel.container_id.as_deref().unwrap_or("").is_empty()
+            && sel.netns.as_deref().unwrap_or("").is_empty()
+        {
             return Err(api_err(ErrorCode::InvalidArgument, "detach needs netns or container_id"));
         }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,9 +307,9 @@ impl Control {
     /// Verifies a port against what it should look like.
     pub fn check(&self, req: &CheckRequest) -> Result<(), ApiError> {
         validate::ifname(&req.port.ifname).map_err(invalid)?;
-        let entry = self
-            .find(&req.port)
-            .ok_or_else(|| api_err(ErrorCode::NotFound, format!("no port {} for this container/netns", req.port.ifname)))?;
+        let entry = self.find(&req.port).ok_or_else(|| {
+            api_err(ErrorCode::NotFound, format!("no port {} for this container/netns", req.port.ifname))
+        })?;
         let want_mac = match &req.mac {
             Some(m) => Some(validate::mac(m).map_err(invalid)?),
             None => None,
@@ -296,13 +332,19 @@ impl Control {
         netns::run_in(&netns, || -> Result<(), ApiError> {
             let mut nl = Netlink::new()?;
             let mismatch = |m: String| api_err(ErrorCode::Mismatch, m);
-            let link = nl.link_by_name(&ifname)?.ok_or_else(|| mismatch(format!("interface {ifname} is missing")))?;
+            let link = nl
+                .link_by_name(&ifname)?
+                .ok_or_else(|| mismatch(format!("interface {ifname} is missing")))?;
             if link.index != index {
                 return Err(mismatch(format!("interface {ifname} is not the one tapway attached")));
             }
             if let Some(m) = want_mac {
                 if link.mac != Some(m) {
-                    return Err(mismatch(format!("interface {ifname} has MAC {:?}, expected {}", link.mac.map(|m| validate::format_mac(&m)), validate::format_mac(&m))));
+                    return Err(mismatch(format!(
+                        "interface {ifname} has MAC {:?}, expected {}",
+                        link.mac.map(|m| validate::format_mac(&m)),
+                        validate::format_mac(&m)
+                    )));
                 }
             }
             if !link.up {
@@ -338,7 +380,16 @@ impl Control {
                 let Some(c) = &p.meta.owner.container_id else { return false };
                 !req.valid.iter().any(|a| a.container_id == *c && a.ifname == p.meta.ifname)
             })
-            .map(|p| (port_info(p), PortSelector { netns: None, container_id: p.meta.owner.container_id.clone(), ifname: p.meta.ifname.clone() }))
+            .map(|p| {
+                (
+                    port_info(p),
+                    PortSelector {
+                        netns: None,
+                        container_id: p.meta.owner.container_id.clone(),
+                        ifname: p.meta.ifname.clone(),
+                    },
+                )
+            })
             .collect();
         let mut removed = Vec::new();
         for (info, sel) in stale {
@@ -357,17 +408,27 @@ fn configure_pod(tap: &TapPort, plan: &AttachPlan) -> Result<u32, ApiError> {
     let link = nl
         .link_by_name(tap.name())?
         .ok_or_else(|| api_err(ErrorCode::System, format!("TAP {} vanished after creation", tap.name())))?;
-    nl.set_link(link.index, &LinkChanges { txqlen: Some(POD_TXQLEN), netns_fd: Some(ns.as_raw_fd()), ..Default::default() })?;
+    nl.set_link(
+        link.index,
+        &LinkChanges { txqlen: Some(POD_TXQLEN), netns_fd: Some(ns.as_raw_fd()), ..Default::default() },
+    )?;
     let tmp = tap.name().to_string();
     netns::run_in(&plan.netns, || -> Result<u32, ApiError> {
         let mut nl = Netlink::new()?;
-        let link = nl
-            .link_by_name(&tmp)?
-            .ok_or_else(|| api_err(ErrorCode::System, format!("TAP {tmp} did not arrive in {}", plan.netns.display())))?;
+        let link = nl.link_by_name(&tmp)?.ok_or_else(|| {
+            api_err(ErrorCode::System, format!("TAP {tmp} did not arrive in {}", plan.netns.display()))
+        })?;
         let index = link.index;
-        let rename = LinkChanges { name: Some(plan.ifname.clone()), mac: Some(plan.mac), mtu: Some(plan.mtu), ..Default::default() };
+        let rename = LinkChanges {
+            name: Some(plan.ifname.clone()),
+            mac: Some(plan.mac),
+            mtu: Some(plan.mtu),
+            ..Default::default()
+        };
         nl.set_link(index, &rename).map_err(|e| match e.errno() {
-            Some(libc::EEXIST) => api_err(ErrorCode::Exists, format!("interface {} already exists in the pod", plan.ifname)),
+            Some(libc::EEXIST) => {
+                api_err(ErrorCode::Exists, format!("interface {} already exists in the pod", plan.ifname))
+            }
             _ => e.into(),
         })?;
         nl.set_link(index, &LinkChanges { up: Some(true), ..Default::default() })?;
@@ -408,15 +469,23 @@ mod tests {
         assert_eq!(p.mac[0] & 3, 2, "locally administered unicast");
         assert_eq!(p.mtu, 1500);
         let mut r = req();
-        r.routes = vec![RouteConfig { dst: "0.0.0.0/0".into(), gw: None }, RouteConfig { dst: "10.96.0.0/12".into(), gw: Some("10.0.0.254".into()) }];
+        r.routes = vec![
+            RouteConfig { dst: "0.0.0.0/0".into(), gw: None },
+            RouteConfig { dst: "10.96.0.0/12".into(), gw: Some("10.0.0.254".into()) },
+        ];
         let p = plan_attach(&r, 1500).unwrap();
         assert_eq!(p.routes.len(), 2);
-        assert_eq!(p.routes[0].1, Some("10.0.0.1".parse().unwrap()), "route without gw uses the address' gateway");
+        assert_eq!(
+            p.routes[0].1,
+            Some("10.0.0.1".parse().unwrap()),
+            "route without gw uses the address' gateway"
+        );
     }
 
     #[test]
     fn plan_rejects_bad_input() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut AttachRequest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut AttachRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("ifname", Box::new(|r| r.ifname = "this-name-is-too-long".into())),
             ("netns missing", Box::new(|r| r.netns = "/nonexistent".into())),
             ("netns not ns", Box::new(|r| r.netns = "/etc/hostname".into())),
@@ -428,7 +497,12 @@ mod tests {
             ("gw self", Box::new(|r| r.ips[0].gateway = Some("10.0.0.5".into()))),
             ("dup ip", Box::new(|r| r.ips.push(r.ips[0].clone()))),
             ("route", Box::new(|r| r.routes.push(RouteConfig { dst: "x".into(), gw: None }))),
-            ("route gw", Box::new(|r| r.routes.push(RouteConfig { dst: "10.1.0.0/16".into(), gw: Some("fd00::1".into()) }))),
+            (
+                "route gw",
+                Box::new(|r| {
+                    r.routes.push(RouteConfig { dst: "10.1.0.0/16".into(), gw: Some("fd00::1".into()) })
+                }),
+            ),
             ("container id", Box::new(|r| r.owner.container_id = Some("-bad".into()))),
         ];
         for (what, mutate) in cases {

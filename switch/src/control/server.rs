@@ -139,7 +139,10 @@ fn serve_connection(ctl: &Control, stream: UnixStream, allowed: &[u32]) {
     let uid = getsockopt(&stream, PeerCredentials).map(|c| c.uid()).ok();
     if !uid.is_some_and(|u| allowed.contains(&u)) {
         tracing::warn!(?uid, "control connection refused");
-        let _ = reply(&mut writer, Err(api_err(ErrorCode::PermissionDenied, "this uid may not use the tapway control socket")));
+        let _ = reply(
+            &mut writer,
+            Err(api_err(ErrorCode::PermissionDenied, "this uid may not use the tapway control socket")),
+        );
         return;
     }
     let mut reader = BufReader::new(stream);
@@ -173,21 +176,29 @@ fn serve_connection(ctl: &Control, stream: UnixStream, allowed: &[u32]) {
 
 /// Decodes one request line, with a precise error for each way it can be wrong.
 pub fn parse_request(line: &[u8]) -> Result<Request, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| api_err(ErrorCode::BadRequest, format!("request is not JSON: {e}")))?;
-    let obj = value.as_object().ok_or_else(|| api_err(ErrorCode::BadRequest, "request must be a JSON object"))?;
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| api_err(ErrorCode::BadRequest, format!("request is not JSON: {e}")))?;
+    let obj =
+        value.as_object().ok_or_else(|| api_err(ErrorCode::BadRequest, "request must be a JSON object"))?;
     match obj.get("v").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
         Some(v) => {
-            return Err(api_err(ErrorCode::UnsupportedVersion, format!("protocol version {v} is not supported (this daemon speaks {PROTOCOL_VERSION})")))
+            return Err(api_err(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {v} is not supported (this daemon speaks {PROTOCOL_VERSION})"),
+            ))
         }
         None => return Err(api_err(ErrorCode::BadRequest, "request lacks the protocol version \"v\"")),
     }
-    let op = obj.get("op").and_then(|o| o.as_str()).ok_or_else(|| api_err(ErrorCode::BadRequest, "request lacks \"op\""))?;
+    let op = obj
+        .get("op")
+        .and_then(|o| o.as_str())
+        .ok_or_else(|| api_err(ErrorCode::BadRequest, "request lacks \"op\""))?;
     if !OPS.contains(&op) {
         return Err(api_err(ErrorCode::BadRequest, format!("unknown op {op:?}; known: {}", OPS.join(", "))));
     }
-    serde_json::from_value(value.clone()).map_err(|e| api_err(ErrorCode::BadRequest, format!("bad {op} request: {e}")))
+    serde_json::from_value(value.clone())
+        .map_err(|e| api_err(ErrorCode::BadRequest, format!("bad {op} request: {e}")))
 }
 
 #[cfg(test)]

@@ -44,7 +44,13 @@ impl Control {
     pub fn save_state(&self) {
         let state = State {
             version: STATE_VERSION,
-            ports: self.switch.ports().iter().filter(|p| p.kind == PortKind::Pod).map(|p| port_info(p)).collect(),
+            ports: self
+                .switch
+                .ports()
+                .iter()
+                .filter(|p| p.kind == PortKind::Pod)
+                .map(|p| port_info(p))
+                .collect(),
         };
         let path = self.state_dir.join("state.json");
         let res = serde_json::to_vec_pretty(&state)

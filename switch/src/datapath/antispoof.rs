@@ -66,9 +66,15 @@ mod tests {
         let g = guard();
         let own = L3Src::Ipv4(Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(check(&g, &meta(OTHER, own)), Err(DropReason::SpoofedMac));
-        assert_eq!(check(&g, &meta(MAC, L3Src::Ipv4(Ipv4Addr::new(10, 0, 0, 3)))), Err(DropReason::SpoofedIp));
+        assert_eq!(
+            check(&g, &meta(MAC, L3Src::Ipv4(Ipv4Addr::new(10, 0, 0, 3)))),
+            Err(DropReason::SpoofedIp)
+        );
         assert_eq!(check(&g, &meta(MAC, L3Src::Ipv4(Ipv4Addr::UNSPECIFIED))), Err(DropReason::SpoofedIp));
-        assert_eq!(check(&g, &meta(MAC, L3Src::Ipv6("fd00::3".parse().unwrap()))), Err(DropReason::SpoofedIp));
+        assert_eq!(
+            check(&g, &meta(MAC, L3Src::Ipv6("fd00::3".parse().unwrap()))),
+            Err(DropReason::SpoofedIp)
+        );
         let arp_mac = L3Src::Arp { sender_mac: OTHER, sender_ip: Ipv4Addr::new(10, 0, 0, 2) };
         assert_eq!(check(&g, &meta(MAC, arp_mac)), Err(DropReason::SpoofedMac));
         let arp_ip = L3Src::Arp { sender_mac: MAC, sender_ip: Ipv4Addr::new(10, 0, 0, 1) };

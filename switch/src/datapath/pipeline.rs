@@ -27,7 +27,13 @@ pub struct Scratch {
 impl Pipeline<'_> {
     /// Runs `frames` (all from `ingress`) through the stages; `out[i]` is the fate of
     /// `frames[i]`. Rx counters of `ingress` are updated here.
-    pub fn run(&self, ingress: &PortEntry, frames: &[Frame], scratch: &mut Scratch, out: &mut Vec<Disposition>) {
+    pub fn run(
+        &self,
+        ingress: &PortEntry,
+        frames: &[Frame],
+        scratch: &mut Scratch,
+        out: &mut Vec<Disposition>,
+    ) {
         out.clear();
         scratch.metas.clear();
         self.stage_parse(ingress, frames, &mut scratch.metas, out);
@@ -151,11 +157,11 @@ mod tests {
         let batch = frames(
             &mut local,
             &[
-                udp4(A, B, [10, 0, 0, 2], [10, 0, 0, 3]),          // known unicast
-                arp(A, [10, 0, 0, 2]),                              // broadcast
-                udp4(B, A, [10, 0, 0, 2], [10, 0, 0, 3]),          // wrong MAC
-                udp4(A, B, [10, 0, 0, 9], [10, 0, 0, 3]),          // wrong IP
-                vec![1, 2, 3],                                      // garbage
+                udp4(A, B, [10, 0, 0, 2], [10, 0, 0, 3]), // known unicast
+                arp(A, [10, 0, 0, 2]),                    // broadcast
+                udp4(B, A, [10, 0, 0, 2], [10, 0, 0, 3]), // wrong MAC
+                udp4(A, B, [10, 0, 0, 9], [10, 0, 0, 3]), // wrong IP
+                vec![1, 2, 3],                            // garbage
                 udp4(A, [2, 9, 9, 9, 9, 9], [10, 0, 0, 2], [1, 1, 1, 1]), // unknown unicast
             ],
         );

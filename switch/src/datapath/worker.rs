@@ -176,13 +176,19 @@ impl Worker {
         for (id, fd) in &wanted {
             match fd {
                 Some(fd) if !self.registered.contains_key(id) => {
-                    match self.poll.registry().register(&mut SourceFd(fd), Token(usize::from(*id)), Interest::READABLE) {
+                    match self.poll.registry().register(
+                        &mut SourceFd(fd),
+                        Token(usize::from(*id)),
+                        Interest::READABLE,
+                    ) {
                         Ok(()) => {
                             self.registered.insert(*id, *fd);
                             // Frames may already be waiting: read once without an event.
                             self.pending.push(*id);
                         }
-                        Err(e) => tracing::error!(worker = self.id, port = id, error = %e, "cannot poll port"),
+                        Err(e) => {
+                            tracing::error!(worker = self.id, port = id, error = %e, "cannot poll port")
+                        }
                     }
                 }
                 Some(_) => {}

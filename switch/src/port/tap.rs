@@ -86,7 +86,8 @@ impl TapPort {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(TUN_PATH)
             .map_err(TapError::Open)?;
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        let mut req =
+            IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
         }
@@ -112,7 +113,9 @@ impl TapPort {
         }
         tap.set_offloads()?;
         // SAFETY: TUNSETPERSIST takes its argument by value.
-        tap.check("TUNSETPERSIST", unsafe { libc::ioctl(tap.fd(), TUNSETPERSIST, libc::c_ulong::from(persistent)) })?;
+        tap.check("TUNSETPERSIST", unsafe {
+            libc::ioctl(tap.fd(), TUNSETPERSIST, libc::c_ulong::from(persistent))
+        })?;
         Ok(tap)
     }
 

@@ -136,7 +136,9 @@ impl PortTable {
     /// The lowest free port number below `max`.
     pub fn free_id(&self, max: usize) -> Option<u16> {
         let limit = max.min(usize::from(u16::MAX));
-        (0..limit).find(|i| self.slots.get(*i).is_none_or(|s| s.is_none())).and_then(|i| u16::try_from(i).ok())
+        (0..limit)
+            .find(|i| self.slots.get(*i).is_none_or(|s| s.is_none()))
+            .and_then(|i| u16::try_from(i).ok())
     }
 
     /// A copy with `entry` added (replacing a port of the same number).

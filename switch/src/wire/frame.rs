@@ -7,7 +7,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use etherparse::{ArpHardwareId, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice};
+use etherparse::{
+    ArpHardwareId, ArpPacketSlice, EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice,
+};
 
 use super::Mac;
 

@@ -134,14 +134,28 @@ mod tests {
         let h = VnetHdr::parse(&buf).unwrap();
         assert_eq!(
             h,
-            VnetHdr { flags: 1, gso_type: GSO_TCPV4, hdr_len: 66, gso_size: 1448, csum_start: 34, csum_offset: 16 }
+            VnetHdr {
+                flags: 1,
+                gso_type: GSO_TCPV4,
+                hdr_len: 66,
+                gso_size: 1448,
+                csum_start: 34,
+                csum_offset: 16
+            }
         );
         assert!(h.is_gso());
     }
 
     #[test]
     fn construct_round_trip() {
-        let h = VnetHdr { flags: 1, gso_type: GSO_TCPV4, hdr_len: 66, gso_size: 1448, csum_start: 34, csum_offset: 16 };
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
         let mut buf = [0xffu8; 12];
         assert!(h.emit(&mut buf));
         assert_eq!(buf, TSO4);

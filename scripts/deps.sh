@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing tapway needs on Debian 12 (as root). Idempotent: skips
+# what is already there. Sourced by demo.sh and test.sh.
+set -euo pipefail
+
+need_apt=()
+for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat python3:python3 cc:build-essential; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+[ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    # Debian 12's own cargo (1.63) is too old for the dependencies: use rustup.
+    echo "==> installing the Rust toolchain with rustup"
+    command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+modprobe tun 2>/dev/null || true
+[ -c /dev/net/tun ] || { echo "tapway needs /dev/net/tun (the tun module)" >&2; exit 1; }

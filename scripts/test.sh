@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit, property and integration tests (the
+# integration tests build namespaces and need root). Installs its own dependencies.
+#   sudo bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "warning: not root: the integration tests will skip themselves" >&2
+fi
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo build (the integration tests exec the binaries)"
+cargo build --workspace --quiet
+echo "==> cargo test"
+cargo test --workspace -- --test-threads=2
