@@ -46,6 +46,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
         running.stop();
         return Err(format!("host port {}: {e}", cfg.host_port));
     }
+    ctl.restore();
     let server = match Server::start(ctl.clone(), &cfg.socket, cfg.allow_uids.clone()) {
         Ok(s) => s,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The state file (`<state-dir>/state.json`): every pod port with its netns, ifname, MAC,
 //! addresses and owner, written atomically (temp file, fsync, rename, fsync of the directory)
-//! after every change. Operators and the CNI plugin's GC can read it; a restarted tapwayd will
-//! use it to re-open the pods' persistent TAPs.
+//! after every change. A restarted tapwayd re-opens the pods' persistent TAPs from it
+//! ([`Control::restore`]), so pods keep their interfaces, addresses and traffic across a
+//! daemon restart without being recreated.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -11,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use tapway_api::PortInfo;
 
 use super::{port_info, Control};
-use crate::table::PortKind;
+use crate::netlink::Netlink;
+use crate::netns;
+use crate::port::tap::TapPort;
+use crate::stats::PortCounters;
+use crate::table::{PortEntry, PortKind, PortMeta, SpoofGuard};
 
 /// Format version of the state file.
 pub const STATE_VERSION: u32 = 1;
@@ -59,6 +64,80 @@ impl Control {
         if let Err(e) = res {
             tracing::error!(path = %path.display(), error = %e, "cannot write the state file");
         }
+    }
+}
+
+impl Control {
+    /// Re-opens the pod ports recorded in the state file. A port whose netns or interface is
+    /// gone is dropped (and logged); the others are published as before the restart, with the
+    /// same port numbers. Returns how many were restored.
+    pub fn restore(&self) -> usize {
+        let path = self.state_dir.join("state.json");
+        let state: State = match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable state file; starting without pods");
+                    return 0;
+                }
+            },
+            Err(_) => return 0,
+        };
+        let mut restored = 0;
+        for info in state.ports {
+            match self.restore_port(&info) {
+                Ok(()) => restored += 1,
+                Err(e) => tracing::warn!(netns = %info.netns, ifname = %info.ifname, error = %e, "pod port not restored"),
+            }
+        }
+        if restored > 0 {
+            tracing::info!(restored, "pod ports re-opened from the state file");
+        }
+        self.save_state();
+        restored
+    }
+
+    fn restore_port(&self, info: &PortInfo) -> Result<(), tapway_api::ApiError> {
+        use tapway_api::{validate, ErrorCode};
+        let bad = |m: String| tapway_api::ApiError::new(ErrorCode::InvalidArgument, m);
+        let mac = validate::mac(&info.mac).map_err(|e| bad(e.0))?;
+        let ips = info.ips.iter().map(|i| validate::cidr(i).map_err(|e| bad(e.0))).collect::<Result<Vec<_>, _>>()?;
+        let netns = Path::new(&info.netns);
+        // TUNSETIFF finds the device by name in the netns of the thread that opened the fd.
+        let (tap, link) = netns::run_in(netns, || {
+            let link = Netlink::new()?
+                .link_by_name(&info.ifname)?
+                .ok_or_else(|| tapway_api::ApiError::new(ErrorCode::NotFound, "interface is gone"))?;
+            if link.mac != Some(mac) {
+                return Err(tapway_api::ApiError::new(ErrorCode::Mismatch, "interface MAC changed"));
+            }
+            Ok((TapPort::open(&info.ifname, true)?, link))
+        })?;
+        let tap = std::sync::Arc::new(tap);
+        let entry = std::sync::Arc::new(PortEntry {
+            id: info.id,
+            kind: PortKind::Pod,
+            io: tap.clone(),
+            mac,
+            guard: Some(SpoofGuard::new(mac, &ips)),
+            worker: self.switch.least_loaded_worker(),
+            counters: PortCounters::default(),
+            meta: PortMeta {
+                name: info.name.clone(),
+                netns: info.netns.clone(),
+                ifname: info.ifname.clone(),
+                ifindex: link.index,
+                mtu: info.mtu,
+                ips,
+                owner: info.owner.clone(),
+            },
+        });
+        if self.switch.ports().get(info.id).is_some() {
+            return Err(tapway_api::ApiError::new(ErrorCode::Exists, format!("port number {} is taken", info.id)));
+        }
+        self.switch.update(|t| (t.with(entry), ()));
+        self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(info.id, tap);
+        Ok(())
     }
 }
 
