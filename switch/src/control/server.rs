@@ -220,4 +220,17 @@ mod tests {
         assert!(parse_request(br#"{"v":1,"op":"status"}"#).is_ok());
         assert!(parse_request(b"{\"v\":1,\"op\":\"ports\"}\n").is_ok());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_request(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_input_never_panics(op in "[a-z_]{0,10}", v in 0u64..3, extra in "[ -~]{0,40}") {
+            let line = format!("{{\"v\":{v},\"op\":\"{op}\",\"x\":{extra:?}}}");
+            let _ = parse_request(line.as_bytes());
+        }
+    }
 }
