@@ -87,7 +87,9 @@ impl Control {
         for info in state.ports {
             match self.restore_port(&info) {
                 Ok(()) => restored += 1,
-                Err(e) => tracing::warn!(netns = %info.netns, ifname = %info.ifname, error = %e, "pod port not restored"),
+                Err(e) => {
+                    tracing::warn!(netns = %info.netns, ifname = %info.ifname, error = %e, "pod port not restored")
+                }
             }
         }
         if restored > 0 {
@@ -101,7 +103,11 @@ impl Control {
         use tapway_api::{validate, ErrorCode};
         let bad = |m: String| tapway_api::ApiError::new(ErrorCode::InvalidArgument, m);
         let mac = validate::mac(&info.mac).map_err(|e| bad(e.0))?;
-        let ips = info.ips.iter().map(|i| validate::cidr(i).map_err(|e| bad(e.0))).collect::<Result<Vec<_>, _>>()?;
+        let ips = info
+            .ips
+            .iter()
+            .map(|i| validate::cidr(i).map_err(|e| bad(e.0)))
+            .collect::<Result<Vec<_>, _>>()?;
         let netns = Path::new(&info.netns);
         // TUNSETIFF finds the device by name in the netns of the thread that opened the fd.
         let (tap, link) = netns::run_in(netns, || {
@@ -133,7 +139,10 @@ impl Control {
             },
         });
         if self.switch.ports().get(info.id).is_some() {
-            return Err(tapway_api::ApiError::new(ErrorCode::Exists, format!("port number {} is taken", info.id)));
+            return Err(tapway_api::ApiError::new(
+                ErrorCode::Exists,
+                format!("port number {} is taken", info.id),
+            ));
         }
         self.switch.update(|t| (t.with(entry), ()));
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(info.id, tap);

@@ -320,3 +320,92 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::port::mem::MemPort;
+    use crate::stats::PortCounters;
+    use crate::switch::{Switch, SwitchConfig};
+    use crate::table::{PortEntry, PortKind, PortMeta, SpoofGuard};
+    use crate::wire::frame::tests::{arp, udp4};
+    use crate::wire::{Mac, VNET_HDR_LEN};
+
+    fn mac(i: u8) -> Mac {
+        [2, 0, 0, 0, 0, i]
+    }
+
+    fn with_vnet(frame: Vec<u8>) -> Vec<u8> {
+        let mut f = vec![0u8; VNET_HDR_LEN];
+        f.extend(frame);
+        f
+    }
+
+    /// Waits (bounded) until `port` has sent `n` frames; returns them.
+    fn sent(port: &MemPort, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(port.take_sent());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    }
+
+    #[test]
+    fn two_workers_flood_learn_and_hand_off() {
+        let cfg = SwitchConfig {
+            cores: vec![None, None],
+            pool_frames: 256,
+            frame_capacity: 2048,
+            ..Default::default()
+        };
+        let running = Switch::start(cfg).unwrap();
+        let sw = running.switch.clone();
+        let ports: Vec<Arc<MemPort>> = (0..3).map(|_| Arc::new(MemPort::new(64))).collect();
+        for (i, p) in ports.iter().enumerate() {
+            let id = i as u16 + 1;
+            let ip = format!("10.0.0.{}/24", id + 1).parse().unwrap();
+            let entry = Arc::new(PortEntry {
+                id,
+                kind: PortKind::Pod,
+                io: p.clone(),
+                mac: mac(id as u8),
+                guard: Some(SpoofGuard::new(mac(id as u8), &[ip])),
+                worker: i % 2, // ports 1 and 3 on worker 0, port 2 on worker 1
+                counters: PortCounters::default(),
+                meta: PortMeta::default(),
+            });
+            sw.update(|t| (t.with(entry), ()));
+        }
+        // Broadcast ARP from port 1 reaches ports 2 (other worker) and 3 (same worker).
+        assert!(ports[0].inject(with_vnet(arp(mac(1), [10, 0, 0, 2]))));
+        assert_eq!(sent(&ports[1], 1).len(), 1);
+        assert_eq!(sent(&ports[2], 1).len(), 1);
+        assert!(ports[0].take_sent().is_empty(), "never back to the ingress port");
+        // Port 2 answers unicast: port 1's MAC was learned, so only port 1 gets it.
+        assert!(ports[1].inject(with_vnet(udp4(mac(2), mac(1), [10, 0, 0, 3], [10, 0, 0, 2]))));
+        let got = sent(&ports[0], 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0][VNET_HDR_LEN..VNET_HDR_LEN + 6], &mac(1));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(ports[2].take_sent().is_empty(), "known unicast is not flooded");
+        // A spoofed frame from port 3 goes nowhere and is counted.
+        assert!(ports[2].inject(with_vnet(udp4(mac(9), mac(1), [10, 0, 0, 4], [10, 0, 0, 2]))));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let table = sw.ports();
+        let p3 = table.get(3).unwrap();
+        while p3.counters.dropped(crate::stats::DropReason::SpoofedMac) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(p3.counters.dropped(crate::stats::DropReason::SpoofedMac), 1);
+        assert!(sw.counters.ring_handoffs.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+        assert_eq!(sw.fdb.lookup(&mac(1), sw.now()), Some(1));
+        assert_eq!(sw.fdb.lookup(&mac(9), sw.now()), None);
+        running.stop();
+        // Every buffer is back once the workers are gone.
+        assert_eq!(sw.pool.outstanding(), 0);
+    }
+}
