@@ -129,9 +129,7 @@ impl Control {
             workers,
             ports: table.len(),
             pod_cidr: self.pod_cidrs.first().map(|c| c.to_string()),
-            gateway: crate::config::gateway_of(self.pod_cidrs.first().unwrap_or(&ipnet::IpNet::default()))
-                .filter(|_| !self.pod_cidrs.is_empty())
-                .map(|g| g.addr().to_string()),
+            gateway: self.pod_cidrs.first().and_then(crate::config::gateway_of).map(|g| g.addr().to_string()),
             host_port: self.host_port.clone(),
             fdb_entries: sw.fdb.len(),
             fdb_max: sw.fdb.max_entries(),
