@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use tapway_api::{
-    AttachRequest, Attachment, CheckRequest, Client, ClientError, DetachResult, ErrorCode, GcRequest, GcResult, Op,
-    PortInfo, PortSelector, StatusInfo,
+    AttachRequest, Attachment, CheckRequest, Client, ClientError, DetachResult, ErrorCode, GcRequest,
+    GcResult, Op, PortInfo, PortSelector, StatusInfo,
 };
 
 use crate::error::is_unreachable;
@@ -55,7 +55,11 @@ impl Daemon {
 
     /// Removes the port of `container_id`/`ifname`; `Ok(false)` when there was none.
     pub fn detach(&self, container_id: &str, ifname: &str) -> Result<bool, ClientError> {
-        let sel = PortSelector { netns: None, container_id: Some(container_id.to_string()), ifname: ifname.to_string() };
+        let sel = PortSelector {
+            netns: None,
+            container_id: Some(container_id.to_string()),
+            ifname: ifname.to_string(),
+        };
         match self.call::<DetachResult>("detach", Op::Detach(sel)) {
             Ok(r) => Ok(r.detached),
             Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(false),

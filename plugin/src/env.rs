@@ -89,8 +89,8 @@ impl CniEnv {
         if command.is_empty() {
             return Err(CniError::InvalidEnv("required env variables [CNI_COMMAND] missing".into()));
         }
-        let command =
-            Command::parse(&command).ok_or_else(|| CniError::InvalidEnv(format!("unknown CNI_COMMAND: {command}")))?;
+        let command = Command::parse(&command)
+            .ok_or_else(|| CniError::InvalidEnv(format!("unknown CNI_COMMAND: {command}")))?;
         let [container_id, netns, ifname, args, path] = VARS.map(|v| get(v).unwrap_or_default());
         let missing: Vec<&str> = VARS
             .iter()
@@ -99,7 +99,10 @@ impl CniEnv {
             .map(|(name, _)| *name)
             .collect();
         if !missing.is_empty() {
-            return Err(CniError::InvalidEnv(format!("required env variables [{}] missing", missing.join(","))));
+            return Err(CniError::InvalidEnv(format!(
+                "required env variables [{}] missing",
+                missing.join(",")
+            )));
         }
         if command.needs("CNI_CONTAINERID") {
             validate::container_id(&container_id)
@@ -152,16 +155,16 @@ impl CniArgs {
                         // host-local takes `IP=10.0.0.5` or `IP=10.0.0.5/24` (its `ip.IP` type).
                         let addr = match ip.parse::<ipnet::IpNet>() {
                             Ok(net) => net.addr(),
-                            Err(_) => {
-                                validate::ip(ip).map_err(|e| CniError::InvalidEnv(format!("CNI_ARGS IP: {e}")))?
-                            }
+                            Err(_) => validate::ip(ip)
+                                .map_err(|e| CniError::InvalidEnv(format!("CNI_ARGS IP: {e}")))?,
                         };
                         out.ips.push(addr);
                     }
                 }
                 "MAC" => {
                     if !value.is_empty() {
-                        validate::mac(value).map_err(|e| CniError::InvalidEnv(format!("CNI_ARGS MAC: {e}")))?;
+                        validate::mac(value)
+                            .map_err(|e| CniError::InvalidEnv(format!("CNI_ARGS MAC: {e}")))?;
                         out.mac = Some(value.to_string());
                     }
                 }
@@ -169,7 +172,9 @@ impl CniArgs {
                 "K8S_POD_NAME" => out.pod_name = some(),
                 "K8S_POD_INFRA_CONTAINER_ID" => out.pod_infra_container_id = some(),
                 "K8S_POD_UID" => out.pod_uid = some(),
-                "IgnoreUnknown" => out.ignore_unknown = matches!(value.to_ascii_lowercase().as_str(), "1" | "true"),
+                "IgnoreUnknown" => {
+                    out.ignore_unknown = matches!(value.to_ascii_lowercase().as_str(), "1" | "true")
+                }
                 _ => out.unknown.push((key.to_string(), value.to_string())),
             }
         }
@@ -185,7 +190,8 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -264,14 +270,20 @@ mod tests {
         assert_eq!(p.ips, vec!["10.88.0.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(p.mac.as_deref(), Some("02:00:00:00:00:05"));
         let two = CniArgs::parse("IP=10.0.0.2/24,fd00::2;").unwrap();
-        assert_eq!(two.ips, vec!["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            two.ips,
+            vec!["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]
     fn cni_args_edge_cases() {
         assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
         let a = CniArgs::parse("A=1;;B=x=y;C=").unwrap();
-        assert_eq!(a.unknown, vec![("A".into(), "1".into()), ("B".into(), "x=y".into()), ("C".into(), "".into())]);
+        assert_eq!(
+            a.unknown,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into()), ("C".into(), "".into())]
+        );
         assert!(!a.ignore_unknown);
         assert_eq!(CniArgs::parse("K8S_POD_NAME=").unwrap().pod_name, None);
         for bad in ["novalue", "=x", "IP=10.0.0.300", "IP=10.0.0.5/40", "MAC=01:00:5e:00:00:01", "MAC=zz"] {

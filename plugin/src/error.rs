@@ -165,7 +165,8 @@ impl CniError {
 
     /// The error object as the spec wants it on stdout.
     pub fn to_json(&self, cni_version: &str) -> serde_json::Value {
-        let obj = ErrorObject { cni_version, code: self.code(), msg: self.to_string(), details: self.details() };
+        let obj =
+            ErrorObject { cni_version, code: self.code(), msg: self.to_string(), details: self.details() };
         serde_json::to_value(obj).unwrap_or_else(|_| serde_json::json!({"code": self.code()}))
     }
 }
@@ -225,7 +226,10 @@ mod tests {
                 CniError::IpamFailed { plugin: "h".into(), code: 999, msg: "m".into(), details: "d".into() },
                 999,
             ),
-            (CniError::IpamFailed { plugin: "h".into(), code: 0, msg: "m".into(), details: String::new() }, 102),
+            (
+                CniError::IpamFailed { plugin: "h".into(), code: 0, msg: "m".into(), details: String::new() },
+                102,
+            ),
         ];
         for (e, c) in cases {
             assert_eq!(e.code(), c, "{e:?}");
@@ -247,8 +251,13 @@ mod tests {
         let e = CniError::from_client(sys, CniError::TryAgainLater);
         assert_eq!(e.code(), 100);
         assert_eq!(e.details(), "tapwayd error code: system");
-        let v = CniError::IpamFailed { plugin: "host-local".into(), code: 999, msg: "full".into(), details: "d".into() }
-            .to_json("0.4.0");
+        let v = CniError::IpamFailed {
+            plugin: "host-local".into(),
+            code: 999,
+            msg: "full".into(),
+            details: "d".into(),
+        }
+        .to_json("0.4.0");
         assert_eq!(v["msg"], "IPAM plugin host-local: full");
         assert_eq!(v["details"], "d");
     }

@@ -61,6 +61,58 @@ struct ErrorObject {
     details: String,
 }
 
+/// What IPAM plugins answered to VERSION, kept in the state directory
+/// (`ipam-versions.json`) so that an invocation costs one exec of the IPAM plugin, not two.
+/// Entries are keyed by the binary's path, device, inode, size and mtime: replacing or
+/// upgrading the plugin invalidates its entry. Best effort: any failure means "ask again".
+struct VersionCache {
+    file: PathBuf,
+    key: String,
+}
+
+impl VersionCache {
+    fn new(state_dir: &str, exe: &Path) -> Option<VersionCache> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(exe).ok()?;
+        let key = format!(
+            "{}|{}|{}|{}|{}.{}",
+            exe.display(),
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        Some(VersionCache { file: Path::new(state_dir).join("ipam-versions.json"), key })
+    }
+
+    fn load(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        std::fs::read(&self.file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn get(&self) -> Option<Vec<String>> {
+        self.load().remove(&self.key)
+    }
+
+    fn put(&self, versions: &[String]) {
+        use std::os::unix::fs::DirBuilderExt;
+        let Some(dir) = self.file.parent() else { return };
+        if std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).is_err() {
+            return;
+        }
+        let mut all = self.load();
+        // Entries of replaced binaries of the same path are dropped.
+        let path = self.key.split('|').next().unwrap_or_default().to_string();
+        all.retain(|k, _| k.split('|').next() != Some(path.as_str()));
+        all.insert(self.key.clone(), versions.to_vec());
+        let tmp = dir.join(format!(".ipam-versions.json.{}", std::process::id()));
+        let Ok(bytes) = serde_json::to_vec(&all) else { return };
+        if std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.file)).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
 impl<'a> Ipam<'a> {
     /// The IPAM plugin of this netconf, version negotiated; `None` when the netconf has no
     /// `ipam`.
@@ -69,8 +121,13 @@ impl<'a> Ipam<'a> {
             return Ok(None);
         };
         let exe = find_plugin(name, cni_path)?;
-        let mut ipam =
-            Ipam { name: name.to_string(), exe, loaded, version: loaded.version, supported: vec![loaded.version] };
+        let mut ipam = Ipam {
+            name: name.to_string(),
+            exe,
+            loaded,
+            version: loaded.version,
+            supported: vec![loaded.version],
+        };
         ipam.negotiate()?;
         Ok(Some(ipam))
     }
@@ -91,27 +148,40 @@ impl<'a> Ipam<'a> {
     }
 
     fn negotiate(&mut self) -> Result<(), CniError> {
-        let stdin = format!("{{\"cniVersion\":\"{}\"}}", self.loaded.version);
-        let info = self
-            .exec("VERSION", &[], stdin.as_bytes())
-            .and_then(|out| serde_json::from_slice::<VersionInfo>(&out).map_err(|e| self.fail(format!("VERSION: {e}"))));
-        match info {
-            Ok(info) if !info.supported_versions.is_empty() => {
-                self.supported = info.supported_versions.iter().filter_map(|s| Version::parse(s)).collect();
-                self.version = version::negotiate(self.loaded.version, &info.supported_versions).ok_or_else(|| {
-                    CniError::IncompatibleVersion(format!(
-                        "IPAM plugin {} speaks {:?}, none of which works with config version {}",
-                        self.name, info.supported_versions, self.loaded.version
-                    ))
-                })?;
-                log_debug!("IPAM {} speaks {:?}; calling it with {}", self.name, info.supported_versions, self.version);
+        let cache = VersionCache::new(self.loaded.state_dir(), &self.exe);
+        let versions = match cache.as_ref().and_then(VersionCache::get) {
+            Some(v) => Some(v),
+            None => {
+                let stdin = format!("{{\"cniVersion\":\"{}\"}}", self.loaded.version);
+                let info = self.exec("VERSION", &[], stdin.as_bytes()).and_then(|out| {
+                    serde_json::from_slice::<VersionInfo>(&out)
+                        .map_err(|e| self.fail(format!("VERSION: {e}")))
+                });
+                match info {
+                    Ok(info) if !info.supported_versions.is_empty() => {
+                        if let Some(c) = &cache {
+                            c.put(&info.supported_versions);
+                        }
+                        Some(info.supported_versions)
+                    }
+                    _ => None,
+                }
             }
-            Ok(_) | Err(_) => {
-                // A plugin too old for VERSION: call it with the netconf's version, as the
-                // reference library would.
-                log_warn!("IPAM {} did not answer VERSION; calling it with {}", self.name, self.version);
-            }
-        }
+        };
+        let Some(versions) = versions else {
+            // A plugin too old for VERSION: call it with the netconf's version, as the
+            // reference library would.
+            log_warn!("IPAM {} did not answer VERSION; calling it with {}", self.name, self.version);
+            return Ok(());
+        };
+        self.supported = versions.iter().filter_map(|s| Version::parse(s)).collect();
+        self.version = version::negotiate(self.loaded.version, &versions).ok_or_else(|| {
+            CniError::IncompatibleVersion(format!(
+                "IPAM plugin {} speaks {versions:?}, none of which works with config version {}",
+                self.name, self.loaded.version
+            ))
+        })?;
+        log_debug!("IPAM {} speaks {versions:?}; calling it with {}", self.name, self.version);
         Ok(())
     }
 
@@ -122,8 +192,8 @@ impl<'a> Ipam<'a> {
     /// IPAM ADD: the addresses, routes and DNS for the container.
     pub fn add(&self) -> Result<CniResult, CniError> {
         let out = self.exec("ADD", &[], &self.loaded.delegate_stdin(self.version)?)?;
-        let value: Value =
-            serde_json::from_slice(&out).map_err(|e| self.fail(format!("ADD printed no JSON result: {e}")))?;
+        let value: Value = serde_json::from_slice(&out)
+            .map_err(|e| self.fail(format!("ADD printed no JSON result: {e}")))?;
         CniResult::from_value(&value).map_err(|e| self.fail(format!("ADD result: {e}")))
     }
 
@@ -171,7 +241,8 @@ impl<'a> Ipam<'a> {
         for (k, v) in vars {
             proc.env(k, v);
         }
-        let mut child = proc.spawn().map_err(|e| self.fail(format!("cannot run {}: {e}", self.exe.display())))?;
+        let mut child =
+            proc.spawn().map_err(|e| self.fail(format!("cannot run {}: {e}", self.exe.display())))?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let io = std::thread::scope(|s| -> std::io::Result<()> {
             let mut child_in = child.stdin.take();
@@ -223,7 +294,11 @@ impl<'a> Ipam<'a> {
                 });
             }
         }
-        let text = if stderr_text.is_empty() { String::from_utf8_lossy(&out).trim().to_string() } else { stderr_text };
+        let text = if stderr_text.is_empty() {
+            String::from_utf8_lossy(&out).trim().to_string()
+        } else {
+            stderr_text
+        };
         Err(self.fail(format!("{command} failed ({status}): {text}")))
     }
 }
@@ -236,8 +311,32 @@ mod tests {
     use super::*;
     use crate::env::Command;
 
+    /// Serialises these tests: writing an executable while another thread forks can make its
+    /// exec fail with ETXTBSY (the child briefly holds the write descriptor).
+    static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn exec_lock() -> std::sync::MutexGuard<'static, ()> {
+        EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// A fake IPAM plugin: a shell script in a fresh directory.
-    fn fake_plugin(name: &str, script: &str) -> PathBuf {
+    fn fake_plugin(name: &str, script: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
             "tapway-ipam-test-{}-{}-{}",
             std::process::id(),
@@ -248,11 +347,16 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        dir
+        Scratch(dir)
     }
 
+    /// A netconf whose state directory is a scratch one (never /var/lib/tapway).
     fn loaded(version: &str, ipam: &str) -> Loaded {
-        let conf = format!(r#"{{"cniVersion":"{version}","name":"n","type":"tapway","ipam":{{"type":"{ipam}"}}}}"#);
+        let state = std::env::temp_dir().join(format!("tapway-ipam-test-{}-state", std::process::id()));
+        let conf = format!(
+            r#"{{"cniVersion":"{version}","name":"n","type":"tapway","stateDir":"{}","ipam":{{"type":"{ipam}"}}}}"#,
+            state.display()
+        );
         Loaded::parse(conf.as_bytes(), Command::Add).unwrap()
     }
 
@@ -267,6 +371,7 @@ esac"#;
 
     #[test]
     fn finds_plugins_in_path_order() {
+        let _serial = exec_lock();
         let dir = fake_plugin("fake-ipam", "exit 0");
         let path = format!("/nonexistent::{}:/usr/bin", dir.display());
         assert_eq!(find_plugin("fake-ipam", &path).unwrap(), dir.join("fake-ipam"));
@@ -278,6 +383,7 @@ esac"#;
 
     #[test]
     fn negotiates_and_adds() {
+        let _serial = exec_lock();
         let dir = fake_plugin("hl", HOST_LOCAL_LIKE);
         let l = loaded("1.1.0", "hl");
         let ipam = Ipam::open(&l, &dir.display().to_string()).unwrap().unwrap();
@@ -297,10 +403,70 @@ esac"#;
         let ipam = Ipam::open(&old, &dir.display().to_string()).unwrap().unwrap();
         assert_eq!(ipam.version(), Version(0, 3, 1));
         assert!(ipam.check().is_ok(), "0.3.1 has no CHECK");
+        let _ = std::fs::remove_dir_all(old.state_dir());
+    }
+
+    #[test]
+    fn version_answers_are_cached_per_binary() {
+        let _serial = exec_lock();
+        let dir = fake_plugin(
+            "counted",
+            r#"echo x >> "$(dirname "$0")/calls"; echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'"#,
+        );
+        let l = loaded("1.1.0", "counted");
+        let path = dir.display().to_string();
+        let calls = || std::fs::read_to_string(dir.join("calls")).unwrap_or_default().lines().count();
+        for _ in 0..3 {
+            assert_eq!(Ipam::open(&l, &path).unwrap().unwrap().version(), Version(1, 0, 0));
+        }
+        assert_eq!(calls(), 1, "VERSION asked once");
+        // A new binary at the same path is asked again.
+        let exe = dir.join("counted");
+        let text = std::fs::read_to_string(&exe).unwrap().replace("0.4.0", "0.3.1\",\"0.4.0");
+        std::fs::write(&exe, text).unwrap();
+        let ipam = Ipam::open(&l, &path).unwrap().unwrap();
+        assert_eq!(calls(), 2);
+        assert!(ipam.supported.contains(&Version(0, 3, 1)));
+        let cache: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(l.state_dir()).join("ipam-versions.json")).unwrap(),
+        )
+        .unwrap();
+        let keys: Vec<&String> =
+            cache.as_object().unwrap().keys().filter(|k| k.contains("counted")).collect();
+        assert_eq!(keys.len(), 1, "the old binary's entry is gone: {cache}");
+        let _ = std::fs::remove_dir_all(l.state_dir());
+    }
+
+    #[test]
+    fn status_and_gc_when_the_plugin_speaks_1_1_0() {
+        let _serial = exec_lock();
+        let dir = fake_plugin(
+            "modern",
+            r#"case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}';;
+*) echo "$CNI_COMMAND $(cat)" >> "$(dirname "$0")/calls";;
+esac"#,
+        );
+        let mut l = loaded("1.1.0", "modern");
+        l.raw.insert(
+            "cni.dev/valid-attachments".into(),
+            serde_json::json!([{"containerID": "c1", "ifname": "eth0"}]),
+        );
+        let ipam = Ipam::open(&l, &dir.display().to_string()).unwrap().unwrap();
+        assert!(ipam.speaks(Version::V1_1_0));
+        assert!(ipam.status().unwrap());
+        assert!(ipam.gc().unwrap());
+        let calls = std::fs::read_to_string(dir.join("calls")).unwrap();
+        let lines: Vec<&str> = calls.lines().collect();
+        assert!(lines[0].starts_with("STATUS {"), "{calls}");
+        assert!(lines[1].starts_with("GC {") && lines[1].contains("valid-attachments"), "{calls}");
+        assert!(lines[1].contains(r#""cniVersion":"1.1.0""#), "{calls}");
+        let _ = std::fs::remove_dir_all(l.state_dir());
     }
 
     #[test]
     fn broken_plugins() {
+        let _serial = exec_lock();
         let dir = fake_plugin("junk", "echo 'not json'; echo 'boom' >&2; exit 3");
         let l = loaded("1.0.0", "junk");
         let ipam = Ipam::open(&l, &dir.display().to_string()).unwrap().unwrap();
@@ -317,5 +483,6 @@ esac"#;
         let dir = fake_plugin("newonly", r#"echo '{"cniVersion":"1.1.0","supportedVersions":["1.1.0"]}'"#);
         let l = loaded("0.4.0", "newonly");
         assert_eq!(Ipam::open(&l, &dir.display().to_string()).unwrap_err().code(), 1);
+        let _ = std::fs::remove_dir_all(l.state_dir());
     }
 }

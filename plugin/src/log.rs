@@ -18,7 +18,8 @@ struct Logger {
     context: String,
 }
 
-static LOGGER: Mutex<Logger> = Mutex::new(Logger { level: LogLevel::Warn, file: None, context: String::new() });
+static LOGGER: Mutex<Logger> =
+    Mutex::new(Logger { level: LogLevel::Warn, file: None, context: String::new() });
 
 /// Sets the level, the log file and the context shown on every line (command, container,
 /// interface). A log file that cannot be opened is reported on stderr and skipped.

@@ -125,7 +125,9 @@ pub struct RuntimeConfig {
 /// Recursively lower-cases the keys of objects, so serde sees one spelling.
 fn lower_keys(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.to_ascii_lowercase(), lower_keys(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.to_ascii_lowercase(), lower_keys(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().map(lower_keys).collect()),
         other => other.clone(),
     }
@@ -147,7 +149,8 @@ impl RuntimeConfig {
                 "mac" => out.mac = Some(String::deserialize(&val).map_err(|e| dec("mac", e))?),
                 "ips" => out.ips = Vec::<String>::deserialize(&val).map_err(|e| dec("ips", e))?,
                 "portmappings" => {
-                    out.port_mappings = Vec::<PortMapping>::deserialize(&val).map_err(|e| dec("portMappings", e))?
+                    out.port_mappings =
+                        Vec::<PortMapping>::deserialize(&val).map_err(|e| dec("portMappings", e))?
                 }
                 "dns" => out.dns = Some(RuntimeDns::deserialize(&val).map_err(|e| dec("dns", e))?),
                 _ => {}
@@ -223,8 +226,11 @@ impl Loaded {
                 conf.cni_version
             ))
         })?;
-        let runtime = match &conf.runtime_config {
-            Some(v) => RuntimeConfig::from_value(v)?,
+        let runtime = match conf.runtime_config.as_ref().map(RuntimeConfig::from_value) {
+            Some(Ok(rc)) => rc,
+            // DEL does not use the capabilities; a malformed one must not block it.
+            Some(Err(_)) if command == Command::Del => RuntimeConfig::default(),
+            Some(Err(e)) => return Err(e),
             None => RuntimeConfig::default(),
         };
         let loaded = Loaded { conf, raw, version, runtime };
@@ -238,19 +244,22 @@ impl Loaded {
         if matches!(command, Command::Add | Command::Check | Command::Gc) && c.name.is_empty() {
             return bad("network configuration has no \"name\"".into());
         }
-        if let Some(mtu) = c.mtu {
+        // DEL must not fail forever over a value it does not use: only what it needs to run
+        // the IPAM plugin safely is checked below.
+        let strict = !matches!(command, Command::Del);
+        if let (true, Some(mtu)) = (strict, c.mtu) {
             validate::mtu(mtu).map_err(|e| CniError::InvalidConfig(format!("mtu: {e}")))?;
         }
-        if let Some(mac) = &c.mac {
+        if let (true, Some(mac)) = (strict, &c.mac) {
             validate::mac(mac).map_err(|e| CniError::InvalidConfig(format!("mac: {e}")))?;
         }
-        if let Some(mac) = self.args_mac() {
+        if let (true, Some(mac)) = (strict, self.args_mac()) {
             validate::mac(&mac).map_err(|e| CniError::InvalidConfig(format!("args.cni.mac: {e}")))?;
         }
-        if let Some(mac) = &self.runtime.mac {
+        if let (true, Some(mac)) = (strict, &self.runtime.mac) {
             validate::mac(mac).map_err(|e| CniError::InvalidConfig(format!("runtimeConfig.mac: {e}")))?;
         }
-        for ip in &self.runtime.ips {
+        for ip in self.runtime.ips.iter().filter(|_| strict) {
             if ip.parse::<IpNet>().is_err() && ip.parse::<std::net::IpAddr>().is_err() {
                 return bad(format!("runtimeConfig.ips: {ip:?} is not an address"));
             }
@@ -303,7 +312,12 @@ impl Loaded {
     /// The MAC for the pod interface, by precedence: `runtimeConfig.mac`, CNI_ARGS `MAC`,
     /// `args.cni.mac`, the netconf's `mac`. `None` lets tapwayd generate one.
     pub fn mac(&self, args: &CniArgs) -> Option<String> {
-        self.runtime.mac.clone().or_else(|| args.mac.clone()).or_else(|| self.args_mac()).or_else(|| self.conf.mac.clone())
+        self.runtime
+            .mac
+            .clone()
+            .or_else(|| args.mac.clone())
+            .or_else(|| self.args_mac())
+            .or_else(|| self.conf.mac.clone())
     }
 
     /// DNS for the result: the netconf's `dns` when set, else IPAM's, else the runtime's.
@@ -443,6 +457,10 @@ mod tests {
         unnamed.as_object_mut().unwrap().remove("name");
         assert_eq!(parse(unnamed.clone(), Command::Add).unwrap_err().code(), 7);
         assert!(parse(unnamed, Command::Del).is_ok(), "DEL does without a name");
+        let mut odd = base();
+        odd["mtu"] = json!(1);
+        odd["runtimeConfig"] = json!({"mac": "zz", "portMappings": "not a list"});
+        assert!(parse(odd, Command::Del).is_ok(), "DEL ignores values it does not use");
         assert_eq!(parse(base(), Command::Gc).unwrap_err().code(), 7, "GC needs valid-attachments");
     }
 
@@ -466,7 +484,12 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(
             a.port_mappings,
-            vec![PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: "127.0.0.1".into() }]
+            vec![PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: "127.0.0.1".into()
+            }]
         );
         assert_eq!(a.ips, vec!["10.22.0.9/24".to_string()]);
         assert_eq!(a.dns.as_ref().unwrap().options, vec!["ndots:5".to_string()]);

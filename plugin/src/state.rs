@@ -212,13 +212,33 @@ fn same_port(a: &PendingDetach, b: &PendingDetach) -> bool {
 mod tests {
     use super::*;
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
+    /// A scratch state directory (one level below a fresh directory, so `lock` has to create
+    /// it), removed on drop.
+    struct Scratch {
+        root: PathBuf,
+        state: StateDir,
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = StateDir;
+        fn deref(&self) -> &StateDir {
+            &self.state
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn scratch(tag: &str) -> Scratch {
+        let root = std::env::temp_dir().join(format!(
             "tapway-state-test-{}-{tag}-{}",
             std::process::id(),
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
         ));
-        d.join("nested")
+        Scratch { state: StateDir::new(root.join("nested")), root }
     }
 
     fn entry(socket: &str, cid: &str) -> PendingDetach {
@@ -233,7 +253,7 @@ mod tests {
 
     #[test]
     fn record_and_drain() {
-        let s = StateDir::new(tmpdir("rd"));
+        let s = scratch("rd");
         assert!(s.pending().unwrap().is_empty());
         assert!(s.drain("/a", |_| Drained::Done).unwrap().is_empty());
         s.record(entry("/a", "c1")).unwrap();
@@ -244,7 +264,8 @@ mod tests {
         assert!(s.pending().unwrap()[0].since > 0);
 
         // c1 done, c2 kept.
-        let done = s.drain("/a", |p| if p.container_id == "c1" { Drained::Done } else { Drained::Keep }).unwrap();
+        let done =
+            s.drain("/a", |p| if p.container_id == "c1" { Drained::Done } else { Drained::Keep }).unwrap();
         assert_eq!(done.len(), 1);
         let left: Vec<String> = s.pending().unwrap().into_iter().map(|p| p.container_id).collect();
         assert_eq!(left, vec!["c2", "c3"]);
@@ -267,7 +288,7 @@ mod tests {
 
     #[test]
     fn corrupt_file_is_ignored() {
-        let s = StateDir::new(tmpdir("corrupt"));
+        let s = scratch("corrupt");
         drop(s.lock().unwrap());
         std::fs::write(s.pending_path(), b"{garbage").unwrap();
         assert!(s.pending().unwrap().is_empty());
@@ -277,7 +298,7 @@ mod tests {
 
     #[test]
     fn concurrent_records_are_not_lost() {
-        let s = StateDir::new(tmpdir("conc"));
+        let s = scratch("conc");
         std::thread::scope(|scope| {
             for i in 0..16 {
                 let s = &s;

@@ -106,7 +106,10 @@ pub struct Dns {
 impl Dns {
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        self.nameservers.is_empty() && self.domain.is_empty() && self.search.is_empty() && self.options.is_empty()
+        self.nameservers.is_empty()
+            && self.domain.is_empty()
+            && self.search.is_empty()
+            && self.options.is_empty()
     }
 }
 
@@ -177,11 +180,18 @@ impl CniResult {
     /// Reads a result of any supported version. A result that names an unsupported version
     /// (0.1.0/0.2.0 use a different layout) is refused with code 1.
     pub fn from_value(v: &Value) -> Result<CniResult, CniError> {
+        if !v.is_object() {
+            return Err(CniError::Decode("result is not a JSON object".into()));
+        }
         let raw = RawResult::deserialize(v).map_err(|e| CniError::Decode(format!("result: {e}")))?;
         if let Some(ver) = raw.cni_version.as_deref().filter(|s| !s.is_empty()) {
             match Version::parse(ver) {
                 Some(parsed) if parsed.is_supported() => {}
-                _ => return Err(CniError::IncompatibleVersion(format!("result has unsupported cniVersion {ver:?}"))),
+                _ => {
+                    return Err(CniError::IncompatibleVersion(format!(
+                        "result has unsupported cniVersion {ver:?}"
+                    )))
+                }
             }
         }
         let interfaces = raw.interfaces.unwrap_or_default();
@@ -221,6 +231,18 @@ impl CniResult {
 
     /// Writes the result in `version`'s layout.
     pub fn to_value(&self, version: Version) -> Value {
+        serde_json::to_value(self.layout(version)).unwrap_or(Value::Null)
+    }
+
+    /// The result as the plugin prints it: `version`'s layout, indented, keys in the spec's
+    /// order (`cniVersion`, `interfaces`, `ips`, `routes`, `dns`), newline-terminated.
+    pub fn to_json_pretty(&self, version: Version) -> Result<Vec<u8>, serde_json::Error> {
+        let mut bytes = serde_json::to_vec_pretty(&self.layout(version))?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    fn layout(&self, version: Version) -> OutResult<'_> {
         let interfaces = self
             .interfaces
             .iter()
@@ -242,14 +264,7 @@ impl CniResult {
                 gateway: ip.gateway,
             })
             .collect();
-        let out = OutResult {
-            cni_version: version.to_string(),
-            interfaces,
-            ips,
-            routes: &self.routes,
-            dns: &self.dns,
-        };
-        serde_json::to_value(out).unwrap_or(Value::Null)
+        OutResult { cni_version: version.to_string(), interfaces, ips, routes: &self.routes, dns: &self.dns }
     }
 
     /// Appends `other`'s interfaces, addresses (re-indexed), routes and DNS (only where this
@@ -257,7 +272,9 @@ impl CniResult {
     pub fn extend(&mut self, other: CniResult) {
         let base = self.interfaces.len();
         self.interfaces.extend(other.interfaces);
-        self.ips.extend(other.ips.into_iter().map(|ip| IpConfig { interface: ip.interface.map(|i| i + base), ..ip }));
+        self.ips.extend(
+            other.ips.into_iter().map(|ip| IpConfig { interface: ip.interface.map(|i| i + base), ..ip }),
+        );
         for r in other.routes {
             if !self.routes.contains(&r) {
                 self.routes.push(r);
@@ -352,8 +369,20 @@ mod tests {
     }
 
     #[test]
+    fn printed_in_spec_order() {
+        let text = String::from_utf8(sample().to_json_pretty(Version(1, 1, 0)).unwrap()).unwrap();
+        let pos = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
+        assert!(pos("cniVersion") < pos("interfaces"));
+        assert!(pos("interfaces") < pos("ips") && pos("ips") < pos("routes") && pos("routes") < pos("dns"));
+        assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
     fn empty_result_keeps_dns() {
-        assert_eq!(CniResult::default().to_value(Version(1, 0, 0)), json!({"cniVersion": "1.0.0", "dns": {}}));
+        assert_eq!(
+            CniResult::default().to_value(Version(1, 0, 0)),
+            json!({"cniVersion": "1.0.0", "dns": {}})
+        );
     }
 
     #[test]
@@ -394,7 +423,11 @@ mod tests {
     fn extend_reindexes() {
         let mut prev = CniResult {
             interfaces: vec![Interface { name: "host0".into(), ..Default::default() }],
-            ips: vec![IpConfig { address: "192.168.0.2/24".parse().unwrap(), gateway: None, interface: Some(0) }],
+            ips: vec![IpConfig {
+                address: "192.168.0.2/24".parse().unwrap(),
+                gateway: None,
+                interface: Some(0),
+            }],
             routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), Some("10.1.0.1".parse().unwrap()))],
             dns: Dns::default(),
         };

@@ -113,7 +113,8 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
     daemon.drain_pending(&state);
     let ipam = Ipam::open(loaded, &env.path)?;
 
-    let mut guard = Rollback { env, loaded, daemon: &daemon, state: &state, ipam: None, detach: false, armed: true };
+    let mut guard =
+        Rollback { env, loaded, daemon: &daemon, state: &state, ipam: None, detach: false, armed: true };
     let from_ipam = match &ipam {
         Some(i) => {
             let r = i.add()?;
@@ -128,8 +129,18 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
         }
         None => CniResult::default(),
     };
-    for r in from_ipam.routes.iter().filter(|r| r.mtu.is_some() || r.table.is_some() || r.priority.is_some()) {
-        log_warn!("route {} has attributes tapwayd does not set (mtu/advmss/priority/table/scope); ignored", r.dst);
+    let extra = |r: &&Route| {
+        r.mtu.is_some()
+            || r.advmss.is_some()
+            || r.priority.is_some()
+            || r.table.is_some()
+            || r.scope.is_some()
+    };
+    for r in from_ipam.routes.iter().filter(extra) {
+        log_warn!(
+            "route {} has attributes tapwayd does not set (mtu/advmss/priority/table/scope); ignored",
+            r.dst
+        );
     }
 
     let mac = loaded.mac(&args);
@@ -183,10 +194,12 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
         }
         None => ours,
     };
-    let mut bytes = serde_json::to_vec_pretty(&result.to_value(loaded.version))
+    let bytes = result
+        .to_json_pretty(loaded.version)
         .map_err(|e| CniError::Io(format!("encoding the result: {e}")))?;
-    bytes.push(b'\n');
-    out.write_all(&bytes).and_then(|()| out.flush()).map_err(|e| CniError::Io(format!("writing the result: {e}")))?;
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CniError::Io(format!("writing the result: {e}")))?;
     guard.disarm();
     Ok(())
 }
@@ -200,8 +213,16 @@ mod tests {
     fn default_routes_follow_the_daemon_rule() {
         let ipam = CniResult {
             ips: vec![
-                IpConfig { address: "10.1.0.5/24".parse().unwrap(), gateway: Some("10.1.0.1".parse().unwrap()), interface: None },
-                IpConfig { address: "fd00::5/64".parse().unwrap(), gateway: Some("fd00::1".parse().unwrap()), interface: None },
+                IpConfig {
+                    address: "10.1.0.5/24".parse().unwrap(),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
+                    interface: None,
+                },
+                IpConfig {
+                    address: "fd00::5/64".parse().unwrap(),
+                    gateway: Some("fd00::1".parse().unwrap()),
+                    interface: None,
+                },
             ],
             routes: vec![Route::new("::/0".parse().unwrap(), None)],
             ..Default::default()

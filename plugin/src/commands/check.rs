@@ -1,6 +1,7 @@
 //! CHECK: the IPAM plugin still has the allocation, tapwayd still has the port, and the
 //! interface in the netns matches prevResult (MAC, addresses, routes; tapwayd looks).
 
+use ipnet::IpNet;
 use tapway_api::{CheckRequest, ClientError, ErrorCode, PortSelector, RouteConfig};
 
 use crate::daemon::Daemon;
@@ -19,9 +20,8 @@ pub fn cmd_check(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
             loaded.version
         )));
     }
-    let prev = loaded
-        .prev_result()?
-        .ok_or_else(|| CniError::InvalidConfig("CHECK needs a prevResult".into()))?;
+    let prev =
+        loaded.prev_result()?.ok_or_else(|| CniError::InvalidConfig("CHECK needs a prevResult".into()))?;
     super::check_netns(&env.netns)?;
     let idx = prev
         .interfaces
@@ -33,9 +33,16 @@ pub fn cmd_check(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
     let mac = prev.interfaces.get(idx).map(|i| i.mac.clone()).filter(|m| !m.is_empty());
     let ips: Vec<String> =
         prev.ips.iter().filter(|ip| ip.interface == Some(idx)).map(|ip| ip.address.to_string()).collect();
+    // Routes are not tied to interfaces in a result. When the result has other interfaces
+    // (tapway is not first in the chain), only routes via one of this interface's subnets are
+    // tapway's to check.
+    let nets: Vec<IpNet> =
+        prev.ips.iter().filter(|ip| ip.interface == Some(idx)).map(|ip| ip.address.trunc()).collect();
+    let only_ours = prev.interfaces.len() == 1;
     let routes: Vec<RouteConfig> = prev
         .routes
         .iter()
+        .filter(|r| only_ours || r.gw.is_some_and(|gw| nets.iter().any(|n| n.contains(&gw))))
         .map(|r| RouteConfig { dst: r.dst.to_string(), gw: r.gw.map(|g| g.to_string()) })
         .collect();
 

@@ -10,13 +10,29 @@ use crate::state::{PendingDetach, StateDir};
 use crate::{log_info, log_warn};
 
 /// DEL. CNI_NETNS may be empty or name a netns that is gone: the port is found by container
-/// ID and interface name. Both halves always run; the first error is returned.
+/// ID and interface name. Both halves always run, side by side (they are independent, so DEL
+/// takes as long as the slower one; the reference `bridge` plugin even releases the addresses
+/// before it deletes the link). The detach's error wins over IPAM's.
 pub fn cmd_del(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
+    let (detached, released) = std::thread::scope(|s| {
+        let ipam = s.spawn(|| release(env, loaded));
+        let detached = detach(env, loaded);
+        let released = ipam.join().unwrap_or_else(|_| {
+            Err(CniError::Ipam {
+                plugin: loaded.ipam_type().unwrap_or("?").into(),
+                msg: "IPAM DEL panicked".into(),
+            })
+        });
+        (detached, released)
+    });
+    detached.and(released)
+}
+
+/// tapwayd's half: detach, or record the detach as pending when tapwayd is down.
+fn detach(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
     let daemon = Daemon::new(loaded.socket());
     let state = StateDir::new(loaded.state_dir());
     daemon.drain_pending(&state);
-    let mut first: Option<CniError> = None;
-
     match daemon.detach(&env.container_id, &env.ifname) {
         Ok(true) => log_info!("port detached"),
         Ok(false) => log_info!("no port to detach"),
@@ -29,19 +45,19 @@ pub fn cmd_del(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
                 network: loaded.conf.name.clone(),
                 since: 0,
             };
-            if let Err(rec) = state.record(entry) {
-                first = Some(CniError::TryAgainLater(format!("{e}; and recording the pending detach failed: {rec}")));
-            }
+            state.record(entry).map_err(|rec| {
+                CniError::TryAgainLater(format!("{e}; and recording the pending detach failed: {rec}"))
+            })?;
         }
-        Err(e) => first = Some(CniError::from_client(e, CniError::TryAgainLater)),
+        Err(e) => return Err(CniError::from_client(e, CniError::TryAgainLater)),
     }
+    Ok(())
+}
 
-    let ipam = Ipam::open(loaded, &env.path).and_then(|ipam| match ipam {
+/// The IPAM half: always runs.
+fn release(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
+    match Ipam::open(loaded, &env.path)? {
         Some(ipam) => ipam.del(None).map(|()| log_info!("IPAM {} released the addresses", ipam.name())),
         None => Ok(()),
-    });
-    if let Err(e) = ipam {
-        first.get_or_insert(e);
     }
-    first.map_or(Ok(()), Err)
 }

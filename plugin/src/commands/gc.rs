@@ -14,7 +14,10 @@ use crate::{log_info, log_warn};
 /// GC.
 pub fn cmd_gc(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
     if loaded.version < Version::V1_1_0 {
-        return Err(CniError::IncompatibleVersion(format!("config version {} does not allow GC", loaded.version)));
+        return Err(CniError::IncompatibleVersion(format!(
+            "config version {} does not allow GC",
+            loaded.version
+        )));
     }
     let valid = loaded.conf.valid_attachments.clone().unwrap_or_default();
     let daemon = Daemon::new(loaded.socket());

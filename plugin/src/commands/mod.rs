@@ -26,7 +26,8 @@ const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 
 /// Checks that `path` is a network namespace, before anything is allocated for it.
 pub fn check_netns(path: &str) -> Result<(), CniError> {
-    let c = CString::new(path).map_err(|_| CniError::InvalidEnv(format!("CNI_NETNS {path:?} contains a NUL")))?;
+    let c =
+        CString::new(path).map_err(|_| CniError::InvalidEnv(format!("CNI_NETNS {path:?} contains a NUL")))?;
     // SAFETY: statfs is plain old data; all-zero is a valid value of it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a NUL-terminated string and `st` a writable statfs, both alive for the call.

@@ -23,9 +23,8 @@ pub fn cmd_status(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
         )));
     }
     let daemon = Daemon::new(loaded.socket()).with_timeout(STATUS_TIMEOUT);
-    let info = daemon
-        .status()
-        .map_err(|e| CniError::Unavailable(format!("tapwayd is not available at {}: {e}", loaded.socket())))?;
+    let info =
+        daemon.status().map_err(|e| CniError::Unavailable(format!("tapwayd is not available: {e}")))?;
     log_debug!("tapwayd {} up {} s, {} ports", info.version, info.uptime_secs, info.ports);
     let ipam = match Ipam::open(loaded, &env.path) {
         Ok(ipam) => ipam,

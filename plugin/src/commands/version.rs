@@ -22,7 +22,10 @@ mod tests {
     #[test]
     fn version_answer() {
         let all = json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
-        assert_eq!(cmd_version(br#"{"cniVersion":"1.0.0"}"#), json!({"cniVersion":"1.0.0","supportedVersions":all}));
+        assert_eq!(
+            cmd_version(br#"{"cniVersion":"1.0.0"}"#),
+            json!({"cniVersion":"1.0.0","supportedVersions":all})
+        );
         assert_eq!(cmd_version(b""), json!({"cniVersion":"1.1.0","supportedVersions":all}));
         assert_eq!(cmd_version(br#"{"cniVersion":"0.2.0"}"#)["cniVersion"], "1.1.0");
         assert_eq!(cmd_version(b"garbage")["supportedVersions"], all);

@@ -21,7 +21,7 @@ impl Control {
     pub fn setup_host_port(&self) -> Result<(), ApiError> {
         // Persistent: a restart re-opens it with the same MAC, so pods' neighbour caches stay
         // valid.
-        let tap = Arc::new(TapPort::open(&self.host_port, true)?);
+        let tap = Arc::new(TapPort::open(&self.host_port, true, false)?);
         let mut nl = Netlink::new()?;
         let link = nl
             .link_by_name(tap.name())?

@@ -66,7 +66,6 @@ impl Server {
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        listener.set_nonblocking(true).map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let mut allowed = allow_uids;
@@ -82,6 +81,8 @@ impl Server {
     /// Stops accepting and removes the socket file.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // The acceptor blocks in accept(): one connection wakes it to see the flag.
+        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -94,16 +95,16 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning.
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
         };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
             let mut s = stream;
@@ -132,7 +133,6 @@ fn reply(stream: &mut UnixStream, result: Result<serde_json::Value, ApiError>) -
 }
 
 fn serve_connection(ctl: &Control, stream: UnixStream, allowed: &[u32]) {
-    let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else { return };

@@ -117,7 +117,7 @@ impl Control {
             if link.mac != Some(mac) {
                 return Err(tapway_api::ApiError::new(ErrorCode::Mismatch, "interface MAC changed"));
             }
-            Ok((TapPort::open(&info.ifname, true)?, link))
+            Ok((TapPort::open(&info.ifname, true, false)?, link))
         })?;
         let tap = std::sync::Arc::new(tap);
         let entry = std::sync::Arc::new(PortEntry {

@@ -7,7 +7,9 @@
 //! switch writes them to the peer's TAP unchanged: one read and one write per 64 KiB instead of
 //! per 1.5 KiB, which is what makes TCP through a TAP switch fast.
 //!
-//! Pod TAPs are persistent (`TUNSETPERSIST`): they outlive the daemon, so pods keep their
+//! Pod TAPs are created directly inside the pod's netns (the fd is opened by a thread that has
+//! entered it), which avoids moving a device between namespaces, the slowest step of a veth
+//! CNI. They are persistent (`TUNSETPERSIST`): they outlive the daemon, so pods keep their
 //! interface and addresses across a tapwayd restart.
 
 use std::ffi::CStr;
@@ -25,6 +27,7 @@ const TUN_PATH: &str = "/dev/net/tun";
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const IFF_TUN_EXCL: libc::c_short = -0x8000; // 0x8000 as a c_short
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
@@ -74,9 +77,10 @@ struct IfReq {
 }
 
 impl TapPort {
-    /// Creates the TAP `name`, or attaches to it when a persistent TAP of that name exists in
-    /// the calling thread's netns.
-    pub fn open(name: &str, persistent: bool) -> Result<TapPort, TapError> {
+    /// Creates the TAP `name` in the calling thread's netns. With `exclusive`, fails (EBUSY)
+    /// when a device of that name exists; without, attaches to an existing persistent TAP of
+    /// that name (the host port and pod ports after a restart).
+    pub fn open(name: &str, persistent: bool, exclusive: bool) -> Result<TapPort, TapError> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(TapError::Name(name.to_string()));
         }
@@ -86,8 +90,11 @@ impl TapPort {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(TUN_PATH)
             .map_err(TapError::Open)?;
-        let mut req =
-            IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        if exclusive {
+            flags |= IFF_TUN_EXCL;
+        }
+        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
         }
@@ -150,6 +157,11 @@ impl TapPort {
     /// The device name the kernel gave the TAP at creation.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The kernel's answer when `exclusive` creation found an existing device.
+    pub fn is_busy(e: &TapError) -> bool {
+        matches!(e, TapError::Ioctl { what: "TUNSETIFF", source, .. } if source.raw_os_error() == Some(libc::EBUSY))
     }
 
     /// Whether USO (UDP segmentation offload) is on.
