@@ -100,6 +100,8 @@ pub struct Owner {
 }
 
 /// Names one port: by `container_id` + `ifname` (what CNI DEL has) or by `netns` + `ifname`.
+/// When both `container_id` and `netns` are given, `container_id` decides and `netns` is
+/// ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct PortSelector {
@@ -238,7 +240,7 @@ pub struct PortInfo {
     pub id: u16,
     /// `pod` or `host`.
     pub kind: String,
-    /// Name of the TAP as created (the host port keeps it; pod TAPs are renamed to `ifname`).
+    /// Name of the TAP device (pod TAPs are created under their `ifname` in the pod netns).
     pub name: String,
     /// Netns path (empty for the host port).
     pub netns: String,
