@@ -84,12 +84,16 @@ impl Client {
             .map_err(|source| ClientError::Connect { path: self.path.clone(), source })?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
-        stream.write_all(bytes)?;
+        let written = stream.write_all(bytes);
+        // A daemon that refuses the connection (permission, limit) answers and closes without
+        // reading; the write may then fail with EPIPE while its answer is waiting to be read.
         let mut answer = String::new();
-        BufReader::new(stream).read_line(&mut answer)?;
-        if answer.is_empty() {
-            return Err(ClientError::NoAnswer);
+        let read = BufReader::new(stream).read_line(&mut answer);
+        if !answer.is_empty() {
+            return Ok(answer);
         }
-        Ok(answer)
+        written?;
+        read?;
+        Err(ClientError::NoAnswer)
     }
 }

@@ -177,9 +177,13 @@ impl DaemonConfig {
 
 /// The first host address of a range, with the range's prefix length.
 pub fn gateway_of(cidr: &IpNet) -> Option<IpNet> {
-    let net = cidr.trunc();
-    let first = net.hosts().next()?;
-    IpNet::new(first, net.prefix_len()).ok()
+    let first = match cidr.trunc() {
+        IpNet::V4(n) => std::net::IpAddr::V4(n.hosts().next()?),
+        // IPv6 has no broadcast, so ipnet's hosts() starts at the network (subnet-router
+        // anycast) address; the first usable one, which host-local also picks, is network + 1.
+        IpNet::V6(n) => std::net::IpAddr::V6(u128::from(n.network()).checked_add(1)?.into()),
+    };
+    IpNet::new(first, cidr.prefix_len()).ok()
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -231,5 +235,13 @@ mod tests {
         let c = DaemonConfig::resolve(Args::parse_from(["tapwayd"])).unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
+    }
+
+    #[test]
+    fn gateways_are_first_hosts() {
+        let gw = |s: &str| gateway_of(&s.parse().unwrap()).map(|g| g.to_string());
+        assert_eq!(gw("10.244.1.0/24").as_deref(), Some("10.244.1.1/24"));
+        assert_eq!(gw("10.244.1.77/24").as_deref(), Some("10.244.1.1/24"));
+        assert_eq!(gw("fd00:10:244:1::/64").as_deref(), Some("fd00:10:244:1::1/64"));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tapway_switch::config::{Args, DaemonConfig};
-use tapway_switch::control::server::Server;
+use tapway_switch::control::server::{self, Server};
 use tapway_switch::control::Control;
 use tapway_switch::switch::Switch;
 
@@ -40,6 +40,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("installing signal handler: {e}"))?;
     }
+    server::ensure_free(&cfg.socket).map_err(|e| e.to_string())?;
     let running = Switch::start(cfg.switch.clone()).map_err(|e| e.to_string())?;
     let ctl = Arc::new(Control::new(running.switch.clone(), &cfg));
     if let Err(e) = ctl.setup_host_port() {

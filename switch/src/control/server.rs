@@ -58,10 +58,8 @@ impl Server {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        ensure_free(path)?;
         if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ServerError::InUse(shown));
-            }
             std::fs::remove_file(path).map_err(io)?;
         }
         let listener = UnixListener::bind(path).map_err(io)?;
@@ -88,6 +86,15 @@ impl Server {
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Fails when a running tapwayd answers on `path`. The daemon checks this before touching any
+/// interface, so a second daemon changes nothing.
+pub fn ensure_free(path: &Path) -> Result<(), ServerError> {
+    if path.exists() && UnixStream::connect(path).is_ok() {
+        return Err(ServerError::InUse(path.display().to_string()));
+    }
+    Ok(())
 }
 
 fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>, allowed: Arc<Vec<u32>>) {

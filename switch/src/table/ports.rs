@@ -133,10 +133,10 @@ impl PortTable {
         self.ids.is_empty()
     }
 
-    /// The lowest free port number below `max`.
+    /// The lowest free pod port number below `max` (port 0 is the host port's).
     pub fn free_id(&self, max: usize) -> Option<u16> {
         let limit = max.min(usize::from(u16::MAX));
-        (0..limit)
+        (1..limit)
             .find(|i| self.slots.get(*i).is_none_or(|s| s.is_none()))
             .and_then(|i| u16::try_from(i).ok())
     }
