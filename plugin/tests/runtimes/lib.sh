@@ -1,0 +1,159 @@
+# Shared by the runtime tests (podman.sh, containerd.sh): a "node" network namespace running
+# its own tapwayd, a private CNI bin dir and config dir, a busybox image built from the
+# busybox-static Debian package, and cleanup that runs on exit, failure or Ctrl-C.
+#
+# Nothing here touches the machine's own network: the runtime itself runs inside the node netns
+# (nsenter --net, so mounts stay visible to later commands), tapwayd's host port tapway0 with the
+# gateway address lives there, and every pod netns is made by the runtime. Every name carries
+# the test's prefix and pid.
+# shellcheck shell=bash
+
+RT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+RT_BIN=${TAPWAY_BIN_DIR:-$RT_ROOT/target/debug}
+RT_CLEANUP=()
+RT_FAILED=0
+
+rt_log() { printf '[%s %s] %s\n' "$RT_NAME" "$(date +%T)" "$*" >&2; }
+rt_die() { rt_log "FAIL: $*"; RT_FAILED=1; exit 1; }
+
+# rt_skip WHY: a missing prerequisite. Fails under TAPWAY_IT_REQUIRE=1 (scripts/test.sh as root).
+rt_skip() {
+  if [ "${TAPWAY_IT_REQUIRE:-}" = 1 ]; then rt_die "cannot run: $1 (TAPWAY_IT_REQUIRE=1)"; fi
+  echo "SKIP: $RT_NAME: $1"
+  exit 0
+}
+
+# on_cleanup CMD…: run CMD (a string, eval'd) at exit, last registered first.
+on_cleanup() { RT_CLEANUP+=("$*"); }
+
+rt_cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  [ $rc -ne 0 ] && RT_FAILED=1
+  if [ "$RT_FAILED" = 1 ] && [ -n "${WORK:-}" ]; then
+    for f in "$WORK"/*.log; do
+      [ -s "$f" ] || continue
+      echo "---- tail of $f" >&2
+      tail -n 30 "$f" >&2
+    done
+  fi
+  for ((i = ${#RT_CLEANUP[@]} - 1; i >= 0; i--)); do
+    eval "${RT_CLEANUP[$i]}" >/dev/null 2>&1 || true
+  done
+  exit $rc
+}
+
+rt_init() {
+  RT_NAME=$1
+  TAG=$2$$
+  [ "$(id -u)" -eq 0 ] || rt_skip "not root"
+  for c in ip nsenter "${RT_NEED[@]}"; do
+    command -v "$c" >/dev/null 2>&1 || rt_skip "$c is missing (scripts/deps.sh installs it)"
+  done
+  [ -x /usr/lib/cni/host-local ] || rt_skip "/usr/lib/cni/host-local is missing"
+  [ -x /bin/busybox ] || rt_skip "busybox-static is missing"
+  for b in tapway tapwayd tapwayctl; do
+    [ -x "$RT_BIN/$b" ] || rt_skip "$RT_BIN/$b is missing: cargo build --workspace first"
+  done
+  trap rt_cleanup EXIT
+  trap 'exit 130' INT TERM
+  WORK=$(mktemp -d "/tmp/$TAG.XXXXXX")
+  # Unmount anything the runtime left under the work dir before removing it.
+  on_cleanup "rm -rf --one-file-system '$WORK'"
+  on_cleanup "findmnt -rn -o TARGET | grep '^$WORK/' | sort -r | xargs -r -n1 umount -l"
+  # A /24 of the 10/8 unique to this run (the node netns is private anyway).
+  SUBNET_PREFIX="10.$3.$(($$ % 250 + 1))"
+  SUBNET="$SUBNET_PREFIX.0/24"
+  GATEWAY="$SUBNET_PREFIX.1"
+  NODE=${TAG}n
+  SOCK=$WORK/run/tapway.sock
+  mkdir -p "$WORK/run" "$WORK/cni-bin" "$WORK/cni-conf"
+}
+
+# Starts tapwayd in a fresh node netns.
+rt_start_node() {
+  ip netns add "$NODE" || rt_die "ip netns add $NODE"
+  on_cleanup "ip netns del '$NODE'"
+  ip -n "$NODE" link set lo up
+  ip netns exec "$NODE" "$RT_BIN/tapwayd" --socket "$SOCK" --state-dir "$WORK/tapwayd-state" \
+    --pod-cidr "$SUBNET" --poll-mode adaptive --log-level info >"$WORK/tapwayd.log" 2>&1 &
+  local pid=$!
+  on_cleanup "kill $pid; sleep 0.3; kill -9 $pid"
+  for _ in $(seq 100); do
+    tctl status >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  rt_die "tapwayd did not come up"
+}
+
+tctl() { "$RT_BIN/tapwayctl" --socket "$SOCK" "$@"; }
+
+# Runs a command inside the node netns without a new mount namespace.
+in_node() { nsenter --net="/run/netns/$NODE" "$@"; }
+
+# The CNI bin dir: our plugin plus the reference host-local (and friends).
+rt_cni_bin() {
+  cp "$RT_BIN/tapway" "$WORK/cni-bin/tapway"
+  for p in host-local portmap tuning loopback; do
+    ln -s "/usr/lib/cni/$p" "$WORK/cni-bin/$p"
+  done
+}
+
+# rt_conflist NETWORK: the tapway network's conflist, everything under $WORK.
+rt_conflist() {
+  cat <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$1",
+  "plugins": [
+    {
+      "type": "tapway",
+      "socket": "$SOCK",
+      "stateDir": "$WORK/tapway-cni",
+      "logFile": "$WORK/cni.log",
+      "logLevel": "info",
+      "capabilities": {"ips": true, "mac": true},
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$WORK/ipam",
+        "ranges": [[{"subnet": "$SUBNET", "rangeStart": "$SUBNET_PREFIX.10", "gateway": "$GATEWAY"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+JSON
+}
+
+# rt_rootfs_tar FILE: a rootfs with busybox-static and its applets, as a tar.
+rt_rootfs_tar() {
+  local r=$WORK/rootfs
+  mkdir -p "$r/bin" "$r/etc" "$r/proc" "$r/sys" "$r/dev" "$r/tmp" "$r/www"
+  cp /bin/busybox "$r/bin/busybox"
+  for a in sh sleep ping ip nc httpd cat echo ls hostname; do ln -s busybox "$r/bin/$a"; done
+  echo "root:x:0:0:root:/:/bin/sh" >"$r/etc/passwd"
+  echo "root:x:0:" >"$r/etc/group"
+  echo "hello from tapway" >"$r/www/index.html"
+  tar -C "$r" --owner=0 --group=0 -cf "$1" .
+}
+
+# Host-local's reservations of NETWORK (one file per address).
+reservations() {
+  find "$WORK/ipam/$1" -maxdepth 1 -type f ! -name lock ! -name 'last_reserved_ip*' -printf '%f\n' 2>/dev/null | sort
+}
+
+# Pod ports tapwayd has (excluding the host port), as "ifname netns" lines.
+pod_ports() { tctl --json ports | /usr/bin/python3 -c '
+import json,sys
+for p in json.load(sys.stdin):
+    if p.get("kind") != "host":
+        o = p.get("owner") or {}
+        print(o.get("container_id"), p.get("netns"), " ".join(p.get("ips") or []))'; }
+
+# wait_until SECONDS CMD…: retries CMD until it succeeds.
+wait_until() {
+  local t=$1; shift
+  for _ in $(seq $((t * 5))); do "$@" && return 0; sleep 0.2; done
+  return 1
+}
