@@ -9,6 +9,14 @@ for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat python3:pyth
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 [ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
+# The runtime tests (plugin/tests/runtimes/): podman 4.3 and containerd 1.6 with runc, an image
+# built from busybox-static, and python3-grpcio for the CRI client (crictl is not in Debian 12).
+for pair in podman:podman runc:runc conmon:conmon containerd:containerd; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_apt+=(busybox-static)
+/usr/bin/python3 -c 'import grpc' 2>/dev/null || need_apt+=(python3-grpcio)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

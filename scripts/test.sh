@@ -18,3 +18,7 @@ cargo build --workspace --quiet
 [ "$(id -u)" -eq 0 ] && export TAPWAY_IT_REQUIRE=1  # root: integration tests must run, not skip
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
+echo "==> CNI plugin under real runtimes (podman, containerd CRI)"
+for t in plugin/tests/runtimes/podman.sh plugin/tests/runtimes/containerd.sh; do
+  bash "$t"
+done

@@ -51,7 +51,8 @@ rt_init() {
     command -v "$c" >/dev/null 2>&1 || rt_skip "$c is missing (scripts/deps.sh installs it)"
   done
   [ -x /usr/lib/cni/host-local ] || rt_skip "/usr/lib/cni/host-local is missing"
-  [ -x /bin/busybox ] || rt_skip "busybox-static is missing"
+  dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+    || rt_skip "busybox-static is missing (the image needs a static busybox)"
   for b in tapway tapwayd tapwayctl; do
     [ -x "$RT_BIN/$b" ] || rt_skip "$RT_BIN/$b is missing: cargo build --workspace first"
   done
@@ -75,7 +76,10 @@ rt_start_node() {
   ip netns add "$NODE" || rt_die "ip netns add $NODE"
   on_cleanup "ip netns del '$NODE'"
   ip -n "$NODE" link set lo up
-  ip netns exec "$NODE" "$RT_BIN/tapwayd" --socket "$SOCK" --state-dir "$WORK/tapwayd-state" \
+  # nsenter, not `ip netns exec`: tapwayd must share the runtime's mount namespace to see the
+  # pod netns bind mounts it makes later (containerd puts them under its state dir).
+  # (Not through the in_node function: $! must be tapwayd's own pid.)
+  nsenter --net="/run/netns/$NODE" "$RT_BIN/tapwayd" --socket "$SOCK" --state-dir "$WORK/tapwayd-state" \
     --pod-cidr "$SUBNET" --poll-mode adaptive --log-level info >"$WORK/tapwayd.log" 2>&1 &
   local pid=$!
   on_cleanup "kill $pid; sleep 0.3; kill -9 $pid"
