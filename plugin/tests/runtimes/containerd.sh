@@ -5,7 +5,8 @@
 #   - each sandbox gets an address from host-local, and tapwayd a port owned by the sandbox ID
 #     and labelled with the pod's namespace/name (from CNI_ARGS K8S_POD_*);
 #   - containers in two pods reach each other (ping, HTTP over TCP) and the node's gateway
-#     (tapway0), and the node reaches them;
+#     (tapway0), and the node reaches them, also through a hostPort (the reference portmap
+#     plugin chained after tapway);
 #   - StopPodSandbox removes the port and releases the address, RemovePodSandbox (a second DEL,
 #     with CNI_NETNS="") succeeds, and nothing is left.
 #
@@ -112,10 +113,10 @@ PY
 ctr --address "$CSOCK" -n k8s.io images import --snapshotter native "$WORK/image.tar" >>"$WORK/ctr.log" 2>&1 \
   || rt_die "ctr images import failed: $(tail -3 "$WORK/ctr.log")"
 
-run_pod() {  # run_pod NAME -> sets POD_ID, POD_IP, POD_NETNS, CTR_ID
+run_pod() {  # run_pod NAME [HOSTIP:HOSTPORT:CTRPORT] -> sets POD_ID, POD_IP, POD_NETNS, CTR_ID
   local name=$1 uid
   uid=$(cat /proc/sys/kernel/random/uuid)
-  POD_ID=$(cri runp "$name" "$uid" "${TAG}ns") || rt_die "RunPodSandbox $name: $(tail -3 "$WORK/cri.log")"
+  POD_ID=$(cri runp "$name" "$uid" "${TAG}ns" "${@:2}") || rt_die "RunPodSandbox $name: $(tail -3 "$WORK/cri.log")"
   local st
   st=$(cri inspectp "$POD_ID") || rt_die "PodSandboxStatus $name"
   POD_IP=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ip"])' "$st")
@@ -128,7 +129,7 @@ in_ctr() { cri exec "$1" 20 "${@:2}"; }
 
 rt_log "RunPodSandbox ${TAG}a and ${TAG}b, a container in each"
 run_pod "${TAG}a"; POD_A=$POD_ID IP_A=$POD_IP NETNS_A=$POD_NETNS CTR_A=$CTR_ID
-run_pod "${TAG}b"; POD_B=$POD_ID IP_B=$POD_IP CTR_B=$CTR_ID
+run_pod "${TAG}b" "$GATEWAY:18080:8080"; POD_B=$POD_ID IP_B=$POD_IP CTR_B=$CTR_ID
 rt_log "a=$IP_A ($NETNS_A) b=$IP_B"
 case $IP_A in "$SUBNET_PREFIX".*) ;; *) rt_die "a got '$IP_A', not from $SUBNET" ;; esac
 [ "$IP_A" != "$IP_B" ] || rt_die "both pods got $IP_A"
@@ -149,7 +150,7 @@ PY
 [ "$(reservations "$NET" | tr '\n' ' ')" = "$(printf '%s\n' "$IP_A" "$IP_B" | sort | tr '\n' ' ')" ] \
   || rt_die "host-local reservations: $(reservations "$NET" | tr '\n' ' ')"
 
-rt_log "traffic: a→b, b→a, a→gateway, node→a, HTTP a→b"
+rt_log "traffic: a→b, b→a, a→gateway, node→a, HTTP a→b, node→b through the host port"
 in_ctr "$CTR_A" ip -4 addr show eth0 | grep -q "inet $IP_A/24" || rt_die "a's eth0 lacks $IP_A"
 in_ctr "$CTR_A" ping -c 2 -W 2 "$IP_B" >/dev/null || rt_die "a cannot ping b"
 in_ctr "$CTR_B" ping -c 2 -W 2 "$IP_A" >/dev/null || rt_die "b cannot ping a"
@@ -161,6 +162,11 @@ http_get() {
     && grep -q "hello from tapway" "$WORK/http.txt"
 }
 wait_until 10 http_get || rt_die "a cannot fetch http://$IP_B:8080/ from b: $(cat "$WORK/http.txt")"
+# The hostPort went to portmap as runtimeConfig.portMappings (containerd capitalises the keys):
+# the node reaches b's 8080 on its port 18080.
+printf 'GET /index.html HTTP/1.0\r\n\r\n' | in_node timeout 5 /bin/busybox nc -w 2 "$GATEWAY" 18080 >"$WORK/http-hostport.txt" 2>&1 || true
+grep -q "hello from tapway" "$WORK/http-hostport.txt" \
+  || rt_die "the node cannot reach b through the host port $GATEWAY:18080 (portmap): $(cat "$WORK/http-hostport.txt")"
 
 rt_log "StopPodSandbox a: its port goes, its address is released; RemovePodSandbox a"
 cri stopp "$POD_A" || rt_die "StopPodSandbox a: $(tail -3 "$WORK/cri.log")"

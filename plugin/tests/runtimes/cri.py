@@ -6,9 +6,10 @@ Debian's python3-grpcio. The few messages it needs are encoded by hand (field nu
 k8s.io/cri-api pkg/apis/runtime/v1/api.proto), so no generated code and no protoc are needed.
 
     cri.py SOCKET version
-    cri.py SOCKET runp NAME UID NAMESPACE           -> prints the sandbox ID
+    cri.py SOCKET runp NAME UID NAMESPACE [HOSTIP:HOSTPORT:CTRPORT...]  -> the sandbox ID
     cri.py SOCKET inspectp ID                       -> JSON {state, ip, netns, cniResult}
     cri.py SOCKET create POD_ID NAME IMAGE POD_NAME POD_UID POD_NS CMD...  -> container ID
+                                                     (the sandbox config is rebuilt without ports)
     cri.py SOCKET start CTR_ID
     cri.py SOCKET exec CTR_ID TIMEOUT CMD...         -> the command's stdout; exits with its code
     cri.py SOCKET stopp ID | rmp ID
@@ -87,10 +88,16 @@ def first(msg, field, default=b""):
 
 
 # --- CRI messages ---------------------------------------------------------------------------
-def sandbox_config(name, uid, namespace):
+def sandbox_config(name, uid, namespace, ports=()):
+    """PodSandboxConfig: metadata=1, hostname=2, port_mappings=5, labels=6. `ports` are
+    "HOSTIP:HOSTPORT:CONTAINERPORT" strings (TCP)."""
     metadata = f_bytes(1, name) + f_bytes(2, uid) + f_bytes(3, namespace)
-    # PodSandboxConfig: metadata=1, hostname=2, labels=6
-    return f_bytes(1, metadata) + f_bytes(2, name) + f_map(6, {"tapway-test": "1"})
+    mappings = b""
+    for p in ports:
+        host_ip, host_port, ctr_port = p.rsplit(":", 2)
+        # PortMapping: protocol=1 (TCP=0), container_port=2, host_port=3, host_ip=4
+        mappings += f_bytes(5, f_int(2, int(ctr_port)) + f_int(3, int(host_port)) + f_bytes(4, host_ip))
+    return f_bytes(1, metadata) + f_bytes(2, name) + mappings + f_map(6, {"tapway-test": "1"})
 
 
 def call(chan, method, req):
@@ -104,8 +111,8 @@ def main(argv):
         r = call(chan, "Version", f_bytes(1, "v1"))
         print(" ".join(first(r, i).decode() for i in (2, 3, 4)))
     elif cmd == "runp":
-        name, uid, ns = args
-        r = call(chan, "RunPodSandbox", f_bytes(1, sandbox_config(name, uid, ns)))
+        name, uid, ns = args[:3]
+        r = call(chan, "RunPodSandbox", f_bytes(1, sandbox_config(name, uid, ns, args[3:])))
         print(first(r, 1).decode())
     elif cmd == "inspectp":
         r = call(chan, "PodSandboxStatus", f_bytes(1, args[0]) + f_int(2, 1))

@@ -47,7 +47,7 @@ rt_init() {
   RT_NAME=$1
   TAG=$2$$
   [ "$(id -u)" -eq 0 ] || rt_skip "not root"
-  for c in ip nsenter "${RT_NEED[@]}"; do
+  for c in ip nsenter iptables "${RT_NEED[@]}"; do
     command -v "$c" >/dev/null 2>&1 || rt_skip "$c is missing (scripts/deps.sh installs it)"
   done
   [ -x /usr/lib/cni/host-local ] || rt_skip "/usr/lib/cni/host-local is missing"
@@ -104,7 +104,9 @@ rt_cni_bin() {
   done
 }
 
-# rt_conflist NETWORK: the tapway network's conflist, everything under $WORK.
+# rt_conflist NETWORK: the tapway network's conflist, everything under $WORK: tapway with
+# host-local, then the reference portmap (hostPort; its iptables rules go into the node netns,
+# where the runtime runs).
 rt_conflist() {
   cat <<JSON
 {
@@ -124,7 +126,8 @@ rt_conflist() {
         "ranges": [[{"subnet": "$SUBNET", "rangeStart": "$SUBNET_PREFIX.10", "gateway": "$GATEWAY"}]],
         "routes": [{"dst": "0.0.0.0/0"}]
       }
-    }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
 JSON

@@ -3,7 +3,8 @@
 #   - containers get addresses from host-local (one of them a static `--ip`, which podman passes
 #     as CNI_ARGS IP=), and tapwayd has one port per container, owned by its container ID;
 #   - they reach each other (ping, HTTP over TCP) and the node (tapway0, the gateway), and the
-#     node reaches them;
+#     node reaches them, also through a published port (`-p`, the reference portmap plugin
+#     chained after tapway);
 #   - `podman stop` removes the container's port and releases its address; `podman rm` of a
 #     running one does the same; nothing is left at the end.
 #
@@ -88,7 +89,7 @@ ctr_id() { pm inspect -f '{{.Id}}' "$1"; }
 STATIC_IP=$SUBNET_PREFIX.77
 rt_log "starting containers ${TAG}a, ${TAG}b (--ip $STATIC_IP)"
 run_ctr "${TAG}a"
-run_ctr "${TAG}b" --ip "$STATIC_IP"
+run_ctr "${TAG}b" --ip "$STATIC_IP" -p "$GATEWAY:18080:8080"
 IP_A=$(ctr_ip "${TAG}a"); IP_B=$(ctr_ip "${TAG}b")
 ID_A=$(ctr_id "${TAG}a"); ID_B=$(ctr_id "${TAG}b")
 rt_log "a=$IP_A b=$IP_B"
@@ -108,7 +109,7 @@ grep -q "^$ID_B .* $IP_B/24" "$WORK/ports.txt" || rt_die "no port for b ($ID_B $
 pm exec "${TAG}a" ip -4 addr show eth0 | grep -q "inet $IP_A/24" || rt_die "a's eth0 lacks $IP_A"
 pm exec "${TAG}a" ip route | grep -q "default via $GATEWAY" || rt_die "a has no default route via $GATEWAY"
 
-rt_log "traffic: a→b, b→a, a→gateway, node→a, HTTP a→b"
+rt_log "traffic: a→b, b→a, a→gateway, node→a, HTTP a→b, node→b through the host port"
 pm exec "${TAG}a" ping -c 2 -W 2 "$IP_B" >/dev/null || rt_die "a cannot ping b"
 pm exec "${TAG}b" ping -c 2 -W 2 "$IP_A" >/dev/null || rt_die "b cannot ping a"
 pm exec "${TAG}a" ping -c 2 -W 2 "$GATEWAY" >/dev/null || rt_die "a cannot ping the gateway (tapway0)"
@@ -120,6 +121,10 @@ http_get() {
     && grep -q "hello from tapway" "$WORK/http.txt"
 }
 wait_until 10 http_get || rt_die "a cannot fetch http://$IP_B:8080/ from b: $(cat "$WORK/http.txt")"
+# -p went to portmap as runtimeConfig.portMappings: the node reaches b's 8080 on its port 18080.
+printf 'GET /index.html HTTP/1.0\r\n\r\n' | in_node timeout 5 /bin/busybox nc -w 2 "$GATEWAY" 18080 >"$WORK/http-hostport.txt" 2>&1 || true
+grep -q "hello from tapway" "$WORK/http-hostport.txt" \
+  || rt_die "the node cannot reach b through the host port $GATEWAY:18080 (portmap): $(cat "$WORK/http-hostport.txt")"
 
 rt_log "podman stop a: its port goes, its address is released"
 pm stop -t 1 "${TAG}a" >>"$WORK/podman.log" 2>&1 || rt_die "podman stop a"
