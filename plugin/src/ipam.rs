@@ -20,6 +20,10 @@ use crate::types::CniResult;
 use crate::version::{self, Version};
 use crate::{log_debug, log_warn};
 
+/// What an empty pipe always takes without blocking: one page (Linux shrinks new pipes to one
+/// page when a user is over `pipe-user-pages-soft`; the default is 16 pages).
+const PIPE_MIN_CAPACITY: usize = 4096;
+
 /// Finds `name` in the colon-separated `cni_path`: the first regular, executable file.
 pub fn find_plugin(name: &str, cni_path: &str) -> Result<PathBuf, CniError> {
     for dir in cni_path.split(':').filter(|d| !d.is_empty()) {
@@ -234,15 +238,14 @@ impl<'a> Ipam<'a> {
 
     /// Runs the plugin once and returns its stdout; a non-zero exit becomes the plugin's
     /// error object (code passed through) or, without one, a code-102 error.
-    fn exec(&self, command: &str, vars: &[(&str, &str)], stdin: &[u8]) -> Result<Vec<u8>, CniError> {
-        let started = Instant::now();
-        let mut proc = Proc::new(&self.exe);
-        proc.env("CNI_COMMAND", command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (k, v) in vars {
-            proc.env(k, v);
-        }
-        let mut child =
-            proc.spawn().map_err(|e| self.fail(format!("cannot run {}: {e}", self.exe.display())))?;
+    /// Talks to a running IPAM plugin whose stdin may not fit in a pipe: a writer thread feeds
+    /// stdin while this thread reads stdout and a second one stderr, so neither side blocks.
+    fn exec_large(
+        &self,
+        child: &mut std::process::Child,
+        command: &str,
+        stdin: &[u8],
+    ) -> Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), CniError> {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let io = std::thread::scope(|s| -> std::io::Result<()> {
             let mut child_in = child.stdin.take();
@@ -271,6 +274,39 @@ impl<'a> Ipam<'a> {
         });
         let status = child.wait().map_err(|e| self.fail(format!("waiting for {command}: {e}")))?;
         io.map_err(|e| self.fail(format!("{command}: talking to the plugin: {e}")))?;
+        Ok((status, out, err))
+    }
+
+    fn exec(&self, command: &str, vars: &[(&str, &str)], stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+        let started = Instant::now();
+        let mut proc = Proc::new(&self.exe);
+        proc.env("CNI_COMMAND", command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in vars {
+            proc.env(k, v);
+        }
+        let mut child =
+            proc.spawn().map_err(|e| self.fail(format!("cannot run {}: {e}", self.exe.display())))?;
+        let (status, out, err) = if stdin.len() <= PIPE_MIN_CAPACITY {
+            // The usual case (a netconf is well under a page): the whole stdin fits in the
+            // empty pipe, so it is written without blocking, and stdout and stderr are read
+            // together by `wait_with_output` (poll) on this thread. No helper threads: on a
+            // loaded node each one is a clone and a stack the kernel has to schedule.
+            let written = match child.stdin.take() {
+                Some(mut w) => w.write_all(stdin),
+                None => Ok(()),
+            };
+            let output =
+                child.wait_with_output().map_err(|e| self.fail(format!("waiting for {command}: {e}")))?;
+            // A plugin that exits without reading stdin (VERSION of some) closes the pipe.
+            match written {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(self.fail(format!("{command}: talking to the plugin: {e}")))
+                }
+                _ => (output.status, output.stdout, output.stderr),
+            }
+        } else {
+            self.exec_large(&mut child, command, stdin)?
+        };
         log_debug!(
             "IPAM {} {command} took {:.1} ms, exit {status}, stdout {:?}",
             self.name,
@@ -462,6 +498,34 @@ esac"#,
         assert!(lines[1].starts_with("GC {") && lines[1].contains("valid-attachments"), "{calls}");
         assert!(lines[1].contains(r#""cniVersion":"1.1.0""#), "{calls}");
         let _ = std::fs::remove_dir_all(l.state_dir());
+    }
+
+    #[test]
+    fn stdin_of_any_size_reaches_the_plugin() {
+        let _serial = exec_lock();
+        // Echoes the size of its stdin in the result, and writes 100 KiB to stderr and reads
+        // stdin only after that, so a writer that blocked on stdin before reading would hang.
+        let dir = fake_plugin(
+            "sizer",
+            r#"case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}';;
+ADD) head -c 102400 /dev/zero >&2; n=$(wc -c); echo "{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.9.0.5/24\"}],\"dns\":{\"domain\":\"n$n\"}}";;
+esac"#,
+        );
+        for pad in [10, 3000, 200_000] {
+            let mut l = loaded("1.0.0", "sizer");
+            l.raw.insert("pad".into(), serde_json::Value::String("x".repeat(pad)));
+            let expect = serde_json::to_vec(&l.raw).unwrap().len();
+            let ipam = Ipam::open(&l, &dir.display().to_string()).unwrap().unwrap();
+            let r = ipam.add().unwrap();
+            let got: usize = r.dns.domain.trim_start_matches('n').trim().parse().unwrap();
+            // The plugin's stdin is the netconf re-encoded (cniVersion may be rewritten).
+            assert!(
+                got + 64 > expect && got > pad,
+                "pad {pad}: plugin read {got} bytes, netconf is {expect}"
+            );
+            let _ = std::fs::remove_dir_all(l.state_dir());
+        }
     }
 
     #[test]
