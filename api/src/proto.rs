@@ -97,6 +97,10 @@ pub struct Owner {
     /// `K8S_POD_UID`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// `K8S_POD_INFRA_CONTAINER_ID`: the pod's sandbox ("pause") container. Under CRI it is
+    /// also `CNI_CONTAINERID`; it differs where a runtime attaches another container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_infra_container_id: Option<String>,
 }
 
 /// Names one port: by `container_id` + `ifname` (what CNI DEL has) or by `netns` + `ifname`.

@@ -478,6 +478,7 @@ fn runtime_config_and_cni_args() {
     assert_eq!(port.owner.pod_namespace.as_deref(), Some("team-a"));
     assert_eq!(port.owner.pod_name.as_deref(), Some("web-0"));
     assert_eq!(port.owner.pod_uid.as_deref(), Some("u-1"));
+    assert_eq!(port.owner.pod_infra_container_id.as_deref(), Some("abc"));
     let mut d = Call::new("DEL", &cid, &pod.path(), "eth0");
     d.args = c.args;
     d.run(&with_prev(&conf, &res)).ok();

@@ -165,6 +165,7 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
             pod_namespace: args.pod_namespace.clone(),
             pod_name: args.pod_name.clone(),
             pod_uid: args.pod_uid.clone(),
+            pod_infra_container_id: args.pod_infra_container_id.clone(),
         },
     };
     let port = daemon.attach(req).map_err(|e| {

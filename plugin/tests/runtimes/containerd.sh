@@ -135,7 +135,8 @@ case $IP_A in "$SUBNET_PREFIX".*) ;; *) rt_die "a got '$IP_A', not from $SUBNET"
 [ "$IP_A" != "$IP_B" ] || rt_die "both pods got $IP_A"
 case $NETNS_A in "$WORK/state/"*) ;; *) rt_die "pod netns $NETNS_A is not under containerd's state dir" ;; esac
 
-# tapwayd: one port per sandbox, owned by the sandbox ID, labelled with the pod's name.
+# tapwayd: one port per sandbox, owned by the sandbox ID, labelled with the pod's namespace,
+# name, UID and infra (sandbox) container ID from CNI_ARGS.
 tctl --json ports >"$WORK/ports.json"
 /usr/bin/python3 - "$WORK/ports.json" "$POD_A" "$IP_A" "${TAG}a" "${TAG}ns" <<'PY' || rt_die "tapwayd's ports: $(cat "$WORK/ports.json")"
 import json, sys
@@ -146,6 +147,7 @@ assert len(pods) == 2, "expected 2 pod ports, got %d" % len(pods)
 assert p["ips"] == [ip + "/24"], p["ips"]
 assert p["owner"].get("pod_name") == name and p["owner"].get("pod_namespace") == ns, p["owner"]
 assert p["owner"].get("pod_uid"), p["owner"]
+assert p["owner"].get("pod_infra_container_id") == cid, p["owner"]
 PY
 [ "$(reservations "$NET" | tr '\n' ' ')" = "$(printf '%s\n' "$IP_A" "$IP_B" | sort | tr '\n' ' ')" ] \
   || rt_die "host-local reservations: $(reservations "$NET" | tr '\n' ' ')"
