@@ -348,6 +348,11 @@ pub struct StatusInfo {
     pub pool_total: usize,
     /// Frame buffers free right now.
     pub pool_free: usize,
+    /// Why an attach would fail now (shutting down, no free port number); empty when tapwayd
+    /// is ready. The CNI plugin's STATUS fails with code 50 unless it is empty. Absent from
+    /// older daemons, which then read as ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
 }
 
 /// Result of [`Op::Detach`].

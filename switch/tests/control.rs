@@ -119,6 +119,7 @@ fn socket_is_private_and_status_describes_the_daemon() {
     assert_eq!(st.host_port, "tapway0");
     assert_eq!((st.fdb_max, st.fdb_aging_secs), (16384, 300), "defaults");
     assert!(st.pool_total > 0 && st.pool_free <= st.pool_total, "{st:?}");
+    assert!(st.not_ready.is_empty(), "a running daemon with free ports is ready: {st:?}");
     let addrs = node.ns.ip(&["-o", "addr", "show", "dev", "tapway0"]);
     assert!(addrs.contains("inet 10.231.21.1/24"), "gateway address on the host port: {addrs}");
     assert!(node.ns.ip(&["-o", "link", "show", "dev", "tapway0"]).contains(",UP"), "host port up");

@@ -145,6 +145,9 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 let core = w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
                 println!("worker {}  core {:>2}  ports {:?}", w.id, core, w.ports);
             }
+            if !s.not_ready.is_empty() {
+                println!("NOT READY: {}", s.not_ready.join("; "));
+            }
         }
         Cmd::Ports => {
             let ports: Vec<PortInfo> = client.call(Op::Ports)?;

@@ -136,7 +136,20 @@ impl Control {
             fdb_aging_secs: u64::from(sw.fdb.aging_secs()),
             pool_total: sw.pool.total(),
             pool_free: sw.pool.total() - sw.pool.outstanding(),
+            not_ready: self.not_ready(&table),
         }
+    }
+
+    /// Why an attach would fail now; empty when ready (`status`'s `not_ready`).
+    fn not_ready(&self, table: &crate::table::PortTable) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.switch.stopping() {
+            why.push("tapwayd is shutting down".to_string());
+        }
+        if table.free_id(self.switch.config.max_ports).is_none() {
+            why.push(format!("no free port: all {} are in use", self.switch.config.max_ports));
+        }
+        why
     }
 }
 
