@@ -6,7 +6,7 @@
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
-BIN=$REPO_DIR/target/release
+BIN=${TAPWAY_BIN_DIR:-$REPO_DIR/target/release}  # TAPWAY_BIN_DIR: compare other builds (with --no-build)
 CNI_BIN=/usr/lib/cni
 
 # Unique per run: every namespace, bridge and file name carries it (used by the scripts).
