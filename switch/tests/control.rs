@@ -609,6 +609,20 @@ fn sigterm_stops_cleanly_and_pods_keep_their_interfaces() {
 }
 
 #[test]
+fn sigterm_stops_even_when_the_socket_file_is_gone() {
+    if skip() {
+        return;
+    }
+    // Someone removed the socket (or its directory, e.g. a test's temp dir) under tapwayd: the
+    // shutdown must not depend on connecting to that path.
+    let mut node = Node::start("sq", 39);
+    std::fs::remove_file(&node.socket).expect("remove the socket file");
+    // Node::stop sends SIGTERM and SIGKILLs after 10 s: a hung shutdown ends killed, not success.
+    let status = node.stop().expect("the daemon was running");
+    assert!(status.success(), "tapwayd exit status after SIGTERM: {status}\n{}", node.log());
+}
+
+#[test]
 fn a_second_daemon_and_bad_flags_are_refused() {
     if skip() {
         return;

@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{getsockopt, shutdown, sockopt::PeerCredentials, Shutdown};
 use tapway_api::{ApiError, ErrorCode, Request, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 
 use super::{api_err, Control};
@@ -47,6 +48,8 @@ pub enum ServerError {
 pub struct Server {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// The listening socket (a second fd of it), to wake the acceptor on stop.
+    wake: UnixListener,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -64,6 +67,7 @@ impl Server {
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let wake = listener.try_clone().map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let mut allowed = allow_uids;
@@ -73,14 +77,18 @@ impl Server {
             .name("tapway-ctl".into())
             .spawn(move || accept_loop(ctl, listener, stop2, Arc::new(allowed)))
             .map_err(io)?;
-        Ok(Server { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(Server { path: path.to_path_buf(), stop, wake, thread: Some(thread) })
     }
 
     /// Stops accepting and removes the socket file.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // The acceptor blocks in accept(): one connection wakes it to see the flag.
-        let _ = UnixStream::connect(&self.path);
+        // The acceptor blocks in accept(): shutting the listening socket down makes accept()
+        // fail (EINVAL), and the acceptor then sees the flag. (A connection to the path used to
+        // wake it, which hung the shutdown for good when the socket file had been removed.)
+        if shutdown(self.wake.as_raw_fd(), Shutdown::Both).is_err() {
+            let _ = UnixStream::connect(&self.path);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -102,6 +110,7 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
+            Err(_) if stop.load(Ordering::SeqCst) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 // EMFILE and friends: back off instead of spinning.
