@@ -8,7 +8,8 @@
 #     (tapway0), and the node reaches them, also through a hostPort (the reference portmap
 #     plugin chained after tapway);
 #   - StopPodSandbox removes the port and releases the address, RemovePodSandbox (a second DEL,
-#     with CNI_NETNS="") succeeds, and nothing is left.
+#     with CNI_NETNS="") succeeds, and nothing is left;
+#   - with tapwayd stopped, RunPodSandbox fails with tapwayd's error and nothing stays behind.
 #
 # Isolation: containerd runs with its own config, root, state, gRPC/ttrpc sockets, CNI conf and
 # bin dirs (all under one temp dir) inside a node netns of its own, where tapwayd and its gateway
@@ -187,4 +188,14 @@ cri rmp "$POD_B" 2>/dev/null || { cri stopp "$POD_B" && cri rmp "$POD_B"; } || r
 # containerd sent DEL on stop and again on remove (the second one without a netns).
 n=$(grep -c "DEL $POD_A/eth0: IPAM host-local released" "$WORK/cni.log" || true)
 [ "$n" -ge 2 ] || rt_die "expected 2 DELs of a (StopPodSandbox, RemovePodSandbox), the plugin log has $n"
+
+rt_log "tapwayd stopped: RunPodSandbox fails with tapwayd's error and leaves nothing behind"
+rt_stop_tapwayd
+if cri runp "${TAG}d" "$(cat /proc/sys/kernel/random/uuid)" "${TAG}ns" >/dev/null; then
+  rt_die "RunPodSandbox succeeded with tapwayd stopped"
+fi
+rt_log "containerd: $(tail -1 "$WORK/cri.log")"
+tail -1 "$WORK/cri.log" | grep -q "tapwayd" || rt_die "containerd's error does not name tapwayd: $(tail -1 "$WORK/cri.log")"
+[ -z "$(reservations "$NET")" ] || rt_die "the failed ADD left reservations: $(reservations "$NET" | tr '\n' ' ')"
+[ -z "$(cri podsandboxes)" ] || rt_die "a failed sandbox is listed: $(cri podsandboxes)"
 rt_log "PASS (a=$IP_A b=$IP_B)"

@@ -82,6 +82,7 @@ rt_start_node() {
   nsenter --net="/run/netns/$NODE" "$RT_BIN/tapwayd" --socket "$SOCK" --state-dir "$WORK/tapwayd-state" \
     --pod-cidr "$SUBNET" --poll-mode adaptive --log-level info >"$WORK/tapwayd.log" 2>&1 &
   local pid=$!
+  TAPWAYD_PID=$pid
   on_cleanup "kill $pid; sleep 0.3; kill -9 $pid"
   for _ in $(seq 100); do
     tctl status >/dev/null 2>&1 && return 0
@@ -89,6 +90,12 @@ rt_start_node() {
     sleep 0.1
   done
   rt_die "tapwayd did not come up"
+}
+
+# Stops tapwayd (SIGTERM) and waits for it to exit.
+rt_stop_tapwayd() {
+  kill "$TAPWAYD_PID" 2>/dev/null || true
+  wait_until 10 eval "! kill -0 $TAPWAYD_PID 2>/dev/null" || rt_die "tapwayd did not stop"
 }
 
 tctl() { "$RT_BIN/tapwayctl" --socket "$SOCK" "$@"; }

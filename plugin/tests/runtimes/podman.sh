@@ -6,7 +6,8 @@
 #     node reaches them, also through a published port (`-p`, the reference portmap plugin
 #     chained after tapway);
 #   - `podman stop` removes the container's port and releases its address; `podman rm` of a
-#     running one does the same; nothing is left at the end.
+#     running one does the same; nothing is left at the end;
+#   - with tapwayd stopped, `podman run` fails with tapwayd's error and no address stays reserved.
 #
 # Isolation: podman gets its own containers.conf (CONTAINERS_CONF), storage root and runroot,
 # tmpdir, CNI config dir and CNI plugin dir, all under one temp dir, and runs inside a node netns
@@ -146,4 +147,14 @@ pm rm -f -t 1 "${TAG}a" "${TAG}b" "${TAG}c" >>"$WORK/podman.log" 2>&1 || rt_die 
 [ -z "$(reservations "$NET")" ] || rt_die "reservations left after rm: $(reservations "$NET" | tr '\n' ' ')"
 [ ! -s "$WORK/tapway-cni/pending.json" ] || grep -q '^\[\]$' "$WORK/tapway-cni/pending.json" \
   || rt_die "pending detaches left: $(cat "$WORK/tapway-cni/pending.json")"
+
+rt_log "tapwayd stopped: podman run fails with tapwayd's error and leaves no address behind"
+rt_stop_tapwayd
+if pm run -d --name "${TAG}d" --network "$NET" "$IMG" /bin/sleep 600 >"$WORK/run-down.txt" 2>&1; then
+  rt_die "podman run succeeded with tapwayd stopped"
+fi
+rt_log "podman: $(tail -1 "$WORK/run-down.txt")"
+grep -q "tapwayd" "$WORK/run-down.txt" || rt_die "podman's error does not name tapwayd: $(cat "$WORK/run-down.txt")"
+[ -z "$(reservations "$NET")" ] || rt_die "the failed ADD left reservations: $(reservations "$NET" | tr '\n' ' ')"
+pm rm -f "${TAG}d" >>"$WORK/podman.log" 2>&1 || true
 rt_log "PASS (a=$IP_A b=$IP_B c=$IP_C)"
