@@ -18,6 +18,9 @@
 #   --bandwidth         append the reference bandwidth plugin (passes results on; it cannot
 #                       shape a tapway pod yet, see docs/cni.md)
 #   --priority N        file name prefix, lower sorts first [10]
+#   --state-dir DIR     the plugin's state dir (`stateDir`) [the plugin's /var/lib/tapway/cni]
+#   --ipam-data-dir DIR host-local's reservations (`ipam.dataDir`) [host-local's /var/lib/cni/networks]
+#   --log-file FILE     also log to FILE (`logFile`), at --log-level (error|warn|info|debug) [warn]
 #   --dry-run           print the actions and the conflist only
 set -eu
 
@@ -34,6 +37,10 @@ mtu=""
 portmap=0
 bandwidth=0
 priority=10
+state_dir=""
+ipam_data_dir=""
+log_file=""
+log_level=""
 dry_run=0
 
 die() { echo "install-cni: $*" >&2; exit 2; }
@@ -53,8 +60,12 @@ while [ $# -gt 0 ]; do
         --portmap) portmap=1; shift ;;
         --bandwidth) bandwidth=1; shift ;;
         --priority) need "$@"; priority=$2; shift 2 ;;
+        --state-dir) need "$@"; state_dir=$2; shift 2 ;;
+        --ipam-data-dir) need "$@"; ipam_data_dir=$2; shift 2 ;;
+        --log-file) need "$@"; log_file=$2; shift 2 ;;
+        --log-level) need "$@"; log_level=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -63,6 +74,11 @@ done
 case "$subnet" in */*) ;; *) die "--subnet $subnet is not a CIDR" ;; esac
 case "$name" in *[!A-Za-z0-9_.-]*|"") die "--name $name: use letters, digits, _ . -" ;; esac
 case "$mtu" in *[!0-9]*) die "--mtu $mtu is not a number" ;; esac
+case "$log_level" in ""|error|warn|info|debug) ;; *) die "--log-level $log_level: error, warn, info or debug" ;; esac
+for p in "$state_dir" "$ipam_data_dir" "$log_file"; do
+    case "$p" in ""|/*) ;; *) die "$p: use an absolute path" ;; esac
+    case "$p" in *[\\\"]*) die "$p: no quotes or backslashes" ;; esac
+done
 case "$cni_version" in 0.3.0|0.3.1|0.4.0|1.0.0|1.1.0) ;; *) die "--cni-version $cni_version is not supported" ;; esac
 
 if [ -z "$binary" ]; then
@@ -83,6 +99,15 @@ fi
 mtu_line=""
 [ -n "$mtu" ] && mtu_line="
       \"mtu\": $mtu,"
+[ -n "$state_dir" ] && mtu_line="$mtu_line
+      \"stateDir\": \"$state_dir\","
+[ -n "$log_file" ] && mtu_line="$mtu_line
+      \"logFile\": \"$log_file\","
+[ -n "$log_level" ] && mtu_line="$mtu_line
+      \"logLevel\": \"$log_level\","
+data_dir_line=""
+[ -n "$ipam_data_dir" ] && data_dir_line="
+        \"dataDir\": \"$ipam_data_dir\","
 extra=""
 [ "$portmap" = 1 ] && extra="$extra,
     {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}"
@@ -98,7 +123,7 @@ conflist="{
       \"socket\": \"$socket\",$mtu_line
       \"capabilities\": {\"ips\": true, \"mac\": true},
       \"ipam\": {
-        \"type\": \"host-local\",
+        \"type\": \"host-local\",$data_dir_line
         \"ranges\": [[{\"subnet\": \"$subnet\", \"gateway\": \"$gateway\"}]],
         \"routes\": [{\"dst\": \"0.0.0.0/0\"}]
       }

@@ -32,8 +32,7 @@ IMG=localhost/${TAG}img:latest
 CSOCK=$WORK/containerd.sock
 
 rt_start_node
-rt_cni_bin
-rt_conflist "$NET" >"$WORK/cni-conf/10-$NET.conflist"
+rt_install_cni "$NET"
 
 cat >"$WORK/config.toml" <<TOML
 version = 2

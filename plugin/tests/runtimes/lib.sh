@@ -62,9 +62,11 @@ rt_init() {
   # Unmount anything the runtime left under the work dir before removing it.
   on_cleanup "rm -rf --one-file-system '$WORK'"
   on_cleanup "findmnt -rn -o TARGET | grep '^$WORK/' | sort -r | xargs -r -n1 umount -l"
-  # A /24 of the 10/8 unique to this run (the node netns is private anyway).
+  # A /24 of the 10/8 unique to this run (the node netns is private anyway). GATEWAY is
+  # tapwayd's address on tapway0, used by the tests that source this file.
   SUBNET_PREFIX="10.$3.$(($$ % 250 + 1))"
   SUBNET="$SUBNET_PREFIX.0/24"
+  # shellcheck disable=SC2034
   GATEWAY="$SUBNET_PREFIX.1"
   NODE=${TAG}n
   SOCK=$WORK/run/tapway.sock
@@ -103,41 +105,20 @@ tctl() { "$RT_BIN/tapwayctl" --socket "$SOCK" "$@"; }
 # Runs a command inside the node netns without a new mount namespace.
 in_node() { nsenter --net="/run/netns/$NODE" "$@"; }
 
-# The CNI bin dir: our plugin plus the reference host-local (and friends).
-rt_cni_bin() {
-  cp "$RT_BIN/tapway" "$WORK/cni-bin/tapway"
+# rt_install_cni NETWORK: installs the plugin and the tapway network's conflist the way users do,
+# with plugin/install-cni.sh (tapway with host-local, then the reference portmap for hostPort),
+# into private dirs: the plugin in $WORK/cni-bin next to links to the reference plugins, the
+# conflist as $WORK/cni-conf/10-NETWORK.conflist, every state and log path under $WORK.
+rt_install_cni() {
+  local net=$1
   for p in host-local portmap tuning loopback; do
     ln -s "/usr/lib/cni/$p" "$WORK/cni-bin/$p"
   done
-}
-
-# rt_conflist NETWORK: the tapway network's conflist, everything under $WORK: tapway with
-# host-local, then the reference portmap (hostPort; its iptables rules go into the node netns,
-# where the runtime runs).
-rt_conflist() {
-  cat <<JSON
-{
-  "cniVersion": "1.0.0",
-  "name": "$1",
-  "plugins": [
-    {
-      "type": "tapway",
-      "socket": "$SOCK",
-      "stateDir": "$WORK/tapway-cni",
-      "logFile": "$WORK/cni.log",
-      "logLevel": "info",
-      "capabilities": {"ips": true, "mac": true},
-      "ipam": {
-        "type": "host-local",
-        "dataDir": "$WORK/ipam",
-        "ranges": [[{"subnet": "$SUBNET", "rangeStart": "$SUBNET_PREFIX.10", "gateway": "$GATEWAY"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-JSON
+  sh "$RT_ROOT/plugin/install-cni.sh" --binary "$RT_BIN/tapway" --bin-dir "$WORK/cni-bin" \
+    --conf-dir "$WORK/cni-conf" --name "$net" --subnet "$SUBNET" --socket "$SOCK" --portmap \
+    --state-dir "$WORK/tapway-cni" --ipam-data-dir "$WORK/ipam" --log-file "$WORK/cni.log" \
+    --log-level info >/dev/null || rt_die "install-cni.sh failed"
+  [ -f "$WORK/cni-conf/10-$net.conflist" ] || rt_die "install-cni.sh wrote no 10-$net.conflist"
 }
 
 # rt_rootfs_tar FILE: a rootfs with busybox-static and its applets, as a tar.

@@ -26,8 +26,7 @@ NET=${TAG}net
 IMG=localhost/${TAG}img:latest
 
 rt_start_node
-rt_cni_bin
-rt_conflist "$NET" >"$WORK/cni-conf/$NET.conflist"
+rt_install_cni "$NET"
 
 cat >"$WORK/containers.conf" <<TOML
 [containers]
