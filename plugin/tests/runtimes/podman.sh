@@ -7,6 +7,7 @@
 #     chained after tapway);
 #   - `podman stop` removes the container's port and releases its address; `podman rm` of a
 #     running one does the same; nothing is left at the end;
+#   - 6 containers started and removed in parallel get distinct addresses and leave nothing;
 #   - with tapwayd stopped, `podman run` fails with tapwayd's error and no address stays reserved.
 #
 # Isolation: podman gets its own containers.conf (CONTAINERS_CONF), storage root and runroot,
@@ -66,7 +67,7 @@ pm() {
     --runtime runc --events-backend file "$@"
 }
 # Containers first (their DEL releases ports and addresses), then the image.
-on_cleanup "pm rm -f -t 0 ${TAG}a ${TAG}b ${TAG}c; pm rmi -f $IMG"
+on_cleanup "pm rm -f -t 0 ${TAG}a ${TAG}b ${TAG}c ${TAG}d ${TAG}p1 ${TAG}p2 ${TAG}p3 ${TAG}p4 ${TAG}p5 ${TAG}p6; pm rmi -f $IMG"
 
 rt_log "podman $(podman --version | awk '{print $3}'), network $NET, subnet $SUBNET"
 pm network ls --format '{{.Name}}' >"$WORK/networks.txt" 2>>"$WORK/podman.log" \
@@ -146,6 +147,28 @@ pm rm -f -t 1 "${TAG}a" "${TAG}b" "${TAG}c" >>"$WORK/podman.log" 2>&1 || rt_die 
 [ -z "$(reservations "$NET")" ] || rt_die "reservations left after rm: $(reservations "$NET" | tr '\n' ' ')"
 [ ! -s "$WORK/tapway-cni/pending.json" ] || grep -q '^\[\]$' "$WORK/tapway-cni/pending.json" \
   || rt_die "pending detaches left: $(cat "$WORK/tapway-cni/pending.json")"
+
+rt_log "6 containers started in parallel (parallel ADDs), then removed in parallel"
+pids=()
+for i in 1 2 3 4 5 6; do
+  pm run -d --name "${TAG}p$i" --network "$NET" "$IMG" /bin/sleep 600 >>"$WORK/podman-par.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || rt_die "a parallel podman run failed: $(tail -5 "$WORK/podman-par.log")"; done
+pod_ports >"$WORK/ports.txt"
+[ "$(wc -l <"$WORK/ports.txt")" -eq 6 ] || rt_die "expected 6 pod ports: $(cat "$WORK/ports.txt")"
+[ "$(awk '{print $3}' "$WORK/ports.txt" | sort -u | wc -l)" -eq 6 ] || rt_die "addresses not distinct: $(cat "$WORK/ports.txt")"
+[ "$(reservations "$NET" | wc -l)" -eq 6 ] || rt_die "expected 6 reservations: $(reservations "$NET" | tr '\n' ' ')"
+IP_P6=$(ctr_ip "${TAG}p6")
+pm exec "${TAG}p1" ping -c 1 -W 2 "$IP_P6" >/dev/null || rt_die "p1 cannot ping p6"
+pids=()
+for i in 1 2 3 4 5 6; do
+  pm rm -f -t 1 "${TAG}p$i" >>"$WORK/podman-par.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || rt_die "a parallel podman rm failed: $(tail -5 "$WORK/podman-par.log")"; done
+[ -z "$(pod_ports)" ] || rt_die "ports left after parallel rm: $(pod_ports)"
+[ -z "$(reservations "$NET")" ] || rt_die "reservations left after parallel rm: $(reservations "$NET" | tr '\n' ' ')"
 
 rt_log "tapwayd stopped: podman run fails with tapwayd's error and leaves no address behind"
 rt_stop_tapwayd
