@@ -6,6 +6,10 @@
 # (nsenter --net, so mounts stay visible to later commands), tapwayd's host port tapway0 with the
 # gateway address lives there, and every pod netns is made by the runtime. Every name carries
 # the test's prefix and pid.
+#
+# Environment: TAPWAY_BIN_DIR (the built binaries, default target/debug), RT_CNI_VERSION (the
+# conflist's cniVersion, default 1.0.0; 1.1.0 shows what the runtime makes of it),
+# TAPWAY_IT_REQUIRE=1 (a missing prerequisite fails instead of skipping).
 # shellcheck shell=bash
 
 RT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -116,6 +120,7 @@ rt_install_cni() {
   done
   sh "$RT_ROOT/plugin/install-cni.sh" --binary "$RT_BIN/tapway" --bin-dir "$WORK/cni-bin" \
     --conf-dir "$WORK/cni-conf" --name "$net" --subnet "$SUBNET" --socket "$SOCK" --portmap \
+    --cni-version "${RT_CNI_VERSION:-1.0.0}" \
     --state-dir "$WORK/tapway-cni" --ipam-data-dir "$WORK/ipam" --log-file "$WORK/cni.log" \
     --log-level info >/dev/null || rt_die "install-cni.sh failed"
   [ -f "$WORK/cni-conf/10-$net.conflist" ] || rt_die "install-cni.sh wrote no 10-$net.conflist"
