@@ -341,7 +341,7 @@ impl<'a> Ipam<'a> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -351,12 +351,12 @@ mod tests {
     /// exec fail with ETXTBSY (the child briefly holds the write descriptor).
     static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    fn exec_lock() -> std::sync::MutexGuard<'static, ()> {
+    pub(crate) fn exec_lock() -> std::sync::MutexGuard<'static, ()> {
         EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A scratch directory, removed on drop.
-    struct Scratch(PathBuf);
+    pub(crate) struct Scratch(PathBuf);
 
     impl std::ops::Deref for Scratch {
         type Target = Path;
@@ -372,7 +372,7 @@ mod tests {
     }
 
     /// A fake IPAM plugin: a shell script in a fresh directory.
-    fn fake_plugin(name: &str, script: &str) -> Scratch {
+    pub(crate) fn fake_plugin(name: &str, script: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
             "tapway-ipam-test-{}-{}-{}",
             std::process::id(),
