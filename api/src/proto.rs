@@ -21,9 +21,6 @@ pub struct Request {
 pub enum Op {
     /// Create a pod port (TAP) in a netns and plug it into the switch.
     Attach(AttachRequest),
-    /// Give addresses and routes to a pod port attached without any (the CNI plugin attaches
-    /// while its IPAM plugin runs, then configures).
-    Configure(ConfigureRequest),
     /// Remove a pod port. Succeeds when the port does not exist.
     Detach(PortSelector),
     /// Verify that a port exists and its interface matches what ADD set up.
@@ -59,26 +56,6 @@ pub struct AttachRequest {
     pub routes: Vec<RouteConfig>,
     /// Who owns the port: the CNI container ID, network name and Kubernetes pod.
     pub owner: Owner,
-}
-
-/// Arguments of [`Op::Configure`]: the port (by container ID or netns, and ifname) and the
-/// addresses and routes to give it, with the defaults of [`AttachRequest`] (a default route per
-/// family via its gateway unless one is listed). The port must have no addresses yet.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ConfigureRequest {
-    /// Netns path the port was attached in.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    /// CNI container ID the port was attached for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
-    /// Interface name inside the pod.
-    pub ifname: String,
-    /// Addresses, as in [`AttachRequest::ips`].
-    pub ips: Vec<IpConfig>,
-    /// Routes, as in [`AttachRequest::routes`].
-    pub routes: Vec<RouteConfig>,
 }
 
 /// An address on a pod interface.

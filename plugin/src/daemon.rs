@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use tapway_api::{
-    AttachRequest, Attachment, CheckRequest, Client, ClientError, ConfigureRequest, DetachResult, ErrorCode,
-    GcRequest, GcResult, IpConfig, Op, PortInfo, PortSelector, RouteConfig, StatusInfo,
+    AttachRequest, Attachment, CheckRequest, Client, ClientError, DetachResult, ErrorCode, GcRequest,
+    GcResult, Op, PortInfo, PortSelector, StatusInfo,
 };
 
 use crate::error::is_unreachable;
@@ -51,24 +51,6 @@ impl Daemon {
     /// Creates and configures the pod port.
     pub fn attach(&self, req: AttachRequest) -> Result<PortInfo, ClientError> {
         self.call("attach", Op::Attach(req))
-    }
-
-    /// Gives addresses and routes to the port of `container_id`/`ifname`, attached without any.
-    pub fn configure(
-        &self,
-        container_id: &str,
-        ifname: &str,
-        ips: Vec<IpConfig>,
-        routes: Vec<RouteConfig>,
-    ) -> Result<PortInfo, ClientError> {
-        let req = ConfigureRequest {
-            netns: None,
-            container_id: Some(container_id.to_string()),
-            ifname: ifname.to_string(),
-            ips,
-            routes,
-        };
-        self.call("configure", Op::Configure(req))
     }
 
     /// Removes the port of `container_id`/`ifname`; `Ok(false)` when there was none.

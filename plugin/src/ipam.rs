@@ -341,7 +341,7 @@ impl<'a> Ipam<'a> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
+mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -351,12 +351,12 @@ pub(crate) mod tests {
     /// exec fail with ETXTBSY (the child briefly holds the write descriptor).
     static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    pub(crate) fn exec_lock() -> std::sync::MutexGuard<'static, ()> {
+    fn exec_lock() -> std::sync::MutexGuard<'static, ()> {
         EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A scratch directory, removed on drop.
-    pub(crate) struct Scratch(PathBuf);
+    struct Scratch(PathBuf);
 
     impl std::ops::Deref for Scratch {
         type Target = Path;
@@ -372,7 +372,7 @@ pub(crate) mod tests {
     }
 
     /// A fake IPAM plugin: a shell script in a fresh directory.
-    pub(crate) fn fake_plugin(name: &str, script: &str) -> Scratch {
+    fn fake_plugin(name: &str, script: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
             "tapway-ipam-test-{}-{}-{}",
             std::process::id(),

@@ -12,8 +12,8 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use tapway_api::{
-    ApiError, AttachRequest, Attachment, CheckRequest, Client, ClientError, ConfigureRequest, DetachResult,
-    ErrorCode, GcRequest, GcResult, IpConfig, Op, Owner, PortInfo, PortSelector, Response, RouteConfig,
+    ApiError, AttachRequest, Attachment, CheckRequest, Client, ClientError, DetachResult, ErrorCode,
+    GcRequest, GcResult, IpConfig, Op, Owner, PortInfo, PortSelector, Response, RouteConfig,
 };
 
 /// Sends `line` as it is and decodes the answer, which must be an error; returns it.
@@ -606,64 +606,6 @@ fn sigterm_stops_cleanly_and_pods_keep_their_interfaces() {
     assert!(addr.contains("inet 10.231.30.2/24"), "the pod interface stays in place: {addr}");
     let ports = state_ports(&node);
     assert_eq!(ports, vec![(a.ns.path(), "eth0".to_string())], "the state file still lists the pod");
-}
-
-#[test]
-fn configure_gives_a_bare_port_its_addresses() {
-    if skip() {
-        return;
-    }
-    // The CNI plugin attaches a port without addresses while IPAM runs, then configures it.
-    let node = Node::start("cf", 40);
-    let ns = Netns::new("cfa");
-    let mut req = node.attach_request(&ns, "10.231.40.2".parse().expect("ip"));
-    req.ips.clear();
-    req.routes.clear();
-    req.owner.container_id = Some("ctr-cf".into());
-    let bare: PortInfo = node.call(Op::Attach(req));
-    assert!(bare.ips.is_empty(), "{bare:?}");
-    assert!(!ns.ip(&["-o", "addr", "show", "dev", "eth0"]).contains("inet "), "no address yet");
-
-    let configure = |cid: &str, ip: &str| ConfigureRequest {
-        netns: None,
-        container_id: Some(cid.into()),
-        ifname: "eth0".into(),
-        ips: vec![IpConfig { address: ip.into(), gateway: Some("10.231.40.1".into()) }],
-        routes: vec![],
-    };
-    let bad = ConfigureRequest {
-        ips: vec![IpConfig { address: "nope".into(), gateway: None }],
-        ..configure("ctr-cf", "")
-    };
-    assert_eq!(
-        node.try_call::<PortInfo>(Op::Configure(bad)).expect_err("bad address").code,
-        ErrorCode::InvalidArgument
-    );
-    assert!(
-        node.ports().iter().any(|p| p.id == bare.id && p.ips.is_empty()),
-        "a refused configure changes nothing"
-    );
-    let port: PortInfo = node.call(Op::Configure(configure("ctr-cf", "10.231.40.2/24")));
-    assert_eq!((port.id, port.mac.as_str()), (bare.id, bare.mac.as_str()), "same port, same MAC");
-    assert_eq!(port.ips, vec!["10.231.40.2/24".to_string()]);
-    assert!(ns.ip(&["-o", "addr", "show", "dev", "eth0"]).contains("inet 10.231.40.2/24"));
-    assert!(ns.ip(&["route"]).contains("default via 10.231.40.1 dev eth0"), "the default route is added");
-    let listed = node.ports().into_iter().find(|p| p.id == port.id).expect("the port is listed");
-    assert_eq!(listed.ips, port.ips);
-    // The anti-spoofing guard now lets the pod's address through.
-    ns.ping("10.231.40.1");
-    let full = CheckRequest {
-        port: selector(&ns, "eth0"),
-        mac: Some(port.mac.clone()),
-        ips: vec!["10.231.40.2/24".into()],
-        routes: vec![RouteConfig { dst: "0.0.0.0/0".into(), gw: Some("10.231.40.1".into()) }],
-    };
-    node.try_call::<serde_json::Value>(Op::Check(full)).expect("check after configure");
-
-    let again = node.try_call::<PortInfo>(Op::Configure(configure("ctr-cf", "10.231.40.3/24")));
-    assert_eq!(again.expect_err("a second configure").code, ErrorCode::InvalidArgument);
-    let unknown = node.try_call::<PortInfo>(Op::Configure(configure("ctr-none", "10.231.40.4/24")));
-    assert_eq!(unknown.expect_err("no such port").code, ErrorCode::NotFound);
 }
 
 #[test]

@@ -1,6 +1,5 @@
-//! ADD: IPAM ADD and tapwayd's attach of a bare port run side by side, then tapwayd configures
-//! the port with IPAM's addresses, then the result. A rollback guard undoes the IPAM allocation
-//! and the attach if anything fails after either succeeded.
+//! ADD: IPAM, then tapwayd attaches the port, then the result. A rollback guard undoes the
+//! IPAM allocation and the attach if anything after IPAM ADD fails.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -81,29 +80,6 @@ fn attach_may_have_created(e: &ClientError) -> bool {
     }
 }
 
-/// Maps a failed attach and tells the rollback whether the attach may have left a port.
-fn attach_failed(guard: &mut Rollback<'_>, e: ClientError) -> CniError {
-    guard.detach = attach_may_have_created(&e);
-    CniError::from_client(e, CniError::TryAgainLater)
-}
-
-/// Routes from IPAM with attributes tapwayd does not set are installed without them.
-fn warn_route_attributes(ipam: &CniResult) {
-    let extra = |r: &&Route| {
-        r.mtu.is_some()
-            || r.advmss.is_some()
-            || r.priority.is_some()
-            || r.table.is_some()
-            || r.scope.is_some()
-    };
-    for r in ipam.routes.iter().filter(extra) {
-        log_warn!(
-            "route {} has attributes tapwayd does not set (mtu/advmss/priority/table/scope); ignored",
-            r.dst
-        );
-    }
-}
-
 fn default_dst(gw: IpAddr) -> IpNet {
     match gw {
         IpAddr::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
@@ -139,14 +115,50 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
 
     let mut guard =
         Rollback { env, loaded, daemon: &daemon, state: &state, ipam: None, detach: false, armed: true };
+    let from_ipam = match &ipam {
+        Some(i) => {
+            let r = i.add()?;
+            guard.ipam = Some(i);
+            log_info!(
+                "IPAM {} (v{}) gave {:?}",
+                i.name(),
+                i.version(),
+                r.ips.iter().map(|ip| ip.address.to_string()).collect::<Vec<_>>()
+            );
+            r
+        }
+        None => CniResult::default(),
+    };
+    let extra = |r: &&Route| {
+        r.mtu.is_some()
+            || r.advmss.is_some()
+            || r.priority.is_some()
+            || r.table.is_some()
+            || r.scope.is_some()
+    };
+    for r in from_ipam.routes.iter().filter(extra) {
+        log_warn!(
+            "route {} has attributes tapwayd does not set (mtu/advmss/priority/table/scope); ignored",
+            r.dst
+        );
+    }
+
     let mac = loaded.mac(&args);
-    let attach_req = |ips: Vec<ApiIp>, routes: Vec<RouteConfig>| AttachRequest {
+    let req = AttachRequest {
         netns: env.netns.clone(),
         ifname: env.ifname.clone(),
         mac: mac.clone(),
         mtu: loaded.conf.mtu,
-        ips,
-        routes,
+        ips: from_ipam
+            .ips
+            .iter()
+            .map(|ip| ApiIp { address: ip.address.to_string(), gateway: ip.gateway.map(|g| g.to_string()) })
+            .collect(),
+        routes: from_ipam
+            .routes
+            .iter()
+            .map(|r| RouteConfig { dst: r.dst.to_string(), gw: r.gw.map(|g| g.to_string()) })
+            .collect(),
         owner: Owner {
             container_id: Some(env.container_id.clone()),
             network: Some(loaded.conf.name.clone()),
@@ -156,70 +168,11 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
             pod_infra_container_id: args.pod_infra_container_id.clone(),
         },
     };
-    // tapwayd creates the port while the IPAM plugin runs: each takes a millisecond or more
-    // and neither needs the other. The port's addresses are added once IPAM has answered.
-    let (from_ipam, port) = match &ipam {
-        None => {
-            let port = daemon
-                .attach(attach_req(Vec::new(), Vec::new()))
-                .map_err(|e| attach_failed(&mut guard, e))?;
-            guard.detach = true;
-            (CniResult::default(), port)
-        }
-        Some(i) => {
-            let (allocated, attached) = std::thread::scope(|s| {
-                let ipam_add = s.spawn(|| i.add());
-                let attached = daemon.attach(attach_req(Vec::new(), Vec::new()));
-                let allocated = ipam_add
-                    .join()
-                    .unwrap_or_else(|_| Err(CniError::Io("the IPAM call panicked".to_string())));
-                (allocated, attached)
-            });
-            if allocated.is_ok() {
-                guard.ipam = Some(i);
-            }
-            // An attach failure wins: "interface exists" says more than what IPAM did.
-            let bare = attached.map_err(|e| attach_failed(&mut guard, e))?;
-            guard.detach = true;
-            let r = allocated?;
-            log_info!(
-                "IPAM {} (v{}) gave {:?}; port {} attached meanwhile",
-                i.name(),
-                i.version(),
-                r.ips.iter().map(|ip| ip.address.to_string()).collect::<Vec<_>>(),
-                bare.id
-            );
-            warn_route_attributes(&r);
-            let ips: Vec<ApiIp> = r
-                .ips
-                .iter()
-                .map(|ip| ApiIp {
-                    address: ip.address.to_string(),
-                    gateway: ip.gateway.map(|g| g.to_string()),
-                })
-                .collect();
-            let routes: Vec<RouteConfig> = r
-                .routes
-                .iter()
-                .map(|r| RouteConfig { dst: r.dst.to_string(), gw: r.gw.map(|g| g.to_string()) })
-                .collect();
-            let port = match daemon.configure(&env.container_id, &env.ifname, ips.clone(), routes.clone()) {
-                Ok(p) => p,
-                Err(ClientError::Api(e))
-                    if e.code == ErrorCode::BadRequest && e.message.contains("unknown op") =>
-                {
-                    // A tapwayd older than `configure`: attach again, with the addresses.
-                    log_warn!("tapwayd does not know `configure`; attaching again with the addresses");
-                    daemon
-                        .detach(&env.container_id, &env.ifname)
-                        .map_err(|e| CniError::from_client(e, CniError::TryAgainLater))?;
-                    daemon.attach(attach_req(ips, routes)).map_err(|e| attach_failed(&mut guard, e))?
-                }
-                Err(e) => return Err(CniError::from_client(e, CniError::TryAgainLater)),
-            };
-            (r, port)
-        }
-    };
+    let port = daemon.attach(req).map_err(|e| {
+        guard.detach = attach_may_have_created(&e);
+        CniError::from_client(e, CniError::TryAgainLater)
+    })?;
+    guard.detach = true;
     log_info!("attached port {} ({}, mtu {}) in {}", port.id, port.mac, port.mtu, env.netns);
 
     let ours = CniResult {
@@ -283,87 +236,6 @@ mod tests {
             ..Default::default()
         };
         assert!(routes_with_defaults(&no_gw).is_empty());
-    }
-
-    /// A tapwayd stand-in that answers one request per connection from `answers` (by op) and
-    /// records each request.
-    fn stub_daemon(
-        sock: std::path::PathBuf,
-        answers: Vec<(&'static str, serde_json::Value)>,
-    ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
-        use std::io::{BufRead, BufReader};
-        let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for (op, answer) in answers {
-                let (stream, _) = listener.accept().unwrap();
-                let mut line = String::new();
-                BufReader::new(&stream).read_line(&mut line).unwrap();
-                let req: serde_json::Value = serde_json::from_str(&line).unwrap();
-                assert_eq!(req["op"], op, "request {}", seen.len());
-                (&stream).write_all(format!("{answer}\n").as_bytes()).unwrap();
-                seen.push(req);
-            }
-            seen
-        })
-    }
-
-    #[test]
-    fn an_older_tapwayd_without_configure_gets_a_second_attach_with_the_addresses() {
-        let _serial = crate::ipam::tests::exec_lock();
-        let dir = crate::ipam::tests::fake_plugin(
-            "fake-ipam",
-            r#"case "$CNI_COMMAND" in
-VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}';;
-ADD) cat >/dev/null; echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.5/24","gateway":"10.9.0.1"}]}';;
-*) exit 0;;
-esac"#,
-        );
-        let port = |ips: serde_json::Value| {
-            serde_json::json!({"v": 1, "ok": true, "result": {"id": 3, "kind": "pod", "name": "eth0",
-                "netns": "/proc/self/ns/net", "ifname": "eth0", "mac": "02:00:00:00:00:03", "mtu": 1500,
-                "ips": ips, "worker": 0, "owner": {}}})
-        };
-        let unknown_op = serde_json::json!({"v": 1, "ok": false,
-            "error": {"code": "bad_request", "message": "unknown op \"configure\"; known: attach, detach"}});
-        let stub = stub_daemon(
-            dir.join("s.sock"),
-            vec![
-                ("attach", port(serde_json::json!([]))),
-                ("configure", unknown_op),
-                ("detach", serde_json::json!({"v": 1, "ok": true, "result": {"detached": true}})),
-                ("attach", port(serde_json::json!(["10.9.0.5/24"]))),
-            ],
-        );
-        let conf = format!(
-            r#"{{"cniVersion":"1.0.0","name":"n","type":"tapway","socket":"{}","stateDir":"{}","ipam":{{"type":"fake-ipam"}}}}"#,
-            dir.join("s.sock").display(),
-            dir.join("state").display()
-        );
-        let loaded = Loaded::parse(conf.as_bytes(), crate::env::Command::Add).unwrap();
-        let path = dir.display().to_string();
-        let env = CniEnv::load(|k: &str| {
-            match k {
-                "CNI_COMMAND" => Some("ADD"),
-                "CNI_CONTAINERID" => Some("c1"),
-                "CNI_NETNS" => Some("/proc/self/ns/net"),
-                "CNI_IFNAME" => Some("eth0"),
-                "CNI_PATH" => Some(path.as_str()),
-                _ => None,
-            }
-            .map(str::to_string)
-        })
-        .unwrap();
-        let mut out = Vec::new();
-        cmd_add(&env, &loaded, &mut out).unwrap();
-        let seen = stub.join().unwrap();
-        assert!(seen[0]["ips"].as_array().is_none_or(|a| a.is_empty()), "first attach is bare: {}", seen[0]);
-        assert_eq!(seen[1]["ips"][0]["address"], "10.9.0.5/24");
-        assert_eq!(seen[2]["container_id"], "c1");
-        assert_eq!(seen[3]["ips"][0]["address"], "10.9.0.5/24", "second attach carries the addresses");
-        let result: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(result["ips"][0]["address"], "10.9.0.5/24");
-        assert_eq!(result["interfaces"][0]["mac"], "02:00:00:00:00:03");
     }
 
     #[test]

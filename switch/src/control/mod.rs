@@ -60,7 +60,6 @@ impl Control {
     pub fn handle(&self, op: Op) -> Result<serde_json::Value, ApiError> {
         let value = match op {
             Op::Attach(req) => to_json(self.attach(req)?),
-            Op::Configure(req) => to_json(self.configure(req)?),
             Op::Detach(sel) => to_json(self.detach(&sel)?),
             Op::Check(req) => {
                 self.check(&req)?;

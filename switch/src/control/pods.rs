@@ -11,9 +11,6 @@
 //! 4. publish the new port to the workers and save the state file.
 //!
 //! Rollback is one move: the TAP is made non-persistent and closed, which deletes the device.
-//!
-//! Configure (the CNI plugin's ADD attaches without addresses while its IPAM plugin runs) adds
-//! the addresses and routes afterwards and republishes the port with their anti-spoofing guard.
 
 use std::io::Read;
 use std::net::IpAddr;
@@ -23,8 +20,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use tapway_api::validate;
 use tapway_api::{
-    ApiError, AttachRequest, CheckRequest, ConfigureRequest, DetachResult, ErrorCode, GcRequest, GcResult,
-    PortInfo, PortSelector,
+    ApiError, AttachRequest, CheckRequest, DetachResult, ErrorCode, GcRequest, GcResult, PortInfo,
+    PortSelector,
 };
 
 use super::{api_err, port_info, Control};
@@ -250,72 +247,6 @@ impl Control {
         Ok(info)
     }
 
-    /// Gives addresses and routes to a pod port attached without any: adds them to the
-    /// interface in the pod netns, then publishes the port again with an anti-spoofing guard
-    /// for them (same port number, TAP and worker) and saves the state file. Until then the
-    /// guard has no addresses, so nothing the pod sends from an IP gets through.
-    pub fn configure(&self, req: ConfigureRequest) -> Result<PortInfo, ApiError> {
-        validate::ifname(&req.ifname).map_err(invalid)?;
-        let sel = PortSelector {
-            netns: req.netns.clone(),
-            container_id: req.container_id.clone(),
-            ifname: req.ifname,
-        };
-        if sel.container_id.as_deref().unwrap_or("").is_empty()
-            && sel.netns.as_deref().unwrap_or("").is_empty()
-        {
-            return Err(api_err(ErrorCode::InvalidArgument, "configure needs netns or container_id"));
-        }
-        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = self.find(&sel).ok_or_else(|| {
-            api_err(ErrorCode::NotFound, format!("no pod port {} to configure", sel.ifname))
-        })?;
-        if !entry.meta.ips.is_empty() {
-            return Err(api_err(
-                ErrorCode::InvalidArgument,
-                format!("port {} already has addresses {:?}", entry.id, entry.meta.ips),
-            ));
-        }
-        // The attach rules for addresses and routes (families, gateways, default routes).
-        let as_attach = AttachRequest {
-            netns: entry.meta.netns.clone(),
-            ifname: entry.meta.ifname.clone(),
-            mac: Some(validate::format_mac(&entry.mac)),
-            mtu: Some(entry.meta.mtu),
-            ips: req.ips,
-            routes: req.routes,
-            owner: entry.meta.owner.clone(),
-        };
-        let plan = plan_attach(&as_attach, self.mtu)?;
-        let (ifname, index) = (entry.meta.ifname.clone(), entry.meta.ifindex);
-        netns::run_in(&plan.netns, || -> Result<(), ApiError> {
-            let mut nl = Netlink::new()?;
-            if nl.link_by_name(&ifname)?.is_none_or(|l| l.index != index) {
-                return Err(api_err(
-                    ErrorCode::NotFound,
-                    format!("{ifname} is gone from {}", plan.netns.display()),
-                ));
-            }
-            add_addresses(&mut nl, index, &plan.ips, &plan.routes)
-        })?;
-        let updated = Arc::new(PortEntry {
-            id: entry.id,
-            kind: entry.kind,
-            io: entry.io.clone(),
-            mac: entry.mac,
-            guard: Some(SpoofGuard::new(entry.mac, &plan.ips)),
-            worker: entry.worker,
-            counters: PortCounters::default(),
-            meta: PortMeta { ips: plan.ips.clone(), ..entry.meta.clone() },
-        });
-        let info = port_info(&updated);
-        self.switch.update(|t| (t.with(updated), ()));
-        drop(pods);
-        self.save_state();
-        tracing::info!(port = info.id, ips = ?info.ips, "configured");
-        Ok(info)
-    }
-
     /// Detaches a pod port; `detached: false` when there was none.
     pub fn detach(&self, sel: &PortSelector) -> Result<DetachResult, ApiError> {
         validate::ifname(&sel.ifname).map_err(invalid)?;
@@ -497,30 +428,19 @@ fn configure(nl: &mut Netlink, plan: &AttachPlan) -> Result<u32, ApiError> {
     };
     nl.set_link(index, &changes)?;
     nl.set_link(index, &LinkChanges { up: Some(true), ..Default::default() })?;
-    add_addresses(nl, index, &plan.ips, &plan.routes)?;
-    Ok(index)
-}
-
-/// Adds the addresses and routes of a plan to link `index` (in the current netns).
-fn add_addresses(
-    nl: &mut Netlink,
-    index: u32,
-    ips: &[IpNet],
-    routes: &[(IpNet, Option<IpAddr>)],
-) -> Result<(), ApiError> {
-    for ip in ips {
+    for ip in &plan.ips {
         nl.add_addr(index, *ip)?;
     }
-    for (dst, gw) in routes {
+    for (dst, gw) in &plan.routes {
         // A next hop outside every local subnet (e.g. a /32 address) needs an on-link route.
         if let Some(g) = gw {
-            if !ips.iter().any(|n| n.contains(g)) {
+            if !plan.ips.iter().any(|n| n.contains(g)) {
                 nl.add_route(IpNet::from(*g), None, index)?;
             }
         }
         nl.add_route(*dst, *gw, index)?;
     }
-    Ok(())
+    Ok(index)
 }
 
 #[cfg(test)]

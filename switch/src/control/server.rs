@@ -26,7 +26,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// How long a connection may stay silent.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-const OPS: [&str; 9] = ["attach", "configure", "detach", "check", "ports", "stats", "fdb", "status", "gc"];
+const OPS: [&str; 8] = ["attach", "detach", "check", "ports", "stats", "fdb", "status", "gc"];
 
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]
