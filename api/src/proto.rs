@@ -35,6 +35,29 @@ pub enum Op {
     Status,
     /// Detach every pod port of `network` that is not listed in `valid`.
     Gc(GcRequest),
+    /// Create or replace one service port (VIP, port, protocol) and its backends.
+    ServiceSet(crate::ServiceSpec),
+    /// Remove one service port. Its existing flows are kept until they end.
+    ServiceDelete(crate::ServiceKey),
+    /// Make the service table equal to the list given (idempotent).
+    ServiceSync(crate::ServiceSync),
+    /// List service ports with backends and counters.
+    ServiceList,
+    /// Dump connection-tracking entries.
+    ConntrackList(ConntrackListRequest),
+    /// Remove connection-tracking entries.
+    ConntrackFlush(crate::ConntrackFilter),
+}
+
+/// Arguments of [`Op::ConntrackList`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ConntrackListRequest {
+    /// Which flows.
+    #[serde(flatten)]
+    pub filter: crate::ConntrackFilter,
+    /// At most this many flows in the answer (0: the daemon's default of 1000).
+    pub limit: usize,
 }
 
 /// Arguments of [`Op::Attach`].

@@ -69,6 +69,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
         ticks += 1;
         if ticks.is_multiple_of(10) {
             let sw = &running.switch;
+            ctl.sweep_services();
             let aged = sw.fdb.sweep(sw.now());
             if aged > 0 {
                 tracing::debug!(aged, "FDB entries aged out");

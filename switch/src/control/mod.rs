@@ -6,8 +6,10 @@
 //! port-table snapshot.
 
 pub mod host;
+pub mod kube;
 pub mod pods;
 pub mod server;
+pub mod services;
 pub mod state;
 
 use std::collections::HashMap;
@@ -41,6 +43,10 @@ pub struct Control {
     pub state_dir: PathBuf,
     /// Serializes port changes; holds the pod TAPs by port number.
     pods: Mutex<HashMap<u16, Arc<TapPort>>>,
+    /// Serializes service changes; holds the compiled services.
+    services: Mutex<services::ServiceState>,
+    /// Serializes writes of the state file.
+    save_lock: Mutex<()>,
 }
 
 impl Control {
@@ -53,6 +59,8 @@ impl Control {
             host_port: cfg.host_port.clone(),
             state_dir: cfg.state_dir.clone(),
             pods: Mutex::new(HashMap::new()),
+            services: Mutex::new(services::ServiceState::default()),
+            save_lock: Mutex::new(()),
         }
     }
 
@@ -70,6 +78,12 @@ impl Control {
             Op::Fdb => to_json(self.fdb()),
             Op::Status => to_json(self.status()),
             Op::Gc(req) => to_json(self.gc(&req)?),
+            Op::ServiceSet(spec) => to_json(self.service_set(spec)?),
+            Op::ServiceDelete(key) => to_json(self.service_delete(&key)?),
+            Op::ServiceSync(sync) => to_json(self.service_sync(sync.services)?),
+            Op::ServiceList => to_json(self.service_list()),
+            Op::ConntrackList(req) => to_json(self.conntrack_list(&req.filter, req.limit)),
+            Op::ConntrackFlush(filter) => to_json(self.conntrack_flush(&filter)),
         };
         Ok(value)
     }
@@ -94,7 +108,9 @@ impl Control {
                 }
             })
             .collect();
-        StatsReport { ports, switch: self.switch.counters.to_map() }
+        let mut switch = self.switch.counters.to_map();
+        switch.extend(self.service_counters());
+        StatsReport { ports, switch }
     }
 
     fn fdb(&self) -> Vec<FdbEntry> {

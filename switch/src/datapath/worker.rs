@@ -22,6 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::pipeline::Scratch;
+use super::service::Services;
 use super::{Disposition, Pipeline, PollMode};
 use crate::pool::{Frame, LocalPool};
 use crate::port::PortError;
@@ -251,8 +252,16 @@ impl Worker {
             return (0, false);
         }
         let sw = self.sw.clone();
-        let pipe = Pipeline { fdb: &sw.fdb, counters: &sw.counters, now };
-        pipe.run(&entry, &self.rx, &mut self.scratch, &mut self.disp);
+        let table = sw.services.load();
+        let services = Services {
+            table: &table,
+            ct: &sw.conntrack,
+            affinity: &sw.affinity,
+            neigh: &sw.neigh,
+            ports: &self.table,
+        };
+        let pipe = Pipeline { fdb: &sw.fdb, counters: &sw.counters, now, services: Some(&services) };
+        pipe.run(&entry, &mut self.rx, &mut self.scratch, &mut self.disp);
         // Moved out and back (no allocation) so frames can be delivered while `self` is borrowed.
         let mut frames = std::mem::take(&mut self.rx);
         let disps = std::mem::take(&mut self.disp);

@@ -4,8 +4,12 @@
 //! - [`vnet`]: the `virtio_net_hdr` that TAP devices with `IFF_VNET_HDR` put before each frame.
 //! - [`frame`]: the Ethernet/ARP/IP fields the switch needs (classification for anti-spoofing,
 //!   learning and forwarding), read with etherparse's checked slices.
+//! - [`l4`]: where the IPv4 addresses and TCP/UDP ports of a frame sit (what NAT rewrites).
+//! - [`checksum`]: the Internet checksum and its RFC 1624 incremental update.
 
+pub mod checksum;
 pub mod frame;
+pub mod l4;
 pub mod vnet;
 
 pub use frame::{parse_frame, FrameMeta, L3Src, ParseError};
