@@ -58,6 +58,9 @@ pub struct Args {
     /// Frames per receive burst [default: 32].
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Most service flows tracked; the oldest go first when full [default: 262144].
+    #[arg(long)]
+    pub conntrack_max: Option<usize>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -77,6 +80,10 @@ pub struct FileConfig {
     host_port: Option<String>,
     pool_frames: Option<usize>,
     batch: Option<usize>,
+    conntrack_max: Option<usize>,
+    /// Conntrack idle timeouts, seconds (`[conntrack-timeouts]`: tcp-syn, tcp-established,
+    /// tcp-closing, tcp-closed, udp).
+    conntrack_timeouts: Option<crate::table::conntrack::Timeouts>,
 }
 
 /// Why the configuration is unusable.
@@ -143,6 +150,16 @@ impl DaemonConfig {
         sw.fdb_aging_secs = args.fdb_aging.or(file.fdb_aging).unwrap_or(sw.fdb_aging_secs);
         sw.pool_frames = args.pool_frames.or(file.pool_frames).unwrap_or(sw.pool_frames);
         sw.batch = args.batch.or(file.batch).unwrap_or(sw.batch);
+        sw.conntrack_max = args.conntrack_max.or(file.conntrack_max).unwrap_or(sw.conntrack_max);
+        if sw.conntrack_max == 0 {
+            return Err(ConfigError::Invalid("conntrack-max must be positive".into()));
+        }
+        if let Some(t) = file.conntrack_timeouts {
+            if [t.tcp_syn, t.tcp_established, t.tcp_closing, t.tcp_closed, t.udp].contains(&0) {
+                return Err(ConfigError::Invalid("conntrack timeouts must be positive".into()));
+            }
+            sw.conntrack_timeouts = t;
+        }
         if !(1..=256).contains(&sw.batch) {
             return Err(ConfigError::Invalid(format!("batch {} is outside 1..=256", sw.batch)));
         }
@@ -214,6 +231,18 @@ mod tests {
         assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
         assert_eq!(c.switch.poll_mode, PollMode::Busy);
         assert_eq!(gateway_of(&c.pod_cidrs[0]), Some("10.1.0.1/24".parse::<IpNet>().unwrap()));
+        std::fs::write(
+            &f,
+            "conntrack-max = 1000\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\n",
+        )
+        .unwrap();
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).unwrap();
+        assert_eq!(c.switch.conntrack_max, 1000);
+        assert_eq!(c.switch.conntrack_timeouts.tcp_established, 3600);
+        assert_eq!(c.switch.conntrack_timeouts.udp, 30);
+        assert_eq!(c.switch.conntrack_timeouts.tcp_syn, 120, "unset timeouts keep their default");
+        std::fs::write(&f, "[conntrack-timeouts]\nudp = 0\n").unwrap();
+        assert!(DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).is_err());
         std::fs::write(&f, "mtux = 1\n").unwrap();
         let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
         assert!(matches!(DaemonConfig::resolve(args), Err(ConfigError::Parse { .. })));
