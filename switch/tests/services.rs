@@ -145,7 +145,9 @@ fn tcp_vip_spreads_over_every_backend_and_answers_from_the_vip() {
     if skip() {
         return;
     }
-    let node = Node::start("sv", 51);
+    // Two workers: clients and backends are spread over both, so replies come back through
+    // the other worker and both must agree on the flows.
+    let node = Node::start_with("sv", 51, &["--cores", "0,1"]);
     let backends: Vec<Pod> = (0..3).map(|i| node.pod(&format!("svb{i}"))).collect();
     let client = node.pod("svc");
     let _servers: Vec<Server> = backends.iter().map(|b| tcp_server(b, 8080)).collect();
@@ -430,7 +432,7 @@ fn bulk_tcp_through_a_vip_keeps_super_frames_valid() {
     if skip() {
         return;
     }
-    let node = Node::start("sg", 60);
+    let node = Node::start_with("sg", 60, &["--cores", "0,1"]);
     let backend = node.pod("sgb");
     let client = node.pod("sgc");
     let v = vip(60, 10);
