@@ -231,18 +231,18 @@ mod tests {
         assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
         assert_eq!(c.switch.poll_mode, PollMode::Busy);
         assert_eq!(gateway_of(&c.pod_cidrs[0]), Some("10.1.0.1/24".parse::<IpNet>().unwrap()));
-        std::fs::write(
-            &f,
-            "conntrack-max = 1000\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\n",
-        )
-        .unwrap();
-        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).unwrap();
+        std::fs::write(&f, "conntrack-max = 1000\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\n")
+            .unwrap();
+        let c =
+            DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).unwrap();
         assert_eq!(c.switch.conntrack_max, 1000);
         assert_eq!(c.switch.conntrack_timeouts.tcp_established, 3600);
         assert_eq!(c.switch.conntrack_timeouts.udp, 30);
         assert_eq!(c.switch.conntrack_timeouts.tcp_syn, 120, "unset timeouts keep their default");
         std::fs::write(&f, "[conntrack-timeouts]\nudp = 0\n").unwrap();
-        assert!(DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).is_err());
+        assert!(
+            DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).is_err()
+        );
         std::fs::write(&f, "mtux = 1\n").unwrap();
         let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
         assert!(matches!(DaemonConfig::resolve(args), Err(ConfigError::Parse { .. })));

@@ -466,3 +466,34 @@ fn bulk_tcp_through_a_vip_keeps_super_frames_valid() {
     assert!(st.rx_gso_packets > 0, "the client sent super-frames through the VIP: {st:?}");
     assert!(st.drops.is_empty(), "{st:?}");
 }
+
+#[test]
+fn host_network_backend_is_reached_through_the_node() {
+    if skip() {
+        return;
+    }
+    // Like the `kubernetes` Service, whose backend is the API server on a node address.
+    let node = Node::start("sx", 61);
+    node.ns.ip(&["addr", "add", "192.168.231.1/32", "dev", "lo"]);
+    let client = node.pod("sxc");
+    let listener = tcp_listen_in(&node.ns, "192.168.231.1:6443");
+    let server = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut c, _) = listener.accept().expect("accept");
+            c.write_all(b"node\n").expect("greet");
+        }
+    });
+    let v = vip(61, 1);
+    let s = ServiceSpec {
+        name: "default/kubernetes:https".into(),
+        key: ServiceKey { vip: v.parse().expect("vip"), port: 443, protocol: Protocol::Tcp },
+        affinity: Affinity::None,
+        backends: vec![BackendSpec::ready("192.168.231.1".parse().expect("ip"), 6443)],
+    };
+    node.call::<SyncResult>(Op::ServiceSet(s));
+    for _ in 0..3 {
+        let (who, _) = tcp_hello(&client, &format!("{v}:443"));
+        assert_eq!(who, "node");
+    }
+    server.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+}

@@ -124,7 +124,15 @@ impl Control {
                 IpAddr::V4(a) => Some(a),
                 IpAddr::V6(_) => None,
             });
-        let table = ServiceTable::new(st.services.clone(), &st.retired, gateway_mac, gateway_v4);
+        let mut table = ServiceTable::new(st.services.clone(), &st.retired, gateway_mac, gateway_v4);
+        table.onlink = self
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| match c {
+                ipnet::IpNet::V4(n) => Some(n.trunc()),
+                ipnet::IpNet::V6(_) => None,
+            })
+            .collect();
         self.switch.services.store(Arc::new(table));
     }
 

@@ -174,6 +174,10 @@ pub struct ServiceTable {
     pub gateway_mac: Mac,
     /// Source address for hairpin SNAT (the pods' IPv4 gateway).
     pub gateway_v4: Option<Ipv4Addr>,
+    /// The pod network(s) behind the switch. A backend outside them (a host-network
+    /// endpoint such as the API server on a node address) is reached through the gateway,
+    /// i.e. the node's kernel routes it. Empty: every backend is taken as on-link.
+    pub onlink: Vec<ipnet::Ipv4Net>,
 }
 
 impl ServiceTable {
@@ -224,6 +228,12 @@ impl ServiceTable {
     #[inline]
     pub fn is_reply_source(&self, ip: Ipv4Addr, port: u16, proto: u8) -> bool {
         self.replies.contains(&pack(ip, port, proto))
+    }
+
+    /// Whether a backend at `ip` is reached through the gateway rather than on the pod L2.
+    pub fn via_gateway(&self, ip: Ipv4Addr) -> bool {
+        Some(ip) == self.gateway_v4
+            || !(self.onlink.is_empty() || self.onlink.iter().any(|n| n.contains(&ip)))
     }
 
     /// The backends currently in services (not the retired ones).
@@ -307,5 +317,11 @@ mod tests {
         assert!(t.is_reply_source(Ipv4Addr::new(10, 244, 0, 9), 8080, 6), "retired backend");
         assert!(!t.is_reply_source(Ipv4Addr::new(10, 244, 0, 1), 8081, 6));
         assert_eq!(t.current_backends().len(), 1);
+        assert!(!t.via_gateway(Ipv4Addr::new(192, 168, 1, 1)), "no pod network known: all on-link");
+        let mut t = t;
+        t.onlink = vec!["10.244.0.0/16".parse().unwrap()];
+        assert!(t.via_gateway(Ipv4Addr::new(192, 168, 1, 1)));
+        assert!(t.via_gateway(Ipv4Addr::new(10, 244, 0, 1)), "the gateway itself");
+        assert!(!t.via_gateway(Ipv4Addr::new(10, 244, 0, 9)));
     }
 }

@@ -214,8 +214,12 @@ impl Ctx<'_> {
         Err(Disposition::Drop(DropReason::ServiceNoFlow))
     }
 
-    /// The MAC of a backend: a local pod's port, else what ARP taught us.
+    /// The MAC of a backend: the gateway's for host-network backends (the node routes them),
+    /// else a local pod's port, else what ARP taught us.
     fn resolve(&self, ip: Ipv4Addr) -> Option<Mac> {
+        if self.svc.table.via_gateway(ip) {
+            return Some(self.svc.table.gateway_mac);
+        }
         self.svc
             .ports
             .iter()
