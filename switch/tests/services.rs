@@ -39,7 +39,12 @@ impl Drop for Server {
 /// TCP server on `port` in `pod`: each connection first gets the pod's address and a newline,
 /// then every line it sends is echoed back.
 fn tcp_server(pod: &Pod, port: u16) -> Server {
-    let listener: TcpListener = tcp_listen_in(&pod.ns, &format!("0.0.0.0:{port}"));
+    tcp_server_at(pod, &format!("0.0.0.0:{port}"))
+}
+
+/// [`tcp_server`] on a given bind address (e.g. `[::]:8080` for both families).
+fn tcp_server_at(pod: &Pod, bind: &str) -> Server {
+    let listener: TcpListener = tcp_listen_in(&pod.ns, bind);
     listener.set_nonblocking(true).expect("nonblocking listener");
     let me = pod.ip.to_string();
     let stop = Arc::new(AtomicBool::new(false));
@@ -496,4 +501,73 @@ fn host_network_backend_is_reached_through_the_node() {
         assert_eq!(who, "node");
     }
     server.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+}
+
+/// Attaches a dual-stack pod (`10.231.62.N/24` and `fd00:231:62::N/64`).
+fn dual_stack_pod(node: &Node, tag: &str) -> (Pod, String) {
+    let ns = Netns::new(tag);
+    let ip = node.next_ip();
+    let v6 = format!("fd00:231:62::{}", ip.octets()[3]);
+    let mut req = node.attach_request(&ns, ip);
+    req.ips
+        .push(tapway_api::IpConfig { address: format!("{v6}/64"), gateway: Some("fd00:231:62::1".into()) });
+    let port: tapway_api::PortInfo = node.call(Op::Attach(req));
+    (Pod { port, ip, ns }, v6)
+}
+
+#[test]
+fn ipv6_vips_work_like_ipv4() {
+    if skip() {
+        return;
+    }
+    let node = Node::start_with("s6", 62, &["--pod-cidr", "fd00:231:62::/64"]);
+    let (b0, b0v6) = dual_stack_pod(&node, "s6b0");
+    let (b1, b1v6) = dual_stack_pod(&node, "s6b1");
+    let (client, _) = dual_stack_pod(&node, "s6c");
+    // TCP servers on [::]:8080 (dual-stack sockets answer on the IPv6 address too).
+    let _servers: Vec<Server> = [&b0, &b1].iter().map(|b| tcp_server_at(b, "[::]:8080")).collect();
+    let vip6 = "fd00:96:62::10";
+    let mk = |port, protocol, backends: Vec<(&str, u16)>| ServiceSpec {
+        name: "test/v6".into(),
+        key: ServiceKey { vip: vip6.parse().expect("vip"), port, protocol },
+        affinity: Affinity::None,
+        backends: backends.iter().map(|(ip, p)| BackendSpec::ready(ip.parse().expect("ip"), *p)).collect(),
+    };
+    node.call::<SyncResult>(Op::ServiceSet(mk(80, Protocol::Tcp, vec![(&b0v6, 8080), (&b1v6, 8080)])));
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        let (who, mut conn) = tcp_hello(&client, &format!("[{vip6}]:80"));
+        echo(&mut conn, "v6");
+        seen.insert(who);
+    }
+    assert_eq!(seen, [b0.ip.to_string(), b1.ip.to_string()].into(), "both IPv6 backends reached");
+    let ct = flows(&node, Some(vip6));
+    assert_eq!(ct.total, 30);
+    assert!(ct.flows.iter().all(|f| f.vip == format!("[{vip6}]:80")), "{ct:?}");
+
+    // No endpoints: RST for TCP, ICMPv6 port unreachable for UDP.
+    node.call::<SyncResult>(Op::ServiceSet(mk(81, Protocol::Tcp, vec![])));
+    node.call::<SyncResult>(Op::ServiceSet(mk(53, Protocol::Udp, vec![])));
+    let addr: SocketAddr = format!("[{vip6}]:81").parse().expect("addr");
+    let err = client
+        .ns
+        .enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map(|_| ()));
+    assert_eq!(err.expect_err("refused").kind(), std::io::ErrorKind::ConnectionRefused);
+    let sock = udp_in(&client.ns, "[::]:0");
+    sock.connect(format!("[{vip6}]:53")).expect("connect udp");
+    sock.send(b"anyone?").expect("send");
+    let mut buf = [0u8; 64];
+    let err = sock.recv(&mut buf).expect_err("ICMPv6 error");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "ICMPv6 port unreachable");
+
+    // Hairpin over IPv6: SNAT to the IPv6 gateway.
+    node.call::<SyncResult>(Op::ServiceSet(mk(82, Protocol::Tcp, vec![(&b0v6, 8080)])));
+    let (who, mut conn) = tcp_hello(&b0, &format!("[{vip6}]:82"));
+    assert_eq!(who, b0.ip.to_string());
+    echo(&mut conn, "hairpin v6");
+    let hp = flows(&node, Some(vip6));
+    assert!(
+        hp.flows.iter().any(|f| f.snat.as_deref().is_some_and(|s| s.starts_with("[fd00:231:62::1]"))),
+        "{hp:?}"
+    );
 }

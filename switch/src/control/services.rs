@@ -93,12 +93,11 @@ fn proto_of(n: u8) -> Protocol {
 }
 
 fn matches(filter: &ConntrackFilter, f: &Flow) -> bool {
-    filter.vip.is_none_or(|v| v == IpAddr::V4(f.vip.0))
-        && filter.backend.is_none_or(|b| b == IpAddr::V4(f.backend.0))
+    filter.vip.is_none_or(|v| v == f.vip.0) && filter.backend.is_none_or(|b| b == f.backend.0)
 }
 
 fn flow_info(f: &Flow, expires_in: u32) -> FlowInfo {
-    let ep = |(ip, port): (std::net::Ipv4Addr, u16)| format!("{ip}:{port}");
+    let ep = |(ip, port): (IpAddr, u16)| std::net::SocketAddr::new(ip, port).to_string();
     FlowInfo {
         protocol: proto_of(f.proto),
         client: ep(f.client),
@@ -119,20 +118,13 @@ impl Control {
     fn publish_services(&self, st: &ServiceState) {
         let ports = self.switch.ports();
         let gateway_mac = ports.iter().find(|p| p.kind == PortKind::Host).map(|p| p.mac).unwrap_or_default();
-        let gateway_v4 =
-            self.pod_cidrs.iter().filter_map(crate::config::gateway_of).find_map(|g| match g.addr() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            });
-        let mut table = ServiceTable::new(st.services.clone(), &st.retired, gateway_mac, gateway_v4);
-        table.onlink = self
-            .pod_cidrs
-            .iter()
-            .filter_map(|c| match c {
-                ipnet::IpNet::V4(n) => Some(n.trunc()),
-                ipnet::IpNet::V6(_) => None,
-            })
-            .collect();
+        let mut table = ServiceTable::new(st.services.clone(), &st.retired, gateway_mac);
+        for g in self.pod_cidrs.iter().filter_map(crate::config::gateway_of) {
+            if table.gateway_for(g.addr()).is_none() {
+                table.gateways.push(g.addr());
+            }
+        }
+        table.onlink = self.pod_cidrs.iter().map(|c| c.trunc()).collect();
         self.switch.services.store(Arc::new(table));
     }
 
@@ -163,10 +155,9 @@ impl Control {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
         // Backends that left keep getting their replies reverse-NATed until their flows end.
-        let before = ServiceTable::new(st.services.clone(), &HashSet::new(), [0; 6], None).current_backends();
+        let before = ServiceTable::new(st.services.clone(), &HashSet::new(), [0; 6]).current_backends();
         st.services = next;
-        let now_set =
-            ServiceTable::new(st.services.clone(), &HashSet::new(), [0; 6], None).current_backends();
+        let now_set = ServiceTable::new(st.services.clone(), &HashSet::new(), [0; 6]).current_backends();
         st.retired.extend(before.difference(&now_set));
         st.retired.retain(|b| !now_set.contains(b));
         self.publish_services(st);
@@ -247,7 +238,7 @@ impl Control {
                         let share = s
                             .usable
                             .iter()
-                            .position(|u| IpAddr::V4(u.ip) == b.ip && u.port == b.port)
+                            .position(|u| u.ip == b.ip && u.port == b.port)
                             .map(|u| slots[u] as f64 / size)
                             .unwrap_or(0.0);
                         BackendStats { new_flows: s.backend_flows[i].load(Relaxed), table_share: share }

@@ -50,7 +50,7 @@ impl Pipeline<'_> {
                 }
             }
         }
-        self.stage_learn(ingress.id, &scratch.metas);
+        self.stage_learn(ingress.id, frames, &scratch.metas);
         let svc = self.services.filter(|s| !s.table.is_empty()).map(|s| service::Ctx {
             svc: s,
             fdb: self.fdb,
@@ -106,11 +106,21 @@ impl Pipeline<'_> {
 
     /// Learn: source MAC → ingress port, for frames that passed anti-spoofing; and ARP
     /// senders as neighbours, for the service stage to find backends behind other ports.
-    fn stage_learn(&self, ingress: u16, metas: &[Option<FrameMeta>]) {
+    fn stage_learn(&self, ingress: u16, frames: &[Frame], metas: &[Option<FrameMeta>]) {
         let mut last = None;
-        for m in metas.iter().flatten() {
-            if let (Some(s), L3Src::Arp { sender_mac, sender_ip }) = (self.services, m.l3) {
-                s.neigh.learn(sender_ip, sender_mac, self.now);
+        for (m, f) in metas.iter().zip(frames).filter_map(|(m, f)| m.as_ref().map(|m| (m, f))) {
+            if let Some(s) = self.services {
+                match m.l3 {
+                    L3Src::Arp { sender_mac, sender_ip } => {
+                        s.neigh.learn(sender_ip.into(), sender_mac, self.now)
+                    }
+                    L3Src::Ipv6(_) => {
+                        if let Some((ip, mac)) = service::ndp_sender(f.ethernet()) {
+                            s.neigh.learn(ip, mac, self.now);
+                        }
+                    }
+                    _ => {}
+                }
             }
             // A burst usually comes from one MAC: learn it once.
             if last == Some(m.src) {

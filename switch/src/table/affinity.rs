@@ -7,7 +7,7 @@
 //! the new pin is simply not recorded (the flow still works, it just is not pinned).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -18,13 +18,13 @@ const SHARDS: usize = 16;
 /// A pinned backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pin {
-    backend: (Ipv4Addr, u16),
+    backend: (IpAddr, u16),
     last: u32,
     timeout: u32,
 }
 
 /// One shard: (service, client) → pin.
-type Shard = HashMap<(PackedKey, Ipv4Addr), Pin>;
+type Shard = HashMap<(PackedKey, IpAddr), Pin>;
 
 /// The affinity table.
 pub struct AffinityTable {
@@ -44,27 +44,24 @@ impl AffinityTable {
         }
     }
 
-    fn shard(&self, client: Ipv4Addr) -> std::sync::MutexGuard<'_, Shard> {
-        let i = (u32::from(client) as usize) % SHARDS;
+    fn shard(&self, client: IpAddr) -> std::sync::MutexGuard<'_, Shard> {
+        let low = match client {
+            IpAddr::V4(a) => a.octets()[3],
+            IpAddr::V6(a) => a.octets()[15],
+        };
+        let i = usize::from(low) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The backend `client` is pinned to for `service`, if the pin is still fresh.
-    pub fn get(&self, service: PackedKey, client: Ipv4Addr, now: u32) -> Option<(Ipv4Addr, u16)> {
+    pub fn get(&self, service: PackedKey, client: IpAddr, now: u32) -> Option<(IpAddr, u16)> {
         let shard = self.shard(client);
         let pin = shard.get(&(service, client))?;
         (now.saturating_sub(pin.last) <= pin.timeout).then_some(pin.backend)
     }
 
     /// Pins (or refreshes) `client` to `backend` for `service`.
-    pub fn set(
-        &self,
-        service: PackedKey,
-        client: Ipv4Addr,
-        backend: (Ipv4Addr, u16),
-        timeout: u32,
-        now: u32,
-    ) {
+    pub fn set(&self, service: PackedKey, client: IpAddr, backend: (IpAddr, u16), timeout: u32, now: u32) {
         let mut shard = self.shard(client);
         if shard.len() >= self.per_shard && !shard.contains_key(&(service, client)) {
             shard.retain(|_, p| now.saturating_sub(p.last) <= p.timeout);
@@ -102,14 +99,15 @@ mod tests {
     #[test]
     fn pins_expire_and_refresh() {
         let t = AffinityTable::new(64);
-        let c = Ipv4Addr::new(10, 244, 0, 2);
-        let b = (Ipv4Addr::new(10, 244, 0, 3), 8080);
-        t.set(7, c, b, 10, 0);
-        assert_eq!(t.get(7, c, 10), Some(b));
-        assert_eq!(t.get(8, c, 10), None, "per service");
-        assert_eq!(t.get(7, c, 11), None, "expired");
-        t.set(7, c, b, 10, 11);
-        assert_eq!(t.get(7, c, 20), Some(b), "refreshed");
+        let c = IpAddr::from([10, 244, 0, 2]);
+        let b = (IpAddr::from([10, 244, 0, 3]), 8080);
+        let (s7, s8) = ((IpAddr::from([10, 96, 0, 7]), 80, 6), (IpAddr::from([10, 96, 0, 8]), 80, 6));
+        t.set(s7, c, b, 10, 0);
+        assert_eq!(t.get(s7, c, 10), Some(b));
+        assert_eq!(t.get(s8, c, 10), None, "per service");
+        assert_eq!(t.get(s7, c, 11), None, "expired");
+        t.set(s7, c, b, 10, 11);
+        assert_eq!(t.get(s7, c, 20), Some(b), "refreshed");
         t.sweep(100);
         assert!(t.is_empty());
     }
@@ -117,8 +115,9 @@ mod tests {
     #[test]
     fn bounded() {
         let t = AffinityTable::new(SHARDS); // one pin per shard
+        let s = (IpAddr::from([10, 96, 0, 1]), 80, 6);
         for i in 0..100u32 {
-            t.set(1, Ipv4Addr::from(i), (Ipv4Addr::new(1, 1, 1, 1), 1), 1000, 0);
+            t.set(s, IpAddr::from(i.to_be_bytes()), (IpAddr::from([1, 1, 1, 1]), 1), 1000, 0);
         }
         assert_eq!(t.len(), SHARDS);
         assert_eq!(t.full.load(Relaxed), 100 - SHARDS as u64);

@@ -15,7 +15,7 @@
 //! by [`Conntrack::sweep`] (the control thread, once a second) and on lookup.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -37,11 +37,11 @@ pub struct FlowKey {
     /// IP protocol.
     pub proto: u8,
     /// Source address.
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// Source port.
     pub sport: u16,
     /// Destination address.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// Destination port.
     pub dport: u16,
 }
@@ -125,13 +125,13 @@ pub struct Flow {
     /// IP protocol.
     pub proto: u8,
     /// Client address and port.
-    pub client: (Ipv4Addr, u16),
+    pub client: (IpAddr, u16),
     /// VIP and port the client addressed.
-    pub vip: (Ipv4Addr, u16),
+    pub vip: (IpAddr, u16),
     /// The pinned backend.
-    pub backend: (Ipv4Addr, u16),
+    pub backend: (IpAddr, u16),
     /// Source the backend sees instead of the client (hairpin).
-    pub snat: Option<(Ipv4Addr, u16)>,
+    pub snat: Option<(IpAddr, u16)>,
     /// The client's MAC (replies go back to it).
     pub client_mac: Mac,
     /// The backend's MAC (DNATed frames go to it).
@@ -455,9 +455,9 @@ mod tests {
     fn flow(client_port: u16, now: u32) -> Flow {
         Flow {
             proto: PROTO_TCP,
-            client: (Ipv4Addr::new(10, 244, 0, 2), client_port),
-            vip: (Ipv4Addr::new(10, 96, 0, 10), 80),
-            backend: (Ipv4Addr::new(10, 244, 0, 3), 8080),
+            client: (IpAddr::from([10, 244, 0, 2]), client_port),
+            vip: (IpAddr::from([10, 96, 0, 10]), 80),
+            backend: (IpAddr::from([10, 244, 0, 3]), 8080),
             snat: None,
             client_mac: [2, 0, 0, 0, 0, 2],
             backend_mac: [2, 0, 0, 0, 0, 3],
@@ -477,7 +477,7 @@ mod tests {
         assert_eq!(ct.len(), 1);
         // Same client flow inserted again (another worker raced us): the first one wins.
         let mut other = f;
-        other.backend = (Ipv4Addr::new(10, 244, 0, 9), 8080);
+        other.backend = (IpAddr::from([10, 244, 0, 9]), 8080);
         assert_eq!(ct.insert(other).unwrap().backend, f.backend);
         assert_eq!(ct.len(), 1);
     }
@@ -547,12 +547,12 @@ mod tests {
     #[test]
     fn hairpin_reply_key_collision() {
         let ct = Conntrack::new(1024, Timeouts::default());
-        let gw = Ipv4Addr::new(10, 244, 0, 1);
+        let gw = IpAddr::from([10, 244, 0, 1]);
         let mut a = flow(40000, 1);
         a.snat = Some((gw, 40000));
         ct.insert(a).unwrap();
         let mut b = flow(40000, 1);
-        b.client = (Ipv4Addr::new(10, 244, 0, 7), 40000);
+        b.client = (IpAddr::from([10, 244, 0, 7]), 40000);
         b.snat = Some((gw, 40000));
         assert_eq!(ct.insert(b), Err(InsertError::ReplyKeyInUse));
         b.snat = Some((gw, 40000 + SHARDS as u16));
@@ -565,11 +565,11 @@ mod tests {
         for p in 1..=10 {
             let mut f = flow(p, 1);
             if p % 2 == 0 {
-                f.backend.0 = Ipv4Addr::new(10, 244, 0, 4);
+                f.backend.0 = IpAddr::from([10, 244, 0, 4]);
             }
             ct.insert(f).unwrap();
         }
-        let four = Ipv4Addr::new(10, 244, 0, 4);
+        let four = IpAddr::from([10, 244, 0, 4]);
         assert_eq!(ct.dump(1, |f| f.backend.0 == four).len(), 5);
         assert_eq!(ct.flush(|f| f.backend.0 == four), 5);
         assert_eq!(ct.len(), 5);

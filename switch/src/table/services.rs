@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -18,13 +18,13 @@ use tapway_api::{Affinity, ServiceKey, ServiceSpec};
 use super::maglev;
 use crate::wire::Mac;
 
-/// A service key packed into one word: `vip << 24 | port << 8 | proto` (IPv4 only).
-pub type PackedKey = u64;
+/// An (address, port, IP protocol) triple: a service port or a backend.
+pub type PackedKey = (IpAddr, u16, u8);
 
-/// Packs an IPv4 (address, port, IP protocol) triple.
+/// Makes a [`PackedKey`].
 #[inline]
-pub fn pack(ip: Ipv4Addr, port: u16, proto: u8) -> PackedKey {
-    (u64::from(u32::from(ip)) << 24) | (u64::from(port) << 8) | u64::from(proto)
+pub fn pack(ip: IpAddr, port: u16, proto: u8) -> PackedKey {
+    (ip, port, proto)
 }
 
 /// A fast hasher for keys the control plane chooses (services, backends): frames can look
@@ -37,12 +37,10 @@ impl Hasher for MixHasher {
         maglev::mix64(self.0)
     }
     fn write(&mut self, bytes: &[u8]) {
+        // FNV-1a style; finished by a full 64-bit mix.
         for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)) ^ (self.0 >> 56);
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 ^= v;
     }
 }
 
@@ -62,7 +60,7 @@ pub struct ServiceCounters {
 #[derive(Debug, Clone)]
 pub struct Backend {
     /// Address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Port.
     pub port: u16,
     /// Flows placed on it; kept across updates while the backend stays.
@@ -74,8 +72,8 @@ pub struct Backend {
 pub struct Service {
     /// What the control plane asked for.
     pub spec: ServiceSpec,
-    /// The IPv4 VIP; `None` for an IPv6 service, which the datapath does not serve yet.
-    pub vip: Option<Ipv4Addr>,
+    /// The VIP.
+    pub vip: IpAddr,
     /// IP protocol number.
     pub proto: u8,
     /// Backends that can take new flows (ready, or the serving-terminating fallback); Maglev
@@ -93,10 +91,7 @@ impl Service {
     /// Compiles `spec`, reusing the counters of `prev` (the same key's previous version).
     pub fn compile(spec: ServiceSpec, prev: Option<&Service>) -> Service {
         let proto = spec.key.protocol.number();
-        let vip = match spec.key.vip {
-            IpAddr::V4(v) => Some(v),
-            IpAddr::V6(_) => None,
-        };
+        let vip = spec.key.vip;
         let backend_flows: Vec<Arc<AtomicU64>> = spec
             .backends
             .iter()
@@ -110,7 +105,7 @@ impl Service {
             spec.backends
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.weight > 0 && b.ip.is_ipv4() && f(b))
+                .filter(|(_, b)| b.weight > 0 && b.ip.is_ipv4() == vip.is_ipv4() && f(b))
                 .map(|(i, _)| i)
                 .collect()
         };
@@ -121,10 +116,9 @@ impl Service {
         chosen.truncate(maglev::MAX_BACKENDS);
         let usable: Vec<Backend> = chosen
             .iter()
-            .filter_map(|&i| {
+            .map(|&i| {
                 let b = &spec.backends[i];
-                let IpAddr::V4(ip) = b.ip else { return None };
-                Some(Backend { ip, port: b.port, flows: backend_flows[i].clone() })
+                Backend { ip: b.ip, port: b.port, flows: backend_flows[i].clone() }
             })
             .collect();
         let hashes: Vec<(u64, u16)> = chosen
@@ -154,30 +148,30 @@ impl Service {
         }
     }
 
-    /// The packed key (IPv4 services only).
-    pub fn packed(&self) -> Option<PackedKey> {
-        self.vip.map(|v| pack(v, self.spec.key.port, self.proto))
+    /// The service's key.
+    pub fn packed(&self) -> PackedKey {
+        pack(self.vip, self.spec.key.port, self.proto)
     }
 }
 
 /// The snapshot the workers read.
 #[derive(Default)]
 pub struct ServiceTable {
-    /// Every service port, IPv6 ones included, for listing.
+    /// Every service port, for listing.
     pub all: BTreeMap<ServiceKey, Arc<Service>>,
     fast: HashMap<PackedKey, Arc<Service>, MixBuild>,
-    vips: HashSet<u32, MixBuild>,
+    vips: HashSet<IpAddr, MixBuild>,
     /// Backends whose replies are reverse-NATed: every backend of every service, plus removed
     /// backends that still have tracked flows.
     replies: HashSet<PackedKey, MixBuild>,
     /// MAC the rewritten frames come from (the host port's, i.e. the pods' gateway).
     pub gateway_mac: Mac,
-    /// Source address for hairpin SNAT (the pods' IPv4 gateway).
-    pub gateway_v4: Option<Ipv4Addr>,
+    /// Source addresses for hairpin SNAT: the pods' gateways (one per family at most).
+    pub gateways: Vec<IpAddr>,
     /// The pod network(s) behind the switch. A backend outside them (a host-network
     /// endpoint such as the API server on a node address) is reached through the gateway,
     /// i.e. the node's kernel routes it. Empty: every backend is taken as on-link.
-    pub onlink: Vec<ipnet::Ipv4Net>,
+    pub onlink: Vec<ipnet::IpNet>,
 }
 
 impl ServiceTable {
@@ -187,18 +181,13 @@ impl ServiceTable {
         services: BTreeMap<ServiceKey, Arc<Service>>,
         extra_replies: &HashSet<PackedKey>,
         gateway_mac: Mac,
-        gateway_v4: Option<Ipv4Addr>,
     ) -> ServiceTable {
-        let mut t = ServiceTable { gateway_mac, gateway_v4, ..Default::default() };
+        let mut t = ServiceTable { gateway_mac, ..Default::default() };
         for s in services.values() {
-            if let (Some(k), Some(vip)) = (s.packed(), s.vip) {
-                t.fast.insert(k, s.clone());
-                t.vips.insert(u32::from(vip));
-                for b in &s.spec.backends {
-                    if let IpAddr::V4(ip) = b.ip {
-                        t.replies.insert(pack(ip, b.port, s.proto));
-                    }
-                }
+            t.fast.insert(s.packed(), s.clone());
+            t.vips.insert(s.vip);
+            for b in &s.spec.backends {
+                t.replies.insert(pack(b.ip, b.port, s.proto));
             }
         }
         t.replies.extend(extra_replies.iter().copied());
@@ -206,7 +195,7 @@ impl ServiceTable {
         t
     }
 
-    /// Whether no IPv4 service exists (the service stage is skipped then).
+    /// Whether no service exists (the service stage is skipped then).
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.fast.is_empty() && self.replies.is_empty()
@@ -214,26 +203,31 @@ impl ServiceTable {
 
     /// The service at (vip, port, proto).
     #[inline]
-    pub fn lookup(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<&Arc<Service>> {
+    pub fn lookup(&self, vip: IpAddr, port: u16, proto: u8) -> Option<&Arc<Service>> {
         self.fast.get(&pack(vip, port, proto))
     }
 
     /// Whether `ip` is a VIP of any service (for fragments, which have no ports).
     #[inline]
-    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.vips.contains(&u32::from(ip))
+    pub fn is_vip(&self, ip: IpAddr) -> bool {
+        self.vips.contains(&ip)
     }
 
     /// Whether frames from (ip, port, proto) may be replies of tracked service flows.
     #[inline]
-    pub fn is_reply_source(&self, ip: Ipv4Addr, port: u16, proto: u8) -> bool {
+    pub fn is_reply_source(&self, ip: IpAddr, port: u16, proto: u8) -> bool {
         self.replies.contains(&pack(ip, port, proto))
     }
 
     /// Whether a backend at `ip` is reached through the gateway rather than on the pod L2.
-    pub fn via_gateway(&self, ip: Ipv4Addr) -> bool {
-        Some(ip) == self.gateway_v4
+    pub fn via_gateway(&self, ip: IpAddr) -> bool {
+        self.gateways.contains(&ip)
             || !(self.onlink.is_empty() || self.onlink.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// The gateway address of `ip`'s family (hairpin SNAT source).
+    pub fn gateway_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.gateways.iter().copied().find(|g| g.is_ipv4() == ip.is_ipv4())
     }
 
     /// The backends currently in services (not the retired ones).
@@ -241,9 +235,7 @@ impl ServiceTable {
         let mut out = HashSet::new();
         for s in self.all.values() {
             for b in &s.spec.backends {
-                if let IpAddr::V4(ip) = b.ip {
-                    out.insert(pack(ip, b.port, s.proto));
-                }
+                out.insert(pack(b.ip, b.port, s.proto));
             }
         }
         out
@@ -280,10 +272,10 @@ mod tests {
     fn ready_first_then_serving_terminating() {
         let s = Service::compile(spec(vec![b(1, true, true, false), b(2, false, true, true)]), None);
         assert_eq!(s.usable.len(), 1);
-        assert_eq!(s.usable[0].ip, Ipv4Addr::new(10, 244, 0, 1));
+        assert_eq!(s.usable[0].ip, IpAddr::from([10, 244, 0, 1]));
         let s = Service::compile(spec(vec![b(1, false, false, false), b(2, false, true, true)]), None);
         assert_eq!(s.usable.len(), 1, "fallback to serving terminating backends");
-        assert_eq!(s.usable[0].ip, Ipv4Addr::new(10, 244, 0, 2));
+        assert_eq!(s.usable[0].ip, IpAddr::from([10, 244, 0, 2]));
         let s = Service::compile(spec(vec![b(1, false, false, true)]), None);
         assert!(s.usable.is_empty());
         assert!(s.pick(12345).is_none());
@@ -306,22 +298,24 @@ mod tests {
         let mut all = BTreeMap::new();
         all.insert(s.spec.key, s.clone());
         let mut retired = HashSet::new();
-        retired.insert(pack(Ipv4Addr::new(10, 244, 0, 9), 8080, 6));
-        let t = ServiceTable::new(all, &retired, [2, 0, 0, 0, 0, 1], Some(Ipv4Addr::new(10, 244, 0, 1)));
-        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        retired.insert(pack(IpAddr::from([10, 244, 0, 9]), 8080, 6));
+        let mut t = ServiceTable::new(all, &retired, [2, 0, 0, 0, 0, 1]);
+        t.gateways = vec![IpAddr::from([10, 244, 0, 1])];
+        let vip = IpAddr::from([10, 96, 0, 10]);
         assert!(t.lookup(vip, 80, 6).is_some());
         assert!(t.lookup(vip, 80, 17).is_none());
         assert!(t.lookup(vip, 81, 6).is_none());
         assert!(t.is_vip(vip));
-        assert!(t.is_reply_source(Ipv4Addr::new(10, 244, 0, 1), 8080, 6));
-        assert!(t.is_reply_source(Ipv4Addr::new(10, 244, 0, 9), 8080, 6), "retired backend");
-        assert!(!t.is_reply_source(Ipv4Addr::new(10, 244, 0, 1), 8081, 6));
+        assert!(t.is_reply_source(IpAddr::from([10, 244, 0, 1]), 8080, 6));
+        assert!(t.is_reply_source(IpAddr::from([10, 244, 0, 9]), 8080, 6), "retired backend");
+        assert!(!t.is_reply_source(IpAddr::from([10, 244, 0, 1]), 8081, 6));
         assert_eq!(t.current_backends().len(), 1);
-        assert!(!t.via_gateway(Ipv4Addr::new(192, 168, 1, 1)), "no pod network known: all on-link");
-        let mut t = t;
+        assert!(!t.via_gateway(IpAddr::from([192, 168, 1, 1])), "no pod network known: all on-link");
         t.onlink = vec!["10.244.0.0/16".parse().unwrap()];
-        assert!(t.via_gateway(Ipv4Addr::new(192, 168, 1, 1)));
-        assert!(t.via_gateway(Ipv4Addr::new(10, 244, 0, 1)), "the gateway itself");
-        assert!(!t.via_gateway(Ipv4Addr::new(10, 244, 0, 9)));
+        assert!(t.via_gateway(IpAddr::from([192, 168, 1, 1])));
+        assert!(t.via_gateway(IpAddr::from([10, 244, 0, 1])), "the gateway itself");
+        assert!(!t.via_gateway(IpAddr::from([10, 244, 0, 9])));
+        assert_eq!(t.gateway_for(IpAddr::from([10, 244, 0, 9])), Some(IpAddr::from([10, 244, 0, 1])));
+        assert_eq!(t.gateway_for("fd00::9".parse().unwrap()), None);
     }
 }

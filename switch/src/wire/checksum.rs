@@ -55,6 +55,32 @@ pub fn update_seed32(seed: u16, old: u32, new: u32) -> u16 {
     !update32(!seed, old, new)
 }
 
+/// RFC 1624 for a changed address of either family (IPv6: eight words). Addresses of
+/// different families leave the checksum as it is.
+pub fn update_addr(hc: u16, old: &std::net::IpAddr, new: &std::net::IpAddr) -> u16 {
+    use std::net::IpAddr::{V4, V6};
+    match (old, new) {
+        (V4(a), V4(b)) => update32(hc, u32::from(*a), u32::from(*b)),
+        (V6(a), V6(b)) => {
+            let (a, b) = (a.segments(), b.segments());
+            a.iter().zip(b.iter()).fold(hc, |c, (o, n)| update16(c, *o, *n))
+        }
+        _ => hc,
+    }
+}
+
+/// Updates a partial-checksum seed (uncomplemented) for a changed pseudo-header address.
+pub fn update_seed_addr(seed: u16, old: &std::net::IpAddr, new: &std::net::IpAddr) -> u16 {
+    !update_addr(!seed, old, new)
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 §8.1; not folded, not complemented).
+pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next: u8, len: u32) -> u64 {
+    let acc = sum(&src, 0);
+    let acc = sum(&dst, acc);
+    acc + u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(next)
+}
+
 /// The IPv4 pseudo-header sum for TCP/UDP (not folded, not complemented).
 pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> u64 {
     let acc = sum(&src, 0);
@@ -110,6 +136,24 @@ mod tests {
             let want = fold(pseudo_v4(src, new, 6, len));
             let got = update_seed32(seed, u32::from_be_bytes(dst), u32::from_be_bytes(new));
             proptest::prop_assert!(same(got, want), "{got:#x} vs {want:#x}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn v6_address_update_matches_recompute(
+            src in proptest::prelude::any::<[u8; 16]>(),
+            dst in proptest::prelude::any::<[u8; 16]>(),
+            new in proptest::prelude::any::<[u8; 16]>(),
+            len in proptest::prelude::any::<u32>(),
+        ) {
+            let seed = fold(pseudo_v6(src, dst, 6, len));
+            let want = fold(pseudo_v6(src, new, 6, len));
+            let (o, n) = (std::net::IpAddr::from(dst), std::net::IpAddr::from(new));
+            let got = update_seed_addr(seed, &o, &n);
+            proptest::prop_assert!(same(got, want), "{got:#x} vs {want:#x}");
+            let full = update_addr(!seed, &o, &n);
+            proptest::prop_assert!(same(full, !want));
         }
     }
 

@@ -6,12 +6,14 @@
 //!   the frame is DNATed to it ([`nat`]), SNATed as well when the client is its own backend
 //!   (hairpin), and sent to the backend's MAC from the gateway MAC. No usable backend: the
 //!   frame is turned into a TCP RST or ICMP port unreachable back to the client ([`reject`]).
-//!   Backend MAC unknown: the frame is turned into an ARP request for it (the client
-//!   retransmits; by then the reply has been learned).
+//!   Backend MAC unknown: the frame is turned into an ARP request (IPv6: a neighbour
+//!   solicitation) for it; the client retransmits, and by then the answer has been learned.
 //! - **from a backend** (`src:sport/proto` may be a service backend): when conntrack knows the
 //!   reply, its source goes back to VIP:port (and its destination back to the client after
 //!   hairpin SNAT) before it reaches the client.
 //! - anything else is left to the forward stage.
+//!
+//! IPv4 and IPv6 work the same way; a service's VIP and backends are of one family.
 //!
 //! Rewritten frames choose their egress port themselves: a hairpinned frame legitimately goes
 //! back out of the port it came from, which the forward stage would refuse.
@@ -19,7 +21,7 @@
 pub mod nat;
 pub mod reject;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering::Relaxed;
 
 use nat::{rewrite, set_macs, Side};
@@ -33,7 +35,8 @@ use crate::table::maglev::mix64;
 use crate::table::neigh::Neighbours;
 use crate::table::services::{Service, ServiceTable};
 use crate::table::{Fdb, PortEntry, PortTable};
-use crate::wire::l4::{parse_ipv4_l4, tcp_flags, Ipv4L4, PROTO_TCP};
+use crate::wire::checksum::{fold, pseudo_v6, sum};
+use crate::wire::l4::{parse_ip_l4, tcp_flags, IpL4, PROTO_ICMPV6, PROTO_TCP};
 use crate::wire::vnet::F_NEEDS_CSUM;
 use crate::wire::{FrameMeta, Mac, VnetHdr, VNET_HDR_LEN};
 
@@ -66,20 +69,30 @@ pub struct Ctx<'a> {
     pub now: u32,
 }
 
+/// A 64-bit digest of an address.
+fn addr_hash(a: &IpAddr) -> u64 {
+    match a {
+        IpAddr::V4(v) => mix64(u64::from(u32::from(*v))),
+        IpAddr::V6(v) => {
+            let x = u128::from(*v);
+            mix64(mix64(x as u64) ^ (x >> 64) as u64)
+        }
+    }
+}
+
 /// The 5-tuple hash new flows are placed by (the same on every node and worker).
-fn flow_hash(l: &Ipv4L4) -> u64 {
-    let a = (u64::from(u32::from(l.src)) << 32) | u64::from(u32::from(l.dst));
+fn flow_hash(l: &IpL4) -> u64 {
     let b = (u64::from(l.sport) << 32) | (u64::from(l.dport) << 16) | u64::from(l.proto);
-    mix64(mix64(a) ^ b)
+    mix64(addr_hash(&l.src) ^ addr_hash(&l.dst).rotate_left(17) ^ b)
 }
 
 impl Ctx<'_> {
     /// Runs the stage on one frame. `Some` when the stage decided the frame's fate.
     pub fn process(&self, ingress: &PortEntry, frame: &mut Frame, meta: &FrameMeta) -> Option<Disposition> {
-        if meta.ethertype != 0x0800 {
+        if meta.ethertype != 0x0800 && meta.ethertype != 0x86dd {
             return None;
         }
-        let l = parse_ipv4_l4(frame.ethernet())?;
+        let l = parse_ip_l4(frame.ethernet())?;
         let table = self.svc.table;
         if l.later_fragment {
             // Without ports a fragment cannot be matched to its flow.
@@ -99,7 +112,7 @@ impl Ctx<'_> {
         &self,
         ingress: &PortEntry,
         frame: &mut Frame,
-        l: &Ipv4L4,
+        l: &IpL4,
         svc: &Service,
         partial: bool,
     ) -> Disposition {
@@ -122,7 +135,7 @@ impl Ctx<'_> {
         self.egress(&flow.backend_mac)
     }
 
-    fn reply_from_backend(&self, frame: &mut Frame, l: &Ipv4L4, partial: bool) -> Option<Disposition> {
+    fn reply_from_backend(&self, frame: &mut Frame, l: &IpL4, partial: bool) -> Option<Disposition> {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let flow = self.svc.ct.lookup(&key, Dir::Reply, l.flags, self.now)?;
         let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
@@ -148,19 +161,19 @@ impl Ctx<'_> {
         &self,
         ingress: &PortEntry,
         frame: &mut Frame,
-        l: &Ipv4L4,
+        l: &IpL4,
         svc: &Service,
     ) -> Result<Flow, Disposition> {
         if l.proto == PROTO_TCP && l.flags & tcp_flags::RST != 0 {
             return Err(Disposition::Drop(DropReason::ServiceNoFlow));
         }
-        let svc_key = svc.packed().unwrap_or_default();
+        let svc_key = svc.packed();
         let affinity = svc.affinity_timeout();
         let pinned = affinity
             .and_then(|_| self.svc.affinity.get(svc_key, l.src, self.now))
             .filter(|b| svc.usable.iter().any(|u| (u.ip, u.port) == *b));
         let hash = match affinity {
-            Some(_) => mix64(u64::from(u32::from(l.src))),
+            Some(_) => addr_hash(&l.src),
             None => flow_hash(l),
         };
         let backend = match pinned {
@@ -174,11 +187,14 @@ impl Ctx<'_> {
         };
         let Some(backend_mac) = self.resolve(backend.ip) else {
             self.counters.svc_arp_requests.fetch_add(1, Relaxed);
-            return Err(self.arp_request(frame, backend.ip));
+            return Err(match backend.ip {
+                IpAddr::V4(ip) => self.arp_request(frame, ip),
+                IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
+            });
         };
         let client_mac: Mac = frame.ethernet().get(6..12).and_then(|m| m.try_into().ok()).unwrap_or_default();
         let hairpin = backend.ip == l.src;
-        let snat_ip = if hairpin { self.svc.table.gateway_v4.unwrap_or(l.dst) } else { l.src };
+        let snat_ip = if hairpin { self.svc.table.gateway_for(l.src).unwrap_or(l.dst) } else { l.src };
         let mut flow = Flow {
             proto: l.proto,
             client: (l.src, l.sport),
@@ -216,20 +232,24 @@ impl Ctx<'_> {
 
     /// The MAC of a backend: the gateway's for host-network backends (the node routes them),
     /// else a local pod's port, else what ARP taught us.
-    fn resolve(&self, ip: Ipv4Addr) -> Option<Mac> {
+    fn resolve(&self, ip: IpAddr) -> Option<Mac> {
         if self.svc.table.via_gateway(ip) {
             return Some(self.svc.table.gateway_mac);
         }
+        let local = |g: &crate::table::SpoofGuard| match ip {
+            IpAddr::V4(a) => g.v4.contains(&a),
+            IpAddr::V6(a) => g.v6.contains(&a),
+        };
         self.svc
             .ports
             .iter()
-            .find(|p| p.guard.as_ref().is_some_and(|g| g.v4.contains(&ip)))
+            .find(|p| p.guard.as_ref().is_some_and(local))
             .map(|p| p.mac)
             .or_else(|| self.svc.neigh.lookup(ip, self.now))
     }
 
     /// Turns the frame into the kube-proxy REJECT answer, back out of the ingress port.
-    fn reject(&self, ingress: &PortEntry, frame: &mut Frame, l: &Ipv4L4) -> Disposition {
+    fn reject(&self, ingress: &PortEntry, frame: &mut Frame, l: &IpL4) -> Disposition {
         let gw = self.svc.table.gateway_mac;
         let len = frame.ethernet().len();
         let buf = frame.buffer_mut();
@@ -250,9 +270,12 @@ impl Ctx<'_> {
     }
 
     /// Turns the frame into a broadcast ARP request for `ip` from the gateway.
-    fn arp_request(&self, frame: &mut Frame, ip: Ipv4Addr) -> Disposition {
+    fn arp_request(&self, frame: &mut Frame, ip: std::net::Ipv4Addr) -> Disposition {
         let gw_mac = self.svc.table.gateway_mac;
-        let gw_ip = self.svc.table.gateway_v4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let gw_ip = match self.svc.table.gateway_for(IpAddr::V4(ip)) {
+            Some(IpAddr::V4(g)) => g,
+            _ => std::net::Ipv4Addr::UNSPECIFIED,
+        };
         let buf = frame.buffer_mut();
         let Some(out) = buf.get_mut(..VNET_HDR_LEN + 42) else {
             return Disposition::Drop(DropReason::ServiceNoFlow);
@@ -268,5 +291,94 @@ impl Ctx<'_> {
         eth[38..42].copy_from_slice(&ip.octets());
         frame.set_len(VNET_HDR_LEN + 42);
         Disposition::Flood
+    }
+
+    /// Turns the frame into an IPv6 neighbour solicitation for `ip` from the gateway (RFC 4861
+    /// §7.2.2: to the solicited-node multicast group, hop limit 255, with our link-layer
+    /// address), which the switch floods.
+    fn neighbour_solicitation(&self, frame: &mut Frame, ip: Ipv6Addr) -> Disposition {
+        const LEN: usize = 14 + 40 + 32;
+        let gw_mac = self.svc.table.gateway_mac;
+        let src = match self.svc.table.gateway_for(IpAddr::V6(ip)) {
+            Some(IpAddr::V6(g)) => g,
+            _ => return Disposition::Drop(DropReason::ServiceNoFlow),
+        };
+        let t = ip.octets();
+        let group = Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(t[13]),
+            u16::from_be_bytes([t[14], t[15]]),
+        );
+        let Some(out) = frame.buffer_mut().get_mut(..VNET_HDR_LEN + LEN) else {
+            return Disposition::Drop(DropReason::ServiceNoFlow);
+        };
+        let (hdr, eth) = out.split_at_mut(VNET_HDR_LEN);
+        VnetHdr::default().emit(hdr);
+        eth[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+        eth[6..12].copy_from_slice(&gw_mac);
+        eth[12..14].copy_from_slice(&[0x86, 0xdd]);
+        eth[14..22].copy_from_slice(&[0x60, 0, 0, 0, 0, 32, PROTO_ICMPV6, 255]);
+        eth[22..38].copy_from_slice(&src.octets());
+        eth[38..54].copy_from_slice(&group.octets());
+        let icmp = &mut eth[54..LEN];
+        icmp.fill(0);
+        icmp[0] = 135; // neighbour solicitation
+        icmp[8..24].copy_from_slice(&t);
+        icmp[24] = 1; // source link-layer address option, 8 bytes
+        icmp[25] = 1;
+        icmp[26..32].copy_from_slice(&gw_mac);
+        let c = !fold(sum(icmp, pseudo_v6(src.octets(), group.octets(), PROTO_ICMPV6, 32)));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        frame.set_len(VNET_HDR_LEN + LEN);
+        Disposition::Flood
+    }
+}
+
+/// The sender of an IPv6 neighbour advertisement or solicitation carried by `eth`, if it is
+/// one: (its address, its MAC). For the neighbour table, like ARP snooping.
+pub fn ndp_sender(eth: &[u8]) -> Option<(IpAddr, Mac)> {
+    if eth.get(12..14)? != [0x86, 0xdd] || *eth.get(14 + 6)? != PROTO_ICMPV6 {
+        return None;
+    }
+    let ty = *eth.get(54)?;
+    if ty != 135 && ty != 136 {
+        return None;
+    }
+    let src: [u8; 16] = eth.get(22..38)?.try_into().ok()?;
+    let src = Ipv6Addr::from(src);
+    if src.is_unspecified() {
+        return None; // duplicate address detection
+    }
+    let mac: Mac = eth.get(6..12)?.try_into().ok()?;
+    Some((IpAddr::V6(src), mac))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndp_senders_are_recognised() {
+        let src: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        let mac = [2, 0, 0, 0, 0, 7];
+        let na = |ty: u8, from: [u8; 16]| {
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
+                .ipv6(from, [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 255)
+                .icmpv6(etherparse::Icmpv6Type::Unknown { type_u8: ty, code_u8: 0, bytes5to8: [0; 4] })
+                .write(&mut f, &[0u8; 16])
+                .unwrap();
+            f
+        };
+        assert_eq!(ndp_sender(&na(136, src)), Some((IpAddr::from(src), mac)));
+        assert_eq!(ndp_sender(&na(135, src)), Some((IpAddr::from(src), mac)));
+        assert_eq!(ndp_sender(&na(128, src)), None, "echo request is not NDP");
+        assert_eq!(ndp_sender(&na(135, [0; 16])), None, "DAD probes claim nothing");
+        assert_eq!(ndp_sender(&[0u8; 20]), None);
     }
 }
