@@ -4,8 +4,11 @@
 //! - [`vnet`]: the `virtio_net_hdr` that TAP devices with `IFF_VNET_HDR` put before each frame.
 //! - [`frame`]: the Ethernet/ARP/IP fields the switch needs (classification for anti-spoofing,
 //!   learning and forwarding), read with etherparse's checked slices.
+//! - [`segment`]: software TSO/USO and checksum completion for ports without offloads (the
+//!   uplink).
 
 pub mod frame;
+pub mod segment;
 pub mod vnet;
 
 pub use frame::{parse_frame, FrameMeta, L3Src, ParseError};
