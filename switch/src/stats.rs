@@ -28,11 +28,13 @@ pub enum DropReason {
     PoolEmpty,
     /// The egress port was detached while the frame was in flight.
     PortGone,
+    /// The egress port's transmit queue was full (the uplink's tx ring or UMEM).
+    TxFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -42,6 +44,7 @@ impl DropReason {
         DropReason::RingFull,
         DropReason::PoolEmpty,
         DropReason::PortGone,
+        DropReason::TxFull,
     ];
 
     /// The reason's stable name.
@@ -56,6 +59,7 @@ impl DropReason {
             DropReason::RingFull => "ring_full",
             DropReason::PoolEmpty => "pool_empty",
             DropReason::PortGone => "port_gone",
+            DropReason::TxFull => "tx_full",
         }
     }
 }

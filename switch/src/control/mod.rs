@@ -9,6 +9,7 @@ pub mod host;
 pub mod pods;
 pub mod server;
 pub mod state;
+pub mod uplink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub struct Control {
     pub state_dir: PathBuf,
     /// Serializes port changes; holds the pod TAPs by port number.
     pods: Mutex<HashMap<u16, Arc<TapPort>>>,
+    /// The AF_XDP uplink and its port number, once set up ([`uplink`]).
+    uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
 }
 
 impl Control {
@@ -53,6 +56,7 @@ impl Control {
             host_port: cfg.host_port.clone(),
             state_dir: cfg.state_dir.clone(),
             pods: Mutex::new(HashMap::new()),
+            uplink: Mutex::new(None),
         }
     }
 
@@ -94,7 +98,9 @@ impl Control {
                 }
             })
             .collect();
-        StatsReport { ports, switch: self.switch.counters.to_map() }
+        let mut switch = self.switch.counters.to_map();
+        switch.extend(self.uplink_stats());
+        StatsReport { ports, switch }
     }
 
     fn fdb(&self) -> Vec<FdbEntry> {
@@ -136,6 +142,7 @@ impl Control {
             fdb_aging_secs: u64::from(sw.fdb.aging_secs()),
             pool_total: sw.pool.total(),
             pool_free: sw.pool.total() - sw.pool.outstanding(),
+            uplink: self.uplink_status(),
         }
     }
 }
