@@ -69,6 +69,11 @@ fn cross_node(mode: &str, base: u8, queues: u32) {
     let segs = s1.switch.get("uplink_tx_segments").copied().unwrap_or(0) - seg_before;
     assert!(gso > 0 && segs > gso, "super-frames were not segmented: {:?}", s1.switch);
     assert!(port_of(&s1, a.port.id).rx_gso_packets > 0, "the pod sent no super-frame: {s1:?}");
+    // Node 2 coalesced the segments back into super-frames for pod b (GRO).
+    let s2 = n2.stats();
+    let gro = s2.switch.get("uplink_rx_gro_frames").copied().unwrap_or(0);
+    assert!(gro > 0, "no GRO on the receiving node: {:?}", s2.switch);
+    assert!(port_of(&s2, uplink_of(&n2)).rx_gso_packets >= gro, "{s2:?}");
     for n in [&n1, &n2] {
         let s = n.stats();
         for p in &s.ports {

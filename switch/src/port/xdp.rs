@@ -41,6 +41,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::{PortError, PortIo};
+use crate::wire::gro::Merge;
 use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
 use crate::wire::VNET_HDR_LEN;
@@ -171,6 +172,10 @@ pub struct XdpCounters {
     pub tx_kicks: AtomicU64,
     /// Received frames too big for the switch's buffer (dropped).
     pub rx_too_big: AtomicU64,
+    /// Super-frames made by coalescing received TCP segments (GRO).
+    pub rx_gro_frames: AtomicU64,
+    /// Segments that went into them.
+    pub rx_gro_segments: AtomicU64,
     /// Fill-ring wake-ups.
     pub rx_fill_wakeups: AtomicU64,
 }
@@ -411,6 +416,8 @@ impl XdpPort {
             ("uplink_tx_full", c.tx_full.load(Relaxed)),
             ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
             ("uplink_rx_too_big", c.rx_too_big.load(Relaxed)),
+            ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
+            ("uplink_rx_gro_segments", c.rx_gro_segments.load(Relaxed)),
             ("uplink_rx_fill_wakeups", c.rx_fill_wakeups.load(Relaxed)),
         ]
     }
@@ -614,24 +621,50 @@ impl PortIo for XdpPort {
     fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError> {
         let mut g = self.lock();
         loop {
-            if let Some((qi, desc)) = g.held.pop_front() {
+            let Inner { umem, held, queues, .. } = &mut *g;
+            if let Some((qi, desc)) = held.pop_front() {
                 // SAFETY: `desc` came from this UMEM's rx ring and is not given back yet.
-                let data = unsafe { g.umem.data(&desc) };
-                let bytes = data.contents();
+                let bytes = unsafe { umem.data(&desc) }.contents();
                 let n = VNET_HDR_LEN + bytes.len();
                 let fits = n <= buf.len();
+                let mut len = 0;
                 if fits {
-                    buf[..VNET_HDR_LEN].fill(0);
                     buf[VNET_HDR_LEN..n].copy_from_slice(bytes);
+                    len = n;
                 }
-                if let Some(q) = g.queues.get_mut(qi) {
+                if let Some(q) = queues.get_mut(qi) {
                     q.to_fill.push(desc);
                 }
-                if fits {
-                    return Ok(Some(n));
+                if !fits {
+                    self.counters.rx_too_big.fetch_add(1, Relaxed);
+                    continue;
                 }
-                self.counters.rx_too_big.fetch_add(1, Relaxed);
-                continue;
+                let (hdr, frame) = buf.split_at_mut(VNET_HDR_LEN);
+                let vnet = match Merge::start(&frame[..n - VNET_HDR_LEN]) {
+                    Some(mut m) => {
+                        // Coalesce the following segments of the flow already in this burst.
+                        while let Some(&(qn, next)) = held.front() {
+                            // SAFETY: as above, a received frame not given back yet.
+                            let next_bytes = unsafe { umem.data(&next) }.contents();
+                            if !m.append(frame, next_bytes) {
+                                break;
+                            }
+                            held.pop_front();
+                            if let Some(q) = queues.get_mut(qn) {
+                                q.to_fill.push(next);
+                            }
+                        }
+                        if m.count() > 1 {
+                            self.counters.rx_gro_frames.fetch_add(1, Relaxed);
+                            self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
+                        }
+                        len = VNET_HDR_LEN + m.frame_len();
+                        m.finish(frame)
+                    }
+                    None => VnetHdr::default(),
+                };
+                vnet.emit(hdr);
+                return Ok(Some(len));
             }
             g.refill();
             if !g.pull(&self.counters) {

@@ -4,10 +4,12 @@
 //! - [`vnet`]: the `virtio_net_hdr` that TAP devices with `IFF_VNET_HDR` put before each frame.
 //! - [`frame`]: the Ethernet/ARP/IP fields the switch needs (classification for anti-spoofing,
 //!   learning and forwarding), read with etherparse's checked slices.
+//! - [`gro`]: software GRO, coalescing TCP segments from the uplink into super-frames for pods.
 //! - [`segment`]: software TSO/USO and checksum completion for ports without offloads (the
 //!   uplink).
 
 pub mod frame;
+pub mod gro;
 pub mod segment;
 pub mod vnet;
 

@@ -269,7 +269,13 @@ fn sum(data: &[u8], init: u32) -> u32 {
     acc as u32
 }
 
-fn fold(mut s: u32) -> u16 {
+/// Ones'-complement sum, for the other wire modules.
+pub(crate) fn ones_sum(data: &[u8], init: u32) -> u32 {
+    sum(data, init)
+}
+
+/// Folds a sum to 16 bits.
+pub(crate) fn fold(mut s: u32) -> u16 {
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
