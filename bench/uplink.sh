@@ -5,7 +5,8 @@
 # throughput (iperf3) and the rate of 64-byte frames (trafgen) delivered to the far pod.
 #
 #   sudo bench/uplink.sh [--duration SECS] [--repeat N] [--xdp-mode native|generic|auto]
-#                        [--poll-mode adaptive|busy] [--markdown FILE] [--no-build] [--keep-work]
+#                        [--poll-mode adaptive|busy] [--no-gso] [--markdown FILE] [--no-build]
+#                        [--keep-work]
 #
 # Runs as root on Debian 12; installs iperf3, iproute2, netsniff-ng (trafgen) and
 # containernetworking-plugins if missing. Everything lives in network namespaces named
@@ -23,6 +24,8 @@ Options:
   --repeat N        runs per topology and test, interleaved tapway/bridge [3]
   --xdp-mode MODE   AF_XDP mode of both uplinks: native, generic or auto [native]
   --poll-mode MODE  tapwayd poll mode: adaptive (default) or busy
+  --no-gso          TSO/GSO off on every pod's eth0 in both topologies: the bridge then carries
+                    MTU-sized frames too, as tapway's uplink always does
   --markdown FILE   write the markdown table to FILE instead of stdout
   --no-build        use target/release as it is
   --keep-work       keep the work directory (logs, iperf3 JSON)
@@ -34,6 +37,7 @@ REPEAT=3
 XDP_MODE=native
 POLL=adaptive
 MARKDOWN=
+NO_GSO=
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=${2:?}; shift 2 ;;
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
     --xdp-mode) XDP_MODE=${2:?}; shift 2 ;;
     --poll-mode) POLL=${2:?}; shift 2 ;;
     --markdown) MARKDOWN=${2:?}; shift 2 ;;
+    --no-gso) NO_GSO=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
     --keep-work) KEEP_WORK=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -133,6 +138,14 @@ JSON
 done
 log "bridge: pods ${B_IPS[*]} on two nodes, uplink veths enslaved to each node's bridge"
 
+if [ -n "$NO_GSO" ]; then
+  command -v ethtool >/dev/null 2>&1 || { log "apt-get install -y ethtool"; apt-get install -y -qq ethtool >/dev/null; }
+  for p in "${T_PODS[@]}" "${B_PODS[@]}"; do
+    ip netns exec "$p" ethtool -K eth0 tso off gso off >/dev/null 2>&1 || die "ethtool -K eth0 tso off gso off failed in $p"
+  done
+  log "TSO/GSO off on every pod's eth0: MTU-sized frames in both topologies"
+fi
+
 ping_check "${T_PODS[0]}" "${T_IPS[1]}"
 ping_check "${B_PODS[0]}" "${B_IPS[1]}"
 
@@ -219,6 +232,7 @@ STATS=$WORK/stats.json
 
 MACHINE=$(machine_summary)
 CMDLINE="bench/uplink.sh --duration $DURATION --repeat $REPEAT --xdp-mode $XDP_MODE --poll-mode $POLL"
+[ -z "$NO_GSO" ] || CMDLINE+=" --no-gso"
 python3 - "$RESULTS" "$STATS" "$MARKDOWN" "$MACHINE" "$CMDLINE" "$MODE_GOT" <<'PY'
 import json, statistics, sys, datetime
 results, stats_file, md_file, machine, cmdline, mode = sys.argv[1:]

@@ -401,8 +401,24 @@ impl XdpPort {
         let mut g = self.lock();
         g.reap();
         let a = g.accounting();
+        // The kernel's own counters of each socket, summed.
+        let mut k = [0u64; 5];
+        for q in &g.queues {
+            if let Ok(x) = q.rx.fd().xdp_statistics() {
+                k[0] += x.rx_dropped();
+                k[1] += x.rx_ring_full();
+                k[2] += x.rx_fill_ring_empty_descs();
+                k[3] += x.rx_invalid_descs();
+                k[4] += x.tx_invalid_descs();
+            }
+        }
         let c = &self.counters;
         vec![
+            ("uplink_xdp_rx_dropped", k[0]),
+            ("uplink_xdp_rx_ring_full", k[1]),
+            ("uplink_xdp_rx_fill_ring_empty", k[2]),
+            ("uplink_xdp_rx_invalid_descs", k[3]),
+            ("uplink_xdp_tx_invalid_descs", k[4]),
             ("uplink_umem_total", self.total as u64),
             ("uplink_umem_free", a.free as u64),
             ("uplink_umem_rx_kernel", a.rx as u64),
@@ -543,8 +559,9 @@ impl Inner {
         }
     }
 
-    /// Gives received frames back to their fill rings (once per burst).
-    fn refill(&mut self) {
+    /// Gives received frames back to their fill rings (once per burst), waking the driver if
+    /// it stopped for want of fill entries.
+    fn refill(&mut self, counters: &XdpCounters) {
         for q in self.queues.iter_mut() {
             if q.to_fill.is_empty() {
                 continue;
@@ -555,6 +572,10 @@ impl Inner {
             if n == q.to_fill.len() {
                 q.in_rx += n;
                 q.to_fill.clear();
+                if q.fill.needs_wakeup() {
+                    counters.rx_fill_wakeups.fetch_add(1, Relaxed);
+                    let _ = q.fill.wakeup(q.rx.fd_mut(), 0);
+                }
             }
         }
     }
@@ -666,7 +687,7 @@ impl PortIo for XdpPort {
                 vnet.emit(hdr);
                 return Ok(Some(len));
             }
-            g.refill();
+            g.refill(&self.counters);
             if !g.pull(&self.counters) {
                 return Ok(None);
             }
