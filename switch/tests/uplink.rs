@@ -188,7 +188,7 @@ fn mtu_is_checked_at_start() {
     let err = try_start(9000, &[]);
     assert!(err.contains("MTU 9000") && err.contains("UMEM frame"), "{err}");
     let err = try_start(3600, &["--xdp-mode", "native"]);
-    assert!(err.contains("3498"), "{err}");
+    assert!(err.contains("3506"), "{err}");
     let err = try_start(1400, &[]);
     assert!(err.contains("pod MTU 1500") && err.contains("1400"), "{err}");
 }

@@ -51,8 +51,9 @@ const L2_OVERHEAD: usize = 18;
 /// How many descriptors one `sendto` kick makes the kernel transmit in copy mode
 /// (`TX_BATCH_SIZE` in net/xdp/xsk.c).
 const KICK_BATCH: usize = 32;
-/// Largest MTU for native XDP on a veth (one page minus XDP headroom and skb_shared_info).
-pub const VETH_NATIVE_MAX_MTU: u32 = 3498;
+/// Largest MTU for native XDP on a veth: one page minus XDP headroom, `skb_shared_info` and
+/// the Ethernet header (the kernel checks the peer's MTU: "Peer MTU is too large to set XDP").
+pub const VETH_NATIVE_MAX_MTU: u32 = 3506;
 /// How long a bind is retried while the kernel still holds the queue (`EBUSY`).
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 
@@ -797,7 +798,11 @@ fn bind_retry(cfg: &SocketConfig, umem: &Umem, iface: &Interface, queue: u32) ->
                         " (raise the locked-memory limit, or lower --uplink-umem-frames)"
                     }
                     Some(libc::EINVAL) => {
-                        " (check the queue exists and the MTU suits native XDP: veth <= 3498, many NICs ~3000)"
+                        " (check the queue exists and the MTU suits native XDP: veth <= 3506, many NICs ~3000)"
+                    }
+                    Some(libc::ERANGE) => {
+                        " (the MTU is too large for native XDP: a veth whose peer has an MTU above 3506, \
+                         or a NIC's own limit, often ~3000; lower the MTU or use --xdp-mode generic)"
                     }
                     _ => "",
                 };
