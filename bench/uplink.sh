@@ -229,6 +229,9 @@ done
 
 STATS=$WORK/stats.json
 "$BIN/tapwayctl" --socket "${T_SOCKS[0]}" --json stats >"$STATS" 2>/dev/null || echo '{}' >"$STATS"
+# For --keep-work: both nodes' counters and every pod's interface counters.
+"$BIN/tapwayctl" --socket "${T_SOCKS[1]}" --json stats >"$WORK/stats2.json" 2>/dev/null || true
+for p in "${T_PODS[@]}" "${B_PODS[@]}"; do ip -n "$p" -s -s link show eth0 >"$WORK/link-$p.txt" 2>&1 || true; done
 
 MACHINE=$(machine_summary)
 CMDLINE="bench/uplink.sh --duration $DURATION --repeat $REPEAT --xdp-mode $XDP_MODE --poll-mode $POLL"
