@@ -13,6 +13,7 @@ use std::net::UdpSocket;
 
 use common::*;
 use nodes::*;
+use tapway_api::{IpConfig, Op, PortInfo};
 
 /// Sends datagrams of `sizes` from `a` to `b` and checks each arrives intact.
 fn udp_exchange(from: &UdpSocket, to: &UdpSocket, to_addr: &str, sizes: &[usize]) {
@@ -191,4 +192,79 @@ fn mtu_is_checked_at_start() {
     assert!(err.contains("3506"), "{err}");
     let err = try_start(1400, &[]);
     assert!(err.contains("pod MTU 1500") && err.contains("1400"), "{err}");
+}
+
+/// Sends `total` bytes as one UDP GSO write (`UDP_SEGMENT` = `seg`) from `from` to `to_addr`.
+fn send_udp_gso(from: &UdpSocket, to_addr: &str, seg: u16, msg: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::from(seg);
+    // SAFETY: setsockopt on a socket we own, with a c_int value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            from.as_raw_fd(),
+            libc::SOL_UDP,
+            103, // UDP_SEGMENT
+            std::ptr::addr_of!(v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    from.send_to(msg, to_addr).expect("send a UDP GSO super-datagram");
+}
+
+/// IPv6 across the uplinks: neighbour discovery, ping, TCP (TSO6 super-frames segmented on the
+/// way out, coalesced on the way in); and UDP GSO (USO) super-datagrams cut into datagrams.
+#[test]
+fn cross_node_ipv6_tcp_and_udp_gso() {
+    if skip() {
+        return;
+    }
+    let fabric = Fabric::new("upf");
+    let n1 = fabric.node("upn", 67, "generic", &[]);
+    let n2 = fabric.node("upn", 68, "generic", &[]);
+    // Pods with IPv6 on, a flat /16 for IPv4 and a flat /64 for IPv6 (on-link, no gateway).
+    let pod = |node: &Node, tag: &str, n: u8| {
+        let ns = Netns::new(tag);
+        let ip = node.next_ip();
+        let mut req = node.attach_request(&ns, ip);
+        req.ips[0].address = format!("{ip}/16");
+        req.ips.push(IpConfig { address: format!("fd00:231:67::{n}/64"), gateway: None });
+        let port: PortInfo = node.call(Op::Attach(req));
+        (Pod { port, ip, ns }, format!("fd00:231:67::{n}"))
+    };
+    let (a, a6) = pod(&n1, "up6a", 0xa);
+    let (b, b6) = pod(&n2, "up6b", 0xb);
+    a.ns.ping(&b6);
+    b.ns.ping(&a6);
+    assert_eq!(tcp_transfer(&a.ns, &b.ns, &format!("[{b6}]"), 7201, 16, 0x6e61), 16 << 20);
+    assert_eq!(tcp_transfer(&b.ns, &a.ns, &format!("[{a6}]"), 7202, 8, 0x6e62), 8 << 20);
+    let s1 = n1.stats();
+    assert!(s1.switch.get("uplink_tx_segments").copied().unwrap_or(0) > 0, "{:?}", s1.switch);
+    assert!(counter(&n2, "uplink_rx_gro_frames") > 0, "no GRO of IPv6 segments");
+
+    // UDP GSO over IPv4 and IPv6: one 4 KiB write leaves pod a as one super-datagram (USO on
+    // the TAP), is cut on node 1's uplink and reaches pod b as four 1000-byte datagrams.
+    for (src, dst) in [
+        (format!("{}:7301", a.ip), format!("{}:7302", b.ip)),
+        (format!("[{a6}]:7303"), format!("[{b6}]:7304")),
+    ] {
+        let ua = udp_in(&a.ns, &src);
+        let ub = udp_in(&b.ns, &dst);
+        let before = counter(&n1, "uplink_tx_gso_frames");
+        let msg: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+        send_udp_gso(&ua, &dst, 1000, &msg);
+        let mut buf = vec![0u8; 65536];
+        for k in 0..4 {
+            let (n, _) = ub.recv_from(&mut buf).unwrap_or_else(|e| panic!("datagram {k} to {dst}: {e}"));
+            assert_eq!(&buf[..n], &msg[k * 1000..(k + 1) * 1000], "datagram {k} to {dst}");
+        }
+        assert!(
+            counter(&n1, "uplink_tx_gso_frames") > before,
+            "the 4 KiB write did not cross as a USO super-frame"
+        );
+    }
+    for n in [&n1, &n2] {
+        assert_eq!(counter(n, "uplink_tx_bad_gso"), 0);
+        assert_umem_balanced(n);
+    }
 }
