@@ -268,3 +268,34 @@ fn cross_node_ipv6_tcp_and_udp_gso() {
         assert_umem_balanced(n);
     }
 }
+
+/// A tapwayd killed with SIGKILL leaves libxdp's program on the NIC; the next one takes the
+/// NIC over in the mode it asks for (not the leftover program's), and leaves nothing behind
+/// when it stops cleanly.
+#[test]
+fn restart_after_a_crash_takes_the_nic_over() {
+    if skip() {
+        return;
+    }
+    let fabric = Fabric::new("upc");
+    let ns = Netns::new("upc");
+    fabric.plug(&ns, 1500);
+    let dir = std::env::temp_dir().join(unique("upc"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut first = Daemon::start(&ns, &dir, &["--uplink", UPLINK, "--xdp-mode", "native"]);
+    assert_eq!(first.status().uplink.map(|u| u.mode).as_deref(), Some("native"));
+    first.kill();
+    let link = ns.ip(&["link", "show", UPLINK]);
+    assert!(xdp_attached(&ns) && !link.contains("xdpgeneric"), "no native program left: {link}");
+
+    let mut second = Daemon::start(&ns, &dir, &["--uplink", UPLINK, "--xdp-mode", "generic"]);
+    assert_eq!(second.status().uplink.map(|u| u.mode).as_deref(), Some("generic"));
+    let link = ns.ip(&["link", "show", UPLINK]);
+    assert!(link.contains("xdpgeneric"), "the leftover native program is still in use: {link}");
+    let st = second.stop().expect("the daemon ran");
+    let log = std::fs::read_to_string(dir.join("tapwayd.log")).unwrap_or_default();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("already attached"), "{log}");
+    assert!(!xdp_attached(&ns), "XDP program left: {}", ns.ip(&["link", "show", UPLINK]));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -225,6 +225,7 @@ pub struct XdpPort {
     _epoll: Option<OwnedFd>,
     mode: XdpMode,
     ifname: String,
+    ifindex: u32,
     mtu: u32,
     total: usize,
     /// Extra counters.
@@ -257,6 +258,18 @@ impl XdpPort {
             XdpMode::Native => &[XdpMode::Native],
             XdpMode::Generic => &[XdpMode::Generic],
         };
+        // A program left by a tapwayd that did not stop cleanly would be reused by libxdp as
+        // it is (whatever its mode) and never removed: the NIC is dedicated, so take it off.
+        if let Some(ifindex) = if_index(&cfg.ifname) {
+            if let Some(id) = attached_prog(ifindex) {
+                tracing::warn!(
+                    uplink = cfg.ifname,
+                    prog_id = id,
+                    "an XDP program is already attached (left by an earlier tapwayd?): detaching it"
+                );
+                detach_all(ifindex);
+            }
+        }
         let rxq = rx_queue_count(&cfg.ifname);
         if let Some(n) = rxq.filter(|n| (*n as usize) > cfg.queues.len()) {
             tracing::warn!(
@@ -369,6 +382,7 @@ impl XdpPort {
             _epoll: epoll,
             mode,
             ifname: cfg.ifname.clone(),
+            ifindex: if_index(&cfg.ifname).unwrap_or(0),
             mtu,
             total,
             counters: XdpCounters::default(),
@@ -762,7 +776,42 @@ impl PortIo for XdpPort {
 
 impl Drop for XdpPort {
     fn drop(&mut self) {
-        tracing::info!(uplink = self.ifname, "closing the AF_XDP uplink");
+        // Close the sockets first; libxdp removes the program it loaded with the last one.
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        inner.queues.clear();
+        if self.ifindex != 0 {
+            if let Some(id) = attached_prog(self.ifindex) {
+                tracing::info!(uplink = self.ifname, prog_id = id, "detaching the XDP program libxdp left");
+                detach_all(self.ifindex);
+            }
+        }
+        tracing::info!(uplink = self.ifname, "AF_XDP uplink closed");
+    }
+}
+
+/// The interface index of `ifname`.
+fn if_index(ifname: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(ifname).ok()
+}
+
+/// The id of the XDP program attached to `ifindex` (any mode), if there is one.
+fn attached_prog(ifindex: u32) -> Option<u32> {
+    let ifindex = i32::try_from(ifindex).ok()?;
+    let mut id = 0u32;
+    // SAFETY: plain libbpf query; `id` outlives the call.
+    let rc = unsafe { libxdp_sys::bpf_xdp_query_id(ifindex, 0, &mut id) };
+    (rc == 0 && id != 0).then_some(id)
+}
+
+/// Detaches whatever XDP program is attached to `ifindex`, in generic and in driver mode.
+fn detach_all(ifindex: u32) {
+    let Ok(ifindex) = i32::try_from(ifindex) else { return };
+    for flags in [XdpFlags::XDP_FLAGS_SKB_MODE, XdpFlags::XDP_FLAGS_DRV_MODE] {
+        // SAFETY: plain libbpf call; a null `opts` means no options.
+        let rc = unsafe { libxdp_sys::bpf_xdp_detach(ifindex, flags.bits(), std::ptr::null()) };
+        if rc != 0 {
+            tracing::debug!(ifindex, mode = flags.bits(), rc, "XDP detach");
+        }
     }
 }
 

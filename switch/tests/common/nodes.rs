@@ -117,3 +117,88 @@ pub fn xdp_attached(ns: &Netns) -> bool {
     let out = ns.ip(&["-d", "link", "show", UPLINK]);
     out.contains("prog/xdp") || out.contains("xdpgeneric") || out.contains("xdpdrv") || out.contains(" xdp ")
 }
+
+/// A tapwayd started by hand in an existing namespace (a [`Node`] makes its own), for tests
+/// that stop it abruptly and start another in the same place. Killed on drop.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    /// Its control socket.
+    pub socket: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Starts tapwayd in `ns` with its socket and state under `dir`, plus `extra` flags, and
+    /// waits for its socket.
+    pub fn start(ns: &Netns, dir: &std::path::Path, extra: &[&str]) -> Daemon {
+        let socket = dir.join("tapway.sock");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tapwayd.log"))
+            .expect("open the daemon log");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_tapwayd")])
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("dup the log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn tapwayd");
+        let mut d = Daemon { child: Some(child), socket };
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(Ok(Some(st))) = d.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "tapwayd exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("tapwayd.log")).unwrap_or_default()
+                );
+            }
+            if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
+                return d;
+            }
+            assert!(start.elapsed() < DEADLINE, "tapwayd did not open its socket");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Status over the control socket.
+    pub fn status(&self) -> tapway_api::StatusInfo {
+        tapway_api::Client::new(&self.socket).call(Op::Status).expect("status")
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and waits; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        if let Ok(pid) = i32::try_from(c.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
