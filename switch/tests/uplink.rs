@@ -30,9 +30,9 @@ fn udp_exchange(from: &UdpSocket, to: &UdpSocket, to_addr: &str, sizes: &[usize]
 /// Pod on node 1 ↔ pod on node 2 through both uplinks in `mode`: ARP, ping, UDP, TCP both ways
 /// with every byte checked; super-frames from the TAPs are segmented on the way out; no UMEM
 /// frame is lost; the XDP program is gone once the daemons stop.
-fn cross_node(mode: &str, base: u8, queues: u32) {
+fn cross_node(mode: &str, base: u8, queues: u32, n1_extra: &[&str]) {
     let fabric = Fabric::new("upf");
-    let mut n1 = fabric.node_queues("upn", base, mode, queues, &[]);
+    let mut n1 = fabric.node_queues("upn", base, mode, queues, n1_extra);
     let mut n2 = fabric.node_queues("upn", base + 1, mode, queues, &[]);
     for n in [&n1, &n2] {
         let st = n.status();
@@ -45,6 +45,11 @@ fn cross_node(mode: &str, base: u8, queues: u32) {
     }
     let a = flat_pod(&n1, "upa");
     let b = flat_pod(&n2, "upb");
+    let workers = n1.status().workers.len();
+    let uplink_worker = n1.ports().into_iter().find(|p| p.kind == "uplink").map(|p| p.worker);
+    if workers > 1 {
+        assert_ne!(uplink_worker, Some(a.port.worker), "uplink and pod a share a worker");
+    }
     // ARP and ping, both ways.
     a.ns.ping(&b.ip.to_string());
     b.ns.ping(&a.ip.to_string());
@@ -75,6 +80,9 @@ fn cross_node(mode: &str, base: u8, queues: u32) {
     let gro = s2.switch.get("uplink_rx_gro_frames").copied().unwrap_or(0);
     assert!(gro > 0, "no GRO on the receiving node: {:?}", s2.switch);
     assert!(port_of(&s2, uplink_of(&n2)).rx_gso_packets >= gro, "{s2:?}");
+    if workers > 1 {
+        assert!(counter(&n1, "ring_handoffs") > 0, "no frame crossed a worker ring");
+    }
     for n in [&n1, &n2] {
         let s = n.stats();
         for p in &s.ports {
@@ -108,7 +116,9 @@ fn cross_node_generic_mode() {
     if skip() {
         return;
     }
-    cross_node("generic", 61, 1);
+    // Node 1 has two workers: the uplink is on worker 1 and pod a on worker 0, so every frame
+    // between them crosses a worker ring (and the uplink's tx is flushed after the hand-off).
+    cross_node("generic", 61, 1, &["--cores", "0,1"]);
 }
 
 #[test]
@@ -117,7 +127,7 @@ fn cross_node_native_mode_two_queues() {
         return;
     }
     // One socket per queue, both polled through one epoll fd.
-    cross_node("native", 63, 2);
+    cross_node("native", 63, 2, &[]);
 }
 
 #[test]
