@@ -204,7 +204,7 @@ impl DaemonConfig {
                     umem_frames: args.uplink_umem_frames.or(file.uplink_umem_frames).unwrap_or(d.umem_frames),
                     ring_size: args.uplink_ring_size.or(file.uplink_ring_size).unwrap_or(d.ring_size),
                     fill_size: args.uplink_fill_size.or(file.uplink_fill_size).unwrap_or(d.fill_size),
-                    batch: sw.batch,
+                    batch: d.batch.max(sw.batch),
                     ..d
                 };
                 crate::port::xdp::check_config(&up).map_err(|e| ConfigError::Invalid(e.to_string()))?;

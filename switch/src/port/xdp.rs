@@ -109,7 +109,8 @@ pub struct XdpConfig {
     pub ring_size: u32,
     /// Size of each socket's fill and completion rings (power of two).
     pub fill_size: u32,
-    /// Frames taken from the rx ring at once.
+    /// Frames taken from the rx ring at once (at least 64, the worker's `--batch` if larger):
+    /// GRO coalesces within such a burst, so a longer one makes longer super-frames.
     pub batch: usize,
 }
 
