@@ -9,6 +9,11 @@ for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat python3:pyth
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 [ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
+# The AF_XDP uplink (xsk-rs) builds libxdp and libbpf from source: clang/llc for the XDP
+# programs, libelf and zlib for libbpf, m4 and libpcap for xdp-tools' configure.
+for pkg in make clang llvm libelf-dev zlib1g-dev m4 pkg-config libpcap-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -367,6 +367,27 @@ pub struct StatusInfo {
     pub pool_total: usize,
     /// Frame buffers free right now.
     pub pool_free: usize,
+    /// The AF_XDP uplink, when the node has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// The uplink as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct UplinkStatus {
+    /// Interface.
+    pub ifname: String,
+    /// AF_XDP mode obtained: `zero-copy`, `native` or `generic`.
+    pub mode: String,
+    /// Receive queues bound.
+    pub queues: Vec<u32>,
+    /// MTU of the interface.
+    pub mtu: u32,
+    /// UMEM frames in all.
+    pub umem_frames: usize,
+    /// Port number.
+    pub port: u16,
 }
 
 /// Result of [`Op::Detach`].

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::datapath::PollMode;
+use crate::port::xdp::{XdpConfig, XdpMode};
 use crate::switch::SwitchConfig;
 
 /// tapwayd: the tapway userspace switch.
@@ -61,6 +62,27 @@ pub struct Args {
     /// Most service flows tracked; the oldest go first when full [default: 262144].
     #[arg(long)]
     pub conntrack_max: Option<usize>,
+    /// The NIC dedicated to the pod network, bound with AF_XDP as the uplink to other nodes.
+    /// Without it the node is standalone.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// AF_XDP mode of the uplink: `auto` (zero-copy, else native, else generic), `zero-copy`,
+    /// `native` or `generic`.
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
+    /// Receive queues of the uplink to bind a socket to, e.g. `0,1` [default: 0].
+    #[arg(long, value_delimiter = ',')]
+    pub uplink_queues: Option<Vec<u32>>,
+    /// UMEM frames of the uplink, a power of two [default: 8192].
+    #[arg(long)]
+    pub uplink_umem_frames: Option<u32>,
+    /// Size of the uplink's rx and tx rings, a power of two [default: 2048].
+    #[arg(long)]
+    pub uplink_ring_size: Option<u32>,
+    /// Size of the uplink's fill and completion rings, a power of two; at least the NIC's rx
+    /// ring plus the rx ring [default: 4096].
+    #[arg(long)]
+    pub uplink_fill_size: Option<u32>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -84,6 +106,12 @@ pub struct FileConfig {
     /// Conntrack idle timeouts, seconds (`[conntrack-timeouts]`: tcp-syn, tcp-established,
     /// tcp-closing, tcp-closed, udp).
     conntrack_timeouts: Option<crate::table::conntrack::Timeouts>,
+    uplink: Option<String>,
+    xdp_mode: Option<XdpMode>,
+    uplink_queues: Option<Vec<u32>>,
+    uplink_umem_frames: Option<u32>,
+    uplink_ring_size: Option<u32>,
+    uplink_fill_size: Option<u32>,
 }
 
 /// Why the configuration is unusable.
@@ -129,6 +157,8 @@ pub struct DaemonConfig {
     pub host_port: String,
     /// Datapath settings.
     pub switch: SwitchConfig,
+    /// The AF_XDP uplink, if any.
+    pub uplink: Option<XdpConfig>,
 }
 
 impl DaemonConfig {
@@ -179,6 +209,25 @@ impl DaemonConfig {
                 return Err(ConfigError::Invalid(format!("pod CIDR {c} is too small")));
             }
         }
+        let uplink = match args.uplink.or(file.uplink) {
+            None => None,
+            Some(ifname) => {
+                tapway_api::validate::ifname(&ifname).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                let d = XdpConfig::default();
+                let up = XdpConfig {
+                    ifname,
+                    mode: args.xdp_mode.or(file.xdp_mode).unwrap_or(d.mode),
+                    queues: args.uplink_queues.or(file.uplink_queues).unwrap_or(d.queues),
+                    umem_frames: args.uplink_umem_frames.or(file.uplink_umem_frames).unwrap_or(d.umem_frames),
+                    ring_size: args.uplink_ring_size.or(file.uplink_ring_size).unwrap_or(d.ring_size),
+                    fill_size: args.uplink_fill_size.or(file.uplink_fill_size).unwrap_or(d.fill_size),
+                    batch: d.batch.max(sw.batch),
+                    ..d
+                };
+                crate::port::xdp::check_config(&up).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                Some(up)
+            }
+        };
         Ok(DaemonConfig {
             socket: args.socket.or(file.socket).unwrap_or_else(|| tapway_api::DEFAULT_SOCKET.into()),
             state_dir: args.state_dir.or(file.state_dir).unwrap_or_else(|| "/var/lib/tapway".into()),
@@ -188,6 +237,7 @@ impl DaemonConfig {
             allow_uids: args.allow_uid.or(file.allow_uid).unwrap_or_default(),
             host_port,
             switch: sw,
+            uplink,
         })
     }
 }
@@ -256,6 +306,8 @@ mod tests {
             &["--batch", "0"],
             &["--pod-cidr", "10.0.0.1/32"],
             &["--host-port", "a/b"],
+            &["--uplink", "eth1", "--uplink-ring-size", "1000"],
+            &["--uplink", "eth1", "--uplink-umem-frames", "64"],
         ] {
             let mut argv = vec!["tapwayd"];
             argv.extend_from_slice(bad);
@@ -264,6 +316,21 @@ mod tests {
         let c = DaemonConfig::resolve(Args::parse_from(["tapwayd"])).unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
+        assert!(c.uplink.is_none());
+    }
+
+    #[test]
+    fn uplink_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("tapway-cfg-up-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tapwayd.toml");
+        std::fs::write(&f, "uplink = \"eth1\"\nxdp-mode = \"native\"\nuplink-queues = [0, 1]\n").unwrap();
+        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--xdp-mode", "generic"]);
+        let up = DaemonConfig::resolve(args).unwrap().uplink.unwrap();
+        assert_eq!(up.ifname, "eth1");
+        assert_eq!(up.mode, XdpMode::Generic);
+        assert_eq!(up.queues, vec![0, 1]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

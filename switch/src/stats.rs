@@ -32,11 +32,13 @@ pub enum DropReason {
     VipFragment,
     /// A frame to a VIP that cannot start a flow (a stray RST, or no reply key left).
     ServiceNoFlow,
+    /// The egress port's transmit queue was full (the uplink's tx ring or UMEM).
+    TxFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -48,6 +50,7 @@ impl DropReason {
         DropReason::PortGone,
         DropReason::VipFragment,
         DropReason::ServiceNoFlow,
+        DropReason::TxFull,
     ];
 
     /// The reason's stable name.
@@ -64,6 +67,7 @@ impl DropReason {
             DropReason::PortGone => "port_gone",
             DropReason::VipFragment => "vip_fragment",
             DropReason::ServiceNoFlow => "service_no_flow",
+            DropReason::TxFull => "tx_full",
         }
     }
 }

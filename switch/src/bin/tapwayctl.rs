@@ -405,6 +405,12 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 "ports {}  FDB {}/{} (aging {}s)  frame pool {}/{} free",
                 s.ports, s.fdb_entries, s.fdb_max, s.fdb_aging_secs, s.pool_free, s.pool_total
             );
+            if let Some(u) = &s.uplink {
+                println!(
+                    "uplink {} (port {})  AF_XDP {}  queues {:?}  MTU {}  UMEM {} frames",
+                    u.ifname, u.port, u.mode, u.queues, u.mtu, u.umem_frames
+                );
+            }
             for w in &s.workers {
                 let core = w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
                 println!("worker {}  core {:>2}  ports {:?}", w.id, core, w.ports);

@@ -11,6 +11,7 @@ pub mod pods;
 pub mod server;
 pub mod services;
 pub mod state;
+pub mod uplink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub struct Control {
     services: Mutex<services::ServiceState>,
     /// Serializes writes of the state file.
     save_lock: Mutex<()>,
+    /// The AF_XDP uplink and its port number, once set up ([`uplink`]).
+    uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
 }
 
 impl Control {
@@ -61,6 +64,7 @@ impl Control {
             pods: Mutex::new(HashMap::new()),
             services: Mutex::new(services::ServiceState::default()),
             save_lock: Mutex::new(()),
+            uplink: Mutex::new(None),
         }
     }
 
@@ -110,6 +114,7 @@ impl Control {
             .collect();
         let mut switch = self.switch.counters.to_map();
         switch.extend(self.service_counters());
+        switch.extend(self.uplink_stats());
         StatsReport { ports, switch }
     }
 
@@ -152,6 +157,7 @@ impl Control {
             fdb_aging_secs: u64::from(sw.fdb.aging_secs()),
             pool_total: sw.pool.total(),
             pool_free: sw.pool.total() - sw.pool.outstanding(),
+            uplink: self.uplink_status(),
         }
     }
 }
