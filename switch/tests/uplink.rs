@@ -2,13 +2,14 @@
 //! uplink is a veth into a fabric namespace holding a Linux bridge; pods attached through the
 //! control API in one flat /16. Needs root; skips (passes) without it.
 //!
-//! Pod ranges: 10.231.61.0/24 .. 10.231.69.0/24 (node ranges inside the flat 10.231.0.0/16).
-//! A cross-node Service VIP test waits for the Service stage (issue 4).
+//! Pod ranges: 10.231.61.0/24 .. 10.231.69.0/24 and 10.231.71.0/24 .. (node ranges inside the
+//! flat 10.231.0.0/16).
 
 mod common;
 #[path = "common/nodes.rs"]
 mod nodes;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 
 use common::*;
@@ -308,4 +309,60 @@ fn restart_after_a_crash_takes_the_nic_over() {
     assert!(log.contains("already attached"), "{log}");
     assert!(!xdp_attached(&ns), "XDP program left: {}", ns.ip(&["link", "show", UPLINK]));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Service VIP whose only backend is a pod on the other node, both ways: the client's node
+/// DNATs and sends the frame out of its uplink (after resolving the remote backend with ARP),
+/// and un-NATs the reply that comes back through it.
+#[test]
+fn service_vip_with_a_backend_on_the_other_node() {
+    if skip() {
+        return;
+    }
+    let fabric = Fabric::new("ups");
+    let n1 = fabric.node("ups", 71, "native", &[]);
+    let n2 = fabric.node("ups", 72, "native", &[]);
+    let a = flat_pod(&n1, "upsa");
+    let b = flat_pod(&n2, "upsb");
+    for (client_node, client, backend, vip) in [(&n1, &a, &b, "10.96.71.10"), (&n2, &b, &a, "10.96.72.10")] {
+        let listener = tcp_listen_in(&backend.ns, "0.0.0.0:8080");
+        let me = backend.ip.to_string();
+        let server = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let (mut c, _) = listener.accept().expect("accept");
+                c.write_all(format!("{me}\n").as_bytes()).expect("greet");
+                let mut line = String::new();
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                r.read_line(&mut line).expect("read");
+                c.write_all(line.as_bytes()).expect("echo");
+            }
+        });
+        let spec = tapway_api::ServiceSpec {
+            name: "test/remote".into(),
+            key: tapway_api::ServiceKey {
+                vip: vip.parse().expect("vip"),
+                port: 80,
+                protocol: tapway_api::Protocol::Tcp,
+            },
+            affinity: tapway_api::Affinity::None,
+            backends: vec![tapway_api::BackendSpec::ready(backend.ip.into(), 8080)],
+        };
+        client_node.call::<tapway_api::SyncResult>(Op::ServiceSet(spec));
+        for i in 0..3 {
+            let conn = tcp_connect_in(&client.ns, &format!("{vip}:80"));
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            r.read_line(&mut line).expect("greeting through the VIP");
+            assert_eq!(line.trim(), backend.ip.to_string());
+            (&conn).write_all(format!("hello {i}\n").as_bytes()).expect("send");
+            line.clear();
+            r.read_line(&mut line).expect("echo through the VIP");
+            assert_eq!(line.trim(), format!("hello {i}"));
+        }
+        server.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let list: Vec<tapway_api::ServiceInfo> = client_node.call(Op::ServiceList);
+        assert_eq!(list[0].new_flows, 3, "{list:?}");
+    }
+    assert_umem_balanced(&n1);
+    assert_umem_balanced(&n2);
 }

@@ -34,7 +34,7 @@ use crate::table::conntrack::{Conntrack, Dir, Flow, FlowKey, InsertError, SHARDS
 use crate::table::maglev::mix64;
 use crate::table::neigh::Neighbours;
 use crate::table::services::{Service, ServiceTable};
-use crate::table::{Fdb, PortEntry, PortTable};
+use crate::table::{Fdb, PortEntry, PortKind, PortTable};
 use crate::wire::checksum::{fold, pseudo_v6, sum};
 use crate::wire::l4::{parse_ip_l4, tcp_flags, IpL4, PROTO_ICMPV6, PROTO_TCP};
 use crate::wire::vnet::F_NEEDS_CSUM;
@@ -233,8 +233,17 @@ impl Ctx<'_> {
     /// The MAC of a backend: the gateway's for host-network backends (the node routes them),
     /// else a local pod's port, else what ARP taught us.
     fn resolve(&self, ip: IpAddr) -> Option<Mac> {
-        if self.svc.table.via_gateway(ip) {
-            return Some(self.svc.table.gateway_mac);
+        let t = self.svc.table;
+        // On-link: in the node's pod ranges, or in the subnet of an attached pod (a flat
+        // cluster network spans several nodes' ranges).
+        let pod_subnet = || {
+            self.svc
+                .ports
+                .iter()
+                .any(|p| p.kind == PortKind::Pod && p.meta.ips.iter().any(|n| n.trunc().contains(&ip)))
+        };
+        if t.gateways.contains(&ip) || (t.via_gateway(ip) && !pod_subnet()) {
+            return Some(t.gateway_mac);
         }
         let local = |g: &crate::table::SpoofGuard| match ip {
             IpAddr::V4(a) => g.v4.contains(&a),
