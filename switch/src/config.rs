@@ -35,6 +35,11 @@ pub struct Args {
     /// gateway, configured on the host port.
     #[arg(long)]
     pub pod_cidr: Option<Vec<IpNet>>,
+    /// The cluster's Service range, e.g. 10.96.0.0/12 (repeat for IPv6). tapwayd routes it
+    /// into the host port and answers ARP/NDP for VIPs there, so the node itself and
+    /// host-network pods reach ClusterIPs too. Without it only pods do.
+    #[arg(long)]
+    pub service_cidr: Option<Vec<IpNet>>,
     /// Default MTU of pod interfaces and of the host port [default: 1500].
     #[arg(long)]
     pub mtu: Option<u32>,
@@ -94,6 +99,7 @@ pub struct FileConfig {
     cores: Option<Vec<usize>>,
     poll_mode: Option<PollMode>,
     pod_cidr: Option<Vec<IpNet>>,
+    service_cidr: Option<Vec<IpNet>>,
     mtu: Option<u32>,
     fdb_max: Option<usize>,
     fdb_aging: Option<u32>,
@@ -147,6 +153,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Pod ranges (gateway = first host address).
     pub pod_cidrs: Vec<IpNet>,
+    /// Service ranges routed into the host port.
+    pub service_cidrs: Vec<IpNet>,
     /// Default pod MTU.
     pub mtu: u32,
     /// Log filter.
@@ -209,6 +217,13 @@ impl DaemonConfig {
                 return Err(ConfigError::Invalid(format!("pod CIDR {c} is too small")));
             }
         }
+        let service_cidrs: Vec<IpNet> =
+            args.service_cidr.or(file.service_cidr).unwrap_or_default().iter().map(|c| c.trunc()).collect();
+        for s in &service_cidrs {
+            if let Some(p) = pod_cidrs.iter().find(|p| p.contains(&s.network()) || s.contains(&p.network())) {
+                return Err(ConfigError::Invalid(format!("service CIDR {s} overlaps pod CIDR {p}")));
+            }
+        }
         let uplink = match args.uplink.or(file.uplink) {
             None => None,
             Some(ifname) => {
@@ -232,6 +247,7 @@ impl DaemonConfig {
             socket: args.socket.or(file.socket).unwrap_or_else(|| tapway_api::DEFAULT_SOCKET.into()),
             state_dir: args.state_dir.or(file.state_dir).unwrap_or_else(|| "/var/lib/tapway".into()),
             pod_cidrs,
+            service_cidrs,
             mtu,
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
             allow_uids: args.allow_uid.or(file.allow_uid).unwrap_or_default(),
@@ -306,6 +322,7 @@ mod tests {
             &["--batch", "0"],
             &["--pod-cidr", "10.0.0.1/32"],
             &["--host-port", "a/b"],
+            &["--pod-cidr", "10.96.1.0/24", "--service-cidr", "10.96.0.0/12"],
             &["--uplink", "eth1", "--uplink-ring-size", "1000"],
             &["--uplink", "eth1", "--uplink-umem-frames", "64"],
         ] {

@@ -106,7 +106,12 @@ fn udp_server(pod: &Pod, port: u16) -> Server {
 /// Connects from `client` to `addr` and returns the backend's greeting (its address), keeping
 /// the connection open for more.
 fn tcp_hello(client: &Pod, addr: &str) -> (String, BufReader<std::net::TcpStream>) {
-    let conn = tcp_connect_in(&client.ns, addr);
+    tcp_hello_from(&client.ns, addr)
+}
+
+/// [`tcp_hello`] from any namespace.
+fn tcp_hello_from(ns: &Netns, addr: &str) -> (String, BufReader<std::net::TcpStream>) {
+    let conn = tcp_connect_in(ns, addr);
     let peer = conn.peer_addr().expect("peer address");
     assert_eq!(peer.to_string(), addr, "the client talks to the VIP");
     let mut r = BufReader::new(conn);
@@ -570,4 +575,26 @@ fn ipv6_vips_work_like_ipv4() {
         hp.flows.iter().any(|f| f.snat.as_deref().is_some_and(|s| s.starts_with("[fd00:231:62::1]"))),
         "{hp:?}"
     );
+}
+
+#[test]
+fn the_node_itself_reaches_vips_with_a_service_cidr() {
+    if skip() {
+        return;
+    }
+    let node = Node::start_with("sz", 63, &["--service-cidr", "10.96.63.0/24"]);
+    let route = node.ns.ip(&["route", "show", "10.96.63.0/24"]);
+    assert!(route.contains("dev tapway0"), "the service range is routed into the host port: {route}");
+    let backend = node.pod("szb");
+    let _server = tcp_server(&backend, 8080);
+    let v = vip(63, 10);
+    node.call::<SyncResult>(Op::ServiceSet(spec(&v, 80, Protocol::Tcp, &[&backend], 8080)));
+    // A host-network client (the node netns itself): ARP for the VIP is answered by the switch.
+    for i in 0..3 {
+        let (who, mut conn) = tcp_hello_from(&node.ns, &format!("{v}:80"));
+        assert_eq!(who, backend.ip.to_string());
+        echo(&mut conn, &format!("from the node {i}"));
+    }
+    let ct = flows(&node, Some(&v));
+    assert!(ct.flows.iter().all(|f| f.client.starts_with(&node.gateway())), "{ct:?}");
 }

@@ -38,6 +38,8 @@ pub struct Control {
     pub mtu: u32,
     /// Pod ranges.
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Service ranges routed into the host port.
+    pub service_cidrs: Vec<ipnet::IpNet>,
     /// Host port name.
     pub host_port: String,
     /// State file directory.
@@ -59,6 +61,7 @@ impl Control {
             switch,
             mtu: cfg.mtu,
             pod_cidrs: cfg.pod_cidrs.clone(),
+            service_cidrs: cfg.service_cidrs.clone(),
             host_port: cfg.host_port.clone(),
             state_dir: cfg.state_dir.clone(),
             pods: Mutex::new(HashMap::new()),

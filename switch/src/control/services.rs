@@ -125,6 +125,12 @@ impl Control {
             }
         }
         table.onlink = self.pod_cidrs.iter().map(|c| c.trunc()).collect();
+        if !self.service_cidrs.is_empty() {
+            // A MAC of its own, so the kernel never sees its own address as a neighbour's.
+            let mut m = gateway_mac;
+            m[1] ^= 0x5a;
+            table.host_vip_mac = Some(m);
+        }
         self.switch.services.store(Arc::new(table));
     }
 

@@ -134,6 +134,9 @@ pub struct Flow {
     pub snat: Option<(IpAddr, u16)>,
     /// The client's MAC (replies go back to it).
     pub client_mac: Mac,
+    /// The MAC the client sent to (the gateway's, or the host-side VIP MAC): replies come
+    /// from it.
+    pub vip_mac: Mac,
     /// The backend's MAC (DNATed frames go to it).
     pub backend_mac: Mac,
     /// Tracking state.
@@ -460,6 +463,7 @@ mod tests {
             backend: (IpAddr::from([10, 244, 0, 3]), 8080),
             snat: None,
             client_mac: [2, 0, 0, 0, 0, 2],
+            vip_mac: [2, 0, 0, 0, 0, 1],
             backend_mac: [2, 0, 0, 0, 0, 3],
             state: CtState::SynSent,
             last_seen: now,

@@ -166,6 +166,9 @@ pub struct ServiceTable {
     replies: HashSet<PackedKey, MixBuild>,
     /// MAC the rewritten frames come from (the host port's, i.e. the pods' gateway).
     pub gateway_mac: Mac,
+    /// MAC the switch gives VIPs when the node's kernel asks for them (ARP/NDP on the host
+    /// port); `None` unless a service range is routed into the host port.
+    pub host_vip_mac: Option<Mac>,
     /// Source addresses for hairpin SNAT: the pods' gateways (one per family at most).
     pub gateways: Vec<IpAddr>,
     /// The pod network(s) behind the switch. A backend outside them (a host-network

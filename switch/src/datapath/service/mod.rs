@@ -38,7 +38,7 @@ use crate::table::{Fdb, PortEntry, PortKind, PortTable};
 use crate::wire::checksum::{fold, pseudo_v6, sum};
 use crate::wire::l4::{parse_ip_l4, tcp_flags, IpL4, PROTO_ICMPV6, PROTO_TCP};
 use crate::wire::vnet::F_NEEDS_CSUM;
-use crate::wire::{FrameMeta, Mac, VnetHdr, VNET_HDR_LEN};
+use crate::wire::{FrameMeta, L3Src, Mac, VnetHdr, VNET_HDR_LEN};
 
 /// Attempts at finding a free reply key (SNAT port) for one new flow.
 const SNAT_TRIES: u16 = 16;
@@ -89,6 +89,13 @@ fn flow_hash(l: &IpL4) -> u64 {
 impl Ctx<'_> {
     /// Runs the stage on one frame. `Some` when the stage decided the frame's fate.
     pub fn process(&self, ingress: &PortEntry, frame: &mut Frame, meta: &FrameMeta) -> Option<Disposition> {
+        if ingress.kind == PortKind::Host {
+            if let Some(mac) = self.svc.table.host_vip_mac {
+                if let Some(d) = self.answer_host_neighbour(ingress, frame, meta, mac) {
+                    return Some(d);
+                }
+            }
+        }
         if meta.ethertype != 0x0800 && meta.ethertype != 0x86dd {
             return None;
         }
@@ -143,7 +150,7 @@ impl Ctx<'_> {
         if flow.snat.is_some() {
             rewrite(eth, l, Side::Dst, flow.client.0, flow.client.1, partial);
         }
-        set_macs(eth, &flow.client_mac, &self.svc.table.gateway_mac);
+        set_macs(eth, &flow.client_mac, &flow.vip_mac);
         Some(self.egress(&flow.client_mac))
     }
 
@@ -192,7 +199,10 @@ impl Ctx<'_> {
                 IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
             });
         };
-        let client_mac: Mac = frame.ethernet().get(6..12).and_then(|m| m.try_into().ok()).unwrap_or_default();
+        let mac_at = |r: std::ops::Range<usize>| -> Mac {
+            frame.ethernet().get(r).and_then(|m| m.try_into().ok()).unwrap_or_default()
+        };
+        let (vip_mac, client_mac) = (mac_at(0..6), mac_at(6..12));
         let hairpin = backend.ip == l.src;
         let snat_ip = if hairpin { self.svc.table.gateway_for(l.src).unwrap_or(l.dst) } else { l.src };
         let mut flow = Flow {
@@ -202,6 +212,7 @@ impl Ctx<'_> {
             backend: (backend.ip, backend.port),
             snat: hairpin.then_some((snat_ip, l.sport)),
             client_mac,
+            vip_mac,
             backend_mac,
             state: Flow::initial_state(l.proto, l.flags),
             last_seen: self.now,
@@ -276,6 +287,68 @@ impl Ctx<'_> {
             }
             None => Disposition::Drop(DropReason::ServiceNoFlow),
         }
+    }
+
+    /// Answers the node's ARP request or neighbour solicitation for a VIP with `mac`, in place,
+    /// back to the host port: the node then sends VIP traffic into the switch.
+    fn answer_host_neighbour(
+        &self,
+        ingress: &PortEntry,
+        frame: &mut Frame,
+        meta: &FrameMeta,
+        mac: Mac,
+    ) -> Option<Disposition> {
+        let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
+        match meta.l3 {
+            L3Src::Arp { sender_mac, sender_ip } => {
+                // Request (op 1) for a VIP: becomes the reply, sender and target swapped.
+                let target: [u8; 4] = eth.get(38..42)?.try_into().ok()?;
+                if eth.get(20..22)? != [0, 1] || !self.svc.table.is_vip(IpAddr::from(target)) {
+                    return None;
+                }
+                eth[0..6].copy_from_slice(&sender_mac);
+                eth[6..12].copy_from_slice(&mac);
+                eth[21] = 2;
+                eth[22..28].copy_from_slice(&mac);
+                eth[28..32].copy_from_slice(&target);
+                eth[32..38].copy_from_slice(&sender_mac);
+                eth[38..42].copy_from_slice(&sender_ip.octets());
+            }
+            L3Src::Ipv6(src) => {
+                // Neighbour solicitation (type 135) for a VIP: becomes a solicited, override
+                // advertisement (type 136) with our link-layer address.
+                if *eth.get(20)? != PROTO_ICMPV6 || *eth.get(54)? != 135 || eth.len() < 78 {
+                    return None;
+                }
+                let target: [u8; 16] = eth.get(62..78)?.try_into().ok()?;
+                if !self.svc.table.is_vip(IpAddr::from(target)) {
+                    return None;
+                }
+                let asker: Mac = eth.get(6..12)?.try_into().ok()?;
+                let dst = if src.is_unspecified() { Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1) } else { src };
+                let out = eth.get_mut(..14 + 40 + 32)?;
+                out[0..6].copy_from_slice(&asker);
+                out[6..12].copy_from_slice(&mac);
+                out[14..22].copy_from_slice(&[0x60, 0, 0, 0, 0, 32, PROTO_ICMPV6, 255]);
+                out[22..38].copy_from_slice(&target);
+                out[38..54].copy_from_slice(&dst.octets());
+                let icmp = &mut out[54..86];
+                icmp.fill(0);
+                icmp[0] = 136;
+                icmp[4] = 0x60; // solicited, override
+                icmp[8..24].copy_from_slice(&target);
+                icmp[24] = 2; // target link-layer address option
+                icmp[25] = 1;
+                icmp[26..32].copy_from_slice(&mac);
+                let c = !fold(sum(icmp, pseudo_v6(target, dst.octets(), PROTO_ICMPV6, 32)));
+                icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                let hdr = frame.buffer_mut().get_mut(..VNET_HDR_LEN)?;
+                VnetHdr::default().emit(hdr);
+                frame.set_len(VNET_HDR_LEN + 86);
+            }
+            _ => return None,
+        }
+        Some(Disposition::Unicast(ingress.id))
     }
 
     /// Turns the frame into a broadcast ARP request for `ip` from the gateway.
