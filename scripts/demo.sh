@@ -72,8 +72,29 @@ import json,sys
 r=json.load(sys.stdin)["end"]["sum_received"]
 print("    %.2f Gbit/s, %.0f MB received" % (r["bits_per_second"]/1e9, r["bytes"]/1e6))'
 
+echo "==> Service VIP: tapwayctl sync of a kubectl-style List (Service demo/iperf, ClusterIP 10.96.0.10:80 -> pod b:5201)"
+cat >"$WORK/services.json" <<JSON
+{"apiVersion":"v1","kind":"List","items":[
+ {"apiVersion":"v1","kind":"Service","metadata":{"namespace":"demo","name":"iperf"},
+  "spec":{"type":"ClusterIP","clusterIP":"10.96.0.10","clusterIPs":["10.96.0.10"],
+          "ports":[{"name":"iperf","port":80,"targetPort":5201,"protocol":"TCP"}]}},
+ {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+  "metadata":{"namespace":"demo","name":"iperf-1","labels":{"kubernetes.io/service-name":"iperf"}},
+  "addressType":"IPv4","ports":[{"name":"iperf","port":5201,"protocol":"TCP"}],
+  "endpoints":[{"addresses":["$B_IP"],"conditions":{"ready":true}}]}]}
+JSON
+ctl sync "$WORK/services.json"
+ip netns exec "${PODS[1]}" iperf3 -s -1 -D -B "$B_IP"
+sleep 0.5
+echo "==> TCP pod a -> VIP 10.96.0.10:80 (DNAT to pod b inside tapwayd), iperf3 3 s"
+ip netns exec "${PODS[0]}" iperf3 -c 10.96.0.10 -p 80 -t 3 -J | python3 -c '
+import json,sys
+j=json.load(sys.stdin); r=j["end"]["sum_received"]; c=j["start"]["connected"][0]
+print("    connected to %s:%s; %.2f Gbit/s, %.0f MB received" % (c["remote_host"], c["remote_port"], r["bits_per_second"]/1e9, r["bytes"]/1e6))'
+echo "==> tapwayctl service list"; ctl service list
+echo "==> tapwayctl conntrack list"; ctl conntrack list
+
 echo "==> tapwayctl ports"; ctl ports
 echo "==> tapwayctl fdb"; ctl fdb
 echo "==> tapwayctl stats"; ctl stats
-echo "==> service VIPs are not built yet (issue 'Service VIPs in the datapath')"
 echo "==> done; cleaning up"

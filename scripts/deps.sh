@@ -17,6 +17,11 @@ for pair in podman:podman runc:runc conmon:conmon containerd:containerd; do
 done
 dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_apt+=(busybox-static)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || need_apt+=(python3-grpcio)
+# The AF_XDP uplink (xsk-rs) builds libxdp and libbpf from source: clang/llc for the XDP
+# programs, libelf and zlib for libbpf, m4 and libpcap for xdp-tools' configure.
+for pkg in make clang llvm libelf-dev zlib1g-dev m4 pkg-config libpcap-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

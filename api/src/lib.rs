@@ -18,10 +18,12 @@
 
 mod client;
 mod proto;
+mod service;
 pub mod validate;
 
 pub use client::{Client, ClientError};
 pub use proto::*;
+pub use service::*;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -30,5 +32,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const DEFAULT_SOCKET: &str = "/run/tapway/tapway.sock";
 
 /// The largest request line the daemon accepts, in bytes. A longer line is refused with
-/// [`ErrorCode::TooLarge`] and the connection is closed.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// [`ErrorCode::TooLarge`] and the connection is closed. Large enough for a `service_sync` of
+/// 10,000 services with 10 endpoints each (about 12 MB); only root can connect.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;

@@ -35,6 +35,29 @@ pub enum Op {
     Status,
     /// Detach every pod port of `network` that is not listed in `valid`.
     Gc(GcRequest),
+    /// Create or replace one service port (VIP, port, protocol) and its backends.
+    ServiceSet(crate::ServiceSpec),
+    /// Remove one service port. Its existing flows are kept until they end.
+    ServiceDelete(crate::ServiceKey),
+    /// Make the service table equal to the list given (idempotent).
+    ServiceSync(crate::ServiceSync),
+    /// List service ports with backends and counters.
+    ServiceList,
+    /// Dump connection-tracking entries.
+    ConntrackList(ConntrackListRequest),
+    /// Remove connection-tracking entries.
+    ConntrackFlush(crate::ConntrackFilter),
+}
+
+/// Arguments of [`Op::ConntrackList`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ConntrackListRequest {
+    /// Which flows.
+    #[serde(flatten)]
+    pub filter: crate::ConntrackFilter,
+    /// At most this many flows in the answer (0: the daemon's default of 1000).
+    pub limit: usize,
 }
 
 /// Arguments of [`Op::Attach`].
@@ -353,6 +376,27 @@ pub struct StatusInfo {
     /// older daemons, which then read as ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ready: Vec<String>,
+    /// The AF_XDP uplink, when the node has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// The uplink as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct UplinkStatus {
+    /// Interface.
+    pub ifname: String,
+    /// AF_XDP mode obtained: `zero-copy`, `native` or `generic`.
+    pub mode: String,
+    /// Receive queues bound.
+    pub queues: Vec<u32>,
+    /// MTU of the interface.
+    pub mtu: u32,
+    /// UMEM frames in all.
+    pub umem_frames: usize,
+    /// Port number.
+    pub port: u16,
 }
 
 /// Result of [`Op::Detach`].

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::datapath::PollMode;
+use crate::port::xdp::{XdpConfig, XdpMode};
 use crate::switch::SwitchConfig;
 
 /// tapwayd: the tapway userspace switch.
@@ -34,6 +35,11 @@ pub struct Args {
     /// gateway, configured on the host port.
     #[arg(long)]
     pub pod_cidr: Option<Vec<IpNet>>,
+    /// The cluster's Service range, e.g. 10.96.0.0/12 (repeat for IPv6). tapwayd routes it
+    /// into the host port and answers ARP/NDP for VIPs there, so the node itself and
+    /// host-network pods reach ClusterIPs too. Without it only pods do.
+    #[arg(long)]
+    pub service_cidr: Option<Vec<IpNet>>,
     /// Default MTU of pod interfaces and of the host port [default: 1500].
     #[arg(long)]
     pub mtu: Option<u32>,
@@ -58,6 +64,30 @@ pub struct Args {
     /// Frames per receive burst [default: 32].
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Most service flows tracked; the oldest go first when full [default: 262144].
+    #[arg(long)]
+    pub conntrack_max: Option<usize>,
+    /// The NIC dedicated to the pod network, bound with AF_XDP as the uplink to other nodes.
+    /// Without it the node is standalone.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// AF_XDP mode of the uplink: `auto` (zero-copy, else native, else generic), `zero-copy`,
+    /// `native` or `generic`.
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
+    /// Receive queues of the uplink to bind a socket to, e.g. `0,1` [default: 0].
+    #[arg(long, value_delimiter = ',')]
+    pub uplink_queues: Option<Vec<u32>>,
+    /// UMEM frames of the uplink, a power of two [default: 8192].
+    #[arg(long)]
+    pub uplink_umem_frames: Option<u32>,
+    /// Size of the uplink's rx and tx rings, a power of two [default: 2048].
+    #[arg(long)]
+    pub uplink_ring_size: Option<u32>,
+    /// Size of the uplink's fill and completion rings, a power of two; at least the NIC's rx
+    /// ring plus the rx ring [default: 4096].
+    #[arg(long)]
+    pub uplink_fill_size: Option<u32>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -69,6 +99,7 @@ pub struct FileConfig {
     cores: Option<Vec<usize>>,
     poll_mode: Option<PollMode>,
     pod_cidr: Option<Vec<IpNet>>,
+    service_cidr: Option<Vec<IpNet>>,
     mtu: Option<u32>,
     fdb_max: Option<usize>,
     fdb_aging: Option<u32>,
@@ -77,6 +108,16 @@ pub struct FileConfig {
     host_port: Option<String>,
     pool_frames: Option<usize>,
     batch: Option<usize>,
+    conntrack_max: Option<usize>,
+    /// Conntrack idle timeouts, seconds (`[conntrack-timeouts]`: tcp-syn, tcp-established,
+    /// tcp-closing, tcp-closed, udp).
+    conntrack_timeouts: Option<crate::table::conntrack::Timeouts>,
+    uplink: Option<String>,
+    xdp_mode: Option<XdpMode>,
+    uplink_queues: Option<Vec<u32>>,
+    uplink_umem_frames: Option<u32>,
+    uplink_ring_size: Option<u32>,
+    uplink_fill_size: Option<u32>,
 }
 
 /// Why the configuration is unusable.
@@ -112,6 +153,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Pod ranges (gateway = first host address).
     pub pod_cidrs: Vec<IpNet>,
+    /// Service ranges routed into the host port.
+    pub service_cidrs: Vec<IpNet>,
     /// Default pod MTU.
     pub mtu: u32,
     /// Log filter.
@@ -122,6 +165,8 @@ pub struct DaemonConfig {
     pub host_port: String,
     /// Datapath settings.
     pub switch: SwitchConfig,
+    /// The AF_XDP uplink, if any.
+    pub uplink: Option<XdpConfig>,
 }
 
 impl DaemonConfig {
@@ -143,6 +188,16 @@ impl DaemonConfig {
         sw.fdb_aging_secs = args.fdb_aging.or(file.fdb_aging).unwrap_or(sw.fdb_aging_secs);
         sw.pool_frames = args.pool_frames.or(file.pool_frames).unwrap_or(sw.pool_frames);
         sw.batch = args.batch.or(file.batch).unwrap_or(sw.batch);
+        sw.conntrack_max = args.conntrack_max.or(file.conntrack_max).unwrap_or(sw.conntrack_max);
+        if sw.conntrack_max == 0 {
+            return Err(ConfigError::Invalid("conntrack-max must be positive".into()));
+        }
+        if let Some(t) = file.conntrack_timeouts {
+            if [t.tcp_syn, t.tcp_established, t.tcp_closing, t.tcp_closed, t.udp].contains(&0) {
+                return Err(ConfigError::Invalid("conntrack timeouts must be positive".into()));
+            }
+            sw.conntrack_timeouts = t;
+        }
         if !(1..=256).contains(&sw.batch) {
             return Err(ConfigError::Invalid(format!("batch {} is outside 1..=256", sw.batch)));
         }
@@ -162,15 +217,43 @@ impl DaemonConfig {
                 return Err(ConfigError::Invalid(format!("pod CIDR {c} is too small")));
             }
         }
+        let service_cidrs: Vec<IpNet> =
+            args.service_cidr.or(file.service_cidr).unwrap_or_default().iter().map(|c| c.trunc()).collect();
+        for s in &service_cidrs {
+            if let Some(p) = pod_cidrs.iter().find(|p| p.contains(&s.network()) || s.contains(&p.network())) {
+                return Err(ConfigError::Invalid(format!("service CIDR {s} overlaps pod CIDR {p}")));
+            }
+        }
+        let uplink = match args.uplink.or(file.uplink) {
+            None => None,
+            Some(ifname) => {
+                tapway_api::validate::ifname(&ifname).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                let d = XdpConfig::default();
+                let up = XdpConfig {
+                    ifname,
+                    mode: args.xdp_mode.or(file.xdp_mode).unwrap_or(d.mode),
+                    queues: args.uplink_queues.or(file.uplink_queues).unwrap_or(d.queues),
+                    umem_frames: args.uplink_umem_frames.or(file.uplink_umem_frames).unwrap_or(d.umem_frames),
+                    ring_size: args.uplink_ring_size.or(file.uplink_ring_size).unwrap_or(d.ring_size),
+                    fill_size: args.uplink_fill_size.or(file.uplink_fill_size).unwrap_or(d.fill_size),
+                    batch: d.batch.max(sw.batch),
+                    ..d
+                };
+                crate::port::xdp::check_config(&up).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                Some(up)
+            }
+        };
         Ok(DaemonConfig {
             socket: args.socket.or(file.socket).unwrap_or_else(|| tapway_api::DEFAULT_SOCKET.into()),
             state_dir: args.state_dir.or(file.state_dir).unwrap_or_else(|| "/var/lib/tapway".into()),
             pod_cidrs,
+            service_cidrs,
             mtu,
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
             allow_uids: args.allow_uid.or(file.allow_uid).unwrap_or_default(),
             host_port,
             switch: sw,
+            uplink,
         })
     }
 }
@@ -214,6 +297,18 @@ mod tests {
         assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
         assert_eq!(c.switch.poll_mode, PollMode::Busy);
         assert_eq!(gateway_of(&c.pod_cidrs[0]), Some("10.1.0.1/24".parse::<IpNet>().unwrap()));
+        std::fs::write(&f, "conntrack-max = 1000\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\n")
+            .unwrap();
+        let c =
+            DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).unwrap();
+        assert_eq!(c.switch.conntrack_max, 1000);
+        assert_eq!(c.switch.conntrack_timeouts.tcp_established, 3600);
+        assert_eq!(c.switch.conntrack_timeouts.udp, 30);
+        assert_eq!(c.switch.conntrack_timeouts.tcp_syn, 120, "unset timeouts keep their default");
+        std::fs::write(&f, "[conntrack-timeouts]\nudp = 0\n").unwrap();
+        assert!(
+            DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).is_err()
+        );
         std::fs::write(&f, "mtux = 1\n").unwrap();
         let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
         assert!(matches!(DaemonConfig::resolve(args), Err(ConfigError::Parse { .. })));
@@ -227,6 +322,9 @@ mod tests {
             &["--batch", "0"],
             &["--pod-cidr", "10.0.0.1/32"],
             &["--host-port", "a/b"],
+            &["--pod-cidr", "10.96.1.0/24", "--service-cidr", "10.96.0.0/12"],
+            &["--uplink", "eth1", "--uplink-ring-size", "1000"],
+            &["--uplink", "eth1", "--uplink-umem-frames", "64"],
         ] {
             let mut argv = vec!["tapwayd"];
             argv.extend_from_slice(bad);
@@ -235,6 +333,21 @@ mod tests {
         let c = DaemonConfig::resolve(Args::parse_from(["tapwayd"])).unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
+        assert!(c.uplink.is_none());
+    }
+
+    #[test]
+    fn uplink_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("tapway-cfg-up-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tapwayd.toml");
+        std::fs::write(&f, "uplink = \"eth1\"\nxdp-mode = \"native\"\nuplink-queues = [0, 1]\n").unwrap();
+        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--xdp-mode", "generic"]);
+        let up = DaemonConfig::resolve(args).unwrap().uplink.unwrap();
+        assert_eq!(up.ifname, "eth1");
+        assert_eq!(up.mode, XdpMode::Generic);
+        assert_eq!(up.queues, vec![0, 1]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

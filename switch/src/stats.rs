@@ -28,11 +28,17 @@ pub enum DropReason {
     PoolEmpty,
     /// The egress port was detached while the frame was in flight.
     PortGone,
+    /// A non-first IPv4 fragment to a service VIP (no ports to match a flow with).
+    VipFragment,
+    /// A frame to a VIP that cannot start a flow (a stray RST, or no reply key left).
+    ServiceNoFlow,
+    /// The egress port's transmit queue was full (the uplink's tx ring or UMEM).
+    TxFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -42,6 +48,9 @@ impl DropReason {
         DropReason::RingFull,
         DropReason::PoolEmpty,
         DropReason::PortGone,
+        DropReason::VipFragment,
+        DropReason::ServiceNoFlow,
+        DropReason::TxFull,
     ];
 
     /// The reason's stable name.
@@ -56,6 +65,9 @@ impl DropReason {
             DropReason::RingFull => "ring_full",
             DropReason::PoolEmpty => "pool_empty",
             DropReason::PortGone => "port_gone",
+            DropReason::VipFragment => "vip_fragment",
+            DropReason::ServiceNoFlow => "service_no_flow",
+            DropReason::TxFull => "tx_full",
         }
     }
 }
@@ -117,6 +129,10 @@ pub struct SwitchCounters {
     pub ring_handoffs: AtomicU64,
     /// Frames flooded (broadcast, multicast, unknown unicast).
     pub flooded: AtomicU64,
+    /// New service flows answered with RST / ICMP unreachable (no usable backend).
+    pub svc_rejected: AtomicU64,
+    /// New service flows whose backend MAC was unknown (turned into an ARP request).
+    pub svc_arp_requests: AtomicU64,
 }
 
 impl SwitchCounters {
@@ -127,6 +143,8 @@ impl SwitchCounters {
             ("pool_empty", &self.pool_empty),
             ("ring_handoffs", &self.ring_handoffs),
             ("flooded", &self.flooded),
+            ("svc_rejected", &self.svc_rejected),
+            ("svc_arp_requests", &self.svc_arp_requests),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Relaxed)))

@@ -12,6 +12,10 @@ use crate::datapath::worker::Worker;
 use crate::datapath::PollMode;
 use crate::pool::{Frame, FramePool};
 use crate::stats::SwitchCounters;
+use crate::table::affinity::AffinityTable;
+use crate::table::conntrack::{Conntrack, Timeouts};
+use crate::table::neigh::Neighbours;
+use crate::table::services::ServiceTable;
 use crate::table::{Fdb, PortTable};
 
 /// Datapath settings.
@@ -35,6 +39,10 @@ pub struct SwitchConfig {
     pub ring_size: usize,
     /// Most ports the switch takes.
     pub max_ports: usize,
+    /// Most service flows tracked.
+    pub conntrack_max: usize,
+    /// Conntrack idle timeouts.
+    pub conntrack_timeouts: Timeouts,
 }
 
 impl Default for SwitchConfig {
@@ -49,6 +57,8 @@ impl Default for SwitchConfig {
             batch: 32,
             ring_size: 1024,
             max_ports: 4096,
+            conntrack_max: 262_144,
+            conntrack_timeouts: Timeouts::default(),
         }
     }
 }
@@ -92,6 +102,14 @@ pub struct Switch {
     pub lanes: Vec<Lane>,
     /// Settings.
     pub config: SwitchConfig,
+    /// The service table (published by the control plane, read by the service stage).
+    pub services: ArcSwap<ServiceTable>,
+    /// Connection tracking of service flows.
+    pub conntrack: Conntrack,
+    /// Client-IP affinity pins.
+    pub affinity: AffinityTable,
+    /// Neighbours learned from ARP.
+    pub neigh: Neighbours,
     table: ArcSwap<PortTable>,
     generation: AtomicU64,
     writer: Mutex<()>,
@@ -155,6 +173,10 @@ impl Switch {
             counters: SwitchCounters::default(),
             pool: FramePool::new(config.pool_frames, config.frame_capacity),
             lanes,
+            services: ArcSwap::from_pointee(ServiceTable::default()),
+            conntrack: Conntrack::new(config.conntrack_max, config.conntrack_timeouts),
+            affinity: AffinityTable::new(config.conntrack_max),
+            neigh: Neighbours::new(config.fdb_max, config.fdb_aging_secs),
             table: ArcSwap::from_pointee(PortTable::default()),
             generation: AtomicU64::new(0),
             writer: Mutex::new(()),

@@ -80,6 +80,22 @@ enum Cmd {
         #[arg(long, default_value = "eth0")]
         ifname: String,
     },
+    /// Service VIPs: create/replace, delete, list (with backends and counters).
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Tracked service flows: list or flush, optionally only those of a VIP or a backend.
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
+    /// Make tapwayd's service table equal to Kubernetes objects, as printed by
+    /// `kubectl get services,endpointslices -A -o json` (a v1 List). Idempotent; services
+    /// missing from the input are removed. Objects that cannot be served are reported, not fatal.
+    Sync {
+        /// The JSON file, or `-` for stdin.
+        file: String,
+        /// Show what would be programmed without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Verify that a port exists and its interface still has its MAC, addresses and routes.
     Check {
         /// Netns path.
@@ -89,6 +105,254 @@ enum Cmd {
         #[arg(long, default_value = "eth0")]
         ifname: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Create or replace one service port.
+    Set {
+        /// VIP and port, e.g. 10.96.0.10:80 or [fd00::10]:80.
+        vip: std::net::SocketAddr,
+        /// Protocol.
+        #[arg(long, default_value = "tcp")]
+        proto: tapway_api::Protocol,
+        /// A label, e.g. default/web:http.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Backend `IP:PORT[,weight=N][,terminating][,notready]` (repeatable; none: clients are
+        /// rejected).
+        #[arg(long = "backend")]
+        backends: Vec<String>,
+        /// ClientIP session affinity with this timeout in seconds (Kubernetes default 10800).
+        #[arg(long)]
+        affinity_timeout: Option<u32>,
+    },
+    /// Remove one service port (its flows go on until they end).
+    Delete {
+        /// VIP and port.
+        vip: std::net::SocketAddr,
+        /// Protocol.
+        #[arg(long, default_value = "tcp")]
+        proto: tapway_api::Protocol,
+    },
+    /// Every service port with its backends, their share of new flows and counters.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ConntrackCmd {
+    /// Tracked flows.
+    List {
+        /// Only flows to this VIP.
+        #[arg(long)]
+        vip: Option<std::net::IpAddr>,
+        /// Only flows on this backend.
+        #[arg(long)]
+        backend: Option<std::net::IpAddr>,
+        /// At most this many (default 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Forget flows (their next packet is placed anew, on the current backends).
+    Flush {
+        /// Only flows to this VIP.
+        #[arg(long)]
+        vip: Option<std::net::IpAddr>,
+        /// Only flows on this backend.
+        #[arg(long)]
+        backend: Option<std::net::IpAddr>,
+    },
+}
+
+/// Parses `IP:PORT[,weight=N][,terminating][,notready]`.
+fn parse_backend(s: &str) -> Result<tapway_api::BackendSpec, String> {
+    let mut parts = s.split(',');
+    let addr: std::net::SocketAddr =
+        parts.next().unwrap_or_default().parse().map_err(|e| format!("backend {s:?}: {e}"))?;
+    let mut b = tapway_api::BackendSpec::ready(addr.ip(), addr.port());
+    for p in parts {
+        match p.split_once('=') {
+            Some(("weight", w)) => b.weight = w.parse().map_err(|e| format!("backend {s:?}: weight: {e}"))?,
+            None if p == "terminating" => {
+                b.terminating = true;
+                b.ready = false;
+            }
+            None if p == "notready" => {
+                b.ready = false;
+                b.serving = false;
+            }
+            _ => return Err(format!("backend {s:?}: unknown option {p:?}")),
+        }
+    }
+    Ok(b)
+}
+
+fn service_cmd(cli: &Cli, client: &Client, cmd: &ServiceCmd) -> Result<(), ClientError> {
+    use tapway_api::{Affinity, ServiceInfo, ServiceKey, ServiceSpec, SyncResult};
+    let key =
+        |vip: &std::net::SocketAddr, proto| ServiceKey { vip: vip.ip(), port: vip.port(), protocol: proto };
+    match cmd {
+        ServiceCmd::Set { vip, proto, name, backends, affinity_timeout } => {
+            let backends =
+                backends.iter().map(|b| parse_backend(b)).collect::<Result<Vec<_>, _>>().map_err(|m| {
+                    ClientError::Api(tapway_api::ApiError::new(ErrorCode::InvalidArgument, m))
+                })?;
+            let affinity = affinity_timeout.map(|timeout| Affinity::ClientIp { timeout }).unwrap_or_default();
+            let spec = ServiceSpec { name: name.clone(), key: key(vip, *proto), affinity, backends };
+            let r: SyncResult = client.call(Op::ServiceSet(spec))?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!(
+                "{}",
+                if r.added > 0 {
+                    "added"
+                } else if r.updated > 0 {
+                    "updated"
+                } else {
+                    "unchanged"
+                }
+            );
+        }
+        ServiceCmd::Delete { vip, proto } => {
+            let r: SyncResult = client.call(Op::ServiceDelete(key(vip, *proto)))?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!("{}", if r.removed > 0 { "deleted" } else { "no such service" });
+        }
+        ServiceCmd::List => {
+            let list: Vec<ServiceInfo> = client.call(Op::ServiceList)?;
+            if cli.json {
+                return print_json(&list);
+            }
+            for s in list {
+                let aff = match s.spec.affinity {
+                    Affinity::None => String::new(),
+                    Affinity::ClientIp { timeout } => format!("  affinity ClientIP {timeout}s"),
+                };
+                println!(
+                    "{}  {}  flows {}  rejected {}  maglev {}{}",
+                    s.spec.key, s.spec.name, s.new_flows, s.rejected, s.maglev_size, aff
+                );
+                for (b, st) in s.spec.backends.iter().zip(&s.backend_stats) {
+                    let mut cond = Vec::new();
+                    if b.ready {
+                        cond.push("ready");
+                    }
+                    if b.serving && !b.ready {
+                        cond.push("serving");
+                    }
+                    if b.terminating {
+                        cond.push("terminating");
+                    }
+                    println!(
+                        "    {:<24} w{:<3} {:<20} share {:>5.1}%  flows {}",
+                        std::net::SocketAddr::new(b.ip, b.port).to_string(),
+                        b.weight,
+                        cond.join(","),
+                        st.table_share * 100.0,
+                        st.new_flows
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn conntrack_cmd(cli: &Cli, client: &Client, cmd: &ConntrackCmd) -> Result<(), ClientError> {
+    use tapway_api::{ConntrackFilter, ConntrackListRequest, FlushResult};
+    match cmd {
+        ConntrackCmd::List { vip, backend, limit } => {
+            let req = ConntrackListRequest {
+                filter: ConntrackFilter { vip: *vip, backend: *backend },
+                limit: *limit,
+            };
+            let l: tapway_api::ConntrackList = client.call(Op::ConntrackList(req))?;
+            if cli.json {
+                return print_json(&l);
+            }
+            println!(
+                "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:>8}",
+                "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "EXPIRES"
+            );
+            for f in &l.flows {
+                println!(
+                    "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:>7}s",
+                    f.protocol.name(),
+                    f.client,
+                    f.vip,
+                    f.backend,
+                    f.snat.as_deref().unwrap_or("-"),
+                    f.state,
+                    f.expires_in
+                );
+            }
+            println!("{} of {} flows", l.flows.len(), l.total);
+        }
+        ConntrackCmd::Flush { vip, backend } => {
+            let r: FlushResult =
+                client.call(Op::ConntrackFlush(ConntrackFilter { vip: *vip, backend: *backend }))?;
+            if cli.json {
+                return print_json(&r);
+            }
+            println!("flushed {} flows", r.flushed);
+        }
+    }
+    Ok(())
+}
+
+fn sync_cmd(cli: &Cli, client: &Client, file: &str, dry_run: bool) -> Result<(), ClientError> {
+    use std::io::Read;
+    let bad = |m: String| ClientError::Api(tapway_api::ApiError::new(ErrorCode::InvalidArgument, m));
+    let mut text = String::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|t| text = t)
+    };
+    read.map_err(|e| bad(format!("reading {file}: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{file}: not JSON: {e}")))?;
+    let import = tapway_switch::control::kube::import(&value).map_err(|e| bad(format!("{file}: {e}")))?;
+    for s in &import.skipped {
+        eprintln!("skipped: {s}");
+    }
+    for n in &import.notes {
+        eprintln!("note: {n}");
+    }
+    if dry_run {
+        if cli.json {
+            return print_json(&import.services);
+        }
+        for s in &import.services {
+            let b: Vec<String> =
+                s.backends.iter().map(|b| std::net::SocketAddr::new(b.ip, b.port).to_string()).collect();
+            println!(
+                "{}  {}  -> {}",
+                s.key,
+                s.name,
+                if b.is_empty() { "(no endpoints)".into() } else { b.join(" ") }
+            );
+        }
+        return Ok(());
+    }
+    let r: tapway_api::SyncResult =
+        client.call(Op::ServiceSync(tapway_api::ServiceSync { services: import.services }))?;
+    if cli.json {
+        return print_json(&r);
+    }
+    println!(
+        "service ports: {} added, {} updated, {} removed, {} unchanged ({} skipped objects) in {} µs",
+        r.added,
+        r.updated,
+        r.removed,
+        r.unchanged,
+        import.skipped.len(),
+        r.elapsed_us
+    );
+    Ok(())
 }
 
 fn exit_code(e: &ClientError) -> u8 {
@@ -141,6 +405,12 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 "ports {}  FDB {}/{} (aging {}s)  frame pool {}/{} free",
                 s.ports, s.fdb_entries, s.fdb_max, s.fdb_aging_secs, s.pool_free, s.pool_total
             );
+            if let Some(u) = &s.uplink {
+                println!(
+                    "uplink {} (port {})  AF_XDP {}  queues {:?}  MTU {}  UMEM {} frames",
+                    u.ifname, u.port, u.mode, u.queues, u.mtu, u.umem_frames
+                );
+            }
             for w in &s.workers {
                 let core = w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
                 println!("worker {}  core {:>2}  ports {:?}", w.id, core, w.ports);
@@ -270,6 +540,9 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
             }
             println!("{}", if r.detached { "detached" } else { "nothing to detach" });
         }
+        Cmd::Service(cmd) => service_cmd(cli, client, cmd)?,
+        Cmd::Conntrack(cmd) => conntrack_cmd(cli, client, cmd)?,
+        Cmd::Sync { file, dry_run } => sync_cmd(cli, client, file, *dry_run)?,
         Cmd::Check { netns, ifname } => {
             let req = CheckRequest {
                 port: PortSelector { netns: Some(netns.clone()), container_id: None, ifname: ifname.clone() },

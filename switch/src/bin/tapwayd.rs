@@ -48,9 +48,16 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
         return Err(format!("host port {}: {e}", cfg.host_port));
     }
     ctl.restore();
+    if let Some(up) = &cfg.uplink {
+        if let Err(e) = ctl.setup_uplink(up) {
+            running.stop();
+            return Err(format!("uplink {}: {e}", up.ifname));
+        }
+    }
     let server = match Server::start(ctl.clone(), &cfg.socket, cfg.allow_uids.clone()) {
         Ok(s) => s,
         Err(e) => {
+            ctl.shutdown_uplink();
             running.stop();
             return Err(e.to_string());
         }
@@ -69,6 +76,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
         ticks += 1;
         if ticks.is_multiple_of(10) {
             let sw = &running.switch;
+            ctl.sweep_services();
             let aged = sw.fdb.sweep(sw.now());
             if aged > 0 {
                 tracing::debug!(aged, "FDB entries aged out");
@@ -78,5 +86,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     tracing::info!("stopping; pod interfaces stay in place");
     server.stop();
     running.stop();
+    // After the workers: nothing transmits any more; closing the sockets detaches XDP.
+    ctl.shutdown_uplink();
     Ok(())
 }

@@ -58,6 +58,10 @@ impl Control {
             },
         });
         self.switch.update(|t| (t.with(entry), ()));
+        // The node reaches VIPs through the switch: the service stage answers ARP/NDP for them.
+        for c in &self.service_cidrs {
+            nl.add_route(*c, None, link.index)?;
+        }
         tracing::info!(port = self.host_port, mac = %tapway_api::validate::format_mac(&mac), "host port up");
         Ok(())
     }

@@ -6,9 +6,12 @@
 //! port-table snapshot.
 
 pub mod host;
+pub mod kube;
 pub mod pods;
 pub mod server;
+pub mod services;
 pub mod state;
+pub mod uplink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,12 +38,20 @@ pub struct Control {
     pub mtu: u32,
     /// Pod ranges.
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Service ranges routed into the host port.
+    pub service_cidrs: Vec<ipnet::IpNet>,
     /// Host port name.
     pub host_port: String,
     /// State file directory.
     pub state_dir: PathBuf,
     /// Serializes port changes; holds the pod TAPs by port number.
     pods: Mutex<HashMap<u16, Arc<TapPort>>>,
+    /// Serializes service changes; holds the compiled services.
+    services: Mutex<services::ServiceState>,
+    /// Serializes writes of the state file.
+    save_lock: Mutex<()>,
+    /// The AF_XDP uplink and its port number, once set up ([`uplink`]).
+    uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
 }
 
 impl Control {
@@ -50,9 +61,13 @@ impl Control {
             switch,
             mtu: cfg.mtu,
             pod_cidrs: cfg.pod_cidrs.clone(),
+            service_cidrs: cfg.service_cidrs.clone(),
             host_port: cfg.host_port.clone(),
             state_dir: cfg.state_dir.clone(),
             pods: Mutex::new(HashMap::new()),
+            services: Mutex::new(services::ServiceState::default()),
+            save_lock: Mutex::new(()),
+            uplink: Mutex::new(None),
         }
     }
 
@@ -70,6 +85,12 @@ impl Control {
             Op::Fdb => to_json(self.fdb()),
             Op::Status => to_json(self.status()),
             Op::Gc(req) => to_json(self.gc(&req)?),
+            Op::ServiceSet(spec) => to_json(self.service_set(spec)?),
+            Op::ServiceDelete(key) => to_json(self.service_delete(&key)?),
+            Op::ServiceSync(sync) => to_json(self.service_sync(sync.services)?),
+            Op::ServiceList => to_json(self.service_list()),
+            Op::ConntrackList(req) => to_json(self.conntrack_list(&req.filter, req.limit)),
+            Op::ConntrackFlush(filter) => to_json(self.conntrack_flush(&filter)),
         };
         Ok(value)
     }
@@ -94,7 +115,10 @@ impl Control {
                 }
             })
             .collect();
-        StatsReport { ports, switch: self.switch.counters.to_map() }
+        let mut switch = self.switch.counters.to_map();
+        switch.extend(self.service_counters());
+        switch.extend(self.uplink_stats());
+        StatsReport { ports, switch }
     }
 
     fn fdb(&self) -> Vec<FdbEntry> {
@@ -137,6 +161,7 @@ impl Control {
             pool_total: sw.pool.total(),
             pool_free: sw.pool.total() - sw.pool.outstanding(),
             not_ready: self.not_ready(&table),
+            uplink: self.uplink_status(),
         }
     }
 

@@ -26,7 +26,22 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// How long a connection may stay silent.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-const OPS: [&str; 8] = ["attach", "detach", "check", "ports", "stats", "fdb", "status", "gc"];
+const OPS: [&str; 14] = [
+    "attach",
+    "detach",
+    "check",
+    "ports",
+    "stats",
+    "fdb",
+    "status",
+    "gc",
+    "service_set",
+    "service_delete",
+    "service_sync",
+    "service_list",
+    "conntrack_list",
+    "conntrack_flush",
+];
 
 /// Why the socket could not be served.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,9 @@ pub struct State {
     pub version: u32,
     /// Pod ports.
     pub ports: Vec<PortInfo>,
+    /// Service ports (absent in files of older versions).
+    #[serde(default)]
+    pub services: Vec<tapway_api::ServiceSpec>,
 }
 
 /// Writes `bytes` to `path` atomically: a reader (a restarted tapwayd) sees the old or the new
@@ -48,6 +51,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Control {
     /// Saves the pod ports. Failure is logged, not fatal: forwarding does not depend on it.
     pub fn save_state(&self) {
+        let _one_writer = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         let state = State {
             version: STATE_VERSION,
             ports: self
@@ -57,9 +61,11 @@ impl Control {
                 .filter(|p| p.kind == PortKind::Pod)
                 .map(|p| port_info(p))
                 .collect(),
+            services: self.service_specs(),
         };
         let path = self.state_dir.join("state.json");
-        let res = serde_json::to_vec_pretty(&state)
+        // Compact: with 10,000 services the file is megabytes, written on every change.
+        let res = serde_json::to_vec(&state)
             .map_err(std::io::Error::other)
             .and_then(|bytes| write_atomic(&path, &bytes));
         if let Err(e) = res {
@@ -85,6 +91,10 @@ impl Control {
             Err(_) => return 0,
         };
         let mut restored = 0;
+        let services = self.restore_services(state.services);
+        if services > 0 {
+            tracing::info!(services, "service ports restored from the state file");
+        }
         for info in state.ports {
             match self.restore_port(&info) {
                 Ok(()) => restored += 1,

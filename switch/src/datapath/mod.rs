@@ -8,7 +8,8 @@
 //!    Malformed frames are dropped (`malformed`).
 //! 3. **anti-spoof** ([`antispoof`]): a pod may only send with its own MAC and addresses.
 //! 4. **learn** ([`pipeline`] → [`crate::table::fdb`]): source MAC → ingress port.
-//! 5. *(service VIP DNAT / reverse NAT plugs in here: issue "Service VIPs")*
+//! 5. **service** ([`service`]): frames to a Service VIP are DNATed to a backend chosen by
+//!    Maglev and pinned in conntrack; replies get their source turned back into the VIP.
 //! 6. **forward** ([`forward`]): FDB lookup → one port, or flood for group and unknown
 //!    destinations.
 //! 7. **tx** ([`worker`]): written directly when this worker owns the egress port, otherwise
@@ -17,6 +18,7 @@
 pub mod antispoof;
 pub mod forward;
 pub mod pipeline;
+pub mod service;
 pub mod worker;
 
 pub use forward::Disposition;

@@ -1,12 +1,13 @@
 //! The per-batch pipeline: a burst of frames from one ingress port goes through the named
-//! stages one stage at a time (parse → anti-spoof → learn → forward), VPP style, and each
-//! frame ends with a [`Disposition`]. A bad frame never stops the batch.
+//! stages one stage at a time (parse → anti-spoof → learn → service → forward), VPP style, and
+//! each frame ends with a [`Disposition`]. A bad frame never stops the batch.
 
+use crate::datapath::service::{self, Services};
 use crate::datapath::{antispoof, forward, Disposition};
 use crate::pool::Frame;
 use crate::stats::{bump, DropReason, SwitchCounters};
 use crate::table::{Fdb, Learned, PortEntry};
-use crate::wire::{is_group, parse_frame, FrameMeta, VnetHdr};
+use crate::wire::{is_group, parse_frame, FrameMeta, L3Src, VnetHdr};
 
 /// Shared state a batch is processed against.
 pub struct Pipeline<'a> {
@@ -16,6 +17,8 @@ pub struct Pipeline<'a> {
     pub counters: &'a SwitchCounters,
     /// Current time, seconds (for FDB aging).
     pub now: u32,
+    /// The service stage's tables; `None` skips the stage (and ARP snooping).
+    pub services: Option<&'a Services<'a>>,
 }
 
 /// Per-worker scratch space, reused across batches so the pipeline never allocates.
@@ -30,7 +33,7 @@ impl Pipeline<'_> {
     pub fn run(
         &self,
         ingress: &PortEntry,
-        frames: &[Frame],
+        frames: &mut [Frame],
         scratch: &mut Scratch,
         out: &mut Vec<Disposition>,
     ) {
@@ -47,9 +50,19 @@ impl Pipeline<'_> {
                 }
             }
         }
-        self.stage_learn(ingress.id, &scratch.metas);
-        for (meta, disp) in scratch.metas.iter().zip(out.iter_mut()) {
+        self.stage_learn(ingress.id, frames, &scratch.metas);
+        let svc = self.services.filter(|s| !s.table.is_empty()).map(|s| service::Ctx {
+            svc: s,
+            fdb: self.fdb,
+            counters: self.counters,
+            now: self.now,
+        });
+        for ((meta, disp), frame) in scratch.metas.iter().zip(out.iter_mut()).zip(frames.iter_mut()) {
             if let Some(m) = meta {
+                if let Some(d) = svc.as_ref().and_then(|c| c.process(ingress, frame, m)) {
+                    *disp = d;
+                    continue;
+                }
                 *disp = forward::decide(&m.dst, ingress.id, self.fdb, self.now);
             }
         }
@@ -91,10 +104,24 @@ impl Pipeline<'_> {
         bump(&c.rx_gso_packets, gso);
     }
 
-    /// Learn: source MAC → ingress port, for frames that passed anti-spoofing.
-    fn stage_learn(&self, ingress: u16, metas: &[Option<FrameMeta>]) {
+    /// Learn: source MAC → ingress port, for frames that passed anti-spoofing; and ARP
+    /// senders as neighbours, for the service stage to find backends behind other ports.
+    fn stage_learn(&self, ingress: u16, frames: &[Frame], metas: &[Option<FrameMeta>]) {
         let mut last = None;
-        for m in metas.iter().flatten() {
+        for (m, f) in metas.iter().zip(frames).filter_map(|(m, f)| m.as_ref().map(|m| (m, f))) {
+            if let Some(s) = self.services {
+                match m.l3 {
+                    L3Src::Arp { sender_mac, sender_ip } => {
+                        s.neigh.learn(sender_ip.into(), sender_mac, self.now)
+                    }
+                    L3Src::Ipv6(_) => {
+                        if let Some((ip, mac)) = service::ndp_sender(f.ethernet()) {
+                            s.neigh.learn(ip, mac, self.now);
+                        }
+                    }
+                    _ => {}
+                }
+            }
             // A burst usually comes from one MAC: learn it once.
             if last == Some(m.src) {
                 continue;
@@ -148,13 +175,13 @@ mod tests {
     fn stages_decide_each_frame() {
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5 };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None };
         let pool = FramePool::new(16, 2048);
         let mut local = LocalPool::new(pool, 8);
         let guard = SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()]);
         let ingress = port(1, Some(guard));
         fdb.learn(&B, 2, 5);
-        let batch = frames(
+        let mut batch = frames(
             &mut local,
             &[
                 udp4(A, B, [10, 0, 0, 2], [10, 0, 0, 3]), // known unicast
@@ -166,7 +193,7 @@ mod tests {
             ],
         );
         let mut out = Vec::new();
-        pipe.run(&ingress, &batch, &mut Scratch::default(), &mut out);
+        pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
         assert_eq!(
             out,
             vec![
@@ -190,13 +217,13 @@ mod tests {
     fn spoofed_frames_are_not_learned() {
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 1 };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 1, services: None };
         let pool = FramePool::new(4, 2048);
         let mut local = LocalPool::new(pool, 4);
         let ingress = port(1, Some(SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()])));
-        let batch = frames(&mut local, &[udp4(B, A, [10, 0, 0, 2], [10, 0, 0, 3])]);
+        let mut batch = frames(&mut local, &[udp4(B, A, [10, 0, 0, 2], [10, 0, 0, 3])]);
         let mut out = Vec::new();
-        pipe.run(&ingress, &batch, &mut Scratch::default(), &mut out);
+        pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
         assert_eq!(fdb.lookup(&B, 1), None);
     }
 }

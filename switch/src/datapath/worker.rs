@@ -22,6 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::pipeline::Scratch;
+use super::service::Services;
 use super::{Disposition, Pipeline, PollMode};
 use crate::pool::{Frame, LocalPool};
 use crate::port::PortError;
@@ -56,6 +57,8 @@ pub struct Worker {
     rx: Vec<Frame>,
     disp: Vec<Disposition>,
     scratch: Scratch,
+    /// Ports transmitted on since the last flush.
+    dirty: Vec<u16>,
 }
 
 impl Worker {
@@ -74,6 +77,7 @@ impl Worker {
             rx: Vec::with_capacity(batch),
             disp: Vec::with_capacity(batch),
             scratch: Scratch::default(),
+            dirty: Vec::new(),
             events: Events::with_capacity(256),
             poll,
             sw,
@@ -101,6 +105,7 @@ impl Worker {
             self.always = always;
             pending.clear();
             self.pending = std::mem::replace(&mut self.next_pending, pending);
+            self.flush();
 
             if work > 0 {
                 last_work = Instant::now();
@@ -251,8 +256,16 @@ impl Worker {
             return (0, false);
         }
         let sw = self.sw.clone();
-        let pipe = Pipeline { fdb: &sw.fdb, counters: &sw.counters, now };
-        pipe.run(&entry, &self.rx, &mut self.scratch, &mut self.disp);
+        let table = sw.services.load();
+        let services = Services {
+            table: &table,
+            ct: &sw.conntrack,
+            affinity: &sw.affinity,
+            neigh: &sw.neigh,
+            ports: &self.table,
+        };
+        let pipe = Pipeline { fdb: &sw.fdb, counters: &sw.counters, now, services: Some(&services) };
+        pipe.run(&entry, &mut self.rx, &mut self.scratch, &mut self.disp);
         // Moved out and back (no allocation) so frames can be delivered while `self` is borrowed.
         let mut frames = std::mem::take(&mut self.rx);
         let disps = std::mem::take(&mut self.disp);
@@ -309,13 +322,26 @@ impl Worker {
         }
     }
 
-    fn tx(&self, egress: &PortEntry, frame: &Frame) {
+    /// Lets every port transmitted on in this iteration push its batch out.
+    fn flush(&mut self) {
+        for id in self.dirty.drain(..) {
+            if let Some(p) = self.table.get(id) {
+                p.io.flush();
+            }
+        }
+    }
+
+    fn tx(&mut self, egress: &PortEntry, frame: &Frame) {
+        if !self.dirty.contains(&egress.id) {
+            self.dirty.push(egress.id);
+        }
         match egress.io.send(frame.bytes()) {
             Ok(()) => {
                 bump(&egress.counters.tx_packets, 1);
                 bump(&egress.counters.tx_bytes, frame.bytes().len().saturating_sub(VNET_HDR_LEN) as u64);
             }
             Err(PortError::Gone) => egress.counters.drop_frame(DropReason::PortGone),
+            Err(PortError::Full) => egress.counters.drop_frame(DropReason::TxFull),
             Err(_) => egress.counters.drop_frame(DropReason::TxError),
         }
     }

@@ -23,14 +23,18 @@ pub enum PortKind {
     Host,
     /// A pod's interface. Anti-spoofed.
     Pod,
+    /// The AF_XDP uplink to other nodes. Trusted (frames of remote pods), learns and floods
+    /// like any port.
+    Uplink,
 }
 
 impl PortKind {
-    /// `host` or `pod`.
+    /// `host`, `pod` or `uplink`.
     pub fn name(self) -> &'static str {
         match self {
             PortKind::Host => "host",
             PortKind::Pod => "pod",
+            PortKind::Uplink => "uplink",
         }
     }
 }

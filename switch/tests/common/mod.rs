@@ -382,6 +382,32 @@ impl Node {
         }
     }
 
+    /// Restarts the daemon with the same socket, state dir and pod range (after [`Node::stop`]
+    /// or while it runs), and waits until it answers.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("tapwayd.log"))
+            .expect("open the daemon log");
+        let daemon = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name, env!("CARGO_BIN_EXE_tapwayd")])
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(["--pod-cidr", &format!("{}.0/24", self.prefix), "--log-level", "info"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn tapwayd");
+        self.daemon = Some(daemon);
+        self.wait_ready();
+    }
+
     /// Stops the daemon (SIGTERM, then SIGKILL if it lingers) and returns its exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.daemon.take()?;

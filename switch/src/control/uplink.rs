@@ -1,0 +1,135 @@
+//! The uplink port: the node's dedicated NIC bound with AF_XDP ([`crate::port::xdp`]) and
+//! plugged into the switch like any other port. It is trusted (no anti-spoofing: its frames come
+//! from pods of other nodes, each anti-spoofed on its own node), takes part in MAC learning and
+//! flooding, and is how frames for pods on other nodes leave the node.
+
+use std::sync::Arc;
+
+use tapway_api::UplinkStatus;
+
+use super::Control;
+use crate::netlink::{LinkChanges, Netlink, NlError};
+use crate::port::xdp::{XdpConfig, XdpError, XdpPort};
+use crate::stats::PortCounters;
+use crate::table::{PortEntry, PortKind, PortMeta};
+
+/// Why the uplink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// No such interface in the daemon's netns.
+    #[error("uplink interface {0} not found")]
+    NotFound(String),
+    /// Netlink failed.
+    #[error(transparent)]
+    Netlink(#[from] NlError),
+    /// The pods' MTU does not fit the uplink's.
+    #[error("pod MTU {pod} is larger than the MTU {uplink} of uplink {ifname}: segments would not fit")]
+    Mtu {
+        /// Interface.
+        ifname: String,
+        /// Pod MTU.
+        pod: u32,
+        /// Uplink MTU.
+        uplink: u32,
+    },
+    /// AF_XDP setup failed.
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    /// Every port number is taken.
+    #[error("no free port number for the uplink")]
+    NoPortNumber,
+    /// An uplink is already set up.
+    #[error("an uplink is already set up")]
+    Exists,
+}
+
+impl Control {
+    /// Binds the uplink and publishes it as a port. Call after the pods were restored, so
+    /// their recorded port numbers are kept.
+    pub fn setup_uplink(&self, cfg: &XdpConfig) -> Result<(), UplinkError> {
+        let mut slot = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(UplinkError::Exists);
+        }
+        let mut nl = Netlink::new()?;
+        let link = nl.link_by_name(&cfg.ifname)?.ok_or_else(|| UplinkError::NotFound(cfg.ifname.clone()))?;
+        if self.mtu > link.mtu {
+            return Err(UplinkError::Mtu { ifname: cfg.ifname.clone(), pod: self.mtu, uplink: link.mtu });
+        }
+        if !link.up {
+            nl.set_link(link.index, &LinkChanges { up: Some(true), ..Default::default() })?;
+        }
+        let port = Arc::new(XdpPort::open(cfg, link.mtu)?);
+        let worker = self.switch.least_loaded_worker();
+        let max = self.switch.config.max_ports;
+        let id = self.switch.update(|t| {
+            let Some(id) = t.free_id(max) else { return (t.clone(), None) };
+            let entry = Arc::new(PortEntry {
+                id,
+                kind: PortKind::Uplink,
+                io: port.clone(),
+                mac: link.mac.unwrap_or_default(),
+                guard: None,
+                worker,
+                counters: PortCounters::default(),
+                meta: PortMeta {
+                    name: cfg.ifname.clone(),
+                    netns: String::new(),
+                    ifname: cfg.ifname.clone(),
+                    ifindex: link.index,
+                    mtu: link.mtu,
+                    ips: Vec::new(),
+                    owner: Default::default(),
+                },
+            });
+            (t.with(entry), Some(id))
+        });
+        let id = id.ok_or(UplinkError::NoPortNumber)?;
+        tracing::info!(uplink = cfg.ifname, port = id, worker, mode = port.mode().name(), "uplink up");
+        *slot = Some((id, port));
+        Ok(())
+    }
+
+    /// Unpublishes the uplink and closes its sockets, which detaches the XDP program.
+    /// Call after the workers stopped (or while they run: they drop their snapshot soon).
+    pub fn shutdown_uplink(&self) {
+        let taken = self.uplink.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((id, port)) = taken {
+            self.switch.update(|t| (t.without(id), ()));
+            let a = port.accounting();
+            tracing::info!(
+                free = a.free,
+                rx = a.rx,
+                tx = a.tx,
+                held = a.held,
+                total = port.info().umem_frames,
+                "uplink UMEM at shutdown"
+            );
+            drop(port);
+        }
+    }
+
+    /// The uplink's counters, for `stats`.
+    pub(super) fn uplink_stats(&self) -> Vec<(String, u64)> {
+        let slot = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some((_, p)) => p.stats().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The uplink, for `status`.
+    pub(super) fn uplink_status(&self) -> Option<UplinkStatus> {
+        let slot = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, p) = slot.as_ref()?;
+        let i = p.info();
+        Some(UplinkStatus {
+            ifname: i.ifname,
+            mode: i.mode.name().to_string(),
+            queues: i.queues,
+            mtu: i.mtu,
+            umem_frames: i.umem_frames,
+            port: *id,
+        })
+    }
+}

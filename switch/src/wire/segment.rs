@@ -1,0 +1,513 @@
+//! Software segmentation (TSO/USO emulation) and checksum completion, for ports that cannot
+//! take what a TAP hands over.
+//!
+//! A pod's kernel gives its TAP TCP (and UDP) super-frames of up to 64 KiB with a vnet header
+//! saying "GSO, cut into `gso_size` pieces" and a partial checksum. Pod and host TAPs take such
+//! frames as they are, but the AF_XDP uplink is a wire: every frame on it must fit its MTU and
+//! carry complete checksums. [`SegmentPlan`] describes how one super-frame is cut, and
+//! [`SegmentPlan::write`] writes segment `i` straight into the destination buffer (an UMEM
+//! frame), so a segment costs one copy of its bytes. [`complete_csum`] finishes the partial
+//! checksum of a frame that is not GSO.
+//!
+//! Per segment: IPv4 total length, identification (`id + i`) and header checksum; IPv6 payload
+//! length; TCP sequence number (`seq + i * mss`), PSH/FIN only on the last segment and CWR only on
+//! the first, as the kernel's own TSO does; UDP length; the L4 checksum is computed in full.
+//! Everything is checked first: a malformed frame is an error, never a panic.
+
+use super::vnet::{VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
+
+const ETH_LEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Why a frame cannot be segmented or have its checksum completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    /// The frame's headers are truncated or inconsistent.
+    #[error("truncated or inconsistent headers")]
+    Malformed,
+    /// The GSO type is one the switch does not emulate (legacy UFO, or an L4 protocol that does
+    /// not match it).
+    #[error("unsupported GSO type {0:#x}")]
+    Unsupported(u8),
+    /// The vnet header says GSO with a segment size of 0.
+    #[error("GSO size is zero")]
+    ZeroMss,
+    /// A segment would not fit the egress MTU.
+    #[error("segment of {0} bytes exceeds the MTU")]
+    TooBig(usize),
+    /// The destination buffer is smaller than the segment.
+    #[error("destination buffer too small")]
+    NoRoom,
+}
+
+/// Which L4 protocol a plan cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L4 {
+    Tcp,
+    Udp,
+}
+
+/// How one GSO super-frame is cut into wire-sized segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPlan {
+    ipv6: bool,
+    l4: L4,
+    /// Offset of the L4 header (end of the IP header).
+    l4_off: usize,
+    /// Offset of the payload (end of the L4 header).
+    hdr_len: usize,
+    /// Payload bytes per segment.
+    mss: usize,
+    /// Payload bytes in the whole super-frame.
+    payload: usize,
+}
+
+impl SegmentPlan {
+    /// Plans the segmentation of `frame` (the Ethernet frame, without vnet header) as `hdr` asks,
+    /// for an egress whose MTU (IP packet size) is `mtu`.
+    pub fn new(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> Result<SegmentPlan, SegmentError> {
+        let gso = hdr.gso_type & !GSO_ECN;
+        let (ipv6, l4) = match gso {
+            GSO_TCPV4 => (false, L4::Tcp),
+            GSO_TCPV6 => (true, L4::Tcp),
+            GSO_UDP_L4 => (ethertype(frame)? == ETHERTYPE_IPV6, L4::Udp),
+            other => return Err(SegmentError::Unsupported(other)),
+        };
+        let (l4_off, proto) = ip_header(frame, ipv6)?;
+        let want = match l4 {
+            L4::Tcp => PROTO_TCP,
+            L4::Udp => PROTO_UDP,
+        };
+        if proto != want {
+            return Err(SegmentError::Unsupported(gso));
+        }
+        let l4_len = match l4 {
+            L4::Tcp => {
+                let off = *frame.get(l4_off + 12).ok_or(SegmentError::Malformed)?;
+                let len = usize::from(off >> 4) * 4;
+                if len < 20 {
+                    return Err(SegmentError::Malformed);
+                }
+                len
+            }
+            L4::Udp => 8,
+        };
+        let hdr_len = l4_off + l4_len;
+        if frame.len() < hdr_len {
+            return Err(SegmentError::Malformed);
+        }
+        let mss = usize::from(hdr.gso_size);
+        if mss == 0 {
+            return Err(SegmentError::ZeroMss);
+        }
+        let payload = frame.len() - hdr_len;
+        let ip_packet = hdr_len - ETH_LEN + mss.min(payload);
+        if ip_packet > mtu {
+            return Err(SegmentError::TooBig(ip_packet));
+        }
+        Ok(SegmentPlan { ipv6, l4, l4_off, hdr_len, mss, payload })
+    }
+
+    /// How many segments the frame becomes (at least one, even without payload).
+    pub fn count(&self) -> usize {
+        self.payload.div_ceil(self.mss).max(1)
+    }
+
+    /// Bytes of segment `i` (Ethernet frame).
+    pub fn segment_len(&self, i: usize) -> usize {
+        let start = (i * self.mss).min(self.payload);
+        let end = (start + self.mss).min(self.payload);
+        self.hdr_len + (end - start)
+    }
+
+    /// Writes segment `i` of `frame` (the same frame the plan was made for) into `dst`; returns
+    /// its length.
+    pub fn write(&self, frame: &[u8], i: usize, dst: &mut [u8]) -> Result<usize, SegmentError> {
+        let n = self.count();
+        if i >= n || frame.len() != self.hdr_len + self.payload {
+            return Err(SegmentError::Malformed);
+        }
+        let len = self.segment_len(i);
+        let seg_payload = len - self.hdr_len;
+        let dst = dst.get_mut(..len).ok_or(SegmentError::NoRoom)?;
+        let start = self.hdr_len + i * self.mss;
+        dst[..self.hdr_len].copy_from_slice(&frame[..self.hdr_len]);
+        dst[self.hdr_len..].copy_from_slice(&frame[start..start + seg_payload]);
+        let last = i + 1 == n;
+        // IP header: lengths, id, header checksum.
+        let ip = ETH_LEN;
+        let l4_total = len - self.l4_off;
+        if self.ipv6 {
+            put16(dst, ip + 4, l4_total as u16);
+        } else {
+            put16(dst, ip + 2, (len - ETH_LEN) as u16);
+            let id = get16(dst, ip + 4).wrapping_add(i as u16);
+            put16(dst, ip + 4, id);
+            put16(dst, ip + 10, 0);
+            let c = !fold(sum(&dst[ip..self.l4_off], 0));
+            put16(dst, ip + 10, c);
+        }
+        // L4 header.
+        let l4 = self.l4_off;
+        let csum_at = match self.l4 {
+            L4::Tcp => {
+                let seq = get32(dst, l4 + 4).wrapping_add((i * self.mss) as u32);
+                put32(dst, l4 + 4, seq);
+                let mut flags = dst[l4 + 13];
+                if !last {
+                    flags &= !(TCP_FIN | TCP_PSH);
+                }
+                if i > 0 {
+                    flags &= !TCP_CWR;
+                }
+                dst[l4 + 13] = flags;
+                l4 + 16
+            }
+            L4::Udp => {
+                put16(dst, l4 + 4, l4_total as u16);
+                l4 + 6
+            }
+        };
+        put16(dst, csum_at, 0);
+        let proto = match self.l4 {
+            L4::Tcp => PROTO_TCP,
+            L4::Udp => PROTO_UDP,
+        };
+        let pseudo = pseudo_sum(dst, self.ipv6, proto, l4_total);
+        let mut c = !fold(sum(&dst[l4..], pseudo));
+        if self.l4 == L4::Udp && c == 0 {
+            c = 0xffff;
+        }
+        put16(dst, csum_at, c);
+        Ok(len)
+    }
+}
+
+/// Whether a frame with this vnet header must be segmented before a port without offloads.
+pub fn needs_segmentation(hdr: &VnetHdr) -> bool {
+    hdr.gso_type & !GSO_ECN != GSO_NONE
+}
+
+/// Completes the partial checksum of `frame` (Ethernet frame) as its vnet header describes:
+/// the field at `csum_start + csum_offset` holds the folded pseudo-header sum; the sum of
+/// everything from `csum_start` to the end is added to it and the complement stored.
+pub fn complete_csum(frame: &mut [u8], csum_start: u16, csum_offset: u16) -> Result<(), SegmentError> {
+    let start = usize::from(csum_start);
+    let at = start + usize::from(csum_offset);
+    if at + 2 > frame.len() {
+        return Err(SegmentError::Malformed);
+    }
+    let partial = u32::from(get16(frame, at));
+    put16(frame, at, 0);
+    let c = !fold(sum(&frame[start..], partial));
+    put16(frame, at, c);
+    Ok(())
+}
+
+fn ethertype(frame: &[u8]) -> Result<u16, SegmentError> {
+    if frame.len() < ETH_LEN {
+        return Err(SegmentError::Malformed);
+    }
+    Ok(get16(frame, 12))
+}
+
+/// Checks the Ethernet and IP headers; returns (L4 offset, L4 protocol).
+fn ip_header(frame: &[u8], ipv6: bool) -> Result<(usize, u8), SegmentError> {
+    let et = ethertype(frame)?;
+    if ipv6 {
+        if et != ETHERTYPE_IPV6 || frame.len() < ETH_LEN + 40 || frame[ETH_LEN] >> 4 != 6 {
+            return Err(SegmentError::Malformed);
+        }
+        // Extension headers are not walked: the kernel's TSO frames from pods carry none.
+        Ok((ETH_LEN + 40, frame[ETH_LEN + 6]))
+    } else {
+        if et != ETHERTYPE_IPV4 || frame.len() < ETH_LEN + 20 || frame[ETH_LEN] >> 4 != 4 {
+            return Err(SegmentError::Malformed);
+        }
+        let ihl = usize::from(frame[ETH_LEN] & 0x0f) * 4;
+        if ihl < 20 || frame.len() < ETH_LEN + ihl {
+            return Err(SegmentError::Malformed);
+        }
+        Ok((ETH_LEN + ihl, frame[ETH_LEN + 9]))
+    }
+}
+
+/// Sum of the pseudo header (addresses from the IP header at offset 14, protocol, L4 length).
+fn pseudo_sum(frame: &[u8], ipv6: bool, proto: u8, l4_len: usize) -> u32 {
+    let addrs = if ipv6 { &frame[ETH_LEN + 8..ETH_LEN + 40] } else { &frame[ETH_LEN + 12..ETH_LEN + 20] };
+    let len = l4_len as u32;
+    sum(addrs, u32::from(proto) + (len >> 16) + (len & 0xffff))
+}
+
+/// Ones'-complement sum of `data` (big-endian 16-bit words, odd tail padded) plus `init`, not
+/// yet folded.
+fn sum(data: &[u8], init: u32) -> u32 {
+    let mut acc = u64::from(init);
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_be_bytes(w);
+        acc += (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [b] = rest.remainder() {
+        acc += u64::from(*b) << 8;
+    }
+    while acc > 0xffff_ffff {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Ones'-complement sum, for the other wire modules.
+pub(crate) fn ones_sum(data: &[u8], init: u32) -> u32 {
+    sum(data, init)
+}
+
+/// Folds a sum to 16 bits.
+pub(crate) fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn get32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::vnet::{F_NEEDS_CSUM, GSO_UDP};
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+
+    const SRC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const DST: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn tcp_frame(v6: bool, payload: &[u8], fin: bool, psh: bool) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(SRC, DST);
+        let b = if v6 {
+            b.ipv6(
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        };
+        let mut b = b.tcp(40000, 5201, 0xffff_ff00, 500).ack(77);
+        if fin {
+            b = b.fin();
+        }
+        if psh {
+            b = b.psh();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        if !v6 {
+            // A recognisable IP id.
+            out[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&0xfffeu16.to_be_bytes());
+        }
+        out
+    }
+
+    fn udp_frame(v6: bool, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(SRC, DST);
+        let b = if v6 {
+            b.ipv6(
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        };
+        let mut out = Vec::new();
+        b.udp(1000, 2000).write(&mut out, payload).unwrap();
+        out
+    }
+
+    fn gso(kind: u8, mss: u16) -> VnetHdr {
+        VnetHdr { flags: F_NEEDS_CSUM, gso_type: kind, gso_size: mss, ..Default::default() }
+    }
+
+    /// Cuts `frame` and checks every segment against etherparse; returns (segments, payload).
+    fn cut_and_verify(frame: &[u8], hdr: &VnetHdr, mtu: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let plan = SegmentPlan::new(hdr, frame, mtu).unwrap();
+        let mut segs = Vec::new();
+        let mut payload = Vec::new();
+        for i in 0..plan.count() {
+            let mut buf = vec![0u8; 9000];
+            let n = plan.write(frame, i, &mut buf).unwrap();
+            assert_eq!(n, plan.segment_len(i));
+            buf.truncate(n);
+            assert!(n - ETH_LEN <= mtu);
+            {
+                let p = SlicedPacket::from_ethernet(&buf).unwrap();
+                match (&p.net, &p.transport) {
+                    (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) => {
+                        let h = ip.header().to_header();
+                        assert_eq!(h.header_checksum, h.calc_header_checksum());
+                        assert_eq!(usize::from(h.total_len), n - ETH_LEN);
+                        let want = tcp.to_header().calc_checksum_ipv4(&h, tcp.payload()).unwrap();
+                        assert_eq!(tcp.checksum(), want, "tcp checksum of segment {i}");
+                        payload.extend_from_slice(tcp.payload());
+                    }
+                    (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Tcp(tcp))) => {
+                        let h = ip.header().to_header();
+                        assert_eq!(usize::from(h.payload_length), n - ETH_LEN - 40);
+                        let want = tcp.to_header().calc_checksum_ipv6(&h, tcp.payload()).unwrap();
+                        assert_eq!(tcp.checksum(), want);
+                        payload.extend_from_slice(tcp.payload());
+                    }
+                    (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(udp))) => {
+                        let h = ip.header().to_header();
+                        assert_eq!(h.header_checksum, h.calc_header_checksum());
+                        let want = udp.to_header().calc_checksum_ipv4(&h, udp.payload()).unwrap();
+                        assert_eq!(udp.checksum(), want);
+                        payload.extend_from_slice(udp.payload());
+                    }
+                    (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Udp(udp))) => {
+                        let h = ip.header().to_header();
+                        let want = udp.to_header().calc_checksum_ipv6(&h, udp.payload()).unwrap();
+                        assert_eq!(udp.checksum(), want);
+                        payload.extend_from_slice(udp.payload());
+                    }
+                    other => panic!("unexpected segment {other:?}"),
+                }
+            }
+            segs.push(buf);
+        }
+        (segs, payload)
+    }
+
+    #[test]
+    fn tcp4_super_frame_is_cut_like_tso() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let frame = tcp_frame(false, &data, true, true);
+        let (segs, payload) = cut_and_verify(&frame, &gso(GSO_TCPV4, 1448), 1500);
+        assert_eq!(payload, data);
+        assert_eq!(segs.len(), 7);
+        for (i, s) in segs.iter().enumerate() {
+            let id = u16::from_be_bytes([s[18], s[19]]);
+            assert_eq!(id, 0xfffeu16.wrapping_add(i as u16), "ids increment and wrap");
+            let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
+            assert_eq!(seq, 0xffff_ff00u32.wrapping_add(1448 * i as u32), "seq wraps");
+            let flags = s[47];
+            let last = i == segs.len() - 1;
+            assert_eq!(flags & (TCP_FIN | TCP_PSH) != 0, last, "PSH/FIN only on the last");
+            assert_eq!(flags & 0x10, 0x10, "ACK on all");
+        }
+    }
+
+    #[test]
+    fn tcp6_and_udp_segments() {
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let (segs, payload) =
+            cut_and_verify(&tcp_frame(true, &data, false, true), &gso(GSO_TCPV6, 1000), 1500);
+        assert_eq!((segs.len(), payload), (5, data.clone()));
+        let (segs, payload) = cut_and_verify(&udp_frame(false, &data), &gso(GSO_UDP_L4, 1400), 1500);
+        assert_eq!((segs.len(), payload.as_slice()), (4, &data[..]));
+        let (segs, _) = cut_and_verify(&udp_frame(true, &data), &gso(GSO_UDP_L4, 1200), 1500);
+        assert_eq!(segs.len(), 5);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_cut() {
+        let frame = tcp_frame(false, &[1; 3000], false, false);
+        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV4, 1448), &frame, 1000), Err(SegmentError::TooBig(1488)));
+        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV4, 0), &frame, 1500), Err(SegmentError::ZeroMss));
+        assert_eq!(
+            SegmentPlan::new(&gso(GSO_UDP, 1000), &frame, 1500),
+            Err(SegmentError::Unsupported(GSO_UDP))
+        );
+        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV6, 1000), &frame, 1500), Err(SegmentError::Malformed));
+        assert_eq!(
+            SegmentPlan::new(&gso(GSO_UDP_L4, 1000), &frame, 1500),
+            Err(SegmentError::Unsupported(GSO_UDP_L4))
+        );
+        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV4, 1000), &frame[..40], 1500), Err(SegmentError::Malformed));
+        let plan = SegmentPlan::new(&gso(GSO_TCPV4, 1000), &frame, 1500).unwrap();
+        assert_eq!(plan.write(&frame, 0, &mut [0u8; 100]), Err(SegmentError::NoRoom));
+        assert_eq!(plan.write(&frame, 3, &mut [0u8; 2000]), Err(SegmentError::Malformed));
+        assert_eq!(plan.write(&frame[..100], 0, &mut [0u8; 2000]), Err(SegmentError::Malformed));
+    }
+
+    /// The kernel's partial checksum: the folded pseudo-header sum in the checksum field.
+    fn make_partial(frame: &mut [u8], v6: bool, proto: u8) -> (u16, u16, u16) {
+        let l4 = if v6 { ETH_LEN + 40 } else { ETH_LEN + 20 };
+        let at = if proto == PROTO_TCP { l4 + 16 } else { l4 + 6 };
+        let good = get16(frame, at);
+        let partial = fold(pseudo_sum(frame, v6, proto, frame.len() - l4));
+        put16(frame, at, partial);
+        (l4 as u16, (at - l4) as u16, good)
+    }
+
+    #[test]
+    fn partial_checksums_are_completed() {
+        for v6 in [false, true] {
+            let mut f = tcp_frame(v6, b"hello, odd length", false, true);
+            let (start, off, good) = make_partial(&mut f, v6, PROTO_TCP);
+            complete_csum(&mut f, start, off).unwrap();
+            assert_eq!(get16(&f, usize::from(start + off)), good);
+            let mut f = udp_frame(v6, b"0123456789");
+            let (start, off, good) = make_partial(&mut f, v6, PROTO_UDP);
+            complete_csum(&mut f, start, off).unwrap();
+            assert_eq!(get16(&f, usize::from(start + off)), good);
+        }
+        assert_eq!(complete_csum(&mut [0u8; 10], 8, 1), Err(SegmentError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn any_super_frame_reassembles(
+            len in 0usize..20_000,
+            mss in 88u16..1440,
+            v6 in any::<bool>(),
+            fin in any::<bool>(),
+            seed in any::<u8>(),
+        ) {
+            let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let frame = tcp_frame(v6, &data, fin, true);
+            let kind = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+            let (segs, payload) = cut_and_verify(&frame, &gso(kind, mss), 1500);
+            prop_assert_eq!(payload, data);
+            prop_assert_eq!(segs.len(), len.div_ceil(usize::from(mss)).max(1));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), kind in 0u8..6, mss in 0u16..2000) {
+            if let Ok(plan) = SegmentPlan::new(&gso(kind, mss), &bytes, 1500) {
+                let mut buf = vec![0u8; 2000];
+                for i in 0..plan.count() {
+                    let _ = plan.write(&bytes, i, &mut buf);
+                }
+            }
+            let _ = complete_csum(&mut bytes.clone(), mss, u16::from(kind));
+        }
+    }
+}
