@@ -84,6 +84,11 @@ pub fn validate_spec(s: &ServiceSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The specs of `st`, for the services file.
+fn specs_of(st: &ServiceState) -> Vec<ServiceSpec> {
+    st.services.values().map(|s| s.spec.clone()).collect()
+}
+
 fn proto_of(n: u8) -> Protocol {
     if n == PROTO_TCP {
         Protocol::Tcp
@@ -182,8 +187,7 @@ impl Control {
             ));
         }
         let r = self.apply(&mut st, vec![spec], false);
-        drop(st);
-        self.save_state();
+        self.save_services(specs_of(&st));
         Ok(r)
     }
 
@@ -193,8 +197,9 @@ impl Control {
         let desired: Vec<ServiceSpec> =
             st.services.iter().filter(|(k, _)| *k != key).map(|(_, s)| s.spec.clone()).collect();
         let r = self.apply(&mut st, desired, true);
-        drop(st);
-        self.save_state();
+        if r.removed > 0 {
+            self.save_services(specs_of(&st));
+        }
         Ok(SyncResult { unchanged: 0, ..r })
     }
 
@@ -215,9 +220,8 @@ impl Control {
         }
         let mut st = self.svc_state();
         let r = self.apply(&mut st, services, true);
-        drop(st);
         if r.added + r.updated + r.removed > 0 {
-            self.save_state();
+            self.save_services(specs_of(&st));
         }
         Ok(r)
     }
@@ -259,11 +263,6 @@ impl Control {
                 }
             })
             .collect()
-    }
-
-    /// The specs, for the state file.
-    pub fn service_specs(&self) -> Vec<ServiceSpec> {
-        self.svc_state().services.values().map(|s| s.spec.clone()).collect()
     }
 
     /// Re-programs services from the state file (no save).

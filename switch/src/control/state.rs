@@ -1,7 +1,11 @@
-//! The state file (`<state-dir>/state.json`): every pod port with its netns, ifname, MAC,
-//! addresses and owner, written atomically (temp file, rename) after every change. A restarted tapwayd re-opens the pods' persistent TAPs from it
-//! ([`Control::restore`]), so pods keep their interfaces, addresses and traffic across a
-//! daemon restart without being recreated.
+//! The state files, written atomically (temp file, rename) after every change:
+//! - `<state-dir>/state.json`: every pod port with its netns, ifname, MAC, addresses and owner.
+//!   A restarted tapwayd re-opens the pods' persistent TAPs from it ([`Control::restore`]), so
+//!   pods keep their interfaces, addresses and traffic across a daemon restart without being
+//!   recreated.
+//! - `<state-dir>/services.json`: every service port, re-programmed at start. A file of its
+//!   own, because it can be megabytes (10,000 services) and must not be rewritten on every pod
+//!   attach.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -27,8 +31,14 @@ pub struct State {
     pub version: u32,
     /// Pod ports.
     pub ports: Vec<PortInfo>,
-    /// Service ports (absent in files of older versions).
-    #[serde(default)]
+}
+
+/// What the services file holds.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServicesFile {
+    /// [`STATE_VERSION`].
+    pub version: u32,
+    /// Service ports.
     pub services: Vec<tapway_api::ServiceSpec>,
 }
 
@@ -61,15 +71,35 @@ impl Control {
                 .filter(|p| p.kind == PortKind::Pod)
                 .map(|p| port_info(p))
                 .collect(),
-            services: self.service_specs(),
         };
-        let path = self.state_dir.join("state.json");
-        // Compact: with 10,000 services the file is megabytes, written on every change.
-        let res = serde_json::to_vec(&state)
+        self.write_state_file("state.json", &state);
+    }
+
+    /// Saves the service ports (the caller holds the service lock, so writes are ordered).
+    pub fn save_services(&self, services: Vec<tapway_api::ServiceSpec>) {
+        self.write_state_file("services.json", &ServicesFile { version: STATE_VERSION, services });
+    }
+
+    fn write_state_file<T: Serialize>(&self, name: &str, value: &T) {
+        let path = self.state_dir.join(name);
+        // Compact: the services file is megabytes with 10,000 services.
+        let res = serde_json::to_vec(value)
             .map_err(std::io::Error::other)
             .and_then(|bytes| write_atomic(&path, &bytes));
         if let Err(e) = res {
             tracing::error!(path = %path.display(), error = %e, "cannot write the state file");
+        }
+    }
+
+    fn read_state_file<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let path = self.state_dir.join(name);
+        let bytes = fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "unreadable state file; ignored");
+                None
+            }
         }
     }
 }
@@ -79,22 +109,14 @@ impl Control {
     /// gone is dropped (and logged); the others are published as before the restart, with the
     /// same port numbers. Returns how many were restored.
     pub fn restore(&self) -> usize {
-        let path = self.state_dir.join("state.json");
-        let state: State = match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "unreadable state file; starting without pods");
-                    return 0;
-                }
-            },
-            Err(_) => return 0,
-        };
-        let mut restored = 0;
-        let services = self.restore_services(state.services);
-        if services > 0 {
-            tracing::info!(services, "service ports restored from the state file");
+        if let Some(f) = self.read_state_file::<ServicesFile>("services.json") {
+            let services = self.restore_services(f.services);
+            if services > 0 {
+                tracing::info!(services, "service ports restored from the state file");
+            }
         }
+        let Some(state) = self.read_state_file::<State>("state.json") else { return 0 };
+        let mut restored = 0;
         for info in state.ports {
             match self.restore_port(&info) {
                 Ok(()) => restored += 1,
