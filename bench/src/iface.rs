@@ -47,6 +47,52 @@ pub fn addresses(ifname: &str) -> Result<([u8; 6], Option<Ipv4Addr>), IfaceError
     Ok((mac.ok_or_else(|| IfaceError::NoMac(ifname.into()))?, ip))
 }
 
+/// `struct ethtool_drvinfo` (linux/ethtool.h), for ETHTOOL_GDRVINFO.
+#[repr(C)]
+struct DrvInfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GDRVINFO: u32 = 0x3;
+
+/// The driver of `ifname` (`veth`, `tun`, `ixgbe`…) in the calling thread's netns, as
+/// `ethtool -i` prints it.
+pub fn driver(ifname: &str) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
+    // SAFETY: both are plain old data; all-zero is a valid value.
+    let (mut info, mut req): (DrvInfo, libc::ifreq) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let name = ifname.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: SIOCETHTOOL reads the NUL-terminated name and the command in `info`, which lives
+    // across the call, and writes at most size_of::<DrvInfo>() bytes into it.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) };
+    if r < 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut m = [0u8; 6];

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tapway_bench::frame::SizeMix;
-use tapway_bench::pktgen::{self, PktgenConfig, DEFAULT_PORT};
+use tapway_bench::pktgen::{self, Bypass, PktgenConfig, DEFAULT_PORT};
 use tapway_bench::progress::Progress;
+use tapway_bench::scenario::{self, RunConfig};
 use tapway_bench::sink::{self, Sink, SinkConfig};
-use tapway_bench::{iface, netns};
+use tapway_bench::{iface, netns, svg};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +31,74 @@ enum Cmd {
     Pktgen(PktgenArgs),
     /// Receive probe frames (AF_PACKET RX ring): rate, loss, reordering, one-way latency
     Sink(SinkArgs),
+    /// Build topologies in fresh namespaces and run scenarios: tapway, the generator alone over a
+    /// veth pair, and (with --baseline bridge) the reference bridge CNI, interleaved
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Scenarios: pod-pod, pod-vip, cross-node, rfc2544
+    #[arg(required = true, num_args = 1..)]
+    scenarios: Vec<String>,
+    /// Also run the reference CNI (Debian's bridge + host-local), interleaved with tapway
+    #[arg(long, value_parser = ["bridge"])]
+    baseline: Option<String>,
+    /// Runs per figure; medians with min/max are reported
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
+    /// Seconds per measurement (pktgen trial, iperf3 run, ping-pong)
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Frame sizes of the pod-pod frame-rate figures (64..=9000 or imix)
+    #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
+    sizes: Vec<SizeMix>,
+    /// Flows per pktgen trial
+    #[arg(long, default_value_t = 4)]
+    flows: u16,
+    /// pktgen sender threads
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// tapwayd --cores ("" = one unpinned worker)
+    #[arg(long, default_value = "")]
+    tapwayd_cores: String,
+    /// tapwayd --poll-mode
+    #[arg(long, default_value = "adaptive", value_parser = ["adaptive", "busy"])]
+    poll_mode: String,
+    /// Directory holding tapwayd, tapwayctl and the tapway CNI plugin (default: next to this
+    /// binary, else target/release, else target/debug)
+    #[arg(long)]
+    bin_dir: Option<std::path::PathBuf>,
+    /// Skip the iperf3 figures
+    #[arg(long)]
+    no_tcp: bool,
+    /// pktgen's PACKET_QDISC_BYPASS; auto: on, except on TAPs (tapway's pod interfaces)
+    #[arg(long, value_enum, default_value = "auto")]
+    qdisc_bypass: Bypass,
+    /// Seconds per RFC 2544 trial
+    #[arg(long, default_value_t = 1.0)]
+    trial: f64,
+    /// RFC 2544 frame sizes
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024,1280,1518")]
+    rfc2544_sizes: Vec<usize>,
+    /// RFC 2544 search resolution, as a share of the flat-out rate
+    #[arg(long, default_value_t = 0.02)]
+    resolution: f64,
+    /// Loss (%) allowed at the PDR
+    #[arg(long, default_value_t = 0.5)]
+    pdr_loss: f64,
+    /// Most trials per NDR or PDR search
+    #[arg(long, default_value_t = 10)]
+    max_trials: usize,
+    /// Write the report as JSON
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write the tables as Markdown
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
+    /// Write plots as SVG
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +145,9 @@ struct PktgenArgs {
     /// Unpinned sender threads when --cores is not given
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Hand frames straight to the driver (PACKET_QDISC_BYPASS); auto: on, except on TAPs
+    #[arg(long, value_enum, default_value = "auto")]
+    qdisc_bypass: Bypass,
     /// Print the result as JSON instead of text
     #[arg(long)]
     json: bool,
@@ -144,6 +216,7 @@ fn cmd_pktgen(a: PktgenArgs) -> Result<(), String> {
         count: a.count,
         cores: a.cores,
         threads: a.threads,
+        qdisc_bypass: a.qdisc_bypass,
     };
     let stop = stop_flag();
     let live = Arc::new(pktgen::Live::default());
@@ -193,11 +266,84 @@ fn cmd_sink(a: SinkArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Where tapwayd, tapwayctl and tapway are: next to this binary (target/*/), else the repo's
+/// target/release, else target/debug.
+fn default_bin_dir() -> std::path::PathBuf {
+    let has = |d: &std::path::Path| {
+        d.join("tapwayd").is_file() && d.join("tapwayctl").is_file() && d.join("tapway").is_file()
+    };
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(std::path::Path::to_path_buf)) {
+        if has(&d) {
+            return d;
+        }
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for p in ["target/release", "target/debug"] {
+        let d = repo.join(p);
+        if has(&d) {
+            return d.canonicalize().unwrap_or(d);
+        }
+    }
+    std::path::PathBuf::from("target/release")
+}
+
+fn cmd_run(a: RunArgs) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("`run` builds network namespaces: run it as root".into());
+    }
+    if !(0.0..1.0).contains(&a.resolution) || a.resolution == 0.0 {
+        return Err("--resolution must be in (0, 1)".into());
+    }
+    for &s in &a.rfc2544_sizes {
+        if !(64..=9000).contains(&s) {
+            return Err(format!("RFC 2544 size {s} is outside 64..=9000"));
+        }
+    }
+    let bin_dir = a.bin_dir.clone().unwrap_or_else(default_bin_dir);
+    let cfg = RunConfig {
+        scenarios: a.scenarios,
+        baseline_bridge: a.baseline.is_some(),
+        repeat: a.repeat,
+        duration: secs(a.duration, "--duration")?,
+        sizes: a.sizes,
+        flows: a.flows,
+        pktgen_threads: a.threads,
+        tapwayd_cores: a.tapwayd_cores,
+        poll_mode: a.poll_mode,
+        bin_dir,
+        rfc2544_trial: secs(a.trial, "--trial")?,
+        rfc2544_resolution: a.resolution,
+        rfc2544_pdr_loss_pct: a.pdr_loss,
+        rfc2544_max_trials: a.max_trials,
+        rfc2544_sizes: a.rfc2544_sizes,
+        no_tcp: a.no_tcp,
+        qdisc_bypass: a.qdisc_bypass,
+        command: std::env::args().collect(),
+    };
+    let report = scenario::run(&cfg, stop_flag()).map_err(|e| e.to_string())?;
+    print!("{}", report.to_text());
+    if let Some(p) = &a.json {
+        let j = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(p, j + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("==> JSON report written to {}", p.display());
+    }
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, report.to_markdown()).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("==> Markdown written to {}", p.display());
+    }
+    if let Some(p) = &a.svg {
+        svg::write(&report, p)?;
+        eprintln!("==> SVG written to {}", p.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Pktgen(a) => cmd_pktgen(a),
         Cmd::Sink(a) => cmd_sink(a),
+        Cmd::Run(a) => cmd_run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use crate::clock::now_ns;
 use crate::frame::{FlowSpec, FrameError, SizeMix, Template, FCS_LEN};
 use crate::iface::{self, IfaceError};
 use crate::netns::NetnsError;
-use crate::ring::{RingError, TxRing};
+use crate::ring::{Push, RingError, TxRing};
 
 /// Why the generator could not run.
 #[derive(Debug, Error)]
@@ -68,6 +68,22 @@ pub struct PktgenConfig {
     pub cores: Vec<usize>,
     /// Unpinned sender threads when `cores` is empty.
     pub threads: usize,
+    /// PACKET_QDISC_BYPASS.
+    pub qdisc_bypass: Bypass,
+}
+
+/// Whether frames skip the interface's qdisc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bypass {
+    /// On, except on TAP devices (driver `tun`): there the slots of a bypassing TX ring came back
+    /// only about once a second on kernel 6.18 (a few thousand frames/s), while through the
+    /// qdisc the same TAP takes hundreds of thousands.
+    Auto,
+    /// Always bypass.
+    On,
+    /// Never bypass.
+    Off,
 }
 
 impl PktgenConfig {
@@ -87,6 +103,7 @@ impl PktgenConfig {
             count: None,
             cores: Vec::new(),
             threads: 1,
+            qdisc_bypass: Bypass::Auto,
         }
     }
 }
@@ -103,12 +120,16 @@ pub struct PktgenResult {
     pub bytes: u64,
     /// Frames the kernel refused plus failed sends.
     pub errors: u64,
+    /// Times the TX ring stayed full for 100 ms (the path stopped taking frames).
+    pub stalls: u64,
     /// Seconds from the first frame to the last.
     pub elapsed_s: f64,
     /// Frames sent per flow (index = flow number).
     pub per_flow: Vec<u64>,
     /// Sender threads.
     pub threads: usize,
+    /// Whether the qdisc was bypassed.
+    pub qdisc_bypass: bool,
 }
 
 impl PktgenResult {
@@ -133,14 +154,16 @@ impl PktgenResult {
     /// The line kernel pktgen users expect.
     pub fn line(&self, sizes: &SizeMix) -> String {
         format!(
-            "pktgen: sent {} frames ({} B) in {:.3} s: {:.0} pps {:.1} Mb/s, errors {}, {} thread(s)",
+            "pktgen: sent {} frames ({} B) in {:.3} s: {:.0} pps {:.1} Mb/s, errors {}, ring stalls {}, {} thread(s), qdisc {}",
             self.sent,
             sizes.label(),
             self.elapsed_s,
             self.pps(),
             self.mbps(),
             self.errors,
-            self.threads
+            self.stalls,
+            self.threads,
+            if self.qdisc_bypass { "bypassed" } else { "used" }
         )
     }
 }
@@ -214,9 +237,14 @@ pub fn run(cfg: &PktgenConfig, stop: &AtomicBool, live: &Live) -> Result<PktgenR
     }
     // Open every ring here, in this thread's netns, before timing starts.
     let max_frame = cfg.sizes.max_size() - FCS_LEN;
+    let bypass = match cfg.qdisc_bypass {
+        Bypass::On => true,
+        Bypass::Off => false,
+        Bypass::Auto => iface::driver(&cfg.ifname).as_deref() != Some("tun"),
+    };
     let mut rings = Vec::new();
     for _ in 0..nthreads {
-        rings.push(TxRing::open(&cfg.ifname, max_frame, 1024)?);
+        rings.push(TxRing::open(&cfg.ifname, bypass, max_frame, 1024)?);
     }
     let start = Instant::now();
     let deadline = cfg.duration.map(|d| start + d);
@@ -234,11 +262,13 @@ pub fn run(cfg: &PktgenConfig, stop: &AtomicBool, live: &Live) -> Result<PktgenR
     let mut out = PktgenResult {
         elapsed_s,
         threads: nthreads,
+        qdisc_bypass: bypass,
         per_flow: vec![0; usize::from(cfg.flows)],
         ..Default::default()
     };
     for r in results {
-        let (sent, bytes, errors, flows) = r?;
+        let (sent, bytes, errors, stalls, flows) = r?;
+        out.stalls += stalls;
         out.sent += sent;
         out.bytes += bytes;
         out.errors += errors;
@@ -280,7 +310,7 @@ fn pin(core: usize) {
     }
 }
 
-type ThreadOut = (u64, u64, u64, Vec<(u16, u64)>);
+type ThreadOut = (u64, u64, u64, u64, Vec<(u16, u64)>);
 
 fn send_loop(
     th: Thread,
@@ -299,7 +329,7 @@ fn send_loop(
     let mut sent_per = vec![0u64; nflows];
     // Batches of ~0.5 ms at the requested rate, at most 64 frames.
     let batch = th.rate.map_or(64, |r| ((r / 2000.0) as usize).clamp(1, 64));
-    let (mut sent, mut bytes) = (0u64, 0u64);
+    let (mut sent, mut bytes, mut stalls) = (0u64, 0u64, 0u64);
     let (mut fi, mut k) = (0usize, 0usize);
     'outer: loop {
         if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -332,11 +362,24 @@ fn send_loop(
             let (_, tmpls) = &th.flows[fi];
             let t = &tmpls[k % tmpls.len()];
             let seq = seqs[fi];
-            if ring.push(|d| t.write(d, seq, ts)) {
-                seqs[fi] = seq.wrapping_add(1);
-                sent_per[fi] += 1;
-                n += 1;
-                b += t.size() as u64;
+            match ring.push(Duration::from_millis(100), |d| t.write(d, seq, ts)) {
+                Push::Queued => {
+                    seqs[fi] = seq.wrapping_add(1);
+                    sent_per[fi] += 1;
+                    n += 1;
+                    b += t.size() as u64;
+                }
+                // The path holds every slot: look at the clock and the stop flag again.
+                Push::Full => {
+                    stalls += 1;
+                    break;
+                }
+                Push::Refused => {
+                    return Err(PktgenError::Config(format!(
+                        "a {} B frame does not fit the TX ring",
+                        t.size()
+                    )))
+                }
             }
             fi += 1;
             if fi == nflows {
@@ -349,11 +392,11 @@ fn send_loop(
         bytes += b;
         live.sent.fetch_add(n, Ordering::Relaxed);
         live.bytes.fetch_add(b, Ordering::Relaxed);
-        if n == 0 {
+        if th.count.is_some_and(|c| sent >= c) {
             break;
         }
     }
     ring.drain();
     let errors = ring.counters.wrong_format + ring.counters.send_errors;
-    Ok((sent, bytes, errors, th.flows.iter().map(|f| f.0).zip(sent_per).collect()))
+    Ok((sent, bytes, errors, stalls, th.flows.iter().map(|f| f.0).zip(sent_per).collect()))
 }

@@ -100,7 +100,13 @@ struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    fn open(ifname: &str, dir: Dir, frame_size: usize, frame_nr: usize) -> Result<Ring, RingError> {
+    fn open(
+        ifname: &str,
+        dir: Dir,
+        bypass: bool,
+        frame_size: usize,
+        frame_nr: usize,
+    ) -> Result<Ring, RingError> {
         let idx = ifindex(ifname)?;
         // ETH_P_ALL for RX; protocol 0 for TX so that the socket receives nothing.
         let proto: u16 = if dir == Dir::Rx { (libc::ETH_P_ALL as u16).to_be() } else { 0 };
@@ -114,14 +120,16 @@ impl Ring {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
         if dir == Dir::Tx {
-            // Straight to the driver: no qdisc in the generator's path (kernel ≥ 3.14).
-            setsockopt(
-                &fd,
-                libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                &1 as &libc::c_int,
-                "PACKET_QDISC_BYPASS",
-            )?;
+            if bypass {
+                // Straight to the driver: no qdisc in the generator's path (kernel ≥ 3.14).
+                setsockopt(
+                    &fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_QDISC_BYPASS,
+                    &1 as &libc::c_int,
+                    "PACKET_QDISC_BYPASS",
+                )?;
+            }
         } else {
             // Best effort (kernel ≥ 4.20): our own outgoing frames are filtered by type anyway.
             let _ = setsockopt(
@@ -220,6 +228,17 @@ pub struct TxCounters {
     pub send_errors: u64,
 }
 
+/// What [`TxRing::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The frame is queued.
+    Queued,
+    /// No slot came free in time; nothing queued.
+    Full,
+    /// The frame does not fit a slot; nothing queued.
+    Refused,
+}
+
 /// The generator's socket: fill slots, then [`TxRing::flush`] hands them to the kernel.
 #[derive(Debug)]
 pub struct TxRing {
@@ -231,11 +250,17 @@ pub struct TxRing {
 
 impl TxRing {
     /// Opens a TX ring on `ifname` (in the calling thread's netns) for frames of up to
-    /// `max_frame` bytes.
-    pub fn open(ifname: &str, max_frame: usize, frame_nr: usize) -> Result<TxRing, RingError> {
+    /// `max_frame` bytes; `qdisc_bypass` hands frames straight to the driver
+    /// (PACKET_QDISC_BYPASS).
+    pub fn open(
+        ifname: &str,
+        qdisc_bypass: bool,
+        max_frame: usize,
+        frame_nr: usize,
+    ) -> Result<TxRing, RingError> {
         let frame_size = (max_frame + TX_DATA_OFF).next_power_of_two().max(2048);
         Ok(TxRing {
-            ring: Ring::open(ifname, Dir::Tx, frame_size, frame_nr)?,
+            ring: Ring::open(ifname, Dir::Tx, qdisc_bypass, frame_size, frame_nr)?,
             pending: 0,
             counters: TxCounters::default(),
         })
@@ -247,10 +272,11 @@ impl TxRing {
     }
 
     /// Queues one frame written by `fill` (which gets the slot's data area and returns the
-    /// length it wrote). Waits for a free slot, kicking the kernel, while the ring is full.
-    /// Returns false when `fill` wrote nothing.
-    pub fn push(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
+    /// length it wrote). While the ring is full it kicks the kernel and waits, at most
+    /// `max_wait`: a receiver that stops reading (a TAP whose reader is gone) pins the slots.
+    pub fn push(&mut self, max_wait: std::time::Duration, fill: impl FnOnce(&mut [u8]) -> usize) -> Push {
         let i = self.ring.cur;
+        let mut deadline = None;
         loop {
             let st = self.ring.status(i).load(Ordering::Acquire);
             if st & TP_STATUS_WRONG_FORMAT != 0 {
@@ -260,8 +286,14 @@ impl TxRing {
             if st & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING) == 0 {
                 break;
             }
+            let now = std::time::Instant::now();
+            let d = *deadline.get_or_insert(now + max_wait);
+            if now >= d {
+                self.flush();
+                return Push::Full;
+            }
             self.flush();
-            self.ring.poll(libc::POLLOUT, 10);
+            self.ring.poll(libc::POLLOUT, 1);
         }
         let cap = self.max_frame();
         // SAFETY: the slot is ours (status AVAILABLE or WRONG_FORMAT), its data area of `cap`
@@ -269,7 +301,7 @@ impl TxRing {
         let data = unsafe { std::slice::from_raw_parts_mut(self.ring.slot(i).add(TX_DATA_OFF), cap) };
         let len = fill(data);
         if len == 0 || len > cap {
-            return false;
+            return Push::Refused;
         }
         // SAFETY: the header is at the slot start and the slot is still ours; tp_len is a
         // plain u32 field the kernel reads only after it sees SEND_REQUEST below.
@@ -280,7 +312,7 @@ impl TxRing {
         self.ring.status(i).store(TP_STATUS_SEND_REQUEST, Ordering::Release);
         self.ring.cur = (i + 1) % self.ring.frame_nr;
         self.pending += 1;
-        true
+        Push::Queued
     }
 
     /// Asks the kernel to send every queued slot (non-blocking).
@@ -346,7 +378,7 @@ impl RxRing {
     /// Opens an RX ring on `ifname`. Slots hold 2 KiB: larger frames are truncated, which is
     /// fine since only the headers and probe are read; the wire length is still reported.
     pub fn open(ifname: &str, frame_nr: usize) -> Result<RxRing, RingError> {
-        Ok(RxRing { ring: Ring::open(ifname, Dir::Rx, 2048, frame_nr)? })
+        Ok(RxRing { ring: Ring::open(ifname, Dir::Rx, false, 2048, frame_nr)? })
     }
 
     /// Calls `f(bytes, wire_len)` for every frame ready (at most `budget`), skipping our own
