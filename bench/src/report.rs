@@ -274,7 +274,9 @@ fn rows(s: &ScenarioReport, topos: &[&str]) -> Vec<Vec<String>> {
             }
             if topos.contains(&"bridge") {
                 r.push(match (find("tapway"), find("bridge")) {
-                    (Some(a), Some(b)) if b.median != 0.0 && metric != "loss_pct" => {
+                    (Some(a), Some(b))
+                        if b.median != 0.0 && !matches!(metric.as_str(), "loss_pct" | "tx_pps") =>
+                    {
                         format!("{:.2}×", a.median / b.median)
                     }
                     _ => "".into(),
@@ -412,11 +414,12 @@ impl Report {
         let _ = writeln!(out, "Command: `{}`.", self.command.join(" "));
         let _ = writeln!(
             out,
-            "tapway-bench {}, tapwayd {}, iperf3 {}; {} run(s) per figure, {} s each, runs interleaved between topologies; \
+            "Versions: tapway-bench {}; {}; {}; CNI plugins {}. {} run(s) per figure, {} s each, interleaved between topologies; \
              cells are median (min–max).",
             self.versions.tapway_bench,
-            self.versions.tapwayd.as_deref().unwrap_or("?"),
-            self.versions.iperf3.as_deref().unwrap_or("not installed"),
+            self.versions.tapwayd.as_deref().unwrap_or("tapwayd ?"),
+            self.versions.iperf3.as_deref().unwrap_or("iperf3 not installed"),
+            self.versions.cni_plugins.as_deref().unwrap_or("?"),
             self.params.repeat,
             self.params.duration_s
         );
