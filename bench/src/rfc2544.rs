@@ -55,10 +55,27 @@ pub struct SearchResult {
 /// one trial; its error aborts the search.
 pub fn search<E>(
     cfg: &SearchConfig,
+    trial: impl FnMut(f64) -> Result<Outcome, E>,
+) -> Result<SearchResult, E> {
+    search_above(cfg, None, trial)
+}
+
+/// [`search`], knowing that `known` (a trial from an earlier search) already passed: the search
+/// starts above its rate, so that a noisy machine cannot report a lower NDR than a rate it
+/// already saw pass without loss.
+pub fn search_above<E>(
+    cfg: &SearchConfig,
+    known: Option<Outcome>,
     mut trial: impl FnMut(f64) -> Result<Outcome, E>,
 ) -> Result<SearchResult, E> {
     let pass = |o: &Outcome| o.loss_pct <= cfg.loss_threshold_pct;
-    let mut res = SearchResult { rate_pps: 0.0, at_rate: None, generator_limited: false, trials: Vec::new() };
+    let known = known.filter(|o| pass(o) && o.offered_pps < cfg.max_pps);
+    let mut res = SearchResult {
+        rate_pps: known.map_or(0.0, |o| o.offered_pps),
+        at_rate: known,
+        generator_limited: false,
+        trials: Vec::new(),
+    };
     if cfg.max_pps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Ok(res);
     }
@@ -70,7 +87,7 @@ pub fn search<E>(
         res.generator_limited = true;
         return Ok(res);
     }
-    let (mut lo, mut hi) = (0.0f64, cfg.max_pps);
+    let (mut lo, mut hi) = (res.rate_pps, cfg.max_pps);
     while hi - lo > cfg.resolution * cfg.max_pps && res.trials.len() < cfg.max_trials {
         let mid = (lo + hi) / 2.0;
         let o = trial(mid)?;
@@ -120,8 +137,15 @@ pub fn ndr_pdr<E>(
     } else {
         // Keep the same absolute resolution on the narrower range.
         let res = resolution * max_pps / ndr_max;
-        search(
+        let known = pdr
+            .trials
+            .iter()
+            .filter(|o| o.loss_pct == 0.0)
+            .max_by(|a, b| a.offered_pps.total_cmp(&b.offered_pps))
+            .copied();
+        search_above(
             &SearchConfig { max_pps: ndr_max, resolution: res, max_trials, loss_threshold_pct: 0.0 },
+            known,
             &mut trial,
         )?
     };
@@ -201,6 +225,23 @@ mod tests {
         assert_eq!(n, 7);
         assert_eq!(r.trials.len(), 7);
         assert!(r.rate_pps <= 123_456.0);
+    }
+
+    #[test]
+    fn a_known_lossless_rate_is_never_undercut() {
+        // A flaky channel: lossless below 500k, except that the 250k trial happens to drop a
+        // frame (noise). Knowing 400k passed, the search must not fall below it.
+        let flaky = |rate: f64| {
+            let loss = if rate > 500_000.0 || (rate - 250_000.0).abs() < 1.0 { 1.0 } else { 0.0 };
+            Ok::<_, Infallible>(Outcome { offered_pps: rate, rx_pps: rate, loss_pct: loss, latency: None })
+        };
+        let known = Outcome { offered_pps: 400_000.0, rx_pps: 400_000.0, loss_pct: 0.0, latency: None };
+        let cfg = SearchConfig { max_pps: 1e6, resolution: 0.01, max_trials: 20, loss_threshold_pct: 0.0 };
+        let r = search_above(&cfg, Some(known), flaky).unwrap();
+        assert!(r.rate_pps >= 400_000.0 && r.rate_pps <= 500_000.0, "{}", r.rate_pps);
+        assert!(r.trials.iter().all(|t| t.offered_pps >= 400_000.0), "nothing tried below the known rate");
+        let plain = search(&cfg, flaky).unwrap();
+        assert!(plain.rate_pps <= 500_000.0);
     }
 
     #[test]

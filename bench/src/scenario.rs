@@ -319,7 +319,10 @@ impl Runner<'_> {
                     pdr_loss_pct: res.pdr.at_rate.map_or(f64::NAN, |o| o.loss_pct),
                     pdr_latency: res.pdr.at_rate.and_then(|o| o.latency),
                     generator_limited: res.ndr.generator_limited,
-                    trials: res.ndr.trials.len() + res.pdr.trials.len() + 1,
+                    // +1: the flat-out trial that set the bound. A generator-limited NDR is the PDR's trial.
+                    trials: res.pdr.trials.len()
+                        + 1
+                        + if res.ndr.generator_limited { 0 } else { res.ndr.trials.len() },
                 };
                 log(&format!(
                     "rfc2544 {:<7} {size:>4} B: NDR {:.0} pps, PDR {:.0} pps ({} trials)",
