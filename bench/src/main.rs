@@ -349,7 +349,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tapway-bench: {e}");
-            ExitCode::FAILURE
+            // Stopped by SIGINT/SIGTERM after a clean teardown: the shell's convention.
+            if e == "interrupted" {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -170,14 +170,29 @@ pub struct Rfc2544Row {
     pub pdr_pps: f64,
     /// Partial-drop rate, Mb/s.
     pub pdr_mbps: f64,
-    /// Loss measured at the PDR, %.
-    pub pdr_loss_pct: f64,
+    /// Loss measured at the PDR, % (`null` when no rate passed).
+    pub pdr_loss_pct: Option<f64>,
     /// One-way latency at the PDR.
     pub pdr_latency: Option<LatencySummary>,
     /// The generator's flat-out rate passed: the path is at least this fast.
     pub generator_limited: bool,
     /// Trials run for NDR and PDR together.
     pub trials: usize,
+    /// Every trial in the order run: the flat-out one, then the PDR search, then the NDR search.
+    pub trial_log: Vec<TrialPoint>,
+}
+
+/// One RFC 2544 trial.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TrialPoint {
+    /// Offered rate, frames/s (`null` for the flat-out trial).
+    pub offered_pps: Option<f64>,
+    /// Frames/s the generator achieved.
+    pub tx_pps: f64,
+    /// Frames/s received.
+    pub rx_pps: f64,
+    /// Loss, % of sent.
+    pub loss_pct: f64,
 }
 
 /// Collects samples keyed by (metric, variant, topology) in first-seen order.
@@ -320,7 +335,7 @@ fn rfc_rows(r: &Report) -> Vec<Vec<String>> {
                 fmt_num(x.ndr_mbps),
                 lat(&x.ndr_latency),
                 fmt_num(x.pdr_pps),
-                format!("{:.3}", x.pdr_loss_pct),
+                x.pdr_loss_pct.map_or("-".into(), |l| format!("{l:.3}")),
                 lat(&x.pdr_latency),
                 x.trials.to_string(),
             ]
@@ -545,10 +560,11 @@ pub(crate) mod tests {
                 ndr_latency: Some(lat),
                 pdr_pps: 1.1e5,
                 pdr_mbps: 56.3,
-                pdr_loss_pct: 0.2,
+                pdr_loss_pct: Some(0.2),
                 pdr_latency: None,
                 generator_limited: false,
                 trials: 9,
+                trial_log: vec![TrialPoint { offered_pps: None, tx_pps: 2e5, rx_pps: 1.2e5, loss_pct: 40.0 }],
             }],
             notes: vec!["busy".into()],
         }
@@ -622,9 +638,11 @@ pub(crate) mod tests {
                 "pdr_pps",
                 "size",
                 "topology",
+                "trial_log",
                 "trials"
             ]
         );
+        assert_eq!(keys(&v["rfc2544"][0]["trial_log"][0]), ["loss_pct", "offered_pps", "rx_pps", "tx_pps"]);
         assert_eq!(
             keys(&v["rfc2544"][0]["ndr_latency"]),
             ["max_us", "mean_us", "min_us", "p50_us", "p90_us", "p999_us", "p99_us", "samples"]

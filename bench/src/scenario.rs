@@ -17,7 +17,7 @@ use crate::frame::SizeMix;
 use crate::machine::{self, Machine};
 use crate::pktgen::{Bypass, PktgenConfig, DEFAULT_PORT};
 use crate::report::{
-    Collector, Params, Report, Rfc2544Row, ScenarioReport, Status, TopologyInfo, Versions, SCHEMA,
+    Collector, Params, Report, Rfc2544Row, ScenarioReport, Status, TopologyInfo, TrialPoint, Versions, SCHEMA,
 };
 use crate::rfc2544::{self, Outcome};
 use crate::rtt;
@@ -292,6 +292,12 @@ impl Runner<'_> {
                 // The generator's flat-out rate on this path bounds the search.
                 let top = self.trial(t, &mix, None, self.cfg.rfc2544_trial)?;
                 let max = top.pktgen.pps();
+                let trial_log = std::cell::RefCell::new(vec![TrialPoint {
+                    offered_pps: None,
+                    tx_pps: max,
+                    rx_pps: top.sink.pps(),
+                    loss_pct: top.loss_pct,
+                }]);
                 let res = rfc2544::ndr_pdr(
                     max,
                     self.cfg.rfc2544_resolution,
@@ -299,6 +305,12 @@ impl Runner<'_> {
                     self.cfg.rfc2544_pdr_loss_pct,
                     |rate| {
                         let r = self.trial(t, &mix, Some(rate), self.cfg.rfc2544_trial)?;
+                        trial_log.borrow_mut().push(TrialPoint {
+                            offered_pps: Some(rate),
+                            tx_pps: r.pktgen.pps(),
+                            rx_pps: r.sink.pps(),
+                            loss_pct: r.loss_pct,
+                        });
                         Ok::<_, RunError>(Outcome {
                             offered_pps: rate,
                             rx_pps: r.sink.pps(),
@@ -316,10 +328,11 @@ impl Runner<'_> {
                     ndr_latency: res.ndr.at_rate.and_then(|o| o.latency),
                     pdr_pps: res.pdr.rate_pps,
                     pdr_mbps: mbps(res.pdr.rate_pps),
-                    pdr_loss_pct: res.pdr.at_rate.map_or(f64::NAN, |o| o.loss_pct),
+                    pdr_loss_pct: res.pdr.at_rate.map(|o| o.loss_pct),
                     pdr_latency: res.pdr.at_rate.and_then(|o| o.latency),
                     generator_limited: res.ndr.generator_limited,
                     // +1: the flat-out trial that set the bound. A generator-limited NDR is the PDR's trial.
+                    trial_log: trial_log.take(),
                     trials: res.pdr.trials.len()
                         + 1
                         + if res.ndr.generator_limited { 0 } else { res.ndr.trials.len() },
@@ -443,29 +456,39 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     })
 }
 
-/// Says whether the generator out-ran each switched path: the veth rate against theirs.
+/// Says, per switched path and frame size, whether the generator out-ran it: either it offered
+/// clearly more than the path delivered (the path dropped the rest), or over a bare veth pair it
+/// reached clearly more than the path forwarded. Otherwise the figure may be generator-bound.
 fn generator_note(scenarios: &[ScenarioReport], notes: &mut Vec<String>) {
     let Some(s) = scenarios.iter().find(|s| s.name == "pod-pod") else { return };
+    let get = |metric: &str, topo: &str, variant: &Option<String>| {
+        s.metrics
+            .iter()
+            .find(|x| x.metric == metric && x.topology == topo && &x.variant == variant)
+            .map(|m| m.median)
+    };
     for m in s.metrics.iter().filter(|m| m.metric == "rx_pps" && m.topology != "veth") {
-        let Some(v) =
-            s.metrics.iter().find(|x| x.metric == "rx_pps" && x.topology == "veth" && x.variant == m.variant)
-        else {
-            continue;
-        };
         let size = m.variant.as_deref().unwrap_or("?");
-        if v.median > m.median * 1.1 {
-            notes.push(format!(
-                "{size} B: the generator alone reaches {:.0} frames/s over a veth pair, {:.1}× what {} forwarded: the path, not the generator, is the limit",
-                v.median,
-                v.median / m.median.max(1.0),
+        let rx = m.median;
+        let offered = get("tx_pps", &m.topology, &m.variant).unwrap_or(0.0);
+        let alone = get("rx_pps", "veth", &m.variant).unwrap_or(0.0);
+        let note = if offered > 1.1 * rx {
+            format!(
+                "{size} B, {}: the generator offered {offered:.0} frames/s and {rx:.0} arrived: the path, not the generator, is the limit",
                 m.topology
-            ));
+            )
+        } else if alone > 1.1 * rx {
+            format!(
+                "{size} B, {}: {rx:.0} frames/s arrived; the generator alone reaches {alone:.0} over a bare veth pair: the path (which runs in the sender's context and back-pressures it) is the limit",
+                m.topology
+            )
         } else {
-            notes.push(format!(
-                "{size} B: {} forwarded {:.0} frames/s, close to the generator's own {:.0} over a veth pair: this figure may be generator-bound",
-                m.topology, m.median, v.median
-            ));
-        }
+            format!(
+                "{size} B, {}: {rx:.0} frames/s arrived, about what the generator reaches alone over a veth pair ({alone:.0}): this figure may be generator-bound",
+                m.topology
+            )
+        };
+        notes.push(note);
     }
 }
 
