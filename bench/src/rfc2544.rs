@@ -149,6 +149,19 @@ pub fn ndr_pdr<E>(
             &mut trial,
         )?
     };
+    let mut ndr = ndr;
+    let mut pdr = pdr;
+    // "Generator-limited" means the generator's own flat-out rate passed, not the narrower
+    // NDR bound.
+    if ndr.generator_limited && ndr_max < max_pps {
+        ndr.generator_limited = false;
+    }
+    // A lossless trial passes the PDR criterion too: on a noisy machine the NDR search can find
+    // a lossless rate above the PDR that an unlucky trial of the PDR search failed.
+    if ndr.rate_pps > pdr.rate_pps {
+        pdr.rate_pps = ndr.rate_pps;
+        pdr.at_rate = ndr.at_rate;
+    }
     Ok(NdrPdr { ndr, pdr })
 }
 
@@ -242,6 +255,23 @@ mod tests {
         assert!(r.trials.iter().all(|t| t.offered_pps >= 400_000.0), "nothing tried below the known rate");
         let plain = search(&cfg, flaky).unwrap();
         assert!(plain.rate_pps <= 500_000.0);
+    }
+
+    #[test]
+    fn noisy_pdr_search_never_reports_pdr_below_ndr() {
+        // Lossless up to 600k, but the first trial in 500k..600k loses 1 % (noise).
+        let mut noisy_once = true;
+        let r = ndr_pdr(1e6, 0.01, 30, 0.5, |rate| {
+            let mut loss = if rate > 600_000.0 { 100.0 * (rate - 600_000.0) / rate } else { 0.0 };
+            if (500_000.0..=600_000.0).contains(&rate) && noisy_once {
+                noisy_once = false;
+                loss = 1.0;
+            }
+            Ok::<_, Infallible>(Outcome { offered_pps: rate, rx_pps: rate, loss_pct: loss, latency: None })
+        })
+        .unwrap();
+        assert!(r.pdr.rate_pps >= r.ndr.rate_pps, "pdr {} ndr {}", r.pdr.rate_pps, r.ndr.rate_pps);
+        assert!(!r.ndr.generator_limited, "the NDR bound was below the generator's rate");
     }
 
     #[test]
