@@ -258,7 +258,9 @@ pub fn run(cfg: &PktgenConfig, stop: &AtomicBool, live: &Live) -> Result<PktgenR
             .map(|h| h.join().map_err(|_| PktgenError::Panicked).and_then(std::convert::identity))
             .collect()
     });
-    let elapsed_s = start.elapsed().as_secs_f64();
+    let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Sending time: up to the last frame handed to the kernel, not the drain after it.
+    let elapsed_s = results.iter().map(|r| r.end).max().map_or(0.0, |e| (e - start).as_secs_f64());
     let mut out = PktgenResult {
         elapsed_s,
         threads: nthreads,
@@ -267,12 +269,11 @@ pub fn run(cfg: &PktgenConfig, stop: &AtomicBool, live: &Live) -> Result<PktgenR
         ..Default::default()
     };
     for r in results {
-        let (sent, bytes, errors, stalls, flows) = r?;
-        out.stalls += stalls;
-        out.sent += sent;
-        out.bytes += bytes;
-        out.errors += errors;
-        for (f, n) in flows {
+        out.stalls += r.stalls;
+        out.sent += r.sent;
+        out.bytes += r.bytes;
+        out.errors += r.errors;
+        for (f, n) in r.per_flow {
             out.per_flow[usize::from(f)] = n;
         }
     }
@@ -310,7 +311,16 @@ fn pin(core: usize) {
     }
 }
 
-type ThreadOut = (u64, u64, u64, u64, Vec<(u16, u64)>);
+/// One sender thread's counters.
+struct ThreadOut {
+    sent: u64,
+    bytes: u64,
+    errors: u64,
+    stalls: u64,
+    per_flow: Vec<(u16, u64)>,
+    /// When it handed its last frame to the kernel (before waiting for the ring to drain).
+    end: Instant,
+}
 
 fn send_loop(
     th: Thread,
@@ -396,7 +406,9 @@ fn send_loop(
             break;
         }
     }
+    let end = Instant::now();
     ring.drain();
     let errors = ring.counters.wrong_format + ring.counters.send_errors;
-    Ok((sent, bytes, errors, stalls, th.flows.iter().map(|f| f.0).zip(sent_per).collect()))
+    let per_flow = th.flows.iter().map(|f| f.0).zip(sent_per).collect();
+    Ok(ThreadOut { sent, bytes, errors, stalls, per_flow, end })
 }
