@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tapway_bench::frame::SizeMix;
 use tapway_bench::pktgen::{self, Bypass, PktgenConfig, DEFAULT_PORT};
 use tapway_bench::progress::Progress;
+use tapway_bench::report::{Report, SCHEMA};
 use tapway_bench::scenario::{self, RunConfig};
 use tapway_bench::sink::{self, Sink, SinkConfig};
 use tapway_bench::{iface, netns, svg};
@@ -34,6 +35,20 @@ enum Cmd {
     /// Build topologies in fresh namespaces and run scenarios: tapway, the generator alone over a
     /// veth pair, and (with --baseline bridge) the reference bridge CNI, interleaved
     Run(RunArgs),
+    /// Re-render a JSON report written by `run --json`: the table, and optionally Markdown and SVG
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The JSON report
+    json: std::path::PathBuf,
+    /// Write the tables as Markdown
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
+    /// Write plots as SVG
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -321,18 +336,38 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         command: std::env::args().collect(),
     };
     let report = scenario::run(&cfg, stop_flag()).map_err(|e| e.to_string())?;
+    write_outputs(&report, a.json.as_deref(), a.markdown.as_deref(), a.svg.as_deref())
+}
+
+fn cmd_report(a: ReportArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&a.json).map_err(|e| format!("{}: {e}", a.json.display()))?;
+    let report: Report = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a tapway-bench report: {e}", a.json.display()))?;
+    if report.schema != SCHEMA {
+        return Err(format!("{}: schema `{}`, this tool reads `{SCHEMA}`", a.json.display(), report.schema));
+    }
+    write_outputs(&report, None, a.markdown.as_deref(), a.svg.as_deref())
+}
+
+/// Prints the table and writes the files asked for.
+fn write_outputs(
+    report: &Report,
+    json: Option<&std::path::Path>,
+    markdown: Option<&std::path::Path>,
+    svg_path: Option<&std::path::Path>,
+) -> Result<(), String> {
     print!("{}", report.to_text());
-    if let Some(p) = &a.json {
-        let j = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    if let Some(p) = json {
+        let j = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
         std::fs::write(p, j + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
         eprintln!("==> JSON report written to {}", p.display());
     }
-    if let Some(p) = &a.markdown {
+    if let Some(p) = markdown {
         std::fs::write(p, report.to_markdown()).map_err(|e| format!("{}: {e}", p.display()))?;
         eprintln!("==> Markdown written to {}", p.display());
     }
-    if let Some(p) = &a.svg {
-        svg::write(&report, p)?;
+    if let Some(p) = svg_path {
+        svg::write(report, p)?;
         eprintln!("==> SVG written to {}", p.display());
     }
     Ok(())
@@ -344,6 +379,7 @@ fn main() -> ExitCode {
         Cmd::Pktgen(a) => cmd_pktgen(a),
         Cmd::Sink(a) => cmd_sink(a),
         Cmd::Run(a) => cmd_run(a),
+        Cmd::Report(a) => cmd_report(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

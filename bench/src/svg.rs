@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{Metric, Report};
+use crate::report::{Metric, Report, Rfc2544Row};
 
 /// Colour per topology, stable across plots.
 fn colour(topology: &str) -> RGBColor {
@@ -26,12 +26,16 @@ fn label(topology: &str) -> String {
 
 /// Writes the plots to `path`.
 pub fn write(report: &Report, path: &Path) -> Result<(), String> {
-    let root = SVGBackend::new(path, (960, 900)).into_drawing_area();
+    let panels = if report.rfc2544.is_empty() { 2 } else { 3 };
+    let root = SVGBackend::new(path, (960, 450 * panels)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(450);
+    let areas = root.split_evenly((panels as usize, 1));
     let metrics: Vec<&Metric> = report.scenarios.iter().flat_map(|s| s.metrics.iter()).collect();
-    throughput(&top, &metrics).map_err(|e| e.to_string())?;
-    rtt(&bottom, &metrics).map_err(|e| e.to_string())?;
+    throughput(&areas[0], &metrics).map_err(|e| e.to_string())?;
+    rtt(&areas[1], &metrics).map_err(|e| e.to_string())?;
+    if let Some(a) = areas.get(2) {
+        ndr(a, &report.rfc2544).map_err(|e| e.to_string())?;
+    }
     root.present().map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(())
 }
@@ -108,22 +112,18 @@ fn rtt(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
         .into_iter()
         .filter(|t| metrics.iter().any(|m| m.topology == *t && m.metric.starts_with("rtt_")))
         .collect();
-    let ymax = metrics
-        .iter()
-        .filter(|m| m.metric.starts_with("rtt_"))
-        .map(|m| m.median)
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.15;
+    let ymax =
+        metrics.iter().filter(|m| m.metric.starts_with("rtt_")).map(|m| m.median).fold(1.0f64, f64::max)
+            * 2.0;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "UDP ping-pong round trip, 64 B, one request outstanding (µs, median over runs)",
+            "UDP ping-pong round trip, 64 B, one request outstanding (µs, log scale, median over runs)",
             ("sans-serif", 20),
         )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(-0.5f64..(pcts.len() as f64 - 0.5), 0.0f64..ymax)?;
+        .build_cartesian_2d(-0.5f64..(pcts.len() as f64 - 0.5), (1.0f64..ymax).log_scale())?;
     chart
         .configure_mesh()
         .x_labels(pcts.len())
@@ -151,10 +151,75 @@ fn rtt(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
         chart
             .draw_series(bars.iter().map(|(x, v)| {
                 let x0 = x - 0.4 + w * ti as f64;
-                Rectangle::new([(x0, 0.0), (x0 + w * 0.9, *v)], c.filled())
+                Rectangle::new([(x0, 1.0), (x0 + w * 0.9, v.max(1.0))], c.filled())
             }))?
             .label(label(topo))
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], c.filled()));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    Ok(())
+}
+
+fn ndr(area: &Area<'_>, rows: &[Rfc2544Row]) -> DrawResult {
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let n = sizes.len().max(1);
+    let ymax = rows.iter().map(|r| r.pdr_pps.max(r.ndr_pps)).fold(0.0f64, f64::max).max(1.0) / 1e6 * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption("RFC 2544: NDR (solid) and PDR (dashed), Mframes/s per frame size", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0f64..ymax)?;
+    let sz = sizes.clone();
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                sz.get(i as usize).map_or(String::new(), |s| format!("{s} B"))
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("frame size")
+        .y_desc("Mframes/s")
+        .draw()?;
+    for topo in ["tapway", "bridge", "veth"] {
+        let pts: Vec<(f64, &Rfc2544Row)> = sizes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                rows.iter().find(|r| r.topology == topo && r.size == *s).map(|r| (i as f64, r))
+            })
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let c = colour(topo);
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|(x, r)| (*x, r.ndr_pps / 1e6)), c.stroke_width(2)))?
+            .label(format!("{} NDR", label(topo)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|(x, r)| Circle::new((*x, r.ndr_pps / 1e6), 4, c.filled())))?;
+        // Dashed PDR: short segments between the points.
+        for w in pts.windows(2) {
+            let (x0, y0, x1, y1) = (w[0].0, w[0].1.pdr_pps / 1e6, w[1].0, w[1].1.pdr_pps / 1e6);
+            let segs = 12;
+            chart.draw_series((0..segs).step_by(2).map(|k| {
+                let t0 = k as f64 / segs as f64;
+                let t1 = (k + 1) as f64 / segs as f64;
+                PathElement::new(
+                    vec![
+                        (x0 + (x1 - x0) * t0, y0 + (y1 - y0) * t0),
+                        (x0 + (x1 - x0) * t1, y0 + (y1 - y0) * t1),
+                    ],
+                    c.stroke_width(1),
+                )
+            }))?;
+        }
     }
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
     Ok(())
@@ -188,5 +253,6 @@ mod tests {
             "legend"
         );
         assert!(s.contains("<polyline"), "throughput lines");
+        assert!(s.contains("RFC 2544"), "the NDR/PDR panel, since the sample has an RFC 2544 row");
     }
 }
