@@ -25,6 +25,9 @@ use crate::tcp;
 use crate::topo::{Env, Kind, TopoError, Topology};
 use crate::trial::{self, TrialError, TrialSpec};
 
+/// Largest nominal frame on a pod interface (MTU 1500 + Ethernet header + FCS).
+pub const POD_MAX_FRAME: usize = 1518;
+
 /// Scenario names `run` knows.
 pub const SCENARIOS: [&str; 4] = ["pod-pod", "pod-vip", "cross-node", "rfc2544"];
 
@@ -358,6 +361,21 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     }
     if cfg.repeat == 0 {
         return Err(RunError::Usage("--repeat must be at least 1".into()));
+    }
+    // Every topology gives its pods the default MTU of 1500: a 1518-byte frame is the largest.
+    let too_big: Vec<String> = cfg
+        .sizes
+        .iter()
+        .map(SizeMix::max_size)
+        .chain(cfg.rfc2544_sizes.iter().copied())
+        .filter(|&s| s > POD_MAX_FRAME)
+        .map(|s| s.to_string())
+        .collect();
+    if !too_big.is_empty() {
+        return Err(RunError::Usage(format!(
+            "frame sizes {} do not fit the pods' MTU of 1500 (at most {POD_MAX_FRAME} B); use `tapway-bench pktgen` on links with a larger MTU",
+            too_big.join(", ")
+        )));
     }
     let machine = Machine::probe();
     let generated_utc = machine::now_utc();

@@ -455,3 +455,41 @@ impl Topology {
         self.teardown.run();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn first_ipv4_of_a_cni_result() {
+        let r = r#"{"cniVersion":"1.0.0","ips":[{"address":"fd00::5/64"},{"address":"10.213.1.7/24","gateway":"10.213.1.1"}]}"#;
+        assert_eq!(result_ipv4(r), Some(Ipv4Addr::new(10, 213, 1, 7)));
+        assert_eq!(result_ipv4(r#"{"ips":[{"address":"fd00::5/64"}]}"#), None);
+        assert_eq!(result_ipv4("not json"), None);
+    }
+
+    #[test]
+    fn netconfs_name_the_plugin_and_host_local() {
+        let t: Value = serde_json::from_str(&tapway_netconf(
+            Path::new("/s.sock"),
+            Path::new("/st"),
+            Path::new("/ipam"),
+            "10.0.0.0/24",
+            "10.0.0.1",
+        ))
+        .unwrap();
+        assert_eq!(t["type"], "tapway");
+        assert_eq!(t["socket"], "/s.sock");
+        assert_eq!(t["ipam"]["type"], "host-local");
+        assert_eq!(t["ipam"]["ranges"][0][0]["subnet"], "10.0.0.0/24");
+        assert_eq!(t["ipam"]["dataDir"], "/ipam");
+        let b: Value =
+            serde_json::from_str(&bridge_netconf("br0", Path::new("/ipam2"), "10.0.1.0/24", "10.0.1.1"))
+                .unwrap();
+        assert_eq!(b["type"], "bridge");
+        assert_eq!(b["bridge"], "br0");
+        assert_eq!(b["isGateway"], true);
+        assert_eq!(b["ipam"]["ranges"][0][0]["gateway"], "10.0.1.1");
+    }
+}
