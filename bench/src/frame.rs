@@ -216,6 +216,9 @@ pub fn parse_probe(frame: &[u8], dst_port: u16) -> Option<Probe> {
         return None;
     }
     let ihl = usize::from(vihl & 0x0f) * 4;
+    if ihl < IPV4_LEN {
+        return None;
+    }
     let udp = ip.get(ihl..)?;
     if u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]) != dst_port {
         return None;
@@ -365,6 +368,43 @@ mod tests {
         let mut tcp = f;
         tcp[ETH_LEN + 9] = 6;
         assert_eq!(parse_probe(&tcp, 9009), None, "not UDP");
+    }
+
+    /// Arbitrary and mutated frames never make the parser panic, and whatever it accepts is a
+    /// UDP frame to the port with the magic in place (a small stand-in for a fuzz target).
+    #[test]
+    fn parser_survives_random_and_mutated_bytes() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = Template::new(&spec(), 128).unwrap().to_vec(3, 4);
+        for i in 0..20_000 {
+            let buf: Vec<u8> = if i % 2 == 0 {
+                let len = (rnd() % 200) as usize;
+                (0..len).map(|_| rnd() as u8).collect()
+            } else {
+                let mut v = valid.clone();
+                for _ in 0..(rnd() % 4 + 1) {
+                    let at = (rnd() as usize) % v.len();
+                    v[at] = rnd() as u8;
+                }
+                v.truncate((rnd() as usize) % (v.len() + 1));
+                v
+            };
+            if let Some(p) = parse_probe(&buf, 9009) {
+                assert_eq!(&buf[12..14], &[0x08, 0x00]);
+                let ihl = usize::from(buf[ETH_LEN] & 0x0f) * 4;
+                assert!(ihl >= IPV4_LEN);
+                let udp = ETH_LEN + ihl;
+                assert_eq!(u16::from_be_bytes([buf[udp + 2], buf[udp + 3]]), 9009);
+                assert_eq!(u16::from_be_bytes([buf[udp + 8], buf[udp + 9]]), MAGIC);
+                let _ = p;
+            }
+        }
     }
 
     #[test]
