@@ -237,6 +237,7 @@ fn row_label(metric: &str, variant: Option<&str>, unit: &str) -> String {
         "tx_pps" => format!("frames offered/s, {v} B"),
         "rx_mbps" => format!("Mb/s received, {v} B"),
         "loss_pct" => format!("loss %, {v} B (flat out)"),
+        "sink_drop_pct" => format!("of which the sink's ring, %, {v} B"),
         "tcp_gbps" => format!("TCP Gbit/s, {v} stream(s)"),
         "rtt_p50_us" => "UDP RTT p50 µs (64 B)".into(),
         "rtt_p99_us" => "UDP RTT p99 µs (64 B)".into(),
@@ -290,7 +291,8 @@ fn rows(s: &ScenarioReport, topos: &[&str]) -> Vec<Vec<String>> {
             if topos.contains(&"bridge") {
                 r.push(match (find("tapway"), find("bridge")) {
                     (Some(a), Some(b))
-                        if b.median != 0.0 && !matches!(metric.as_str(), "loss_pct" | "tx_pps") =>
+                        if b.median != 0.0
+                            && !matches!(metric.as_str(), "loss_pct" | "sink_drop_pct" | "tx_pps") =>
                     {
                         format!("{:.2}×", a.median / b.median)
                     }

@@ -219,6 +219,9 @@ impl Runner<'_> {
                     c.add("rx_pps", Some(&label), name, "frames/s", r.sink.pps());
                     c.add("rx_mbps", Some(&label), name, "Mb/s", r.sink.mbps());
                     c.add("loss_pct", Some(&label), name, "%", r.loss_pct);
+                    // The share of that loss that was the sink's own ring overflowing, not the path.
+                    let sent = r.pktgen.sent.max(1) as f64;
+                    c.add("sink_drop_pct", Some(&label), name, "%", 100.0 * r.sink.ring_drops as f64 / sent);
                     if let (Some(pid), Some(c0)) = (t.daemon_pid, c0) {
                         if let Some(c1) = cpu_ticks(pid) {
                             let secs = r.pktgen.elapsed_s.max(1e-3);

@@ -103,7 +103,7 @@ fn pod_pod_run_writes_a_complete_report_and_cleans_up() {
         let rx = find("rx_pps", t).unwrap_or_else(|| panic!("no rx_pps for {t}"));
         assert!(rx["median"].as_f64().unwrap() > 0.0, "{t} forwarded nothing: {rx}");
         assert_eq!(rx["samples"].as_array().unwrap().len(), 1);
-        for m in ["tx_pps", "rx_mbps", "loss_pct"] {
+        for m in ["tx_pps", "rx_mbps", "loss_pct", "sink_drop_pct"] {
             assert!(find(m, t).is_some(), "no {m} for {t}");
         }
     }
