@@ -1,0 +1,27 @@
+//! tapway-bench: a packet generator and sink (AF_PACKET rings), an RFC 2544 rate search, and
+//! scenario runs that build tapway and a reference bridge CNI side by side in fresh network
+//! namespaces and report both, as a table, JSON, Markdown and SVG.
+//!
+//! The tool never links the switch: it measures tapwayd from the outside, through the same
+//! CNI plugin binary and control socket a node uses.
+
+pub mod clock;
+pub mod frame;
+pub mod iface;
+pub mod latency;
+pub mod machine;
+pub mod netns;
+pub mod pktgen;
+pub mod progress;
+pub mod report;
+pub mod rfc2544;
+pub mod ring;
+pub mod rtt;
+pub mod scenario;
+pub mod seq;
+pub mod sink;
+pub mod svg;
+pub mod tcp;
+pub mod teardown;
+pub mod topo;
+pub mod trial;

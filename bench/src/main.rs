@@ -1,0 +1,396 @@
+//! tapway-bench: packet generator, sink, and side-by-side scenario runs (see `--help`).
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tapway_bench::frame::SizeMix;
+use tapway_bench::pktgen::{self, Bypass, PktgenConfig, DEFAULT_PORT};
+use tapway_bench::progress::Progress;
+use tapway_bench::report::{Report, SCHEMA};
+use tapway_bench::scenario::{self, RunConfig};
+use tapway_bench::sink::{self, Sink, SinkConfig};
+use tapway_bench::{iface, netns, svg};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tapway-bench",
+    version,
+    about = "Packet generator, sink and side-by-side benchmarks for tapway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Send Ethernet/IPv4/UDP probe frames (AF_PACKET TX ring, qdisc bypass) at a rate or flat out
+    Pktgen(PktgenArgs),
+    /// Receive probe frames (AF_PACKET RX ring): rate, loss, reordering, one-way latency
+    Sink(SinkArgs),
+    /// Build topologies in fresh namespaces and run scenarios: tapway, the generator alone over a
+    /// veth pair, and (with --baseline bridge) the reference bridge CNI, interleaved
+    Run(RunArgs),
+    /// Re-render a JSON report written by `run --json`: the table, and optionally Markdown and SVG
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The JSON report
+    json: std::path::PathBuf,
+    /// Write the tables as Markdown
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
+    /// Write plots as SVG
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Scenarios: pod-pod, pod-vip, cross-node, rfc2544
+    #[arg(required = true, num_args = 1..)]
+    scenarios: Vec<String>,
+    /// Also run the reference CNI (Debian's bridge + host-local), interleaved with tapway
+    #[arg(long, value_parser = ["bridge"])]
+    baseline: Option<String>,
+    /// Runs per figure; medians with min/max are reported
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
+    /// Seconds per measurement (pktgen trial, iperf3 run, ping-pong)
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Frame sizes of the pod-pod frame-rate figures (64..=9000 or imix)
+    #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
+    sizes: Vec<SizeMix>,
+    /// Flows per pktgen trial
+    #[arg(long, default_value_t = 4)]
+    flows: u16,
+    /// pktgen sender threads
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// tapwayd --cores ("" = one unpinned worker)
+    #[arg(long, default_value = "")]
+    tapwayd_cores: String,
+    /// tapwayd --poll-mode
+    #[arg(long, default_value = "adaptive", value_parser = ["adaptive", "busy"])]
+    poll_mode: String,
+    /// Directory holding tapwayd, tapwayctl and the tapway CNI plugin (default: next to this
+    /// binary, else target/release, else target/debug)
+    #[arg(long)]
+    bin_dir: Option<std::path::PathBuf>,
+    /// Skip the iperf3 figures
+    #[arg(long)]
+    no_tcp: bool,
+    /// pktgen's PACKET_QDISC_BYPASS; auto: on, except on TAPs (tapway's pod interfaces)
+    #[arg(long, value_enum, default_value = "auto")]
+    qdisc_bypass: Bypass,
+    /// Seconds per RFC 2544 trial
+    #[arg(long, default_value_t = 1.0)]
+    trial: f64,
+    /// RFC 2544 frame sizes
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024,1280,1518")]
+    rfc2544_sizes: Vec<usize>,
+    /// RFC 2544 search resolution, as a share of the flat-out rate
+    #[arg(long, default_value_t = 0.02)]
+    resolution: f64,
+    /// Loss (%) allowed at the PDR
+    #[arg(long, default_value_t = 0.5)]
+    pdr_loss: f64,
+    /// Most trials per NDR or PDR search
+    #[arg(long, default_value_t = 10)]
+    max_trials: usize,
+    /// Write the report as JSON
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write the tables as Markdown
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
+    /// Write plots as SVG
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PktgenArgs {
+    /// Network namespace to send from: a name under /run/netns or a path
+    #[arg(long)]
+    netns: Option<String>,
+    /// Sending interface
+    #[arg(long, default_value = "eth0")]
+    dev: String,
+    /// Destination IPv4 address (the sink's)
+    #[arg(long)]
+    dst: Ipv4Addr,
+    /// Destination MAC (default: resolved with ARP, of the destination or its gateway)
+    #[arg(long)]
+    dst_mac: Option<String>,
+    /// Source IPv4 address (default: the interface's)
+    #[arg(long)]
+    src: Option<Ipv4Addr>,
+    /// UDP destination port
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// UDP source port of flow 0 (flow i uses PORT+i)
+    #[arg(long, default_value_t = 10000)]
+    src_port: u16,
+    /// Frame size on the wire, FCS included (64..=9000), or `imix` (7:4:1 of 64/576/1518)
+    #[arg(long, default_value = "64")]
+    size: SizeMix,
+    /// Number of flows (distinct UDP source ports)
+    #[arg(long, default_value_t = 1)]
+    flows: u16,
+    /// Frames per second in total (default: as fast as possible)
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds to send (default 10 unless --count is given)
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Frames to send in total
+    #[arg(long)]
+    count: Option<u64>,
+    /// Cores to pin one sender thread each to, e.g. `0,1`
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
+    /// Unpinned sender threads when --cores is not given
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Hand frames straight to the driver (PACKET_QDISC_BYPASS); auto: on, except on TAPs
+    #[arg(long, value_enum, default_value = "auto")]
+    qdisc_bypass: Bypass,
+    /// Print the result as JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SinkArgs {
+    /// Network namespace to receive in: a name under /run/netns or a path
+    #[arg(long)]
+    netns: Option<String>,
+    /// Receiving interface
+    #[arg(long, default_value = "eth0")]
+    dev: String,
+    /// UDP destination port of the probes
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Stop after this many seconds
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop after this many probes
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop when no probe came for this many seconds, once one has
+    #[arg(long, default_value_t = 2.0)]
+    idle: f64,
+    /// Print the result as JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{what} must be a non-negative number of seconds"))
+}
+
+/// SIGINT/SIGTERM set the returned flag instead of killing the process, so every loop stops
+/// cleanly and every guard (namespaces, daemons) is dropped.
+fn stop_flag() -> Arc<AtomicBool> {
+    let f = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, f.clone());
+    }
+    f
+}
+
+fn cmd_pktgen(a: PktgenArgs) -> Result<(), String> {
+    let dst_mac = match &a.dst_mac {
+        Some(s) => Some(iface::parse_mac(s).ok_or_else(|| format!("--dst-mac `{s}` is not a MAC address"))?),
+        None => None,
+    };
+    let duration = match (a.duration, a.count) {
+        (Some(d), _) => Some(secs(d, "--duration")?),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let cfg = PktgenConfig {
+        ifname: a.dev,
+        dst_ip: a.dst,
+        dst_mac,
+        src_ip: a.src,
+        dst_port: a.port,
+        src_port: a.src_port,
+        sizes: a.size,
+        flows: a.flows,
+        rate_pps: a.rate,
+        duration,
+        count: a.count,
+        cores: a.cores,
+        threads: a.threads,
+        qdisc_bypass: a.qdisc_bypass,
+    };
+    let stop = stop_flag();
+    let live = Arc::new(pktgen::Live::default());
+    let l2 = live.clone();
+    let progress = Progress::start("pktgen", move || {
+        (l2.sent.load(Ordering::Relaxed), l2.bytes.load(Ordering::Relaxed))
+    });
+    let c2 = cfg.clone();
+    let res = netns::in_netns(a.netns.as_deref(), move || pktgen::run(&c2, &stop, &live))
+        .map_err(|e| e.to_string())?;
+    drop(progress);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", res.line(&cfg.sizes));
+    }
+    Ok(())
+}
+
+fn cmd_sink(a: SinkArgs) -> Result<(), String> {
+    let cfg = SinkConfig {
+        ifname: a.dev,
+        port: a.port,
+        duration: a.duration.map(|d| secs(d, "--duration")).transpose()?,
+        count: a.count,
+        idle: Some(secs(a.idle, "--idle")?),
+    };
+    let stop = stop_flag();
+    let live = Arc::new(sink::Live::default());
+    let l2 = live.clone();
+    let progress = Progress::start("sink", move || {
+        (l2.frames.load(Ordering::Relaxed), l2.bytes.load(Ordering::Relaxed))
+    });
+    let res = netns::in_netns(a.netns.as_deref(), move || {
+        let s = Sink::open(cfg)?;
+        Ok::<_, sink::SinkError>(s.run(&stop, &live))
+    })
+    .map_err(|e| e.to_string())?;
+    drop(progress);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?);
+    } else {
+        for l in res.lines() {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+/// Where tapwayd, tapwayctl and tapway are: next to this binary (target/*/), else the repo's
+/// target/release, else target/debug.
+fn default_bin_dir() -> std::path::PathBuf {
+    let has = |d: &std::path::Path| {
+        d.join("tapwayd").is_file() && d.join("tapwayctl").is_file() && d.join("tapway").is_file()
+    };
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(std::path::Path::to_path_buf)) {
+        if has(&d) {
+            return d;
+        }
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for p in ["target/release", "target/debug"] {
+        let d = repo.join(p);
+        if has(&d) {
+            return d.canonicalize().unwrap_or(d);
+        }
+    }
+    std::path::PathBuf::from("target/release")
+}
+
+fn cmd_run(a: RunArgs) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("`run` builds network namespaces: run it as root".into());
+    }
+    if !(0.0..1.0).contains(&a.resolution) || a.resolution == 0.0 {
+        return Err("--resolution must be in (0, 1)".into());
+    }
+    for &s in &a.rfc2544_sizes {
+        if !(64..=9000).contains(&s) {
+            return Err(format!("RFC 2544 size {s} is outside 64..=9000"));
+        }
+    }
+    let bin_dir = a.bin_dir.clone().unwrap_or_else(default_bin_dir);
+    let cfg = RunConfig {
+        scenarios: a.scenarios,
+        baseline_bridge: a.baseline.is_some(),
+        repeat: a.repeat,
+        duration: secs(a.duration, "--duration")?,
+        sizes: a.sizes,
+        flows: a.flows,
+        pktgen_threads: a.threads,
+        tapwayd_cores: a.tapwayd_cores,
+        poll_mode: a.poll_mode,
+        bin_dir,
+        rfc2544_trial: secs(a.trial, "--trial")?,
+        rfc2544_resolution: a.resolution,
+        rfc2544_pdr_loss_pct: a.pdr_loss,
+        rfc2544_max_trials: a.max_trials,
+        rfc2544_sizes: a.rfc2544_sizes,
+        no_tcp: a.no_tcp,
+        qdisc_bypass: a.qdisc_bypass,
+        command: std::env::args().collect(),
+    };
+    let report = scenario::run(&cfg, stop_flag()).map_err(|e| e.to_string())?;
+    write_outputs(&report, a.json.as_deref(), a.markdown.as_deref(), a.svg.as_deref())
+}
+
+fn cmd_report(a: ReportArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&a.json).map_err(|e| format!("{}: {e}", a.json.display()))?;
+    let report: Report = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a tapway-bench report: {e}", a.json.display()))?;
+    if report.schema != SCHEMA {
+        return Err(format!("{}: schema `{}`, this tool reads `{SCHEMA}`", a.json.display(), report.schema));
+    }
+    write_outputs(&report, None, a.markdown.as_deref(), a.svg.as_deref())
+}
+
+/// Prints the table and writes the files asked for.
+fn write_outputs(
+    report: &Report,
+    json: Option<&std::path::Path>,
+    markdown: Option<&std::path::Path>,
+    svg_path: Option<&std::path::Path>,
+) -> Result<(), String> {
+    print!("{}", report.to_text());
+    if let Some(p) = json {
+        let j = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+        std::fs::write(p, j + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("==> JSON report written to {}", p.display());
+    }
+    if let Some(p) = markdown {
+        std::fs::write(p, report.to_markdown()).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("==> Markdown written to {}", p.display());
+    }
+    if let Some(p) = svg_path {
+        svg::write(report, p)?;
+        eprintln!("==> SVG written to {}", p.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Pktgen(a) => cmd_pktgen(a),
+        Cmd::Sink(a) => cmd_sink(a),
+        Cmd::Run(a) => cmd_run(a),
+        Cmd::Report(a) => cmd_report(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapway-bench: {e}");
+            // Stopped by SIGINT/SIGTERM after a clean teardown: the shell's convention.
+            if e == "interrupted" {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! `tapway-bench run`: builds the topologies, runs the scenarios interleaved between them, and
+//! fills a [`Report`].
+//!
+//! Interleaving: within each repeat, every figure is measured on every topology back to back,
+//! in an order that alternates between repeats (tapway first on odd repeats, the baseline first
+//! on even ones), so that slow drifts of a noisy machine hit both alike.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::frame::SizeMix;
+use crate::machine::{self, Machine};
+use crate::pktgen::{Bypass, PktgenConfig, DEFAULT_PORT};
+use crate::report::{
+    Collector, Params, Report, Rfc2544Row, ScenarioReport, Status, TopologyInfo, TrialPoint, Versions, SCHEMA,
+};
+use crate::rfc2544::{self, Outcome};
+use crate::rtt;
+use crate::tcp;
+use crate::topo::{Env, Kind, TopoError, Topology};
+use crate::trial::{self, TrialError, TrialSpec};
+
+/// Largest nominal frame on a pod interface (MTU 1500 + Ethernet header + FCS).
+pub const POD_MAX_FRAME: usize = 1518;
+
+/// Scenario names `run` knows.
+pub const SCENARIOS: [&str; 4] = ["pod-pod", "pod-vip", "cross-node", "rfc2544"];
+
+/// Why a run stopped.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// A topology could not be built.
+    #[error("building the {0} topology: {1}")]
+    Topo(&'static str, TopoError),
+    /// A measurement failed.
+    #[error("{0}")]
+    Measure(String),
+    /// Ctrl-C or SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Scenarios, in order.
+    pub scenarios: Vec<String>,
+    /// Also run the reference bridge CNI.
+    pub baseline_bridge: bool,
+    /// Repeats per figure.
+    pub repeat: u32,
+    /// Per measurement.
+    pub duration: Duration,
+    /// Frame sizes of the frame-rate figures.
+    pub sizes: Vec<SizeMix>,
+    /// Flows per trial.
+    pub flows: u16,
+    /// pktgen sender threads.
+    pub pktgen_threads: usize,
+    /// tapwayd `--cores`.
+    pub tapwayd_cores: String,
+    /// tapwayd `--poll-mode`.
+    pub poll_mode: String,
+    /// Directory of tapwayd, tapwayctl, tapway.
+    pub bin_dir: PathBuf,
+    /// Seconds per RFC 2544 trial.
+    pub rfc2544_trial: Duration,
+    /// Search resolution.
+    pub rfc2544_resolution: f64,
+    /// PDR loss threshold, %.
+    pub rfc2544_pdr_loss_pct: f64,
+    /// Most trials per search.
+    pub rfc2544_max_trials: usize,
+    /// RFC 2544 frame sizes.
+    pub rfc2544_sizes: Vec<usize>,
+    /// Skip iperf3 even when installed.
+    pub no_tcp: bool,
+    /// pktgen's qdisc bypass.
+    pub qdisc_bypass: Bypass,
+    /// The command line, for the report.
+    pub command: Vec<String>,
+}
+
+fn log(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+/// Whether `pod-vip` can run: tapwayctl must have `sync`.
+fn vip_available(env: &Env) -> Result<(), String> {
+    let ctl = env.bin_dir.join("tapwayctl");
+    let ok = Command::new(&ctl).args(["sync", "--help"]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        Err("tapwayctl has `sync`, but this tapway-bench does not drive Service VIPs yet".into())
+    } else {
+        Err(format!("`{} sync --help` fails: Service VIPs are not built yet", ctl.display()))
+    }
+}
+
+/// Whether `cross-node` can run: tapwayd must have `--uplink`.
+fn cross_node_available(env: &Env) -> Result<(), String> {
+    let d = env.bin_dir.join("tapwayd");
+    let help = Command::new(&d)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if help.contains("--uplink") {
+        Err("tapwayd has `--uplink`, but this tapway-bench does not build two-node topologies yet".into())
+    } else {
+        Err(format!("`{} --help` has no --uplink: AF_XDP uplinks are not built yet", d.display()))
+    }
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat, i.e. 12 and 13 after "pid (comm) ".
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as f64
+    } else {
+        100.0
+    }
+}
+
+struct Runner<'a> {
+    cfg: &'a RunConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    fn check_stop(&self) -> Result<(), RunError> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(RunError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn trial(
+        &self,
+        topo: &Topology,
+        sizes: &SizeMix,
+        rate: Option<f64>,
+        d: Duration,
+    ) -> Result<trial::TrialResult, RunError> {
+        let mut p = PktgenConfig::new(topo.b.ip);
+        p.ifname = topo.a.ifname.clone();
+        p.sizes = sizes.clone();
+        p.flows = self.cfg.flows;
+        p.threads = self.cfg.pktgen_threads;
+        p.rate_pps = rate;
+        p.duration = Some(d);
+        p.dst_port = DEFAULT_PORT;
+        p.qdisc_bypass = self.cfg.qdisc_bypass;
+        let spec = TrialSpec {
+            tx_netns: Some(topo.a.netns.clone()),
+            rx_netns: Some(topo.b.netns.clone()),
+            rx_ifname: topo.b.ifname.clone(),
+            pktgen: p,
+            grace: Duration::from_millis(300),
+        };
+        let r = trial::run(&spec, &self.stop)
+            .map_err(|e: TrialError| RunError::Measure(format!("{} trial: {e}", topo.kind.name())))?;
+        self.check_stop()?;
+        Ok(r)
+    }
+
+    /// The order of topologies in repeat `rep` (1-based): the generator-only path first, then
+    /// tapway and the baseline alternating.
+    fn order<'t>(&self, topos: &'t [Topology], rep: u32) -> Vec<&'t Topology> {
+        let mut v: Vec<&Topology> = topos.iter().filter(|t| t.kind == Kind::Veth).collect();
+        let mut rest: Vec<&Topology> = topos.iter().filter(|t| t.kind != Kind::Veth).collect();
+        if rep.is_multiple_of(2) {
+            rest.reverse();
+        }
+        v.extend(rest);
+        v
+    }
+
+    fn pod_pod(&self, topos: &[Topology]) -> Result<ScenarioReport, RunError> {
+        let mut c = Collector::default();
+        let d = self.cfg.duration;
+        let tcp_ok = !self.cfg.no_tcp && tcp::available();
+        let switched: Vec<&Topology> = topos.iter().filter(|t| t.kind != Kind::Veth).collect();
+        let mut servers = Vec::new();
+        if tcp_ok {
+            for t in &switched {
+                servers.push(
+                    tcp::Server::start(&t.b)
+                        .map_err(|e| RunError::Measure(format!("{}: {e}", t.kind.name())))?,
+                );
+            }
+        }
+        let tck = clk_tck();
+        for rep in 1..=self.cfg.repeat {
+            for size in &self.cfg.sizes {
+                let label = size.label();
+                for t in self.order(topos, rep) {
+                    let c0 = t.daemon_pid.and_then(cpu_ticks);
+                    let r = self.trial(t, size, None, d)?;
+                    let name = t.kind.name();
+                    c.add("tx_pps", Some(&label), name, "frames/s", r.pktgen.pps());
+                    c.add("rx_pps", Some(&label), name, "frames/s", r.sink.pps());
+                    c.add("rx_mbps", Some(&label), name, "Mb/s", r.sink.mbps());
+                    c.add("loss_pct", Some(&label), name, "%", r.loss_pct);
+                    // The share of that loss that was the sink's own ring overflowing, not the path.
+                    let sent = r.pktgen.sent.max(1) as f64;
+                    c.add("sink_drop_pct", Some(&label), name, "%", 100.0 * r.sink.ring_drops as f64 / sent);
+                    if let (Some(pid), Some(c0)) = (t.daemon_pid, c0) {
+                        if let Some(c1) = cpu_ticks(pid) {
+                            let secs = r.pktgen.elapsed_s.max(1e-3);
+                            c.add(
+                                "tapwayd_cpu_pct",
+                                Some(&label),
+                                name,
+                                "% of a core",
+                                100.0 * (c1 - c0) as f64 / tck / secs,
+                            );
+                        }
+                    }
+                    log(&format!(
+                        "run {rep}/{} {name:<7} pod-pod {label:>5} B flat out: offered {:.0} pps, received {:.0} pps, loss {:.2} %",
+                        self.cfg.repeat,
+                        r.pktgen.pps(),
+                        r.sink.pps(),
+                        r.loss_pct
+                    ));
+                }
+            }
+            if tcp_ok {
+                for streams in [1u32, 4] {
+                    let order = if rep % 2 == 1 {
+                        switched.clone()
+                    } else {
+                        switched.iter().rev().copied().collect()
+                    };
+                    for t in order {
+                        let secs = d.as_secs().max(1);
+                        let g = tcp::client(&t.a, &t.b, secs, streams, &self.stop).map_err(|e| match e {
+                            tcp::TcpError::Interrupted => RunError::Interrupted,
+                            e => RunError::Measure(format!("{}: {e}", t.kind.name())),
+                        })?;
+                        c.add("tcp_gbps", Some(&streams.to_string()), t.kind.name(), "Gbit/s", g);
+                        log(&format!(
+                            "run {rep}/{} {:<7} TCP -P {streams}: {g:.2} Gbit/s",
+                            self.cfg.repeat,
+                            t.kind.name()
+                        ));
+                    }
+                }
+            }
+            let order =
+                if rep % 2 == 1 { switched.clone() } else { switched.iter().rev().copied().collect() };
+            for t in order {
+                let r = rtt::ping_pong(&t.a.netns, &t.b.netns, t.b.ip, d, 100_000, &self.stop)
+                    .map_err(|e| RunError::Measure(format!("{}: {e}", t.kind.name())))?;
+                self.check_stop()?;
+                if let Some(l) = r.rtt {
+                    let n = t.kind.name();
+                    c.add("rtt_p50_us", None, n, "µs", l.p50_us);
+                    c.add("rtt_p99_us", None, n, "µs", l.p99_us);
+                    c.add("rtt_p999_us", None, n, "µs", l.p999_us);
+                    log(&format!(
+                        "run {rep}/{} {n:<7} UDP ping-pong: p50 {:.1} p99 {:.1} p99.9 {:.1} µs ({} answered, {} lost)",
+                        self.cfg.repeat, l.p50_us, l.p99_us, l.p999_us, r.answered, r.lost
+                    ));
+                }
+            }
+        }
+        drop(servers);
+        Ok(ScenarioReport { name: "pod-pod".into(), status: Status::Ok, reason: None, metrics: c.finish() })
+    }
+
+    fn rfc2544(&self, topos: &[Topology]) -> Result<Vec<Rfc2544Row>, RunError> {
+        let mut rows = Vec::new();
+        let switched: Vec<&Topology> = topos.iter().filter(|t| t.kind != Kind::Veth).collect();
+        for (i, &size) in self.cfg.rfc2544_sizes.iter().enumerate() {
+            let order: Vec<&Topology> =
+                if i.is_multiple_of(2) { switched.clone() } else { switched.iter().rev().copied().collect() };
+            for t in order {
+                let mix = SizeMix::Fixed(size);
+                // The generator's flat-out rate on this path bounds the search.
+                let top = self.trial(t, &mix, None, self.cfg.rfc2544_trial)?;
+                let max = top.pktgen.pps();
+                let trial_log = std::cell::RefCell::new(vec![TrialPoint {
+                    offered_pps: None,
+                    tx_pps: max,
+                    rx_pps: top.sink.pps(),
+                    loss_pct: top.loss_pct,
+                }]);
+                let res = rfc2544::ndr_pdr(
+                    max,
+                    self.cfg.rfc2544_resolution,
+                    self.cfg.rfc2544_max_trials,
+                    self.cfg.rfc2544_pdr_loss_pct,
+                    |rate| {
+                        let r = self.trial(t, &mix, Some(rate), self.cfg.rfc2544_trial)?;
+                        trial_log.borrow_mut().push(TrialPoint {
+                            offered_pps: Some(rate),
+                            tx_pps: r.pktgen.pps(),
+                            rx_pps: r.sink.pps(),
+                            loss_pct: r.loss_pct,
+                        });
+                        Ok::<_, RunError>(Outcome {
+                            offered_pps: rate,
+                            rx_pps: r.sink.pps(),
+                            loss_pct: r.loss_pct,
+                            latency: r.sink.latency,
+                        })
+                    },
+                )?;
+                let mbps = |pps: f64| pps * size as f64 * 8.0 / 1e6;
+                let row = Rfc2544Row {
+                    topology: t.kind.name().into(),
+                    size,
+                    ndr_pps: res.ndr.rate_pps,
+                    ndr_mbps: mbps(res.ndr.rate_pps),
+                    ndr_latency: res.ndr.at_rate.and_then(|o| o.latency),
+                    pdr_pps: res.pdr.rate_pps,
+                    pdr_mbps: mbps(res.pdr.rate_pps),
+                    pdr_loss_pct: res.pdr.at_rate.map(|o| o.loss_pct),
+                    pdr_latency: res.pdr.at_rate.and_then(|o| o.latency),
+                    generator_limited: res.ndr.generator_limited,
+                    // +1: the flat-out trial that set the bound. A generator-limited NDR is the PDR's trial.
+                    trial_log: trial_log.take(),
+                    trials: res.pdr.trials.len()
+                        + 1
+                        + if res.ndr.generator_limited { 0 } else { res.ndr.trials.len() },
+                };
+                log(&format!(
+                    "rfc2544 {:<7} {size:>4} B: NDR {:.0} pps, PDR {:.0} pps ({} trials)",
+                    row.topology, row.ndr_pps, row.pdr_pps, row.trials
+                ));
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Runs the scenarios and returns the report. `stop` (set by SIGINT/SIGTERM) ends the run
+/// early with [`RunError::Interrupted`]; every topology is torn down on every path.
+pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
+    for s in &cfg.scenarios {
+        if !SCENARIOS.contains(&s.as_str()) {
+            return Err(RunError::Usage(format!("unknown scenario `{s}` (known: {})", SCENARIOS.join(", "))));
+        }
+    }
+    if cfg.repeat == 0 {
+        return Err(RunError::Usage("--repeat must be at least 1".into()));
+    }
+    // Every topology gives its pods the default MTU of 1500: a 1518-byte frame is the largest.
+    let too_big: Vec<String> = cfg
+        .sizes
+        .iter()
+        .map(SizeMix::max_size)
+        .chain(cfg.rfc2544_sizes.iter().copied())
+        .filter(|&s| s > POD_MAX_FRAME)
+        .map(|s| s.to_string())
+        .collect();
+    if !too_big.is_empty() {
+        return Err(RunError::Usage(format!(
+            "frame sizes {} do not fit the pods' MTU of 1500 (at most {POD_MAX_FRAME} B); use `tapway-bench pktgen` on links with a larger MTU",
+            too_big.join(", ")
+        )));
+    }
+    let machine = Machine::probe();
+    let generated_utc = machine::now_utc();
+    let pid = std::process::id();
+    let work = std::env::temp_dir().join(format!("tapway-bench-run-{pid}"));
+    std::fs::create_dir_all(&work).map_err(|e| RunError::Measure(format!("{}: {e}", work.display())))?;
+    let _work_guard = WorkDir(work.clone());
+    let env = Env {
+        bin_dir: cfg.bin_dir.clone(),
+        work,
+        tag: format!("twr{pid}"),
+        tapwayd_cores: cfg.tapwayd_cores.clone(),
+        poll_mode: cfg.poll_mode.clone(),
+    };
+    let mut notes = Vec::new();
+    if machine.load_avg_start > 1.0 {
+        notes.push(format!(
+            "the machine was busy (load average {:.2} at start): other work shares the cores and skews every topology",
+            machine.load_avg_start
+        ));
+    }
+    let needs_topos = cfg.scenarios.iter().any(|s| s == "pod-pod" || s == "rfc2544");
+    let mut topos: Vec<Topology> = Vec::new();
+    if needs_topos {
+        let mut kinds = vec![Kind::Veth, Kind::Tapway];
+        if cfg.baseline_bridge {
+            kinds.push(Kind::Bridge);
+        }
+        for k in kinds {
+            log(&format!("building the {} topology", k.name()));
+            let t = Topology::build(k, &env).map_err(|e| RunError::Topo(k.name(), e))?;
+            t.check().map_err(|e| RunError::Topo(k.name(), e))?;
+            topos.push(t);
+            if stop.load(Ordering::Relaxed) {
+                return Err(RunError::Interrupted);
+            }
+        }
+    }
+    let runner = Runner { cfg, stop: stop.clone() };
+    let mut scenarios = Vec::new();
+    let mut rfc_rows = Vec::new();
+    for s in &cfg.scenarios {
+        let rep = match s.as_str() {
+            "pod-pod" => runner.pod_pod(&topos)?,
+            "pod-vip" => unavailable(s, vip_available(&env)),
+            "cross-node" => unavailable(s, cross_node_available(&env)),
+            "rfc2544" => {
+                rfc_rows = runner.rfc2544(&topos)?;
+                ScenarioReport { name: s.clone(), status: Status::Ok, reason: None, metrics: Vec::new() }
+            }
+            _ => unavailable(s, Err("unknown".into())),
+        };
+        scenarios.push(rep);
+    }
+    let topologies = topos
+        .iter()
+        .map(|t| TopologyInfo {
+            kind: t.kind.name().into(),
+            attach: t.attach.clone(),
+            pod_a: t.a.ip.to_string(),
+            pod_b: t.b.ip.to_string(),
+        })
+        .collect();
+    generator_note(&scenarios, &mut notes);
+    drop(topos);
+    Ok(Report {
+        schema: SCHEMA.into(),
+        generated_utc,
+        command: cfg.command.clone(),
+        machine,
+        versions: Versions {
+            tapway_bench: env!("CARGO_PKG_VERSION").into(),
+            tapwayd: machine::version_of(&env.bin_dir.join("tapwayd").display().to_string(), "--version"),
+            iperf3: machine::version_of("iperf3", "--version"),
+            cni_plugins: dpkg_version("containernetworking-plugins"),
+        },
+        params: Params {
+            scenarios: cfg.scenarios.clone(),
+            baseline: cfg.baseline_bridge.then(|| "bridge".into()),
+            repeat: cfg.repeat,
+            duration_s: cfg.duration.as_secs_f64(),
+            sizes: cfg.sizes.iter().map(SizeMix::label).collect(),
+            flows: cfg.flows,
+            pktgen_threads: cfg.pktgen_threads,
+            tapwayd_cores: cfg.tapwayd_cores.clone(),
+            poll_mode: cfg.poll_mode.clone(),
+            rfc2544_trial_s: cfg.rfc2544_trial.as_secs_f64(),
+            rfc2544_resolution: cfg.rfc2544_resolution,
+            rfc2544_pdr_loss_pct: cfg.rfc2544_pdr_loss_pct,
+            bin_dir: cfg.bin_dir.display().to_string(),
+        },
+        topologies,
+        scenarios,
+        rfc2544: rfc_rows,
+        notes,
+    })
+}
+
+/// Says, per switched path and frame size, whether the generator out-ran it: either it offered
+/// clearly more than the path delivered (the path dropped the rest), or over a bare veth pair it
+/// reached clearly more than the path forwarded. Otherwise the figure may be generator-bound.
+fn generator_note(scenarios: &[ScenarioReport], notes: &mut Vec<String>) {
+    let Some(s) = scenarios.iter().find(|s| s.name == "pod-pod") else { return };
+    let get = |metric: &str, topo: &str, variant: &Option<String>| {
+        s.metrics
+            .iter()
+            .find(|x| x.metric == metric && x.topology == topo && &x.variant == variant)
+            .map(|m| m.median)
+    };
+    for m in s.metrics.iter().filter(|m| m.metric == "rx_pps" && m.topology != "veth") {
+        let size = m.variant.as_deref().unwrap_or("?");
+        let rx = m.median;
+        let offered = get("tx_pps", &m.topology, &m.variant).unwrap_or(0.0);
+        let alone = get("rx_pps", "veth", &m.variant).unwrap_or(0.0);
+        let note = if offered > 1.1 * rx {
+            format!(
+                "{size} B, {}: the generator offered {offered:.0} frames/s and {rx:.0} arrived: the path, not the generator, is the limit",
+                m.topology
+            )
+        } else if alone > 1.1 * rx {
+            format!(
+                "{size} B, {}: {rx:.0} frames/s arrived; the generator alone reaches {alone:.0} over a bare veth pair: the path (which runs in the sender's context and back-pressures it) is the limit",
+                m.topology
+            )
+        } else {
+            format!(
+                "{size} B, {}: {rx:.0} frames/s arrived, about what the generator reaches alone over a veth pair ({alone:.0}): this figure may be generator-bound",
+                m.topology
+            )
+        };
+        notes.push(note);
+    }
+}
+
+fn unavailable(name: &str, r: Result<(), String>) -> ScenarioReport {
+    let reason = r.err();
+    if let Some(why) = &reason {
+        log(&format!("{name}: unavailable: {why}"));
+    }
+    ScenarioReport { name: name.into(), status: Status::Unavailable, reason, metrics: Vec::new() }
+}
+
+fn dpkg_version(pkg: &str) -> Option<String> {
+    let out = Command::new("dpkg-query").args(["-W", "-f", "${Version}", pkg]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Removes the run's work directory.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::env::var_os("TAPWAY_BENCH_KEEP_WORK").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
