@@ -75,12 +75,14 @@ pub fn build(backends: &[(u64, u16)], size: usize) -> Vec<u16> {
         return table;
     }
     let m = size as u64;
-    let perm: Vec<(u64, u64)> = backends
-        .iter()
-        .take(n)
-        .map(|(h, _)| (h % m, (mix64(*h) % (m - 1)) + 1)) // (offset, skip)
-        .collect();
-    let mut next = vec![0u64; n];
+    // Each backend walks its permutation offset, offset+skip, ... (mod m); keeping the current
+    // position and subtracting m on overflow avoids a division per probe.
+    let mut pos: Vec<u64> = Vec::with_capacity(n);
+    let mut skip: Vec<u64> = Vec::with_capacity(n);
+    for (h, _) in backends.iter().take(n) {
+        pos.push(h % m);
+        skip.push((mix64(*h) % (m - 1)) + 1);
+    }
     let mut filled = 0;
     let mut round: u64 = 0;
     while filled < size {
@@ -91,10 +93,12 @@ pub fn build(backends: &[(u64, u16)], size: usize) -> Vec<u16> {
             if w == 0 || (round * w) / u64::from(wmax) == ((round - 1) * w) / u64::from(wmax) {
                 continue;
             }
-            let (offset, skip) = perm[i];
             loop {
-                let slot = ((offset + next[i] * skip) % m) as usize;
-                next[i] += 1;
+                let slot = pos[i] as usize;
+                pos[i] += skip[i];
+                if pos[i] >= m {
+                    pos[i] -= m;
+                }
                 if table[slot] == EMPTY {
                     table[slot] = i as u16;
                     filled += 1;
