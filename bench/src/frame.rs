@@ -10,6 +10,7 @@
 //! so the generator never re-sums a 9000-byte payload.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -200,9 +201,8 @@ pub struct Probe {
     pub ts_ns: u64,
 }
 
-/// Parses a received frame: `Some` only for an untagged IPv4/UDP frame to `dst_port` whose
-/// payload starts with a probe header. Never panics, whatever the bytes.
-pub fn parse_probe(frame: &[u8], dst_port: u16) -> Option<Probe> {
+/// The UDP payload of an untagged IPv4/UDP frame to `dst_port` (first fragments only).
+fn udp_payload(frame: &[u8], dst_port: u16) -> Option<&[u8]> {
     if frame.get(12..14)? != [0x08, 0x00] {
         return None;
     }
@@ -223,7 +223,13 @@ pub fn parse_probe(frame: &[u8], dst_port: u16) -> Option<Probe> {
     if u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]) != dst_port {
         return None;
     }
-    let p = udp.get(UDP_LEN..UDP_LEN + PROBE_LEN)?;
+    udp.get(UDP_LEN..)
+}
+
+/// Parses a received frame: `Some` only for an untagged IPv4/UDP frame to `dst_port` whose
+/// payload starts with a probe header. Never panics, whatever the bytes.
+pub fn parse_probe(frame: &[u8], dst_port: u16) -> Option<Probe> {
+    let p = udp_payload(frame, dst_port)?.get(..PROBE_LEN)?;
     if u16::from_be_bytes([p[0], p[1]]) != MAGIC {
         return None;
     }
@@ -232,6 +238,41 @@ pub fn parse_probe(frame: &[u8], dst_port: u16) -> Option<Probe> {
         seq: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
         ts_ns: u64::from_be_bytes([p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15]]),
     })
+}
+
+/// Magic of the header the kernel's pktgen puts at the start of its UDP payload.
+pub const KPKTGEN_MAGIC: u32 = 0xbe9b_e955;
+
+/// What the sink reads out of a kernel-pktgen frame (`struct pktgen_hdr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KpktgenProbe {
+    /// The sending device's sequence number (per pktgen device, not per flow).
+    pub seq: u32,
+    /// Send time: CLOCK_REALTIME seconds (low 32 bits) and microseconds.
+    pub tv_sec: u32,
+    /// Microseconds part of the send time.
+    pub tv_usec: u32,
+}
+
+impl KpktgenProbe {
+    /// One-way latency against `now` (CLOCK_REALTIME since the epoch), in ns; `None` when the
+    /// frame carries no timestamp (pktgen's NO_TIMESTAMP) or one from the future.
+    pub fn latency_ns(&self, now: Duration) -> Option<u64> {
+        if self.tv_sec == 0 && self.tv_usec == 0 {
+            return None;
+        }
+        let secs = (now.as_secs() as u32).wrapping_sub(self.tv_sec);
+        let ns = i128::from(secs) * 1_000_000_000 + i128::from(now.subsec_nanos())
+            - i128::from(self.tv_usec) * 1000;
+        u64::try_from(ns).ok().filter(|&n| n < 3_600_000_000_000)
+    }
+}
+
+/// Parses a kernel-pktgen frame to `dst_port`. Never panics, whatever the bytes.
+pub fn parse_kpktgen(frame: &[u8], dst_port: u16) -> Option<KpktgenProbe> {
+    let p = udp_payload(frame, dst_port)?.get(..16)?;
+    let word = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+    (word(0) == KPKTGEN_MAGIC).then(|| KpktgenProbe { seq: word(4), tv_sec: word(8), tv_usec: word(12) })
 }
 
 /// The sizes a sender cycles through: one size, or IMIX 7:4:1 interleaved (a 12-frame pattern
@@ -424,5 +465,27 @@ mod tests {
             assert_eq!(p.iter().filter(|&&s| s == size).count(), weight, "size {size}");
         }
         assert_eq!(SizeMix::Imix.max_size(), 1518);
+    }
+
+    #[test]
+    fn kernel_pktgen_frames_are_recognised() {
+        let t = Template::new(&spec(), 64).unwrap();
+        let mut f = t.to_vec(1, 2);
+        let udp = ETH_LEN + IPV4_LEN;
+        let pay = udp + UDP_LEN;
+        f[pay..pay + 4].copy_from_slice(&KPKTGEN_MAGIC.to_be_bytes());
+        f[pay + 4..pay + 8].copy_from_slice(&7u32.to_be_bytes());
+        f[pay + 8..pay + 12].copy_from_slice(&1000u32.to_be_bytes());
+        f[pay + 12..pay + 16].copy_from_slice(&250u32.to_be_bytes());
+        let port = u16::from_be_bytes([f[udp + 2], f[udp + 3]]);
+        let k = parse_kpktgen(&f, port).unwrap();
+        assert_eq!((k.seq, k.tv_sec, k.tv_usec), (7, 1000, 250));
+        assert_eq!(parse_probe(&f, port), None, "not one of ours");
+        assert_eq!(k.latency_ns(Duration::new(1000, 300_000)), Some(50_000));
+        assert_eq!(k.latency_ns(Duration::new(999, 0)), None, "from the future");
+        let none = KpktgenProbe { seq: 1, tv_sec: 0, tv_usec: 0 };
+        assert_eq!(none.latency_ns(Duration::new(5, 0)), None);
+        assert_eq!(parse_kpktgen(&t.to_vec(1, 2), port), None);
+        assert_eq!(parse_kpktgen(&f[..40], port), None);
     }
 }

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod frame;
 pub mod iface;
+pub mod kpktgen;
 pub mod latency;
 pub mod machine;
 pub mod netns;

@@ -163,9 +163,23 @@ struct PktgenArgs {
     /// Hand frames straight to the driver (PACKET_QDISC_BYPASS); auto: on, except on TAPs
     #[arg(long, value_enum, default_value = "auto")]
     qdisc_bypass: Bypass,
+    /// Generator: `af-packet` (this tool's AF_PACKET TX ring) or `kpktgen` (drive the kernel's
+    /// pktgen through /proc/net/pktgen; needs `modprobe pktgen`; the sink counts its frames and
+    /// measures their latency, loss comes from the sent count)
+    #[arg(long, value_enum, default_value = "af-packet")]
+    engine: Engine,
     /// Print the result as JSON instead of text
     #[arg(long)]
     json: bool,
+}
+
+/// Which packet generator `pktgen` drives.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    /// AF_PACKET TX ring (PACKET_MMAP), one sender thread per core.
+    AfPacket,
+    /// The kernel's pktgen module.
+    Kpktgen,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +231,9 @@ fn cmd_pktgen(a: PktgenArgs) -> Result<(), String> {
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(10)),
     };
+    if a.engine == Engine::Kpktgen {
+        return cmd_kpktgen(&a, dst_mac, duration);
+    }
     let cfg = PktgenConfig {
         ifname: a.dev,
         dst_ip: a.dst,
@@ -247,6 +264,64 @@ fn cmd_pktgen(a: PktgenArgs) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?);
     } else {
         println!("{}", res.line(&cfg.sizes));
+    }
+    Ok(())
+}
+
+/// An error message from inside a namespace thread.
+struct Msg(String);
+
+impl Msg {
+    fn of(e: impl std::fmt::Display) -> Msg {
+        Msg(e.to_string())
+    }
+}
+
+impl From<netns::NetnsError> for Msg {
+    fn from(e: netns::NetnsError) -> Msg {
+        Msg(e.to_string())
+    }
+}
+
+/// `pktgen --engine kpktgen`: the same scenario on the kernel's generator.
+fn cmd_kpktgen(a: &PktgenArgs, dst_mac: Option<[u8; 6]>, duration: Option<Duration>) -> Result<(), String> {
+    use tapway_bench::kpktgen::{Kpktgen, KpktgenConfig};
+    let SizeMix::Fixed(size) = a.size else {
+        return Err("--engine kpktgen sends one frame size; IMIX needs --engine af-packet".into());
+    };
+    let size = u16::try_from(size).map_err(|_| format!("frame size {size} is too large"))?;
+    let (dev, dst, netns) = (a.dev.clone(), a.dst, a.netns.clone());
+    let mut cfg = KpktgenConfig::new(&dev, dst, dst_mac.unwrap_or_default());
+    cfg.cores = a.cores.clone();
+    cfg.threads = a.threads;
+    cfg.size = size;
+    cfg.count = a.count.unwrap_or(0);
+    cfg.rate_pps = a.rate.map(|r| r.max(0.0).round() as u64);
+    cfg.duration = duration;
+    cfg.src_ip = a.src.map(|s| (s, s));
+    cfg.dst_port = a.port;
+    cfg.src_port = a.src_port;
+    cfg.flows = a.flows;
+    let stop = stop_flag();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = sent.clone();
+    let progress = Progress::start("kpktgen", move || (s2.load(Ordering::Relaxed), 0));
+    let res = netns::in_netns(netns.as_deref(), move || -> Result<_, Msg> {
+        // pktgen does no ARP: resolve the next hop first, as the AF_PACKET engine does.
+        if cfg.dst_mac == [0; 6] {
+            cfg.dst_mac =
+                iface::resolve_dst_mac(&cfg.dev, cfg.dst_ip, Duration::from_secs(3)).map_err(Msg::of)?;
+        }
+        let mut k = Kpktgen::default();
+        Kpktgen::available(k.root()).map_err(Msg::of)?;
+        k.run(&cfg, &stop, &sent).map_err(Msg::of)
+    })
+    .map_err(|e| e.0)?;
+    drop(progress);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", res.line());
     }
     Ok(())
 }

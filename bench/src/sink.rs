@@ -9,7 +9,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::clock::now_ns;
-use crate::frame::{parse_probe, FCS_LEN};
+use crate::frame::{parse_kpktgen, parse_probe, FCS_LEN};
 use crate::latency::{Latency, LatencySummary};
 use crate::netns::NetnsError;
 use crate::ring::{RingError, RxRing};
@@ -203,7 +203,21 @@ impl Sink {
                     n += 1;
                     b += (wire_len + FCS_LEN) as u64;
                 }
-                None => other += 1,
+                // Kernel pktgen's frames (`pktgen --engine kpktgen`): counted, latency from
+                // their realtime stamp; loss is the sender's count minus ours.
+                None => match parse_kpktgen(f, port) {
+                    Some(k) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        if let Some(ns) = k.latency_ns(now) {
+                            lat.record(ns);
+                        }
+                        n += 1;
+                        b += (wire_len + FCS_LEN) as u64;
+                    }
+                    None => other += 1,
+                },
             });
             if n > 0 {
                 let t = Instant::now();
