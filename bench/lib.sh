@@ -197,6 +197,66 @@ netns_ipv4() {
   ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1 | head -n1
 }
 
+# attach_tapway_pods SOCK CONF_VAR GW PREFIX POD...: creates each pod netns and attaches it to
+# the tapwayd on SOCK, through the tapway CNI plugin (ATTACH_MODE=plugin, netconf in the variable
+# named CONF_VAR) or with tapwayctl at PREFIX.2, PREFIX.3, ...; their addresses go to T_IPS.
+attach_tapway_pods() {
+  local sock=$1 confvar=$2 gw=$3 prefix=$4 i=2 p ip_
+  shift 4
+  T_IPS=()
+  for p in "$@"; do
+    new_netns "$p"
+    if [ "$ATTACH_MODE" = plugin ]; then
+      on_cleanup "cni_exec '' '$BIN/tapway' DEL '$p' '$p' \"\$$confvar\""
+      ip_=$(cni_exec "" "$BIN/tapway" ADD "$p" "$p" "${!confvar}" | result_ipv4) ||
+        die "CNI ADD of $p through the tapway plugin failed"
+      T_IPS+=("$ip_")
+    else
+      on_cleanup "'$BIN/tapwayctl' --socket '$sock' detach --netns /run/netns/$p --ifname eth0"
+      "$BIN/tapwayctl" --socket "$sock" attach --netns "/run/netns/$p" --ifname eth0 \
+        --ip "$prefix.$i/24" --gateway "$gw" >/dev/null || die "tapwayctl attach $p failed"
+      T_IPS+=("$(netns_ipv4 "$p")")
+    fi
+    i=$((i + 1))
+  done
+}
+
+# attach_bridge_pods NODE CONF_VAR POD...: creates each pod netns and attaches it with the
+# reference bridge plugin run inside netns NODE (netconf in the variable named CONF_VAR); their
+# addresses go to B_IPS.
+attach_bridge_pods() {
+  local node=$1 confvar=$2 p ip_
+  shift 2
+  B_IPS=()
+  for p in "$@"; do
+    new_netns "$p"
+    on_cleanup "cni_exec '$node' '$CNI_BIN/bridge' DEL '$p' '$p' \"\$$confvar\""
+    ip_=$(cni_exec "$node" "$CNI_BIN/bridge" ADD "$p" "$p" "${!confvar}" | result_ipv4) ||
+      die "CNI ADD of $p through the bridge plugin failed"
+    B_IPS+=("$ip_")
+  done
+}
+
+# no_gso POD...: turns TSO/GSO off on eth0 of each pod (ethtool installed on demand).
+no_gso() {
+  command -v ethtool >/dev/null 2>&1 || { log "apt-get install -y ethtool"; apt-get install -y -qq ethtool >/dev/null; }
+  local p
+  for p in "$@"; do
+    ip netns exec "$p" ethtool -K eth0 tso off gso off >/dev/null 2>&1 || die "ethtool -K eth0 tso off gso off failed in $p"
+  done
+}
+
+# start_iperf3_server NETNS IP: iperf3 -s in NETNS on IP:5201, waited for.
+start_iperf3_server() {
+  ip netns exec "$1" iperf3 -s -B "$2" >"$WORK/iperf3-server-$1.log" 2>&1 &
+  BG_PIDS+=("$!")
+  for _ in $(seq 50); do
+    [ -n "$(ip netns exec "$1" ss -ltnH 'sport = :5201')" ] && return 0
+    sleep 0.1
+  done
+  die "iperf3 server in $1 did not start"
+}
+
 # ping_check NETNS DST: fails loudly when DST is unreachable from NETNS.
 ping_check() {
   ip netns exec "$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1 || die "no ping from $1 to $2"

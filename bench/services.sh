@@ -120,36 +120,13 @@ start_tapwayd "$T_NODE" "$SOCK" "$WORK/state" "$T_SUBNET" "$CORES" "$POLL"
 "$BIN/tapwayctl" --socket "$SOCK" service list >/dev/null 2>&1 ||
   die "this tapwayd does not answer 'service list': no service VIPs to measure"
 T_CONF=$(tapway_netconf "$SOCK" "$T_SUBNET" "$T_GW")
-T_IPS=()
-i=2
-for p in "${T_PODS[@]}"; do
-  new_netns "$p"
-  if [ "$ATTACH_MODE" = plugin ]; then
-    on_cleanup "cni_exec '' '$BIN/tapway' DEL '$p' '$p' \"\$T_CONF\""
-    ip_=$(cni_exec "" "$BIN/tapway" ADD "$p" "$p" "$T_CONF" | result_ipv4) ||
-      die "CNI ADD of $p through the tapway plugin failed"
-    T_IPS+=("$ip_")
-  else
-    on_cleanup "'$BIN/tapwayctl' --socket '$SOCK' detach --netns /run/netns/$p --ifname eth0"
-    "$BIN/tapwayctl" --socket "$SOCK" attach --netns "/run/netns/$p" --ifname eth0 \
-      --ip "10.219.1.$i/24" --gateway "$T_GW" >/dev/null || die "tapwayctl attach $p failed"
-    T_IPS+=("$(netns_ipv4 "$p")")
-  fi
-  i=$((i + 1))
-done
+attach_tapway_pods "$SOCK" T_CONF "$T_GW" 10.219.1 "${T_PODS[@]}"
 log "tapway pods: client ${T_IPS[0]}, backends ${T_IPS[*]:1}"
 
 # ---- topology B: Linux bridge (reference CNI) + kube-proxy-shaped nftables in the node netns ---
 new_netns "$B_NODE"
 B_CONF=$(bridge_netconf "$BRIDGE" "$B_SUBNET" "$B_GW")
-B_IPS=()
-for p in "${B_PODS[@]}"; do
-  new_netns "$p"
-  on_cleanup "cni_exec '$B_NODE' '$CNI_BIN/bridge' DEL '$p' '$p' \"\$B_CONF\""
-  ip_=$(cni_exec "$B_NODE" "$CNI_BIN/bridge" ADD "$p" "$p" "$B_CONF" | result_ipv4) ||
-    die "CNI ADD of $p through the bridge plugin failed"
-  B_IPS+=("$ip_")
-done
+attach_bridge_pods "$B_NODE" B_CONF "${B_PODS[@]}"
 log "bridge pods: client ${B_IPS[0]}, backends ${B_IPS[*]:1} (bridge $BRIDGE in netns $B_NODE)"
 # Backend replies go straight to the client over the bridge (same subnet): they must pass the
 # IPv4 hooks for conntrack to undo the DNAT, as on every kube-proxy node with a bridge CNI.

@@ -81,43 +81,17 @@ on_cleanup "rm -rf /run/tapway-bench-$$"
 new_netns "$T_NODE"
 start_tapwayd "$T_NODE" "$SOCK" "$WORK/state" "$T_SUBNET" "$CORES" "$POLL"
 T_CONF=$(tapway_netconf "$SOCK" "$T_SUBNET" "$T_GW")
-T_IPS=()
-i=2
-for p in "${T_PODS[@]}"; do
-  new_netns "$p"
-  if [ "$ATTACH_MODE" = plugin ]; then
-    on_cleanup "cni_exec '' '$BIN/tapway' DEL '$p' '$p' \"\$T_CONF\""
-    ip_=$(cni_exec "" "$BIN/tapway" ADD "$p" "$p" "$T_CONF" | result_ipv4) ||
-      die "CNI ADD of $p through the tapway plugin failed"
-    T_IPS+=("$ip_")
-  else
-    on_cleanup "'$BIN/tapwayctl' --socket '$SOCK' detach --netns /run/netns/$p --ifname eth0"
-    "$BIN/tapwayctl" --socket "$SOCK" attach --netns "/run/netns/$p" --ifname eth0 \
-      --ip "10.213.1.$i/24" --gateway "$T_GW" >/dev/null || die "tapwayctl attach $p failed"
-    T_IPS+=("$(netns_ipv4 "$p")")
-  fi
-  i=$((i + 1))
-done
+attach_tapway_pods "$SOCK" T_CONF "$T_GW" 10.213.1 "${T_PODS[@]}"
 log "tapway pods: ${T_PODS[0]}=${T_IPS[0]} ${T_PODS[1]}=${T_IPS[1]}"
 
 # ---- topology B: Linux bridge (reference CNI), plugins exec'd inside the node netns ---------
 new_netns "$B_NODE"
 B_CONF=$(bridge_netconf "$BRIDGE" "$B_SUBNET" "$B_GW")
-B_IPS=()
-for p in "${B_PODS[@]}"; do
-  new_netns "$p"
-  on_cleanup "cni_exec '$B_NODE' '$CNI_BIN/bridge' DEL '$p' '$p' \"\$B_CONF\""
-  ip_=$(cni_exec "$B_NODE" "$CNI_BIN/bridge" ADD "$p" "$p" "$B_CONF" | result_ipv4) ||
-    die "CNI ADD of $p through the bridge plugin failed"
-  B_IPS+=("$ip_")
-done
+attach_bridge_pods "$B_NODE" B_CONF "${B_PODS[@]}"
 log "bridge pods: ${B_PODS[0]}=${B_IPS[0]} ${B_PODS[1]}=${B_IPS[1]} (bridge $BRIDGE in netns $B_NODE)"
 
 if [ -n "$NO_GSO" ]; then
-  command -v ethtool >/dev/null 2>&1 || { log "apt-get install -y ethtool"; apt-get install -y -qq ethtool >/dev/null; }
-  for p in "${T_PODS[@]}" "${B_PODS[@]}"; do
-    ip netns exec "$p" ethtool -K eth0 tso off gso off >/dev/null 2>&1 || die "ethtool -K eth0 tso off gso off failed in $p"
-  done
+  no_gso "${T_PODS[@]}" "${B_PODS[@]}"
   log "TSO/GSO off on every pod's eth0: no super-frames in either topology"
 fi
 
@@ -125,17 +99,8 @@ ping_check "${T_PODS[0]}" "${T_IPS[1]}"
 ping_check "${B_PODS[0]}" "${B_IPS[1]}"
 
 # iperf3 servers in pod 2 of each topology.
-start_server() { # NETNS IP
-  ip netns exec "$1" iperf3 -s -B "$2" >"$WORK/iperf3-server-$1.log" 2>&1 &
-  BG_PIDS+=("$!")
-  for _ in $(seq 50); do
-    [ -n "$(ip netns exec "$1" ss -ltnH 'sport = :5201')" ] && return 0
-    sleep 0.1
-  done
-  die "iperf3 server in $1 did not start"
-}
-start_server "${T_PODS[1]}" "${T_IPS[1]}"
-start_server "${B_PODS[1]}" "${B_IPS[1]}"
+start_iperf3_server "${T_PODS[1]}" "${T_IPS[1]}"
+start_iperf3_server "${B_PODS[1]}" "${B_IPS[1]}"
 
 CLK_TCK=$(getconf CLK_TCK)
 daemon_ticks() {

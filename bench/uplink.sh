@@ -139,27 +139,15 @@ done
 log "bridge: pods ${B_IPS[*]} on two nodes, uplink veths enslaved to each node's bridge"
 
 if [ -n "$NO_GSO" ]; then
-  command -v ethtool >/dev/null 2>&1 || { log "apt-get install -y ethtool"; apt-get install -y -qq ethtool >/dev/null; }
-  for p in "${T_PODS[@]}" "${B_PODS[@]}"; do
-    ip netns exec "$p" ethtool -K eth0 tso off gso off >/dev/null 2>&1 || die "ethtool -K eth0 tso off gso off failed in $p"
-  done
+  no_gso "${T_PODS[@]}" "${B_PODS[@]}"
   log "TSO/GSO off on every pod's eth0: MTU-sized frames in both topologies"
 fi
 
 ping_check "${T_PODS[0]}" "${T_IPS[1]}"
 ping_check "${B_PODS[0]}" "${B_IPS[1]}"
 
-start_server() { # NETNS IP
-  ip netns exec "$1" iperf3 -s -B "$2" >"$WORK/iperf3-server-$1.log" 2>&1 &
-  BG_PIDS+=("$!")
-  for _ in $(seq 50); do
-    [ -n "$(ip netns exec "$1" ss -ltnH 'sport = :5201')" ] && return 0
-    sleep 0.1
-  done
-  die "iperf3 server in $1 did not start"
-}
-start_server "${T_PODS[1]}" "${T_IPS[1]}"
-start_server "${B_PODS[1]}" "${B_IPS[1]}"
+start_iperf3_server "${T_PODS[1]}" "${T_IPS[1]}"
+start_iperf3_server "${B_PODS[1]}" "${B_IPS[1]}"
 
 # trafgen configs: 60-byte frames (64 on the wire with the FCS) pod 1 -> pod 2, UDP to port 9.
 trafgen_conf() { # SRC_NETNS DST_NETNS SRC_IP DST_IP FILE
