@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat python3:python3 cc:build-essential; do
+for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat python3:python3 cc:build-essential nft:nftables; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

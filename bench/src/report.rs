@@ -99,6 +99,10 @@ pub struct Params {
 pub struct TopologyInfo {
     /// `veth`, `tapway` or `bridge`.
     pub kind: String,
+    /// The scenario it was built for: `pod-pod` (whose topologies `rfc2544` also uses),
+    /// `pod-vip` or `cross-node`. Empty in reports written before the field existed.
+    #[serde(default)]
+    pub scenario: String,
     /// How the pods were attached.
     pub attach: String,
     /// Sender pod address.
@@ -304,10 +308,12 @@ fn rows(s: &ScenarioReport, topos: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn columns(r: &Report) -> (Vec<&'static str>, Vec<String>) {
+/// The columns of one scenario's table: the topologies it has figures for (pod-vip and
+/// cross-node have no generator-only column).
+fn columns(s: &ScenarioReport) -> (Vec<&'static str>, Vec<String>) {
     let mut topos = Vec::new();
     for t in ["veth", "tapway", "bridge"] {
-        if r.scenarios.iter().any(|s| s.metrics.iter().any(|m| m.topology == t)) {
+        if s.metrics.iter().any(|m| m.topology == t) {
             topos.push(t);
         }
     }
@@ -397,8 +403,8 @@ impl Report {
     /// The table printed on stdout.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let (topos, hdr) = columns(self);
         for s in self.scenarios.iter().filter(|s| s.name != "rfc2544" || s.status != Status::Ok) {
+            let (topos, hdr) = columns(s);
             let _ = writeln!(out, "\n== {} ==", s.name);
             match s.status {
                 Status::Ok if !s.metrics.is_empty() => plain_table(&mut out, &hdr, &rows(s, &topos)),
@@ -441,10 +447,11 @@ impl Report {
             self.params.duration_s
         );
         for t in &self.topologies {
-            let _ = writeln!(out, "- `{}`: {} ({} → {})", t.kind, t.attach, t.pod_a, t.pod_b);
+            let for_ = if t.scenario.is_empty() { String::new() } else { format!(" ({})", t.scenario) };
+            let _ = writeln!(out, "- `{}`{for_}: {} ({} → {})", t.kind, t.attach, t.pod_a, t.pod_b);
         }
-        let (topos, hdr) = columns(self);
         for s in self.scenarios.iter().filter(|s| s.name != "rfc2544" || s.status != Status::Ok) {
+            let (topos, hdr) = columns(s);
             let _ = writeln!(out, "\n#### {}\n", s.name);
             match s.status {
                 Status::Ok if !s.metrics.is_empty() => md_table(&mut out, &hdr, &rows(s, &topos)),
@@ -536,6 +543,7 @@ pub(crate) mod tests {
             },
             topologies: vec![TopologyInfo {
                 kind: "tapway".into(),
+                scenario: "pod-pod".into(),
                 attach: "plugin".into(),
                 pod_a: "10.0.0.2".into(),
                 pod_b: "10.0.0.3".into(),
@@ -619,7 +627,7 @@ pub(crate) mod tests {
                 "tapwayd_cores"
             ]
         );
-        assert_eq!(keys(&v["topologies"][0]), ["attach", "kind", "pod_a", "pod_b"]);
+        assert_eq!(keys(&v["topologies"][0]), ["attach", "kind", "pod_a", "pod_b", "scenario"]);
         assert_eq!(keys(&v["scenarios"][0]), ["metrics", "name", "reason", "status"]);
         assert_eq!(v["scenarios"][0]["status"], "ok");
         assert_eq!(v["scenarios"][1]["status"], "unavailable");
@@ -652,6 +660,26 @@ pub(crate) mod tests {
         // And it reads back to the same report.
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn each_scenario_has_the_columns_of_its_own_topologies() {
+        let mut r = sample();
+        let mut c = Collector::default();
+        c.add("rx_pps", Some("64"), "tapway", "frames/s", 2e5);
+        c.add("rx_pps", Some("64"), "bridge", "frames/s", 1e5);
+        r.scenarios.push(ScenarioReport {
+            name: "cross-node".into(),
+            status: Status::Ok,
+            reason: None,
+            metrics: c.finish(),
+        });
+        let md = r.to_markdown();
+        let (_, cross) = md.split_once("#### cross-node").unwrap();
+        assert!(cross.contains("| figure (median (min–max)) | tapway | bridge | tapway/bridge |\n"), "{md}");
+        assert!(cross.contains("| frames received/s, 64 B | 0.200M | 0.100M | 2.00× |"), "{md}");
+        let (pod_pod, _) = md.split_once("#### cross-node").unwrap();
+        assert!(pod_pod.contains("| generator only (veth) |"), "{md}");
     }
 
     #[test]

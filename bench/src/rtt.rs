@@ -53,6 +53,21 @@ pub fn ping_pong(
     max_samples: u64,
     stop: &Arc<AtomicBool>,
 ) -> Result<RttResult, RttError> {
+    ping_pong_via(client_ns, server_ns, server_ip, server_ip, duration, max_samples, stop)
+}
+
+/// Like [`ping_pong`], but the client sends to `dst` (a Service VIP translated to
+/// `server_ip`:[`PORT`] on the way; the answers must come back from `dst`:[`PORT`], which is
+/// what reverse NAT does: the client's socket is connected).
+pub fn ping_pong_via(
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: Ipv4Addr,
+    dst: Ipv4Addr,
+    duration: Duration,
+    max_samples: u64,
+    stop: &Arc<AtomicBool>,
+) -> Result<RttResult, RttError> {
     let done = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), std::io::Error>>();
     let (sns, d2) = (server_ns.to_string(), done.clone());
@@ -81,7 +96,7 @@ pub fn ping_pong(
         Ok(Ok(())) => {
             let st = stop.clone();
             netns::in_netns(Some(client_ns), move || {
-                client(SocketAddr::from((server_ip, PORT)), duration, max_samples, &st)
+                client(SocketAddr::from((dst, PORT)), duration, max_samples, &st)
             })
         }
         Ok(Err(e)) => Err(e.into()),

@@ -93,15 +93,18 @@ fn log(msg: &str) {
     eprintln!("==> {msg}");
 }
 
-/// Whether `pod-vip` can run: tapwayctl must have `sync`.
-fn vip_available(env: &Env) -> Result<(), String> {
+/// Whether `pod-vip` can run: tapwayctl must have `sync` (Service VIPs), and the bridge
+/// baseline needs `nft`.
+fn vip_available(env: &Env, baseline: bool) -> Result<(), String> {
     let ctl = env.bin_dir.join("tapwayctl");
     let ok = Command::new(&ctl).args(["sync", "--help"]).output().is_ok_and(|o| o.status.success());
-    if ok {
-        Err("tapwayctl has `sync`, but this tapway-bench does not drive Service VIPs yet".into())
-    } else {
-        Err(format!("`{} sync --help` fails: Service VIPs are not built yet", ctl.display()))
+    if !ok {
+        return Err(format!("`{} sync --help` fails: Service VIPs are not built yet", ctl.display()));
     }
+    if baseline && !Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Err("the bridge baseline of pod-vip needs nftables (`nft`): apt-get install nftables".into());
+    }
+    Ok(())
 }
 
 /// Whether `cross-node` can run: tapwayd must have `--uplink`.
@@ -113,7 +116,7 @@ fn cross_node_available(env: &Env) -> Result<(), String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     if help.contains("--uplink") {
-        Err("tapwayd has `--uplink`, but this tapway-bench does not build two-node topologies yet".into())
+        Ok(())
     } else {
         Err(format!("`{} --help` has no --uplink: AF_XDP uplinks are not built yet", d.display()))
     }
@@ -126,6 +129,14 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of stat, i.e. 12 and 13 after "pid (comm) ".
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks of every daemon together (`None` when there is none or one is gone).
+fn daemons_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_ticks(p)).sum()
 }
 
 fn clk_tck() -> f64 {
@@ -159,7 +170,7 @@ impl Runner<'_> {
         rate: Option<f64>,
         d: Duration,
     ) -> Result<trial::TrialResult, RunError> {
-        let mut p = PktgenConfig::new(topo.b.ip);
+        let mut p = PktgenConfig::new(topo.dst);
         p.ifname = topo.a.ifname.clone();
         p.sizes = sizes.clone();
         p.flows = self.cfg.flows;
@@ -193,7 +204,11 @@ impl Runner<'_> {
         v
     }
 
-    fn pod_pod(&self, topos: &[Topology]) -> Result<ScenarioReport, RunError> {
+    /// Measures `name` on `topos` (the generator-only veth pair, if given, for the frame rates
+    /// only): frame rate per size flat out, iperf3 with each of `streams`, UDP ping-pong RTT.
+    /// Every figure on every topology back to back, the order alternating between repeats.
+    fn measure(&self, name: &str, topos: &[Topology], streams: &[u32]) -> Result<ScenarioReport, RunError> {
+        let scenario = name;
         let mut c = Collector::default();
         let d = self.cfg.duration;
         let tcp_ok = !self.cfg.no_tcp && tcp::available();
@@ -212,7 +227,7 @@ impl Runner<'_> {
             for size in &self.cfg.sizes {
                 let label = size.label();
                 for t in self.order(topos, rep) {
-                    let c0 = t.daemon_pid.and_then(cpu_ticks);
+                    let c0 = daemons_ticks(&t.daemon_pids);
                     let r = self.trial(t, size, None, d)?;
                     let name = t.kind.name();
                     c.add("tx_pps", Some(&label), name, "frames/s", r.pktgen.pps());
@@ -222,8 +237,8 @@ impl Runner<'_> {
                     // The share of that loss that was the sink's own ring overflowing, not the path.
                     let sent = r.pktgen.sent.max(1) as f64;
                     c.add("sink_drop_pct", Some(&label), name, "%", 100.0 * r.sink.ring_drops as f64 / sent);
-                    if let (Some(pid), Some(c0)) = (t.daemon_pid, c0) {
-                        if let Some(c1) = cpu_ticks(pid) {
+                    if let Some(c0) = c0 {
+                        if let Some(c1) = daemons_ticks(&t.daemon_pids) {
                             let secs = r.pktgen.elapsed_s.max(1e-3);
                             c.add(
                                 "tapwayd_cpu_pct",
@@ -235,7 +250,7 @@ impl Runner<'_> {
                         }
                     }
                     log(&format!(
-                        "run {rep}/{} {name:<7} pod-pod {label:>5} B flat out: offered {:.0} pps, received {:.0} pps, loss {:.2} %",
+                        "run {rep}/{} {name:<7} {scenario} {label:>5} B flat out: offered {:.0} pps, received {:.0} pps, loss {:.2} %",
                         self.cfg.repeat,
                         r.pktgen.pps(),
                         r.sink.pps(),
@@ -244,7 +259,7 @@ impl Runner<'_> {
                 }
             }
             if tcp_ok {
-                for streams in [1u32, 4] {
+                for &streams in streams {
                     let order = if rep % 2 == 1 {
                         switched.clone()
                     } else {
@@ -252,13 +267,13 @@ impl Runner<'_> {
                     };
                     for t in order {
                         let secs = d.as_secs().max(1);
-                        let g = tcp::client(&t.a, &t.b, secs, streams, &self.stop).map_err(|e| match e {
+                        let g = tcp::client(&t.a, t.dst, secs, streams, &self.stop).map_err(|e| match e {
                             tcp::TcpError::Interrupted => RunError::Interrupted,
                             e => RunError::Measure(format!("{}: {e}", t.kind.name())),
                         })?;
                         c.add("tcp_gbps", Some(&streams.to_string()), t.kind.name(), "Gbit/s", g);
                         log(&format!(
-                            "run {rep}/{} {:<7} TCP -P {streams}: {g:.2} Gbit/s",
+                            "run {rep}/{} {:<7} {scenario} TCP -P {streams}: {g:.2} Gbit/s",
                             self.cfg.repeat,
                             t.kind.name()
                         ));
@@ -268,7 +283,7 @@ impl Runner<'_> {
             let order =
                 if rep % 2 == 1 { switched.clone() } else { switched.iter().rev().copied().collect() };
             for t in order {
-                let r = rtt::ping_pong(&t.a.netns, &t.b.netns, t.b.ip, d, 100_000, &self.stop)
+                let r = rtt::ping_pong_via(&t.a.netns, &t.b.netns, t.b.ip, t.dst, d, 100_000, &self.stop)
                     .map_err(|e| RunError::Measure(format!("{}: {e}", t.kind.name())))?;
                 self.check_stop()?;
                 if let Some(l) = r.rtt {
@@ -277,14 +292,92 @@ impl Runner<'_> {
                     c.add("rtt_p99_us", None, n, "µs", l.p99_us);
                     c.add("rtt_p999_us", None, n, "µs", l.p999_us);
                     log(&format!(
-                        "run {rep}/{} {n:<7} UDP ping-pong: p50 {:.1} p99 {:.1} p99.9 {:.1} µs ({} answered, {} lost)",
+                        "run {rep}/{} {n:<7} {scenario} UDP ping-pong: p50 {:.1} p99 {:.1} p99.9 {:.1} µs ({} answered, {} lost)",
                         self.cfg.repeat, l.p50_us, l.p99_us, l.p999_us, r.answered, r.lost
                     ));
                 }
             }
         }
         drop(servers);
-        Ok(ScenarioReport { name: "pod-pod".into(), status: Status::Ok, reason: None, metrics: c.finish() })
+        Ok(ScenarioReport { name: name.into(), status: Status::Ok, reason: None, metrics: c.finish() })
+    }
+
+    /// A scenario with topologies of its own (`pod-vip`, `cross-node`): builds tapway's and,
+    /// with the baseline, the bridge's, checks them, measures (iperf3 with one stream), and
+    /// tears them down before returning. A topology that cannot be built or a measurement that
+    /// fails marks the scenario `failed` with the reason; the run goes on. Ctrl-C ends it.
+    fn own_topologies(
+        &self,
+        name: &str,
+        env: &Env,
+        build: fn(Kind, &Env) -> Result<Topology, TopoError>,
+        infos: &mut Vec<TopologyInfo>,
+        info: &dyn Fn(&Topology) -> TopologyInfo,
+    ) -> Result<ScenarioReport, RunError> {
+        let failed = |why: String| {
+            log(&format!("{name}: failed: {why}"));
+            ScenarioReport {
+                name: name.into(),
+                status: Status::Failed,
+                reason: Some(why),
+                metrics: Vec::new(),
+            }
+        };
+        let mut kinds = vec![Kind::Tapway];
+        if self.cfg.baseline_bridge {
+            kinds.push(Kind::Bridge);
+        }
+        let mut topos = Vec::new();
+        for k in kinds {
+            log(&format!("building the {} topology of {name}", k.name()));
+            let t = match build(k, env).and_then(|t| t.check().map(|()| t)) {
+                Ok(t) => t,
+                Err(e) => return Ok(failed(format!("building the {} topology: {e}", k.name()))),
+            };
+            self.check_stop()?;
+            if t.dst != t.b.ip {
+                // Through the VIP both ways: only a translated request reaches the echo server
+                // (it listens on the backend's address), and only an un-NATed answer reaches
+                // the client's connected socket.
+                let r = rtt::ping_pong_via(
+                    &t.a.netns,
+                    &t.b.netns,
+                    t.b.ip,
+                    t.dst,
+                    Duration::from_millis(300),
+                    50,
+                    &self.stop,
+                );
+                self.check_stop()?;
+                match r {
+                    Ok(r) if r.answered > 0 => log(&format!(
+                        "{}: {}:{} answered through the VIP from backend {} ({} of {} round trips)",
+                        k.name(),
+                        t.dst,
+                        rtt::PORT,
+                        t.b.ip,
+                        r.answered,
+                        r.answered + r.lost
+                    )),
+                    Ok(_) => {
+                        return Ok(failed(format!(
+                            "{}: no UDP answer through VIP {}:{} from backend {}",
+                            k.name(),
+                            t.dst,
+                            rtt::PORT,
+                            t.b.ip
+                        )))
+                    }
+                    Err(e) => return Ok(failed(format!("{}: checking the VIP: {e}", k.name()))),
+                }
+            }
+            infos.push(info(&t));
+            topos.push(t);
+        }
+        match self.measure(name, &topos, &[1]) {
+            Err(RunError::Measure(why)) => Ok(failed(why)),
+            r => r,
+        }
     }
 
     fn rfc2544(&self, topos: &[Topology]) -> Result<Vec<Rfc2544Row>, RunError> {
@@ -417,14 +510,28 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
             }
         }
     }
+    let info = |t: &Topology| TopologyInfo {
+        kind: t.kind.name().into(),
+        scenario: t.scenario.into(),
+        attach: t.attach.clone(),
+        pod_a: t.a.ip.to_string(),
+        pod_b: t.b.ip.to_string(),
+    };
+    let mut topologies: Vec<TopologyInfo> = topos.iter().map(info).collect();
     let runner = Runner { cfg, stop: stop.clone() };
     let mut scenarios = Vec::new();
     let mut rfc_rows = Vec::new();
     for s in &cfg.scenarios {
         let rep = match s.as_str() {
-            "pod-pod" => runner.pod_pod(&topos)?,
-            "pod-vip" => unavailable(s, vip_available(&env)),
-            "cross-node" => unavailable(s, cross_node_available(&env)),
+            "pod-pod" => runner.measure("pod-pod", &topos, &[1, 4])?,
+            "pod-vip" => match vip_available(&env, cfg.baseline_bridge) {
+                Ok(()) => runner.own_topologies(s, &env, Topology::build_vip, &mut topologies, &info)?,
+                Err(why) => unavailable(s, Err(why)),
+            },
+            "cross-node" => match cross_node_available(&env) {
+                Ok(()) => runner.own_topologies(s, &env, Topology::build_cross, &mut topologies, &info)?,
+                Err(why) => unavailable(s, Err(why)),
+            },
             "rfc2544" => {
                 rfc_rows = runner.rfc2544(&topos)?;
                 ScenarioReport { name: s.clone(), status: Status::Ok, reason: None, metrics: Vec::new() }
@@ -433,15 +540,6 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
         };
         scenarios.push(rep);
     }
-    let topologies = topos
-        .iter()
-        .map(|t| TopologyInfo {
-            kind: t.kind.name().into(),
-            attach: t.attach.clone(),
-            pod_a: t.a.ip.to_string(),
-            pod_b: t.b.ip.to_string(),
-        })
-        .collect();
     generator_note(&scenarios, &mut notes);
     drop(topos);
     Ok(Report {

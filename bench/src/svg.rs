@@ -30,7 +30,14 @@ pub fn write(report: &Report, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (960, 450 * panels)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly((panels as usize, 1));
-    let metrics: Vec<&Metric> = report.scenarios.iter().flat_map(|s| s.metrics.iter()).collect();
+    // One scenario's figures: pod-pod's, else the first scenario that has any (pod-vip and
+    // cross-node use the same metric names; mixing them would plot whichever came first).
+    let scenario = report
+        .scenarios
+        .iter()
+        .find(|s| s.name == "pod-pod" && !s.metrics.is_empty())
+        .or_else(|| report.scenarios.iter().find(|s| !s.metrics.is_empty()));
+    let metrics: Vec<&Metric> = scenario.map(|s| s.metrics.iter().collect()).unwrap_or_default();
     throughput(&areas[0], &metrics).map_err(|e| e.to_string())?;
     rtt(&areas[1], &metrics).map_err(|e| e.to_string())?;
     if let Some(a) = areas.get(2) {

@@ -1,6 +1,7 @@
 //! TCP throughput with iperf3 (when installed): a server in pod b, a client in pod a, run
 //! through `ip netns exec` exactly as bench/tcp.sh does, JSON output parsed.
 
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,21 +76,21 @@ impl Drop for Server {
     }
 }
 
-/// Runs the client in `a` against `b` for `secs` (after 1 s of warm-up left out) with
-/// `streams` parallel streams; Gbit/s received. One retry: the server may still be closing the
-/// previous test.
-pub fn client(a: &Pod, b: &Pod, secs: u64, streams: u32, stop: &AtomicBool) -> Result<f64, TcpError> {
-    match client_once(a, b, secs, streams, stop) {
+/// Runs the client in `a` against `dst` (pod b's address, or a Service VIP forwarded to its
+/// port 5201) for `secs` (after 1 s of warm-up left out) with `streams` parallel streams;
+/// Gbit/s received. One retry: the server may still be closing the previous test.
+pub fn client(a: &Pod, dst: Ipv4Addr, secs: u64, streams: u32, stop: &AtomicBool) -> Result<f64, TcpError> {
+    match client_once(a, dst, secs, streams, stop) {
         Err(TcpError::Failed(_)) if !stop.load(Ordering::Relaxed) => {
             std::thread::sleep(Duration::from_secs(1));
-            client_once(a, b, secs, streams, stop)
+            client_once(a, dst, secs, streams, stop)
         }
         r => r,
     }
 }
 
-fn client_once(a: &Pod, b: &Pod, secs: u64, streams: u32, stop: &AtomicBool) -> Result<f64, TcpError> {
-    let (ip, t, p) = (b.ip.to_string(), secs.to_string(), streams.to_string());
+fn client_once(a: &Pod, dst: Ipv4Addr, secs: u64, streams: u32, stop: &AtomicBool) -> Result<f64, TcpError> {
+    let (ip, t, p) = (dst.to_string(), secs.to_string(), streams.to_string());
     let mut child = Command::new("ip")
         .args(["netns", "exec", &a.netns, "iperf3", "-c", &ip, "-t", &t, "-O", "1", "-P", &p, "-J"])
         .process_group(0)

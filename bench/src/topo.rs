@@ -90,13 +90,17 @@ pub struct Pod {
 pub struct Topology {
     /// Which data path.
     pub kind: Kind,
+    /// The scenario it was built for: `pod-pod` (also used by `rfc2544`), `pod-vip`, `cross-node`.
+    pub scenario: &'static str,
     /// Sender side.
     pub a: Pod,
     /// Receiver side.
     pub b: Pod,
-    /// tapwayd's pid (tapway only), for its CPU time.
-    pub daemon_pid: Option<u32>,
-    /// How the pods were attached.
+    /// Where the sender sends to: `b.ip`, or the Service VIP whose backend is b (`pod-vip`).
+    pub dst: Ipv4Addr,
+    /// The pids of the tapwayd daemons (tapway only; two for `cross-node`), for their CPU time.
+    pub daemon_pids: Vec<u32>,
+    /// How the pods were attached (and, for `pod-vip`, how the VIP was programmed).
     pub attach: String,
     teardown: Teardown,
 }
@@ -265,13 +269,315 @@ pub fn bridge_netconf(bridge: &str, ipam: &Path, subnet: &str, gw: &str) -> Stri
     .to_string()
 }
 
+/// The same netconf with the host-local range limited to `start..=end` (a node's share of a
+/// cluster-wide subnet, as in docs/uplink.md).
+pub fn with_range(conf: &str, start: &str, end: &str) -> String {
+    let mut v: Value = serde_json::from_str(conf).unwrap_or(Value::Null);
+    if let Some(r) = v.pointer_mut("/ipam/ranges/0/0").and_then(Value::as_object_mut) {
+        r.insert("rangeStart".into(), start.into());
+        r.insert("rangeEnd".into(), end.into());
+    }
+    v.to_string()
+}
+
+/// The Service VIP of `pod-vip` (both topologies, each in its own namespaces).
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The service range the VIP is in (kube-proxy's `cluster-ips-check` drops the rest of it).
+pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// The cluster's pod range as kube-proxy's rules see it (`--cluster-cidr`).
+pub const CLUSTER_CIDR: &str = "10.213.0.0/16";
+/// The VIP's ports, each forwarded to the same port of the backend pod: (port name, protocol,
+/// port). The probe frames, the UDP ping-pong and iperf3.
+pub const VIP_PORTS: [(&str, &str, u16); 3] =
+    [("probe", "UDP", crate::pktgen::DEFAULT_PORT), ("rtt", "UDP", crate::rtt::PORT), ("iperf", "TCP", 5201)];
+
+/// A kubectl-style List (`kubectl get services,endpointslices -o json`): Service `bench/target`
+/// on `vip` with [`VIP_PORTS`], and its EndpointSlice with `backend` as the one ready endpoint.
+pub fn kube_services_list(vip: Ipv4Addr, backend: Ipv4Addr) -> Value {
+    let ports: Vec<Value> = VIP_PORTS
+        .iter()
+        .map(|(n, p, port)| serde_json::json!({"name": n, "port": port, "protocol": p, "targetPort": port}))
+        .collect();
+    let eports: Vec<Value> = VIP_PORTS
+        .iter()
+        .map(|(n, p, port)| serde_json::json!({"name": n, "port": port, "protocol": p}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+        "items": [
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "target", "namespace": "bench"},
+             "spec": {"type": "ClusterIP", "clusterIP": vip.to_string(), "clusterIPs": [vip.to_string()],
+                      "ipFamilies": ["IPv4"], "sessionAffinity": "None", "ports": ports}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+             "metadata": {"name": "target-abcde", "namespace": "bench",
+                          "labels": {"kubernetes.io/service-name": "target"}},
+             "ports": eports,
+             "endpoints": [{"addresses": [backend.to_string()],
+                            "conditions": {"ready": true, "serving": true, "terminating": false}}]}
+        ]
+    })
+}
+
+/// An 8-character tag of a name for chain names, in the spirit of kube-proxy's
+/// `base32(sha256(name))[:8]` (FNV-1a here: only uniqueness matters).
+fn chain_hash(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const A: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..8).map(|i| char::from(A[((h >> (5 * i)) & 31) as usize])).collect()
+}
+
+/// nftables rules shaped like kube-proxy's nftables mode (pkg/proxy/nftables), as
+/// bench/services.sh loads them: the `service-ips` verdict map (daddr . l4proto . dport → a
+/// per-service chain), `numgen random mod N` to per-endpoint chains that mark hairpin traffic
+/// and `dnat`, the masquerade chain, and the filter-side checks. One service: [`VIP_PORTS`] on
+/// `vip`, one endpoint `backend`.
+pub fn kube_proxy_nft(vip: Ipv4Addr, backend: Ipv4Addr) -> String {
+    let mut l: Vec<String> = Vec::new();
+    l.push("table ip kube-proxy {".into());
+    l.push("  comment \"rules for kube-proxy\"".into());
+    l.push(format!(
+        "  set cluster-ips {{ type ipv4_addr; comment \"Active ClusterIPs\"; elements = {{ {vip} }} }}"
+    ));
+    l.push("  set nodeport-ips { type ipv4_addr; comment \"IPs that accept NodePort traffic\"; }".into());
+    l.push("  map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; comment \"vmap to drop or reject packets to services with no endpoints\"; }".into());
+    l.push("  map no-endpoint-nodeports { type inet_proto . inet_service : verdict; }".into());
+    l.push("  map firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict; }".into());
+    l.push("  map service-nodeports { type inet_proto . inet_service : verdict; }".into());
+    let svc: Vec<(String, &str, u16)> = VIP_PORTS
+        .iter()
+        .map(|(n, p, port)| (format!("bench/target/{}/{n}", p.to_lowercase()), *p, *port))
+        .collect();
+    let elems: Vec<String> = svc
+        .iter()
+        .map(|(name, p, port)| {
+            format!("{vip} . {} . {port} : goto service-{}-{name}", p.to_lowercase(), chain_hash(name))
+        })
+        .collect();
+    l.push(format!(
+        "  map service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"; elements = {{ {} }} }}",
+        elems.join(", ")
+    ));
+    l.push("  chain filter-prerouting { type filter hook prerouting priority -110; policy accept; ct state new jump firewall-check; }".into());
+    l.push("  chain filter-input { type filter hook input priority -110; policy accept; ct state new jump nodeport-endpoints-check; ct state new jump service-endpoints-check; }".into());
+    l.push("  chain filter-forward { type filter hook forward priority -110; policy accept; ct state new jump service-endpoints-check; ct state new jump cluster-ips-check; }".into());
+    l.push("  chain filter-output { type filter hook output priority -110; policy accept; ct state new jump service-endpoints-check; ct state new jump firewall-check; }".into());
+    l.push("  chain filter-output-post-dnat { type filter hook output priority -90; policy accept; ct state new jump cluster-ips-check; }".into());
+    l.push(
+        "  chain nat-prerouting { type nat hook prerouting priority -100; policy accept; jump services; }"
+            .into(),
+    );
+    l.push("  chain nat-output { type nat hook output priority -100; policy accept; jump services; }".into());
+    l.push("  chain nat-postrouting { type nat hook postrouting priority 100; policy accept; jump masquerading; }".into());
+    l.push("  chain firewall-check { ip daddr . meta l4proto . th dport vmap @firewall-ips; }".into());
+    l.push("  chain reject-chain { reject; }".into());
+    l.push(
+        "  chain service-endpoints-check { ip daddr . meta l4proto . th dport vmap @no-endpoint-services; }"
+            .into(),
+    );
+    l.push("  chain nodeport-endpoints-check { ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports; }".into());
+    l.push(format!(
+        "  chain cluster-ips-check {{ ip daddr @cluster-ips reject; ip daddr {SERVICE_CIDR} drop; }}"
+    ));
+    l.push("  chain mark-for-masquerade { meta mark set meta mark | 0x4000; }".into());
+    l.push("  chain masquerading { meta mark & 0x4000 == 0 return; meta mark set meta mark ^ 0x4000; masquerade fully-random; }".into());
+    l.push("  chain services { ip daddr . meta l4proto . th dport vmap @service-ips; ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports; }".into());
+    for (name, p, port) in &svc {
+        let proto = p.to_lowercase();
+        let ename = format!("{name}__{backend}/{port}");
+        let ec = format!("endpoint-{}-{ename}", chain_hash(&ename));
+        l.push(format!(
+            "  chain {ec} {{ ip saddr {backend} jump mark-for-masquerade; meta l4proto {proto} dnat to {backend}:{port}; }}"
+        ));
+        l.push(format!(
+            "  chain service-{}-{name} {{ ip daddr {vip} {proto} dport {port} ip saddr != {CLUSTER_CIDR} jump mark-for-masquerade; numgen random mod 1 vmap {{ 0 : goto {ec} }}; }}",
+            chain_hash(name)
+        ));
+    }
+    l.push("}".into());
+    l.join("\n") + "\n"
+}
+
+/// Starts tapwayd in netns `node` with its socket, state and log under `dir`, `--pod-cidr
+/// pod_cidr` and `extra` flags, registers its stop, and waits until it answers. Returns the
+/// socket and the daemon's pid.
+fn start_tapwayd(
+    t: &mut Teardown,
+    env: &Env,
+    node: &str,
+    dir: &Path,
+    pod_cidr: &str,
+    extra: &[&str],
+) -> Result<(PathBuf, u32), TopoError> {
+    std::fs::create_dir_all(dir).map_err(|e| TopoError::Io(dir.display().to_string(), e))?;
+    let sock = dir.join("tapway.sock");
+    let log = dir.join("tapwayd.log");
+    let logf = std::fs::File::create(&log).map_err(|e| TopoError::Io(log.display().to_string(), e))?;
+    let logf2 = logf.try_clone().map_err(|e| TopoError::Io(log.display().to_string(), e))?;
+    let tapwayd = env.bin_dir.join("tapwayd");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", node])
+        .arg(&tapwayd)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--pod-cidr", pod_cidr, "--poll-mode", &env.poll_mode, "--log-level", "warn"])
+        .args(extra);
+    if !env.tapwayd_cores.is_empty() {
+        cmd.args(["--cores", &env.tapwayd_cores]);
+    }
+    // Own process group: a terminal's Ctrl-C reaches tapway-bench only, which then tears
+    // down in order (CNI DEL before the daemon stops).
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(logf)
+        .stderr(logf2)
+        .spawn()
+        .map_err(|e| TopoError::Spawn(tapwayd.display().to_string(), e))?;
+    // `ip netns exec` execs tapwayd, so the child's pid is the daemon's.
+    let pid = child.id();
+    let holder = std::sync::Arc::new(std::sync::Mutex::new(Some(child)));
+    let h2 = holder.clone();
+    t.push(format!("tapwayd in {node}"), move || {
+        if let Some(c) = h2.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            stop_child(c);
+        }
+    });
+    let ctl = env.bin_dir.join("tapwayctl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = Command::new(&ctl)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok((sock, pid));
+        }
+        let exited = holder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
+        if exited || Instant::now() >= deadline {
+            let l = std::fs::read(&log).unwrap_or_default();
+            return Err(TopoError::Daemon(sock.display().to_string(), short(&l)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates pod netns `ns` and CNI ADDs it (DEL registered first, so a half-done ADD is undone
+/// too). `runner`: the netns to exec the plugin in (the bridge plugin's node).
+fn cni_pod(
+    t: &mut Teardown,
+    runner: Option<&str>,
+    plugin: &Path,
+    ns: &str,
+    cid: &str,
+    conf: &str,
+    cni_path: &str,
+) -> Result<Pod, TopoError> {
+    add_netns(t, ns)?;
+    let (p, c, n, cp, c2) =
+        (plugin.to_path_buf(), conf.to_string(), ns.to_string(), cni_path.to_string(), cid.to_string());
+    let r = runner.map(str::to_string);
+    t.push(format!("CNI DEL {ns}"), move || {
+        let _ = cni(r.as_deref(), &p, "DEL", &c2, &n, &c, &cp);
+    });
+    let res = cni(runner, plugin, "ADD", cid, ns, conf, cni_path)?;
+    let ip = result_ipv4(&res)
+        .ok_or_else(|| TopoError::Cni(format!("ADD {ns}"), format!("no IPv4 address in {res}")))?;
+    Ok(Pod { netns: ns.to_string(), ifname: "eth0".into(), ip })
+}
+
+/// A fabric netns `fab` with a bridge `br0`: the L2 network between two nodes.
+fn add_fabric(t: &mut Teardown, fab: &str) -> Result<(), TopoError> {
+    add_netns(t, fab)?;
+    run("ip", &["-n", fab, "link", "add", "br0", "type", "bridge"])?;
+    run("ip", &["-n", fab, "link", "set", "br0", "up"])?;
+    Ok(())
+}
+
+/// Plugs `node` into the fabric as bench/uplink.sh does: a single-queue veth `fa<i>` (in `fab`,
+/// on `br0`) ↔ `up0` (in `node`, IPv6 off so the node's kernel stays quiet on it). Both ends
+/// go with their namespaces.
+fn plug(fab: &str, i: u32, node: &str) -> Result<(), TopoError> {
+    let fa = format!("fa{i}");
+    run(
+        "ip",
+        &[
+            "-n",
+            fab,
+            "link",
+            "add",
+            &fa,
+            "numrxqueues",
+            "1",
+            "numtxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            node,
+            "numrxqueues",
+            "1",
+            "numtxqueues",
+            "1",
+        ],
+    )?;
+    run("ip", &["-n", fab, "link", "set", &fa, "master", "br0", "up"])?;
+    run("ip", &["netns", "exec", node, "sysctl", "-qw", "net.ipv6.conf.up0.disable_ipv6=1"])?;
+    run("ip", &["-n", node, "link", "set", "up0", "up"])?;
+    Ok(())
+}
+
+fn two(mut pods: Vec<Pod>) -> Result<(Pod, Pod), TopoError> {
+    let b = pods.pop().ok_or_else(|| TopoError::Cni("ADD".into(), "no pod".into()))?;
+    let a = pods.pop().ok_or_else(|| TopoError::Cni("ADD".into(), "no pod".into()))?;
+    Ok((a, b))
+}
+
 impl Topology {
-    /// Builds `kind` with names from `env.tag`.
+    /// Builds `kind` for `pod-pod` (and `rfc2544`) with names from `env.tag`.
     pub fn build(kind: Kind, env: &Env) -> Result<Topology, TopoError> {
         match kind {
             Kind::Veth => Self::veth(env),
             Kind::Tapway => Self::tapway(env),
             Kind::Bridge => Self::bridge(env),
+        }
+    }
+
+    /// Builds `kind` (tapway or bridge) for `pod-vip`: pod a's traffic to [`VIP`] goes to the
+    /// backend pod b, translated by tapwayd (programmed with `tapwayctl sync`) or by
+    /// kube-proxy-shaped nftables rules in the bridge's node netns.
+    pub fn build_vip(kind: Kind, env: &Env) -> Result<Topology, TopoError> {
+        match kind {
+            Kind::Tapway => Self::tapway_vip(env),
+            Kind::Bridge => Self::bridge_vip(env),
+            Kind::Veth => Err(TopoError::Cni("pod-vip".into(), "no veth topology".into())),
+        }
+    }
+
+    /// Builds `kind` (tapway or bridge) for `cross-node`: two node netns joined by a fabric
+    /// bridge, one pod on each, as bench/uplink.sh.
+    pub fn build_cross(kind: Kind, env: &Env) -> Result<Topology, TopoError> {
+        match kind {
+            Kind::Tapway => Self::tapway_cross(env),
+            Kind::Bridge => Self::bridge_cross(env),
+            Kind::Veth => Err(TopoError::Cni("cross-node".into(), "no veth topology".into())),
         }
     }
 
@@ -285,144 +591,237 @@ impl Topology {
             run("ip", &["-n", ns, "addr", "add", ip, "dev", "eth0"])?;
             run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
         }
+        let b_ip = Ipv4Addr::new(10, 213, 3, 2);
         Ok(Topology {
             kind: Kind::Veth,
+            scenario: "pod-pod",
             a: Pod { netns: na, ifname: "eth0".into(), ip: Ipv4Addr::new(10, 213, 3, 1) },
-            b: Pod { netns: nb, ifname: "eth0".into(), ip: Ipv4Addr::new(10, 213, 3, 2) },
-            daemon_pid: None,
+            b: Pod { netns: nb, ifname: "eth0".into(), ip: b_ip },
+            dst: b_ip,
+            daemon_pids: Vec::new(),
             attach: "veth pair".into(),
             teardown: t,
         })
     }
 
-    fn tapway(env: &Env) -> Result<Topology, TopoError> {
+    /// A node netns `<tag><p>n` running tapwayd with `pod_cidr`, and two pods `<tag><p>1`,
+    /// `<tag><p>2` attached through the tapway CNI plugin.
+    fn tapway_pair(
+        env: &Env,
+        p: &str,
+        subnet: &str,
+        gw: &str,
+    ) -> Result<(Teardown, Pod, Pod, u32), TopoError> {
         let mut t = Teardown::default();
-        let node = format!("{}tn", env.tag);
+        let node = format!("{}{p}n", env.tag);
         add_netns(&mut t, &node)?;
-        let dir = env.work.join("tapway");
-        std::fs::create_dir_all(&dir).map_err(|e| TopoError::Io(dir.display().to_string(), e))?;
-        let sock = dir.join("tapway.sock");
-        let log = dir.join("tapwayd.log");
-        let logf = std::fs::File::create(&log).map_err(|e| TopoError::Io(log.display().to_string(), e))?;
-        let logf2 = logf.try_clone().map_err(|e| TopoError::Io(log.display().to_string(), e))?;
-        let tapwayd = env.bin_dir.join("tapwayd");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &node])
-            .arg(&tapwayd)
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--pod-cidr", "10.213.1.0/24", "--poll-mode", &env.poll_mode, "--log-level", "warn"]);
-        if !env.tapwayd_cores.is_empty() {
-            cmd.args(["--cores", &env.tapwayd_cores]);
-        }
-        // Own process group: a terminal's Ctrl-C reaches tapway-bench only, which then tears
-        // down in order (CNI DEL before the daemon stops).
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(logf)
-            .stderr(logf2)
-            .spawn()
-            .map_err(|e| TopoError::Spawn(tapwayd.display().to_string(), e))?;
-        let pid = child.id();
-        // `ip netns exec` execs tapwayd, so the child's pid is the daemon's.
-        let holder = std::sync::Arc::new(std::sync::Mutex::new(Some(child)));
-        let h2 = holder.clone();
-        t.push("tapwayd", move || {
-            if let Some(c) = h2.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                stop_child(c);
-            }
-        });
-        let ctl = env.bin_dir.join("tapwayctl");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ok = Command::new(&ctl)
-                .arg("--socket")
-                .arg(&sock)
-                .arg("status")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break;
-            }
-            let exited = holder
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-                .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
-            if exited || Instant::now() >= deadline {
-                let l = std::fs::read(&log).unwrap_or_default();
-                return Err(TopoError::Daemon(sock.display().to_string(), short(&l)));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let dir = env.work.join(format!("tapway-{p}"));
+        let (sock, pid) = start_tapwayd(&mut t, env, &node, &dir, subnet, &[])?;
         let plugin = env.bin_dir.join("tapway");
-        let conf =
-            tapway_netconf(&sock, &dir.join("cni-state"), &dir.join("ipam"), "10.213.1.0/24", "10.213.1.1");
+        let conf = tapway_netconf(&sock, &dir.join("cni-state"), &dir.join("ipam"), subnet, gw);
         let cni_path = format!("{CNI_DIR}:{}", env.bin_dir.display());
         let mut pods = Vec::new();
         for i in 1..=2 {
-            let ns = format!("{}t{i}", env.tag);
-            add_netns(&mut t, &ns)?;
-            let cid = format!("{}-t{i}", env.tag);
-            let (p, c, n, cp) = (plugin.clone(), conf.clone(), ns.clone(), cni_path.clone());
-            let c2 = cid.clone();
-            t.push(format!("CNI DEL {ns}"), move || {
-                let _ = cni(None, &p, "DEL", &c2, &n, &c, &cp);
-            });
-            let res = cni(None, &plugin, "ADD", &cid, &ns, &conf, &cni_path)?;
-            let ip = result_ipv4(&res)
-                .ok_or_else(|| TopoError::Cni(format!("ADD {ns}"), format!("no IPv4 address in {res}")))?;
-            pods.push(Pod { netns: ns, ifname: "eth0".into(), ip });
+            let ns = format!("{}{p}{i}", env.tag);
+            let cid = format!("{}-{p}{i}", env.tag);
+            pods.push(cni_pod(&mut t, None, &plugin, &ns, &cid, &conf, &cni_path)?);
         }
-        let b = pods.pop().ok_or_else(|| TopoError::Cni("ADD".into(), "no pod".into()))?;
-        let a = pods.pop().ok_or_else(|| TopoError::Cni("ADD".into(), "no pod".into()))?;
+        let (a, b) = two(pods)?;
+        Ok((t, a, b, pid))
+    }
+
+    fn tapway(env: &Env) -> Result<Topology, TopoError> {
+        let (t, a, b, pid) = Self::tapway_pair(env, "t", "10.213.1.0/24", "10.213.1.1")?;
         Ok(Topology {
             kind: Kind::Tapway,
+            scenario: "pod-pod",
+            dst: b.ip,
             a,
             b,
-            daemon_pid: Some(pid),
-            attach: format!("CNI plugin {} + host-local", plugin.display()),
+            daemon_pids: vec![pid],
+            attach: format!("CNI plugin {} + host-local", env.bin_dir.join("tapway").display()),
             teardown: t,
         })
     }
 
-    fn bridge(env: &Env) -> Result<Topology, TopoError> {
-        let mut t = Teardown::default();
-        let node = format!("{}bn", env.tag);
-        add_netns(&mut t, &node)?;
-        let dir = env.work.join("bridge");
-        std::fs::create_dir_all(&dir).map_err(|e| TopoError::Io(dir.display().to_string(), e))?;
-        let plugin = PathBuf::from(CNI_DIR).join("bridge");
-        let conf =
-            bridge_netconf(&format!("{}br", env.tag), &dir.join("ipam"), "10.213.2.0/24", "10.213.2.1");
-        let mut pods = Vec::new();
-        for i in 1..=2 {
-            let ns = format!("{}b{i}", env.tag);
-            add_netns(&mut t, &ns)?;
-            let cid = format!("{}-b{i}", env.tag);
-            let (p, c, n, nd) = (plugin.clone(), conf.clone(), ns.clone(), node.clone());
-            let c2 = cid.clone();
-            t.push(format!("CNI DEL {ns}"), move || {
-                let _ = cni(Some(&nd), &p, "DEL", &c2, &n, &c, CNI_DIR);
-            });
-            let res = cni(Some(&node), &plugin, "ADD", &cid, &ns, &conf, CNI_DIR)?;
-            let ip = result_ipv4(&res)
-                .ok_or_else(|| TopoError::Cni(format!("ADD {ns}"), format!("no IPv4 address in {res}")))?;
-            pods.push(Pod { netns: ns, ifname: "eth0".into(), ip });
-        }
-        let b = pods.pop().ok_or_else(|| TopoError::Cni("ADD".into(), "no pod".into()))?;
-        let a = pods.pop().ok_or_else(|| TopoError::Cni("ADD".into(), "no pod".into()))?;
+    fn tapway_vip(env: &Env) -> Result<Topology, TopoError> {
+        let (t, a, b, pid) = Self::tapway_pair(env, "s", "10.213.4.0/24", "10.213.4.1")?;
+        let dir = env.work.join("tapway-s");
+        let list = dir.join("services.json");
+        std::fs::write(&list, kube_services_list(VIP, b.ip).to_string())
+            .map_err(|e| TopoError::Io(list.display().to_string(), e))?;
+        let ctl = env.bin_dir.join("tapwayctl").display().to_string();
+        let sock = dir.join("tapway.sock").display().to_string();
+        run(&ctl, &["--socket", &sock, "sync", &list.display().to_string()])?;
         Ok(Topology {
-            kind: Kind::Bridge,
+            kind: Kind::Tapway,
+            scenario: "pod-vip",
+            dst: VIP,
             a,
             b,
-            daemon_pid: None,
-            attach: format!("CNI plugin {} + host-local, run in the node netns", plugin.display()),
+            daemon_pids: vec![pid],
+            attach: format!(
+                "CNI plugin {} + host-local; VIP {VIP} programmed with `tapwayctl sync` of a kubectl-style List (Service + EndpointSlice)",
+                env.bin_dir.join("tapway").display()
+            ),
+            teardown: t,
+        })
+    }
+
+    /// A node netns `<tag><p>n` where the bridge plugin builds bridge `<tag><p>b` for two pods.
+    fn bridge_pair(
+        env: &Env,
+        p: &str,
+        subnet: &str,
+        gw: &str,
+    ) -> Result<(Teardown, String, Pod, Pod), TopoError> {
+        let mut t = Teardown::default();
+        let node = format!("{}{p}n", env.tag);
+        add_netns(&mut t, &node)?;
+        let dir = env.work.join(format!("bridge-{p}"));
+        std::fs::create_dir_all(&dir).map_err(|e| TopoError::Io(dir.display().to_string(), e))?;
+        let plugin = PathBuf::from(CNI_DIR).join("bridge");
+        let conf = bridge_netconf(&format!("{}{p}br", env.tag), &dir.join("ipam"), subnet, gw);
+        let mut pods = Vec::new();
+        for i in 1..=2 {
+            let ns = format!("{}{p}{i}", env.tag);
+            let cid = format!("{}-{p}{i}", env.tag);
+            pods.push(cni_pod(&mut t, Some(&node), &plugin, &ns, &cid, &conf, CNI_DIR)?);
+        }
+        let (a, b) = two(pods)?;
+        Ok((t, node, a, b))
+    }
+
+    fn bridge(env: &Env) -> Result<Topology, TopoError> {
+        let (t, _, a, b) = Self::bridge_pair(env, "b", "10.213.2.0/24", "10.213.2.1")?;
+        Ok(Topology {
+            kind: Kind::Bridge,
+            scenario: "pod-pod",
+            dst: b.ip,
+            a,
+            b,
+            daemon_pids: Vec::new(),
+            attach: format!("CNI plugin {}/bridge + host-local, run in the node netns", CNI_DIR),
+            teardown: t,
+        })
+    }
+
+    fn bridge_vip(env: &Env) -> Result<Topology, TopoError> {
+        let (t, node, a, b) = Self::bridge_pair(env, "k", "10.213.5.0/24", "10.213.5.1")?;
+        // Backend replies go straight to the client over the bridge (same subnet): they must
+        // pass the IPv4 hooks for conntrack to undo the DNAT, as on a kube-proxy node with a
+        // bridge CNI. Per-netns sysctls: only this node netns changes.
+        run("ip", &["netns", "exec", &node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
+            .map_err(|e| {
+                TopoError::Cni(
+                    "pod-vip".into(),
+                    format!("{e} (net.bridge.bridge-nf-call-iptables needs br_netfilter)"),
+                )
+            })?;
+        run("ip", &["netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let file = env.work.join("bridge-k").join("kube-proxy.nft");
+        std::fs::write(&file, kube_proxy_nft(VIP, b.ip))
+            .map_err(|e| TopoError::Io(file.display().to_string(), e))?;
+        run("ip", &["netns", "exec", &node, "nft", "-f", &file.display().to_string()])?;
+        Ok(Topology {
+            kind: Kind::Bridge,
+            scenario: "pod-vip",
+            dst: VIP,
+            a,
+            b,
+            daemon_pids: Vec::new(),
+            attach: format!(
+                "CNI plugin {CNI_DIR}/bridge + host-local, run in the node netns; VIP {VIP} DNATed by kube-proxy-shaped nftables rules (table ip kube-proxy) in the node netns, bridge-nf-call-iptables=1 there"
+            ),
+            teardown: t,
+        })
+    }
+
+    fn tapway_cross(env: &Env) -> Result<Topology, TopoError> {
+        let mut t = Teardown::default();
+        let fab = format!("{}xf", env.tag);
+        add_fabric(&mut t, &fab)?;
+        let plugin = env.bin_dir.join("tapway");
+        let cni_path = format!("{CNI_DIR}:{}", env.bin_dir.display());
+        let (mut pods, mut pids) = (Vec::new(), Vec::new());
+        for i in 1..=2u32 {
+            let node = format!("{}xn{i}", env.tag);
+            add_netns(&mut t, &node)?;
+            plug(&fab, i, &node)?;
+            let dir = env.work.join(format!("tapway-x{i}"));
+            let (sock, pid) = start_tapwayd(
+                &mut t,
+                env,
+                &node,
+                &dir,
+                &format!("10.216.{i}.0/24"),
+                &["--uplink", "up0", "--xdp-mode", "native"],
+            )?;
+            pids.push(pid);
+            let conf = with_range(
+                &tapway_netconf(
+                    &sock,
+                    &dir.join("cni-state"),
+                    &dir.join("ipam"),
+                    "10.216.0.0/16",
+                    &format!("10.216.{i}.1"),
+                ),
+                &format!("10.216.{i}.2"),
+                &format!("10.216.{i}.254"),
+            );
+            let ns = format!("{}x{i}", env.tag);
+            let cid = format!("{}-x{i}", env.tag);
+            pods.push(cni_pod(&mut t, None, &plugin, &ns, &cid, &conf, &cni_path)?);
+        }
+        let (a, b) = two(pods)?;
+        Ok(Topology {
+            kind: Kind::Tapway,
+            scenario: "cross-node",
+            dst: b.ip,
+            a,
+            b,
+            daemon_pids: pids,
+            attach: format!(
+                "two nodes, each tapwayd --uplink up0 --xdp-mode native (a veth into a fabric bridge); one pod per node through CNI plugin {} + host-local, flat 10.216.0.0/16",
+                plugin.display()
+            ),
+            teardown: t,
+        })
+    }
+
+    fn bridge_cross(env: &Env) -> Result<Topology, TopoError> {
+        let mut t = Teardown::default();
+        let fab = format!("{}yf", env.tag);
+        add_fabric(&mut t, &fab)?;
+        let plugin = PathBuf::from(CNI_DIR).join("bridge");
+        let mut pods = Vec::new();
+        for i in 1..=2u32 {
+            let node = format!("{}yn{i}", env.tag);
+            add_netns(&mut t, &node)?;
+            let dir = env.work.join(format!("bridge-y{i}"));
+            std::fs::create_dir_all(&dir).map_err(|e| TopoError::Io(dir.display().to_string(), e))?;
+            let conf = with_range(
+                &bridge_netconf("brn", &dir.join("ipam"), "10.217.0.0/16", &format!("10.217.{i}.1")),
+                &format!("10.217.{i}.2"),
+                &format!("10.217.{i}.254"),
+            );
+            let ns = format!("{}y{i}", env.tag);
+            let cid = format!("{}-y{i}", env.tag);
+            pods.push(cni_pod(&mut t, Some(&node), &plugin, &ns, &cid, &conf, CNI_DIR)?);
+            plug(&fab, i, &node)?;
+            run("ip", &["-n", &node, "link", "set", "up0", "master", "brn"])?;
+        }
+        let (a, b) = two(pods)?;
+        Ok(Topology {
+            kind: Kind::Bridge,
+            scenario: "cross-node",
+            dst: b.ip,
+            a,
+            b,
+            daemon_pids: Vec::new(),
+            attach: format!(
+                "two nodes, each the CNI plugin {CNI_DIR}/bridge + host-local (flat 10.217.0.0/16) with the uplink veth up0 enslaved to the node's bridge; the uplinks meet in a fabric bridge"
+            ),
             teardown: t,
         })
     }
@@ -467,6 +866,66 @@ mod tests {
         assert_eq!(result_ipv4(r), Some(Ipv4Addr::new(10, 213, 1, 7)));
         assert_eq!(result_ipv4(r#"{"ips":[{"address":"fd00::5/64"}]}"#), None);
         assert_eq!(result_ipv4("not json"), None);
+    }
+
+    #[test]
+    fn a_range_limits_host_local_to_the_nodes_share() {
+        let c = with_range(
+            &bridge_netconf("brn", Path::new("/ipam"), "10.217.0.0/16", "10.217.2.1"),
+            "10.217.2.2",
+            "10.217.2.254",
+        );
+        let v: Value = serde_json::from_str(&c).unwrap();
+        let r = &v["ipam"]["ranges"][0][0];
+        assert_eq!(r["subnet"], "10.217.0.0/16");
+        assert_eq!(r["rangeStart"], "10.217.2.2");
+        assert_eq!(r["rangeEnd"], "10.217.2.254");
+        assert_eq!(r["gateway"], "10.217.2.1");
+    }
+
+    #[test]
+    fn the_service_list_pairs_each_vip_port_with_an_endpoint_port() {
+        let b = Ipv4Addr::new(10, 213, 4, 3);
+        let v = kube_services_list(VIP, b);
+        assert_eq!(v["kind"], "List");
+        let (svc, slice) = (&v["items"][0], &v["items"][1]);
+        assert_eq!(svc["kind"], "Service");
+        assert_eq!(svc["spec"]["clusterIP"], "10.96.0.10");
+        assert_eq!(slice["kind"], "EndpointSlice");
+        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], svc["metadata"]["name"]);
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "10.213.4.3");
+        let sp = svc["spec"]["ports"].as_array().unwrap();
+        let ep = slice["ports"].as_array().unwrap();
+        assert_eq!(sp.len(), VIP_PORTS.len());
+        for (s, e) in sp.iter().zip(ep) {
+            assert_eq!(s["name"], e["name"]);
+            assert_eq!(s["protocol"], e["protocol"]);
+            assert_eq!(s["targetPort"], e["port"]);
+        }
+        assert!(sp.iter().any(|p| p["protocol"] == "UDP" && p["port"] == crate::pktgen::DEFAULT_PORT));
+        assert!(sp.iter().any(|p| p["protocol"] == "TCP" && p["port"] == 5201));
+    }
+
+    #[test]
+    fn kube_proxy_rules_dnat_every_vip_port_to_the_backend() {
+        let b = Ipv4Addr::new(10, 213, 5, 3);
+        let r = kube_proxy_nft(VIP, b);
+        assert!(r.starts_with("table ip kube-proxy {"), "{r}");
+        assert_eq!(r.matches('{').count(), r.matches('}').count(), "{r}");
+        for (_, proto, port) in VIP_PORTS {
+            let p = proto.to_lowercase();
+            assert!(r.contains(&format!("10.96.0.10 . {p} . {port} : goto service-")), "{p} {port}: {r}");
+            assert!(r.contains(&format!("meta l4proto {p} dnat to 10.213.5.3:{port};")), "{p} {port}: {r}");
+        }
+        assert!(r.contains("type nat hook prerouting priority -100"));
+        assert!(r.contains("masquerade fully-random"));
+        // Chain names are unique.
+        let chains: Vec<&str> = r.lines().filter_map(|l| l.trim().strip_prefix("chain ")).collect();
+        let mut names: Vec<&str> = chains.iter().map(|c| c.split(' ').next().unwrap()).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
     }
 
     #[test]
