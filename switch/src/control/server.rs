@@ -222,10 +222,18 @@ fn release_heap() {
 /// Decodes one request line, with a precise error for each way it can be wrong.
 pub fn parse_request(line: &[u8]) -> Result<Request, ApiError> {
     // The common case decodes directly (a service sync is megabytes); the slower walk below
-    // only runs to say what is wrong.
-    if let Ok(req) = serde_json::from_slice::<Request>(line) {
-        if req.v == PROTOCOL_VERSION {
-            return Ok(req);
+    // only runs to say what is wrong. The head is checked first: serde would also take a
+    // variant index (`"op":7`) for a tag.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        v: u64,
+        op: String,
+    }
+    if let Ok(head) = serde_json::from_slice::<Head>(line) {
+        if head.v == u64::from(PROTOCOL_VERSION) && OPS.contains(&head.op.as_str()) {
+            if let Ok(req) = serde_json::from_slice::<Request>(line) {
+                return Ok(req);
+            }
         }
     }
     let value: serde_json::Value = serde_json::from_slice(line)
@@ -266,6 +274,7 @@ mod tests {
         assert_eq!(code(r#"{"v":2,"op":"status"}"#), ErrorCode::UnsupportedVersion);
         assert_eq!(code(r#"{"v":1}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"v":1,"op":"explode"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"v":1,"op":7}"#), ErrorCode::BadRequest, "no variant index for a tag");
         assert_eq!(code(r#"{"v":1,"op":"attach","ips":"nope"}"#), ErrorCode::BadRequest);
         let e = parse_request(br#"{"v":1,"op":"explode"}"#).unwrap_err();
         assert!(e.message.contains("unknown op"), "{}", e.message);
