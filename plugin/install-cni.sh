@@ -15,8 +15,8 @@
 #   --cni-version V     cniVersion of the conflist [1.0.0; 1.1.0 needs libcni >= 1.2 in the runtime]
 #   --mtu N             pod MTU [tapwayd's default]
 #   --portmap           append the reference portmap plugin (hostPort support)
-#   --bandwidth         append the reference bandwidth plugin (passes results on; it cannot
-#                       shape a tapway pod yet, see docs/cni.md)
+#   --bandwidth         accepted for old command lines: tapway takes the bandwidth capability
+#                       itself (tapwayd polices the pod's port), no extra plugin is needed
 #   --priority N        file name prefix, lower sorts first [10]
 #   --state-dir DIR     the plugin's state dir (`stateDir`) [the plugin's /var/lib/tapway/cni]
 #   --ipam-data-dir DIR host-local's reservations (`ipam.dataDir`) [host-local's /var/lib/cni/networks]
@@ -111,8 +111,7 @@ data_dir_line=""
 extra=""
 [ "$portmap" = 1 ] && extra="$extra,
     {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}"
-[ "$bandwidth" = 1 ] && extra="$extra,
-    {\"type\": \"bandwidth\", \"capabilities\": {\"bandwidth\": true}}"
+[ "$bandwidth" = 1 ] && echo "note: --bandwidth is not needed: tapway applies pod rate limits itself" >&2
 
 conflist="{
   \"cniVersion\": \"$cni_version\",
@@ -121,7 +120,7 @@ conflist="{
     {
       \"type\": \"tapway\",
       \"socket\": \"$socket\",$mtu_line
-      \"capabilities\": {\"ips\": true, \"mac\": true},
+      \"capabilities\": {\"ips\": true, \"mac\": true, \"bandwidth\": true},
       \"ipam\": {
         \"type\": \"host-local\",$data_dir_line
         \"ranges\": [[{\"subnet\": \"$subnet\", \"gateway\": \"$gateway\"}]],

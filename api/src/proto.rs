@@ -79,6 +79,25 @@ pub struct AttachRequest {
     pub routes: Vec<RouteConfig>,
     /// Who owns the port: the CNI container ID, network name and Kubernetes pod.
     pub owner: Owner,
+    /// Rate limits (the CNI `bandwidth` capability); none when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// Rate limits of a pod port, with the CNI `bandwidth` capability's meaning and units: rates in
+/// bits per second, bursts in bits; *ingress* is traffic to the pod, *egress* traffic from it.
+/// A rate of 0 means no limit that way.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Bandwidth {
+    /// Most bits per second delivered to the pod.
+    pub ingress_rate: u64,
+    /// Bits the pod may receive at once above the rate.
+    pub ingress_burst: u64,
+    /// Most bits per second the pod may send.
+    pub egress_rate: u64,
+    /// Bits the pod may send at once above the rate.
+    pub egress_burst: u64,
 }
 
 /// An address on a pod interface.
@@ -283,6 +302,9 @@ pub struct PortInfo {
     pub worker: usize,
     /// Who the port belongs to.
     pub owner: Owner,
+    /// Rate limits, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// Counters of one port. Drop reasons are keys of `drops` (see docs/operations.md).

@@ -120,6 +120,19 @@ pub struct RuntimeConfig {
     pub port_mappings: Vec<PortMapping>,
     /// `dns`: used in the result when neither the netconf nor IPAM gave DNS settings.
     pub dns: Option<RuntimeDns>,
+    /// `bandwidth`: rate limits tapwayd applies to the pod's port (the reference `bandwidth`
+    /// plugin needs a host veth, which a tapway pod does not have).
+    pub bandwidth: Option<tapway_api::Bandwidth>,
+}
+
+/// The `bandwidth` capability as runtimes send it (keys lower-cased by [`lower_keys`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuntimeBandwidth {
+    ingressrate: u64,
+    ingressburst: u64,
+    egressrate: u64,
+    egressburst: u64,
 }
 
 /// Recursively lower-cases the keys of objects, so serde sees one spelling.
@@ -153,6 +166,16 @@ impl RuntimeConfig {
                         Vec::<PortMapping>::deserialize(&val).map_err(|e| dec("portMappings", e))?
                 }
                 "dns" => out.dns = Some(RuntimeDns::deserialize(&val).map_err(|e| dec("dns", e))?),
+                "bandwidth" => {
+                    let b = RuntimeBandwidth::deserialize(&val).map_err(|e| dec("bandwidth", e))?;
+                    out.bandwidth = Some(tapway_api::Bandwidth {
+                        ingress_rate: b.ingressrate,
+                        ingress_burst: b.ingressburst,
+                        egress_rate: b.egressrate,
+                        egress_burst: b.egressburst,
+                    })
+                    .filter(|b| b.ingress_rate > 0 || b.egress_rate > 0);
+                }
                 _ => {}
             }
         }
@@ -465,6 +488,19 @@ mod tests {
     }
 
     #[test]
+    fn runtime_config_bandwidth() {
+        let v = json!({"bandwidth": {"ingressRate": 1000000, "ingressBurst": 2000000, "EgressRate": 5000, "egressBurst": 9}});
+        let b = RuntimeConfig::from_value(&v).unwrap().bandwidth.unwrap();
+        assert_eq!(
+            (b.ingress_rate, b.ingress_burst, b.egress_rate, b.egress_burst),
+            (1_000_000, 2_000_000, 5000, 9)
+        );
+        let none = RuntimeConfig::from_value(&json!({"bandwidth": {}})).unwrap();
+        assert_eq!(none.bandwidth, None, "no rates: no limits");
+        assert!(RuntimeConfig::from_value(&json!({"bandwidth": {"ingressRate": "fast"}})).is_err());
+    }
+
+    #[test]
     fn runtime_config_both_spellings() {
         let lower = json!({
             "mac": "02:00:00:00:00:09",
@@ -477,7 +513,8 @@ mod tests {
             "MAC": "02:00:00:00:00:09",
             "IPs": ["10.22.0.9/24"],
             "PortMappings": [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": "127.0.0.1"}],
-            "DNS": {"Servers": ["10.96.0.10"], "Searches": ["a.local"], "Options": ["ndots:5"]}
+            "DNS": {"Servers": ["10.96.0.10"], "Searches": ["a.local"], "Options": ["ndots:5"]},
+            "Bandwidth": {"IngressRate": 1}
         });
         let a = RuntimeConfig::from_value(&lower).unwrap();
         let b = RuntimeConfig::from_value(&upper).unwrap();

@@ -464,7 +464,8 @@ fn runtime_config_and_cni_args() {
     conf["runtimeConfig"] = json!({
         "IPs": ["10.88.0.77/24"],
         "Mac": "02:11:22:33:44:55",
-        "PortMappings": [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]
+        "PortMappings": [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}],
+        "Bandwidth": {"IngressRate": 10_000_000, "IngressBurst": 1_000_000, "EgressRate": 5_000_000, "EgressBurst": 500_000}
     });
     let pod = Netns::new("pod");
     let cid = unique("k8s");
@@ -479,6 +480,12 @@ fn runtime_config_and_cni_args() {
     assert_eq!(port.owner.pod_name.as_deref(), Some("web-0"));
     assert_eq!(port.owner.pod_uid.as_deref(), Some("u-1"));
     assert_eq!(port.owner.pod_infra_container_id.as_deref(), Some("abc"));
+    // The bandwidth capability becomes tapwayd's rate limits on the pod's port.
+    let bw = port.bandwidth.expect("rate limits on the port");
+    assert_eq!(
+        (bw.ingress_rate, bw.ingress_burst, bw.egress_rate, bw.egress_burst),
+        (10_000_000, 1_000_000, 5_000_000, 500_000)
+    );
     let mut d = Call::new("DEL", &cid, &pod.path(), "eth0");
     d.args = c.args;
     d.run(&with_prev(&conf, &res)).ok();

@@ -34,11 +34,13 @@ pub enum DropReason {
     ServiceNoFlow,
     /// The egress port's transmit queue was full (the uplink's tx ring or UMEM).
     TxFull,
+    /// Over the port's rate limit (CNI `bandwidth`): counted on the pod's port, either way.
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -51,6 +53,7 @@ impl DropReason {
         DropReason::VipFragment,
         DropReason::ServiceNoFlow,
         DropReason::TxFull,
+        DropReason::RateLimited,
     ];
 
     /// The reason's stable name.
@@ -68,6 +71,7 @@ impl DropReason {
             DropReason::VipFragment => "vip_fragment",
             DropReason::ServiceNoFlow => "service_no_flow",
             DropReason::TxFull => "tx_full",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -209,6 +209,11 @@ impl Switch {
         u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
+    /// Nanoseconds since start: the clock of rate limits.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Seconds since start.
     pub fn uptime_secs(&self) -> u64 {
         self.start.elapsed().as_secs()

@@ -167,6 +167,7 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
             pod_uid: args.pod_uid.clone(),
             pod_infra_container_id: args.pod_infra_container_id.clone(),
         },
+        bandwidth: loaded.runtime.bandwidth,
     };
     let port = daemon.attach(req).map_err(|e| {
         guard.detach = attach_may_have_created(&e);

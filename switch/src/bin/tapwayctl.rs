@@ -67,6 +67,15 @@ enum Cmd {
         /// MTU [default: the daemon's --mtu].
         #[arg(long)]
         mtu: Option<u32>,
+        /// Rate limit of traffic to the pod, bits per second (as the CNI `bandwidth` capability).
+        #[arg(long, default_value_t = 0)]
+        ingress_rate: u64,
+        /// Rate limit of traffic from the pod, bits per second.
+        #[arg(long, default_value_t = 0)]
+        egress_rate: u64,
+        /// Burst of each limit, bits [default: a tenth of a second at the rate].
+        #[arg(long)]
+        burst: Option<u64>,
     },
     /// Remove a pod interface. Succeeds (and says so) when there is none.
     Detach {
@@ -490,7 +499,7 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
             let sw: Vec<String> = s.switch.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("switch: {}", sw.join(" "));
         }
-        Cmd::Attach { netns, ifname, ips, gateway, routes, mac, mtu } => {
+        Cmd::Attach { netns, ifname, ips, gateway, routes, mac, mtu, ingress_rate, egress_rate, burst } => {
             let ips = ips
                 .iter()
                 .map(|a| {
@@ -514,6 +523,12 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 ips,
                 routes,
                 owner: Owner::default(),
+                bandwidth: (*ingress_rate > 0 || *egress_rate > 0).then(|| tapway_api::Bandwidth {
+                    ingress_rate: *ingress_rate,
+                    ingress_burst: burst.unwrap_or(ingress_rate / 10),
+                    egress_rate: *egress_rate,
+                    egress_burst: burst.unwrap_or(egress_rate / 10),
+                }),
             };
             let p: PortInfo = client.call(Op::Attach(req))?;
             if cli.json {

@@ -47,6 +47,7 @@ impl Control {
             guard: None,
             worker: 0,
             counters: PortCounters::default(),
+            police: Default::default(),
             meta: PortMeta {
                 name: self.host_port.clone(),
                 netns: String::new(),

@@ -195,5 +195,6 @@ pub fn port_info(p: &PortEntry) -> PortInfo {
         ips: p.meta.ips.iter().map(|i| i.to_string()).collect(),
         worker: p.worker,
         owner: p.meta.owner.clone(),
+        bandwidth: p.police.config,
     }
 }

@@ -118,6 +118,14 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
     };
     let mtu = req.mtu.unwrap_or(default_mtu);
     validate::mtu(mtu).map_err(invalid)?;
+    if let Some(b) = &req.bandwidth {
+        // 10 Tbit/s and 1 Tbit of burst: far above any NIC, low enough to never overflow.
+        if [b.ingress_rate, b.egress_rate].iter().any(|r| *r > 10_000_000_000_000)
+            || [b.ingress_burst, b.egress_burst].iter().any(|r| *r > 1_000_000_000_000)
+        {
+            return Err(api_err(ErrorCode::InvalidArgument, "bandwidth rate or burst out of range"));
+        }
+    }
     let mut ips = Vec::new();
     let mut gateways: Vec<IpAddr> = Vec::new();
     for ip in &req.ips {
@@ -228,6 +236,7 @@ impl Control {
             guard: Some(SpoofGuard::new(plan.mac, &plan.ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
+            police: crate::datapath::police::PortPolice::new(req.bandwidth),
             meta: PortMeta {
                 name: plan.ifname.clone(),
                 netns: req.netns.clone(),

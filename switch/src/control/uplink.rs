@@ -72,6 +72,7 @@ impl Control {
                 guard: None,
                 worker,
                 counters: PortCounters::default(),
+                police: Default::default(),
                 meta: PortMeta {
                     name: cfg.ifname.clone(),
                     netns: String::new(),

@@ -6,7 +6,8 @@
 //!    `batch` frames into pool buffers.
 //! 2. **parse** ([`pipeline`] → [`crate::wire::frame`]): Ethernet, ARP, IPv4/IPv6 headers.
 //!    Malformed frames are dropped (`malformed`).
-//! 3. **anti-spoof** ([`antispoof`]): a pod may only send with its own MAC and addresses.
+//! 3. **anti-spoof** ([`antispoof`]): a pod may only send with its own MAC and addresses; then
+//!    its egress rate limit, if any ([`police`]).
 //! 4. **learn** ([`pipeline`] → [`crate::table::fdb`]): source MAC → ingress port.
 //! 5. **service** ([`service`]): frames to a Service VIP are DNATed to a backend chosen by
 //!    Maglev and pinned in conntrack; replies get their source turned back into the VIP.
@@ -18,6 +19,7 @@
 pub mod antispoof;
 pub mod forward;
 pub mod pipeline;
+pub mod police;
 pub mod service;
 pub mod worker;
 

@@ -17,6 +17,8 @@ pub struct Pipeline<'a> {
     pub counters: &'a SwitchCounters,
     /// Current time, seconds (for FDB aging).
     pub now: u32,
+    /// Current time, ns of the switch clock (for rate limits).
+    pub now_ns: u64,
     /// The service stage's tables; `None` skips the stage (and ARP snooping).
     pub services: Option<&'a Services<'a>>,
 }
@@ -47,6 +49,14 @@ impl Pipeline<'_> {
                         *disp = Disposition::Drop(reason);
                         *meta = None;
                     }
+                }
+            }
+        }
+        if let Some(p) = &ingress.police.from_pod {
+            for ((meta, disp), frame) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(frames.iter()) {
+                if meta.is_some() && !p.allow(frame.ethernet().len(), self.now_ns) {
+                    *disp = Disposition::Drop(DropReason::RateLimited);
+                    *meta = None;
                 }
             }
         }
@@ -155,6 +165,7 @@ mod tests {
             guard,
             worker: 0,
             counters: PortCounters::default(),
+            police: Default::default(),
             meta: PortMeta::default(),
         }
     }
@@ -175,7 +186,7 @@ mod tests {
     fn stages_decide_each_frame() {
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None, now_ns: 0 };
         let pool = FramePool::new(16, 2048);
         let mut local = LocalPool::new(pool, 8);
         let guard = SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()]);
@@ -217,7 +228,7 @@ mod tests {
     fn spoofed_frames_are_not_learned() {
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 1, services: None };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 1, services: None, now_ns: 0 };
         let pool = FramePool::new(4, 2048);
         let mut local = LocalPool::new(pool, 4);
         let ingress = port(1, Some(SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()])));

@@ -264,7 +264,13 @@ impl Worker {
             neigh: &sw.neigh,
             ports: &self.table,
         };
-        let pipe = Pipeline { fdb: &sw.fdb, counters: &sw.counters, now, services: Some(&services) };
+        let pipe = Pipeline {
+            fdb: &sw.fdb,
+            counters: &sw.counters,
+            now,
+            now_ns: sw.now_ns(),
+            services: Some(&services),
+        };
         pipe.run(&entry, &mut self.rx, &mut self.scratch, &mut self.disp);
         // Moved out and back (no allocation) so frames can be delivered while `self` is borrowed.
         let mut frames = std::mem::take(&mut self.rx);
@@ -332,6 +338,12 @@ impl Worker {
     }
 
     fn tx(&mut self, egress: &PortEntry, frame: &Frame) {
+        if let Some(p) = &egress.police.to_pod {
+            if !p.allow(frame.ethernet().len(), self.sw.now_ns()) {
+                egress.counters.drop_frame(DropReason::RateLimited);
+                return;
+            }
+        }
         if !self.dirty.contains(&egress.id) {
             self.dirty.push(egress.id);
         }
@@ -402,6 +414,7 @@ mod tests {
                 guard: Some(SpoofGuard::new(mac(id as u8), &[ip])),
                 worker: i % 2, // ports 1 and 3 on worker 0, port 2 on worker 1
                 counters: PortCounters::default(),
+                police: Default::default(),
                 meta: PortMeta::default(),
             });
             sw.update(|t| (t.with(entry), ()));

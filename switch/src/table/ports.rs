@@ -99,6 +99,8 @@ pub struct PortEntry {
     pub worker: usize,
     /// Counters.
     pub counters: PortCounters,
+    /// Rate limits (pod ports with the CNI `bandwidth` capability).
+    pub police: crate::datapath::police::PortPolice,
     /// Control-plane facts.
     pub meta: PortMeta,
 }
