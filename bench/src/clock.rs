@@ -9,3 +9,12 @@ pub fn now_ns() -> u64 {
     // Lossless: both are non-negative for CLOCK_MONOTONIC.
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
+
+/// `n` per second over `secs` (0 when no time elapsed): the rate of a counter.
+pub fn per_sec(n: f64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n / secs
+    } else {
+        0.0
+    }
+}

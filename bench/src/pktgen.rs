@@ -135,20 +135,12 @@ pub struct PktgenResult {
 impl PktgenResult {
     /// Frames per second.
     pub fn pps(&self) -> f64 {
-        if self.elapsed_s > 0.0 {
-            self.sent as f64 / self.elapsed_s
-        } else {
-            0.0
-        }
+        crate::clock::per_sec(self.sent as f64, self.elapsed_s)
     }
 
     /// Megabits per second of frames (nominal size, FCS included).
     pub fn mbps(&self) -> f64 {
-        if self.elapsed_s > 0.0 {
-            self.bytes as f64 * 8.0 / self.elapsed_s / 1e6
-        } else {
-            0.0
-        }
+        crate::clock::per_sec(self.bytes as f64 * 8.0, self.elapsed_s) / 1e6
     }
 
     /// The line kernel pktgen users expect.

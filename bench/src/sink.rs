@@ -101,20 +101,12 @@ impl From<SeqTotals> for SeqCounts {
 impl SinkResult {
     /// Frames per second, first to last probe.
     pub fn pps(&self) -> f64 {
-        if self.elapsed_s > 0.0 {
-            self.frames as f64 / self.elapsed_s
-        } else {
-            0.0
-        }
+        crate::clock::per_sec(self.frames as f64, self.elapsed_s)
     }
 
     /// Megabits per second of frames (nominal size).
     pub fn mbps(&self) -> f64 {
-        if self.elapsed_s > 0.0 {
-            self.bytes as f64 * 8.0 / self.elapsed_s / 1e6
-        } else {
-            0.0
-        }
+        crate::clock::per_sec(self.bytes as f64 * 8.0, self.elapsed_s) / 1e6
     }
 
     /// Loss in % from the sequence numbers alone (tail loss not seen).

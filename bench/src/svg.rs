@@ -49,6 +49,42 @@ pub fn write(report: &Report, path: &Path) -> Result<(), String> {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type SizeChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart of Mframes/s (up to `ymax`) over frame-size categories (`sizes`, labelled `… B`).
+fn size_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    sizes: &[String],
+    ymax: f64,
+) -> Result<SizeChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let n = sizes.len().max(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                sizes.get(i as usize).map_or(String::new(), |s| format!("{s} B"))
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("frame size")
+        .y_desc("Mframes/s")
+        .draw()?;
+    Ok(chart)
+}
 
 fn throughput(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
     let rx: Vec<&&Metric> = metrics.iter().filter(|m| m.metric == "rx_pps").collect();
@@ -62,28 +98,8 @@ fn throughput(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
         }
     }
     let ymax = rx.iter().map(|m| m.max).fold(0.0f64, f64::max).max(1.0) / 1e6 * 1.15;
-    let n = sizes.len().max(1);
-    let mut chart = ChartBuilder::on(area)
-        .caption("pod → pod frame rate, flat out (Mframes/s received; bars: min–max)", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0f64..ymax)?;
-    let sz = sizes.clone();
-    chart
-        .configure_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                sz.get(i as usize).map_or(String::new(), |s| format!("{s} B"))
-            } else {
-                String::new()
-            }
-        })
-        .x_desc("frame size")
-        .y_desc("Mframes/s")
-        .draw()?;
+    let mut chart =
+        size_chart(area, "pod → pod frame rate, flat out (Mframes/s received; bars: min–max)", &sizes, ymax)?;
     for topo in ["veth", "tapway", "bridge"] {
         let pts: Vec<(f64, &Metric)> = sizes
             .iter()
@@ -171,29 +187,10 @@ fn ndr(area: &Area<'_>, rows: &[Rfc2544Row]) -> DrawResult {
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let n = sizes.len().max(1);
     let ymax = rows.iter().map(|r| r.pdr_pps.max(r.ndr_pps)).fold(0.0f64, f64::max).max(1.0) / 1e6 * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption("RFC 2544: NDR (solid) and PDR (dashed), Mframes/s per frame size", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0f64..ymax)?;
-    let sz = sizes.clone();
-    chart
-        .configure_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                sz.get(i as usize).map_or(String::new(), |s| format!("{s} B"))
-            } else {
-                String::new()
-            }
-        })
-        .x_desc("frame size")
-        .y_desc("Mframes/s")
-        .draw()?;
+    let labels: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+    let mut chart =
+        size_chart(area, "RFC 2544: NDR (solid) and PDR (dashed), Mframes/s per frame size", &labels, ymax)?;
     for topo in ["tapway", "bridge", "veth"] {
         let pts: Vec<(f64, &Rfc2544Row)> = sizes
             .iter()
