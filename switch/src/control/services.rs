@@ -20,7 +20,7 @@ use tapway_api::{
 use super::{api_err, Control};
 use crate::table::conntrack::Flow;
 use crate::table::maglev;
-use crate::table::services::{PackedKey, Service, ServiceTable};
+use crate::table::services::{backends_of, PackedKey, Service, ServiceTable};
 use crate::table::PortKind;
 use crate::wire::l4::PROTO_TCP;
 
@@ -166,9 +166,9 @@ impl Control {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
         // Backends that left keep getting their replies reverse-NATed until their flows end.
-        let before = ServiceTable::new(st.services.clone(), &HashSet::new(), [0; 6]).current_backends();
+        let before = backends_of(&st.services);
         st.services = next;
-        let now_set = ServiceTable::new(st.services.clone(), &HashSet::new(), [0; 6]).current_backends();
+        let now_set = backends_of(&st.services);
         st.retired.extend(before.difference(&now_set));
         st.retired.retain(|b| !now_set.contains(b));
         self.publish_services(st);

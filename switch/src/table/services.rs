@@ -235,14 +235,13 @@ impl ServiceTable {
 
     /// The backends currently in services (not the retired ones).
     pub fn current_backends(&self) -> HashSet<PackedKey> {
-        let mut out = HashSet::new();
-        for s in self.all.values() {
-            for b in &s.spec.backends {
-                out.insert(pack(b.ip, b.port, s.proto));
-            }
-        }
-        out
+        backends_of(&self.all)
     }
+}
+
+/// Every backend (with its protocol) of `services`.
+pub fn backends_of(services: &BTreeMap<ServiceKey, Arc<Service>>) -> HashSet<PackedKey> {
+    services.values().flat_map(|s| s.spec.backends.iter().map(move |b| pack(b.ip, b.port, s.proto))).collect()
 }
 
 #[cfg(test)]

@@ -105,12 +105,15 @@ impl Ctx<'_> {
             // Without ports a fragment cannot be matched to its flow.
             return table.is_vip(l.dst).then_some(Disposition::Drop(DropReason::VipFragment));
         }
-        let partial = VnetHdr::parse(frame.bytes()).is_ok_and(|h| h.flags & F_NEEDS_CSUM != 0);
+        // Only frames the stage rewrites need to know whether their L4 checksum is partial.
+        let partial = |f: &Frame| VnetHdr::parse(f.bytes()).is_ok_and(|h| h.flags & F_NEEDS_CSUM != 0);
         if let Some(svc) = table.lookup(l.dst, l.dport, l.proto) {
-            return Some(self.to_service(ingress, frame, &l, svc, partial));
+            let p = partial(frame);
+            return Some(self.to_service(ingress, frame, &l, svc, p));
         }
         if table.is_reply_source(l.src, l.sport, l.proto) {
-            return self.reply_from_backend(frame, &l, partial);
+            let p = partial(frame);
+            return self.reply_from_backend(frame, &l, p);
         }
         None
     }
