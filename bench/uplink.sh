@@ -5,8 +5,8 @@
 # throughput (iperf3) and the rate of 64-byte frames (trafgen) delivered to the far pod.
 #
 #   sudo bench/uplink.sh [--duration SECS] [--repeat N] [--xdp-mode native|generic|auto]
-#                        [--poll-mode adaptive|busy] [--no-gso] [--markdown FILE] [--no-build]
-#                        [--keep-work]
+#                        [--poll-mode adaptive|busy] [--uplink-mtu N] [--no-gso]
+#                        [--markdown FILE] [--no-build] [--keep-work]
 #
 # Runs as root on Debian 12; installs iperf3, iproute2, netsniff-ng (trafgen) and
 # containernetworking-plugins if missing. Everything lives in network namespaces named
@@ -24,6 +24,8 @@ Options:
   --repeat N        runs per topology and test, interleaved tapway/bridge [3]
   --xdp-mode MODE   AF_XDP mode of both uplinks: native, generic or auto [native]
   --poll-mode MODE  tapwayd poll mode: adaptive (default) or busy
+  --uplink-mtu N    MTU of the uplink veths and the fabric, in both topologies (the pods keep
+                    1500): a jumbo fabric, on which tapway packs TCP segments [1500]
   --no-gso          TSO/GSO off on every pod's eth0 in both topologies: the bridge then carries
                     MTU-sized frames too, as tapway's uplink always does
   --markdown FILE   write the markdown table to FILE instead of stdout
@@ -38,6 +40,7 @@ XDP_MODE=native
 POLL=adaptive
 MARKDOWN=
 NO_GSO=
+UPLINK_MTU=1500
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=${2:?}; shift 2 ;;
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --xdp-mode) XDP_MODE=${2:?}; shift 2 ;;
     --poll-mode) POLL=${2:?}; shift 2 ;;
     --markdown) MARKDOWN=${2:?}; shift 2 ;;
+    --uplink-mtu) UPLINK_MTU=${2:?}; shift 2 ;;
     --no-gso) NO_GSO=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
     --keep-work) KEEP_WORK=1; shift ;;
@@ -54,6 +58,8 @@ while [ $# -gt 0 ]; do
 done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration takes a whole number of seconds >= 1"
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat takes a number >= 1"
+[[ $UPLINK_MTU =~ ^[0-9]+$ ]] && [ "$UPLINK_MTU" -ge 1500 ] && [ "$UPLINK_MTU" -le 3506 ] ||
+  die "--uplink-mtu takes 1500 to 3506 (one UMEM frame; native XDP on a veth)"
 case $XDP_MODE in native | generic | auto) ;; *) die "--xdp-mode takes native, generic or auto" ;; esac
 case $POLL in adaptive | busy) ;; *) die "--poll-mode takes adaptive or busy" ;; esac
 
@@ -75,16 +81,23 @@ rx_packets() { ip -n "$1" -j -s link show "$2" | python3 -c 'import json,sys; pr
 # plug FABRIC INDEX NODE: a single-queue veth fa<INDEX> (in FABRIC, on br0) <-> up0 (in NODE).
 plug() {
   local fab=$1 i=$2 node=$3
-  ip -n "$fab" link add "fa$i" numrxqueues 1 numtxqueues 1 type veth peer name up0 netns "$node" numrxqueues 1 numtxqueues 1
+  ip -n "$fab" link add "fa$i" mtu "$UPLINK_MTU" numrxqueues 1 numtxqueues 1 type veth peer name up0 netns "$node" numrxqueues 1 numtxqueues 1
   ip -n "$fab" link set "fa$i" master br0 up
   ip netns exec "$node" sysctl -qw net.ipv6.conf.up0.disable_ipv6=1
-  ip -n "$node" link set up0 up
+  ip -n "$node" link set up0 mtu "$UPLINK_MTU" up
 }
 
+# A fabric stands in for the physical network between nodes, which runs no netfilter: with
+# br_netfilter loaded (the bridge CNI's kube-proxy needs it on the nodes), its bridge would
+# pass every frame through iptables. Off in both fabrics; the bridge topology's node bridges
+# keep it.
 new_fabric() {
   new_netns "$1"
   ip -n "$1" link add br0 type bridge
   ip -n "$1" link set br0 up
+  for t in iptables ip6tables arptables; do
+    ip netns exec "$1" sysctl -qw "net.bridge.bridge-nf-call-$t=0" 2>/dev/null || true
+  done
 }
 
 # ---- topology A: tapway, two nodes with AF_XDP uplinks --------------------------------------
@@ -222,7 +235,7 @@ STATS=$WORK/stats.json
 for p in "${T_PODS[@]}" "${B_PODS[@]}"; do ip -n "$p" -s -s link show eth0 >"$WORK/link-$p.txt" 2>&1 || true; done
 
 MACHINE=$(machine_summary)
-CMDLINE="bench/uplink.sh --duration $DURATION --repeat $REPEAT --xdp-mode $XDP_MODE --poll-mode $POLL"
+CMDLINE="bench/uplink.sh --duration $DURATION --repeat $REPEAT --xdp-mode $XDP_MODE --poll-mode $POLL --uplink-mtu $UPLINK_MTU"
 [ -z "$NO_GSO" ] || CMDLINE+=" --no-gso"
 python3 - "$RESULTS" "$STATS" "$MARKDOWN" "$MACHINE" "$CMDLINE" "$MODE_GOT" <<'PY'
 import json, statistics, sys, datetime
@@ -253,11 +266,11 @@ try:
     st = json.load(open(stats_file))
     sw = st.get("switch", {})
     note = ("node 1 uplink: %d super-frames cut into %d segments, %d checksums completed, %d tx-full; "
-            "UMEM %d frames: %d free, %d on the rx side, %d in flight"
+            "%d frames sent and %d received without a copy; UMEM %d MiB, %d pool buffers on the rx side"
             % (sw.get("uplink_tx_gso_frames", 0), sw.get("uplink_tx_segments", 0),
                sw.get("uplink_tx_csum_completed", 0), sw.get("uplink_tx_full", 0),
-               sw.get("uplink_umem_total", 0), sw.get("uplink_umem_free", 0),
-               sw.get("uplink_umem_rx_kernel", 0), sw.get("uplink_umem_tx_in_flight", 0)))
+               sw.get("uplink_tx_zero_copy", 0), sw.get("uplink_rx_zero_copy", 0),
+               sw.get("uplink_umem_frames", 0) * 4096 >> 20, sw.get("uplink_pool_rx_lent", 0)))
 except Exception as e:
     note = "(tapwayd stats unavailable: %s)" % e
 print()

@@ -78,14 +78,15 @@ pub struct Args {
     /// Receive queues of the uplink to bind a socket to, e.g. `0,1` [default: 0].
     #[arg(long, value_delimiter = ',')]
     pub uplink_queues: Option<Vec<u32>>,
-    /// UMEM frames of the uplink, a power of two [default: 8192].
+    /// 4 KiB UMEM frames the uplink keeps for transmit copies (segments of super-frames, flooded
+    /// frames), a power of two [default: 4096]. The frame pool sits in the UMEM too.
     #[arg(long)]
     pub uplink_umem_frames: Option<u32>,
     /// Size of the uplink's rx and tx rings, a power of two [default: 2048].
     #[arg(long)]
     pub uplink_ring_size: Option<u32>,
-    /// Size of the uplink's fill and completion rings, a power of two; at least the NIC's rx
-    /// ring plus the rx ring [default: 4096].
+    /// Size of the uplink's fill ring, a power of two, kept full with frame-pool buffers (the
+    /// pool grows by this many per queue); at least the NIC's rx ring [default: 1024].
     #[arg(long)]
     pub uplink_fill_size: Option<u32>,
 }
@@ -237,6 +238,7 @@ impl DaemonConfig {
                     ring_size: args.uplink_ring_size.or(file.uplink_ring_size).unwrap_or(d.ring_size),
                     fill_size: args.uplink_fill_size.or(file.uplink_fill_size).unwrap_or(d.fill_size),
                     batch: d.batch.max(sw.batch),
+                    pod_mtu: mtu,
                     ..d
                 };
                 crate::port::xdp::check_config(&up).map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -145,12 +145,25 @@ impl Running {
         for t in self.threads {
             let _ = t.join();
         }
+        // Frames still on their way between workers go back to the pool.
+        let mut local = crate::pool::LocalPool::new(self.switch.pool.clone(), 64);
+        for lane in &self.switch.lanes {
+            while let Some(h) = lane.inbox.pop() {
+                local.put(h.frame);
+            }
+        }
     }
 }
 
 impl Switch {
     /// Allocates the pool and tables and starts one worker per configured core.
     pub fn start(config: SwitchConfig) -> Result<Running, StartError> {
+        let pool = FramePool::new(config.pool_frames, config.frame_capacity);
+        Switch::start_with_pool(config, pool)
+    }
+
+    /// Like [`Switch::start`], with a frame pool made elsewhere (the uplink's, in its UMEM).
+    pub fn start_with_pool(config: SwitchConfig, pool: Arc<FramePool>) -> Result<Running, StartError> {
         let mut config = config;
         if config.cores.is_empty() {
             config.cores.push(None);
@@ -171,7 +184,7 @@ impl Switch {
         let switch = Arc::new(Switch {
             fdb: Fdb::new(config.fdb_max, config.fdb_aging_secs),
             counters: SwitchCounters::default(),
-            pool: FramePool::new(config.pool_frames, config.frame_capacity),
+            pool,
             lanes,
             services: ArcSwap::from_pointee(ServiceTable::default()),
             conntrack: Conntrack::new(config.conntrack_max, config.conntrack_timeouts),

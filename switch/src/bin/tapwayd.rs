@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use tapway_switch::config::{Args, DaemonConfig};
 use tapway_switch::control::server::{self, Server};
+use tapway_switch::control::uplink::OpenUplink;
 use tapway_switch::control::Control;
 use tapway_switch::switch::Switch;
 
@@ -41,17 +42,30 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
             .map_err(|e| format!("installing signal handler: {e}"))?;
     }
     server::ensure_free(&cfg.socket).map_err(|e| e.to_string())?;
-    let running = Switch::start(cfg.switch.clone()).map_err(|e| e.to_string())?;
+    // The uplink is bound first: the switch's frame pool lives in its UMEM.
+    let uplink = match &cfg.uplink {
+        Some(up) => Some(
+            OpenUplink::open(up, cfg.mtu, cfg.switch.pool_frames)
+                .map_err(|e| format!("uplink {}: {e}", up.ifname))?,
+        ),
+        None => None,
+    };
+    let running = match &uplink {
+        Some(up) => Switch::start_with_pool(cfg.switch.clone(), up.pool()),
+        None => Switch::start(cfg.switch.clone()),
+    }
+    .map_err(|e| e.to_string())?;
     let ctl = Arc::new(Control::new(running.switch.clone(), &cfg));
     if let Err(e) = ctl.setup_host_port() {
         running.stop();
         return Err(format!("host port {}: {e}", cfg.host_port));
     }
     ctl.restore();
-    if let Some(up) = &cfg.uplink {
-        if let Err(e) = ctl.setup_uplink(up) {
+    if let Some(up) = uplink {
+        let ifname = cfg.uplink.as_ref().map(|u| u.ifname.clone()).unwrap_or_default();
+        if let Err(e) = ctl.attach_uplink(up) {
             running.stop();
-            return Err(format!("uplink {}: {e}", up.ifname));
+            return Err(format!("uplink {ifname}: {e}"));
         }
     }
     let server = match Server::start(ctl.clone(), &cfg.socket, cfg.allow_uids.clone()) {
@@ -85,8 +99,16 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     }
     tracing::info!("stopping; pod interfaces stay in place");
     server.stop();
+    let sw = running.switch.clone();
     running.stop();
     // After the workers: nothing transmits any more; closing the sockets detaches XDP.
     ctl.shutdown_uplink();
+    let pool = &sw.pool;
+    tracing::info!(
+        total = pool.total(),
+        free = pool.free_global(),
+        outstanding = pool.outstanding(),
+        "frame pool at shutdown"
+    );
     Ok(())
 }

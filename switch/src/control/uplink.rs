@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tapway_api::UplinkStatus;
 
 use super::Control;
-use crate::netlink::{LinkChanges, Netlink, NlError};
+use crate::netlink::{Link, LinkChanges, Netlink, NlError};
+use crate::pool::FramePool;
 use crate::port::xdp::{XdpConfig, XdpError, XdpPort};
 use crate::stats::PortCounters;
 use crate::table::{PortEntry, PortKind, PortMeta};
@@ -41,25 +42,55 @@ pub enum UplinkError {
     /// An uplink is already set up.
     #[error("an uplink is already set up")]
     Exists,
+    /// The switch was not started with the uplink's frame pool.
+    #[error("the switch was not started with the uplink's frame pool")]
+    Pool,
 }
 
-impl Control {
-    /// Binds the uplink and publishes it as a port. Call after the pods were restored, so
-    /// their recorded port numbers are kept.
-    pub fn setup_uplink(&self, cfg: &XdpConfig) -> Result<(), UplinkError> {
-        let mut slot = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return Err(UplinkError::Exists);
-        }
+/// An uplink bound before the switch starts: the switch's frame pool lives in its UMEM, so the
+/// switch is started with [`OpenUplink::pool`] and the port published afterwards
+/// ([`Control::attach_uplink`]).
+pub struct OpenUplink {
+    port: Arc<XdpPort>,
+    pool: Arc<FramePool>,
+    link: Link,
+    ifname: String,
+}
+
+impl OpenUplink {
+    /// Checks the interface and the MTUs, brings the link up and binds AF_XDP on it, with a
+    /// frame pool of `pool_frames` buffers (plus the fill rings' share) in its UMEM.
+    pub fn open(cfg: &XdpConfig, pod_mtu: u32, pool_frames: usize) -> Result<OpenUplink, UplinkError> {
         let mut nl = Netlink::new()?;
         let link = nl.link_by_name(&cfg.ifname)?.ok_or_else(|| UplinkError::NotFound(cfg.ifname.clone()))?;
-        if self.mtu > link.mtu {
-            return Err(UplinkError::Mtu { ifname: cfg.ifname.clone(), pod: self.mtu, uplink: link.mtu });
+        if pod_mtu > link.mtu {
+            return Err(UplinkError::Mtu { ifname: cfg.ifname.clone(), pod: pod_mtu, uplink: link.mtu });
         }
         if !link.up {
             nl.set_link(link.index, &LinkChanges { up: Some(true), ..Default::default() })?;
         }
-        let port = Arc::new(XdpPort::open(cfg, link.mtu)?);
+        let (port, pool) = XdpPort::open(cfg, link.mtu, pool_frames)?;
+        Ok(OpenUplink { port: Arc::new(port), pool, link, ifname: cfg.ifname.clone() })
+    }
+
+    /// The frame pool to start the switch with.
+    pub fn pool(&self) -> Arc<FramePool> {
+        self.pool.clone()
+    }
+}
+
+impl Control {
+    /// Publishes the uplink as a port. Call after the pods were restored, so their recorded
+    /// port numbers are kept, on a switch started with the uplink's pool.
+    pub fn attach_uplink(&self, up: OpenUplink) -> Result<(), UplinkError> {
+        let mut slot = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(UplinkError::Exists);
+        }
+        if !Arc::ptr_eq(&self.switch.pool, &up.pool) {
+            return Err(UplinkError::Pool);
+        }
+        let OpenUplink { port, link, ifname, .. } = up;
         let worker = self.switch.least_loaded_worker();
         let max = self.switch.config.max_ports;
         let id = self.switch.update(|t| {
@@ -74,9 +105,9 @@ impl Control {
                 counters: PortCounters::default(),
                 police: Default::default(),
                 meta: PortMeta {
-                    name: cfg.ifname.clone(),
+                    name: ifname.clone(),
                     netns: String::new(),
-                    ifname: cfg.ifname.clone(),
+                    ifname: ifname.clone(),
                     ifindex: link.index,
                     mtu: link.mtu,
                     ips: Vec::new(),
@@ -86,7 +117,7 @@ impl Control {
             (t.with(entry), Some(id))
         });
         let id = id.ok_or(UplinkError::NoPortNumber)?;
-        tracing::info!(uplink = cfg.ifname, port = id, worker, mode = port.mode().name(), "uplink up");
+        tracing::info!(uplink = ifname, port = id, worker, mode = port.mode().name(), "uplink up");
         *slot = Some((id, port));
         Ok(())
     }
@@ -99,11 +130,13 @@ impl Control {
             self.switch.update(|t| (t.without(id), ()));
             let a = port.accounting();
             tracing::info!(
-                free = a.free,
-                rx = a.rx,
-                tx = a.tx,
-                held = a.held,
-                total = port.info().umem_frames,
+                pool_rx_lent = a.rx_lent,
+                pool_tx_lent = a.tx_lent,
+                pool_held = a.held,
+                chunks_free = a.chunks_free,
+                chunks_in_flight = a.chunks_in_flight,
+                chunks_total = a.chunks_total,
+                balanced = a.balanced(),
                 "uplink UMEM at shutdown"
             );
             drop(port);

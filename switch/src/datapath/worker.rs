@@ -29,7 +29,6 @@ use crate::port::PortError;
 use crate::stats::{bump, DropReason};
 use crate::switch::{Handoff, Switch};
 use crate::table::{PortEntry, PortTable};
-use crate::wire::VNET_HDR_LEN;
 
 /// Token of the waker (ring hand-off and table changes).
 pub const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -213,10 +212,10 @@ impl Worker {
             let Some(Handoff { port, frame }) = self.sw.lanes[self.id].inbox.pop() else { break };
             n += 1;
             // A port detached meanwhile simply loses the frame.
-            if let Some(entry) = self.table.get(port).cloned() {
-                self.tx(&entry, &frame);
+            match self.table.get(port).cloned() {
+                Some(entry) => self.tx_owned(&entry, frame),
+                None => self.local.put(frame),
             }
-            self.local.put(frame);
         }
         n
     }
@@ -227,22 +226,17 @@ impl Worker {
         let batch = self.sw.config.batch.max(1);
         let mut more = true;
         while self.rx.len() < batch {
-            let Some(mut frame) = self.local.get() else {
-                bump(&self.sw.counters.pool_empty, 1);
-                break;
-            };
-            match entry.io.recv(frame.buffer_mut()) {
-                Ok(Some(len)) => {
-                    frame.set_len(len);
-                    self.rx.push(frame);
-                }
+            match entry.io.recv_frame(&mut self.local) {
+                Ok(Some(frame)) => self.rx.push(frame),
                 Ok(None) => {
-                    self.local.put(frame);
                     more = false;
                     break;
                 }
+                Err(PortError::PoolEmpty) => {
+                    bump(&self.sw.counters.pool_empty, 1);
+                    break;
+                }
                 Err(e) => {
-                    self.local.put(frame);
                     if !matches!(e, PortError::Gone) {
                         tracing::debug!(port, error = %e, "rx error");
                     }
@@ -287,10 +281,7 @@ impl Worker {
         match disp {
             Disposition::Drop(_) => self.local.put(frame),
             Disposition::Unicast(p) => match self.table.get(p).cloned() {
-                Some(egress) if egress.worker == self.id => {
-                    self.tx(&egress, &frame);
-                    self.local.put(frame);
-                }
+                Some(egress) if egress.worker == self.id => self.tx_owned(&egress, frame),
                 Some(egress) => self.handoff(&egress, frame),
                 None => {
                     ingress.counters.drop_frame(DropReason::PortGone);
@@ -337,25 +328,52 @@ impl Worker {
         }
     }
 
+    /// Transmits a copy of `frame` (a flooded frame goes to several ports).
     fn tx(&mut self, egress: &PortEntry, frame: &Frame) {
+        if !self.admit(egress, frame) {
+            return;
+        }
+        let res = egress.io.send(frame.bytes());
+        count_tx(egress, frame.ethernet().len(), res);
+    }
+
+    /// Transmits `frame` and gives up its buffer: the port may send straight from it.
+    fn tx_owned(&mut self, egress: &PortEntry, frame: Frame) {
+        if !self.admit(egress, &frame) {
+            self.local.put(frame);
+            return;
+        }
+        let len = frame.ethernet().len();
+        let res = egress.io.send_frame(frame, &mut self.local);
+        count_tx(egress, len, res);
+    }
+
+    /// Applies the pod's ingress policer and marks the port for the end-of-iteration flush;
+    /// false when the frame is to be dropped.
+    fn admit(&mut self, egress: &PortEntry, frame: &Frame) -> bool {
         if let Some(p) = &egress.police.to_pod {
             if !p.allow(frame.ethernet().len(), self.sw.now_ns()) {
                 egress.counters.drop_frame(DropReason::RateLimited);
-                return;
+                return false;
             }
         }
         if !self.dirty.contains(&egress.id) {
             self.dirty.push(egress.id);
         }
-        match egress.io.send(frame.bytes()) {
-            Ok(()) => {
-                bump(&egress.counters.tx_packets, 1);
-                bump(&egress.counters.tx_bytes, frame.bytes().len().saturating_sub(VNET_HDR_LEN) as u64);
-            }
-            Err(PortError::Gone) => egress.counters.drop_frame(DropReason::PortGone),
-            Err(PortError::Full) => egress.counters.drop_frame(DropReason::TxFull),
-            Err(_) => egress.counters.drop_frame(DropReason::TxError),
+        true
+    }
+}
+
+/// Counts a transmission of an Ethernet frame of `len` bytes, or the reason it failed.
+fn count_tx(egress: &PortEntry, len: usize, res: Result<(), PortError>) {
+    match res {
+        Ok(()) => {
+            bump(&egress.counters.tx_packets, 1);
+            bump(&egress.counters.tx_bytes, len as u64);
         }
+        Err(PortError::Gone) => egress.counters.drop_frame(DropReason::PortGone),
+        Err(PortError::Full) => egress.counters.drop_frame(DropReason::TxFull),
+        Err(_) => egress.counters.drop_frame(DropReason::TxError),
     }
 }
 

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::{PortError, PortIo};
+use super::{read_into_pool, PortError, PortIo};
+use crate::pool::{Frame, LocalPool};
 
 /// The in-memory port.
 pub struct MemPort {
@@ -34,11 +35,16 @@ impl MemPort {
 }
 
 impl PortIo for MemPort {
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError> {
-        let Some(f) = self.rx.pop() else { return Ok(None) };
-        let n = f.len().min(buf.len());
-        buf[..n].copy_from_slice(&f[..n]);
-        Ok(Some(n))
+    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
+        if self.rx.is_empty() {
+            return Ok(None);
+        }
+        read_into_pool(pool, |buf| {
+            let Some(f) = self.rx.pop() else { return Ok(None) };
+            let n = f.len().min(buf.len());
+            buf[..n].copy_from_slice(&f[..n]);
+            Ok(Some(n))
+        })
     }
 
     fn send(&self, frame: &[u8]) -> Result<(), PortError> {

@@ -12,6 +12,8 @@ pub mod xdp;
 
 use std::os::fd::RawFd;
 
+use crate::pool::{Frame, LocalPool};
+
 /// Why a port operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
@@ -21,6 +23,9 @@ pub enum PortError {
     /// The port cannot take the frame now (its queue is full).
     #[error("port queue full")]
     Full,
+    /// No free buffer in the frame pool to receive into.
+    #[error("frame pool empty")]
+    PoolEmpty,
     /// Any other error from the kernel.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -28,12 +33,22 @@ pub enum PortError {
 
 /// Frame I/O of one port. Implementations are non-blocking.
 pub trait PortIo: Send + Sync {
-    /// Reads one frame (vnet header + Ethernet frame) into `buf`. `Ok(None)` when nothing is
-    /// waiting.
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError>;
+    /// Receives one frame (vnet header + Ethernet frame) into a buffer of `pool`. `Ok(None)`
+    /// when nothing is waiting. A port that reads into the switch's buffers uses
+    /// [`read_into_pool`]; the uplink hands out the buffer the kernel received into.
+    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError>;
 
-    /// Writes one frame (vnet header + Ethernet frame).
+    /// Writes one frame (vnet header + Ethernet frame); the caller keeps the buffer.
     fn send(&self, frame: &[u8]) -> Result<(), PortError>;
+
+    /// Transmits `frame` and gives its buffer back to `pool`, now or, for a port that
+    /// transmits straight from the buffer (the uplink when the pool is its UMEM), once the
+    /// kernel is done with it.
+    fn send_frame(&self, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
+        let res = self.send(frame.bytes());
+        pool.put(frame);
+        res
+    }
 
     /// A file descriptor that becomes readable when frames are waiting, for the worker's
     /// epoll set. `None` means the worker polls the port on every iteration.
@@ -46,5 +61,28 @@ pub trait PortIo: Send + Sync {
     /// Port-specific counters by name, added to `tapwayctl stats`. None by default.
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+}
+
+/// Takes a buffer from `pool` and lets `read` fill it (returning the bytes read, or `None` when
+/// nothing is waiting): the receive side of ports that read into the switch's buffers.
+pub fn read_into_pool(
+    pool: &mut LocalPool,
+    read: impl FnOnce(&mut [u8]) -> Result<Option<usize>, PortError>,
+) -> Result<Option<Frame>, PortError> {
+    let Some(mut frame) = pool.get() else { return Err(PortError::PoolEmpty) };
+    match read(frame.buffer_mut()) {
+        Ok(Some(len)) => {
+            frame.set_len(len);
+            Ok(Some(frame))
+        }
+        Ok(None) => {
+            pool.put(frame);
+            Ok(None)
+        }
+        Err(e) => {
+            pool.put(frame);
+            Err(e)
+        }
     }
 }

@@ -18,7 +18,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::{PortError, PortIo};
+use super::{read_into_pool, PortError, PortIo};
+use crate::pool::{Frame, LocalPool};
 use crate::wire::VNET_HDR_LEN;
 
 const TUN_PATH: &str = "/dev/net/tun";
@@ -186,14 +187,14 @@ fn classify(e: std::io::Error) -> PortError {
 }
 
 impl PortIo for TapPort {
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError> {
-        match (&self.file).read(buf) {
+    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
+        read_into_pool(pool, |buf| match (&self.file).read(buf) {
             Ok(n) => Ok(Some(n)),
             Err(e) => match classify(e) {
                 PortError::Full => Ok(None),
                 other => Err(other),
             },
-        }
+        })
     }
 
     fn send(&self, frame: &[u8]) -> Result<(), PortError> {

@@ -31,8 +31,9 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use xsk_rs::config::{
@@ -41,6 +42,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::{PortError, PortIo};
+use crate::pool::{BufferLayout, Frame, FramePool, LocalPool, FRAME_CAPACITY};
 use crate::wire::gro::Merge;
 use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
@@ -101,14 +103,20 @@ pub struct XdpConfig {
     pub mode: XdpMode,
     /// Receive queues to bind a socket to.
     pub queues: Vec<u32>,
-    /// UMEM frames in all (power of two).
+    /// UMEM frames (of `frame_size` bytes) for transmit copies: the segments of super-frames
+    /// and flooded frames (power of two). The frame pool's buffers come on top.
     pub umem_frames: u32,
     /// Bytes per UMEM frame (power of two, 2048 or 4096).
     pub frame_size: u32,
     /// Size of each socket's rx and tx rings (power of two).
     pub ring_size: u32,
-    /// Size of each socket's fill and completion rings (power of two).
+    /// Size of each socket's fill ring (power of two), kept full with pool buffers: the frame
+    /// pool grows by this many buffers per queue.
     pub fill_size: u32,
+    /// The pods' MTU (`--mtu`). TCP super-frames are cut into segments as large as the
+    /// uplink's MTU allows, in whole multiples of the sender's MSS; received ones are handed to
+    /// pods with a GSO size that fits this MTU.
+    pub pod_mtu: u32,
     /// Frames taken from the rx ring at once (at least 64, the worker's `--batch` if larger):
     /// GRO coalesces within such a burst, so a longer one makes longer super-frames.
     pub batch: usize,
@@ -120,10 +128,11 @@ impl Default for XdpConfig {
             ifname: String::new(),
             mode: XdpMode::Auto,
             queues: vec![0],
-            umem_frames: 8192,
+            umem_frames: 4096,
             frame_size: 4096,
             ring_size: 2048,
-            fill_size: 4096,
+            fill_size: 1024,
+            pod_mtu: 1500,
             batch: 64,
         }
     }
@@ -180,6 +189,14 @@ pub struct XdpCounters {
     pub rx_gro_segments: AtomicU64,
     /// Fill-ring wake-ups.
     pub rx_fill_wakeups: AtomicU64,
+    /// Fill-ring top-ups cut short because the frame pool was empty.
+    pub rx_fill_short: AtomicU64,
+    /// Received descriptors that pointed at no buffer lent to the kernel (dropped).
+    pub rx_bad_desc: AtomicU64,
+    /// Frames handed to the datapath in the buffer the kernel received them into.
+    pub rx_zero_copy: AtomicU64,
+    /// Frames put on the tx ring in the pool buffer they were read into, without a copy.
+    pub tx_zero_copy: AtomicU64,
 }
 
 /// One socket (one receive queue).
@@ -189,31 +206,51 @@ struct Queue {
     tx: TxQueue,
     fill: FillQueue,
     comp: CompQueue,
-    /// Frames read from rx and copied out, to go back to the fill ring.
-    to_fill: Vec<FrameDesc>,
-    /// Frames in the fill ring or rx ring (the kernel's receive side).
+    /// Pool buffers in the fill ring or rx ring (the kernel's receive side).
     in_rx: usize,
-    /// Frames in the tx or completion ring.
+    /// Descriptors in the tx or completion ring (pool buffers and transmit chunks).
     in_tx: usize,
 }
 
 struct Inner {
     umem: Umem,
     queues: Vec<Queue>,
-    /// Free frames (for transmit).
+    /// Pool buffers lent to the kernel (fill/rx or tx/completion rings) or received and not yet
+    /// handed out, by pool index.
+    lent: Vec<Option<Frame>>,
+    /// Descriptor of each pool buffer's first UMEM frame, by pool index.
+    pool_desc: Vec<FrameDesc>,
+    /// Pool buffers on the tx or completion rings.
+    tx_lent: usize,
+    /// Free transmit chunks (for segments and copies).
     free: Vec<FrameDesc>,
-    /// Frames read from an rx ring and not yet copied out, with their queue index.
+    /// Transmit chunks in all.
+    chunks: usize,
+    /// Frames read from an rx ring and not yet handed out, with their queue index.
     held: VecDeque<(usize, FrameDesc)>,
+    /// Pool buffers whose transmission completed, to go back to a worker's pool.
+    released: Vec<Frame>,
     /// Scratch for ring operations.
     scratch: Vec<FrameDesc>,
+    /// Descriptors on their way to a fill ring.
+    fill_buf: Vec<FrameDesc>,
     /// Where the next rx burst is taken from.
     next_rx: usize,
     /// Descriptors produced on queue 0's tx ring since the last kick.
     unkicked: usize,
-    /// Frames to be produced on the tx ring by the current send.
+    /// Transmit chunks to be produced on the tx ring by the current send.
     pending_tx: Vec<FrameDesc>,
+    /// How the pool's buffers sit in the UMEM.
+    layout: BufferLayout,
+    /// Bytes of the UMEM taken by the pool (transmit chunks follow).
+    pool_bytes: usize,
     /// Data room of one UMEM frame.
     room: usize,
+    /// The pods' MTU: received TCP segments larger than its MSS get a GSO header cutting them
+    /// to it.
+    pod_mtu: usize,
+    /// Pool buffers each fill ring is kept topped up with.
+    fill_target: usize,
     batch: usize,
     ring_size: usize,
 }
@@ -221,6 +258,8 @@ struct Inner {
 /// The uplink port.
 pub struct XdpPort {
     inner: Mutex<Inner>,
+    /// The frame pool carved from the UMEM.
+    pool: Arc<FramePool>,
     /// The socket fd (one queue) or an epoll fd over all sockets (several).
     ready_fd: RawFd,
     _epoll: Option<OwnedFd>,
@@ -228,7 +267,7 @@ pub struct XdpPort {
     ifname: String,
     ifindex: u32,
     mtu: u32,
-    total: usize,
+    umem_frames: usize,
     /// Extra counters.
     pub counters: XdpCounters,
 }
@@ -244,14 +283,20 @@ pub struct XdpInfo {
     pub queues: Vec<u32>,
     /// MTU of the interface.
     pub mtu: u32,
-    /// UMEM frames.
+    /// UMEM frames (of `frame_size` bytes), the frame pool's included.
     pub umem_frames: usize,
 }
 
 impl XdpPort {
-    /// Binds the uplink on `cfg.ifname`, whose MTU is `mtu`. In `auto` mode, falls back from
-    /// zero-copy to native to generic and logs the mode obtained.
-    pub fn open(cfg: &XdpConfig, mtu: u32) -> Result<XdpPort, XdpError> {
+    /// Binds the uplink on `cfg.ifname`, whose MTU is `mtu`, over a UMEM that also holds the
+    /// switch's frame pool: `pool_frames` buffers for the datapath plus a fill ring's worth per
+    /// queue. Returns the port and that pool, which the switch must be started with. In `auto`
+    /// mode, falls back from zero-copy to native to generic and logs the mode obtained.
+    pub fn open(
+        cfg: &XdpConfig,
+        mtu: u32,
+        pool_frames: usize,
+    ) -> Result<(XdpPort, Arc<FramePool>), XdpError> {
         check_sizes(cfg, mtu)?;
         let order: &[XdpMode] = match cfg.mode {
             XdpMode::Auto => &[XdpMode::ZeroCopy, XdpMode::Native, XdpMode::Generic],
@@ -283,17 +328,19 @@ impl XdpPort {
         }
         let mut last = None;
         for &mode in order {
-            match XdpPort::open_mode(cfg, mtu, mode) {
-                Ok(port) => {
+            match XdpPort::open_mode(cfg, mtu, pool_frames, mode) {
+                Ok(opened) => {
                     tracing::info!(
                         uplink = cfg.ifname,
                         requested = cfg.mode.name(),
                         mode = mode.name(),
                         queues = ?cfg.queues,
                         mtu,
-                        "AF_XDP uplink bound"
+                        pool_frames = opened.1.total(),
+                        umem_mib = (opened.0.umem_frames * cfg.frame_size as usize) >> 20,
+                        "AF_XDP uplink bound; the frame pool lives in its UMEM"
                     );
-                    return Ok(port);
+                    return Ok(opened);
                 }
                 Err(e) => {
                     if cfg.mode == XdpMode::Auto {
@@ -306,7 +353,14 @@ impl XdpPort {
         Err(last.unwrap_or_else(|| XdpError::Config("no mode to try".into())))
     }
 
-    fn open_mode(cfg: &XdpConfig, mtu: u32, mode: XdpMode) -> Result<XdpPort, XdpError> {
+    /// One attempt in one mode, on a UMEM of its own: a socket that failed to bind leaves its
+    /// rings set on the UMEM's socket, so the next mode needs a fresh UMEM.
+    fn open_mode(
+        cfg: &XdpConfig,
+        mtu: u32,
+        pool_frames: usize,
+        mode: XdpMode,
+    ) -> Result<(XdpPort, Arc<FramePool>), XdpError> {
         if mode == XdpMode::Native && is_veth(&cfg.ifname) && mtu > VETH_NATIVE_MAX_MTU {
             return Err(bind_err(
                 cfg,
@@ -317,19 +371,47 @@ impl XdpPort {
         }
         let frame_size = FrameSize::new(cfg.frame_size).map_err(|e| XdpError::Config(e.to_string()))?;
         let fill = QueueSize::new(cfg.fill_size).map_err(|e| XdpError::Config(e.to_string()))?;
+        let comp =
+            QueueSize::new(cfg.fill_size.max(cfg.ring_size)).map_err(|e| XdpError::Config(e.to_string()))?;
         let ring = QueueSize::new(cfg.ring_size).map_err(|e| XdpError::Config(e.to_string()))?;
         let umem_cfg = UmemConfig::builder()
             .frame_size(frame_size)
             .fill_queue_size(fill)
-            .comp_queue_size(fill)
+            .comp_queue_size(comp)
             .build()
             .map_err(|e| XdpError::Config(e.to_string()))?;
         let room = umem_cfg.mtu() as usize;
-        let frames =
-            NonZeroU32::new(cfg.umem_frames).ok_or_else(|| XdpError::Config("no UMEM frames".into()))?;
-        let (umem, mut free) =
+        let data_offset = (umem_cfg.xdp_headroom() + umem_cfg.frame_headroom()) as usize;
+        let chunk = cfg.frame_size as usize;
+        // A pool buffer spans whole UMEM frames and starts so that its Ethernet frame sits
+        // where the kernel puts a received one: `data_offset` into its first UMEM frame.
+        let head = data_offset - VNET_HDR_LEN;
+        let stride = (head + FRAME_CAPACITY).div_ceil(chunk) * chunk;
+        let layout = BufferLayout { stride, head, capacity: stride - head };
+        let per_chunk = stride / chunk;
+        let fill_target = cfg.fill_size as usize;
+        let pool_count = pool_frames.max(64) + fill_target * cfg.queues.len();
+        let umem_frames = pool_count * per_chunk + cfg.umem_frames as usize;
+        let frames = u32::try_from(umem_frames)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| XdpError::Config(format!("{umem_frames} UMEM frames")))?;
+        let (umem, mut descs) =
             Umem::new(umem_cfg, frames, false).map_err(|e| XdpError::Umem(e.to_string()))?;
-        let total = free.len();
+        let Some(first) = descs.first().copied() else { return Err(XdpError::Umem("no frames".into())) };
+        // SAFETY: `first` is a frame of this UMEM that nothing else uses yet; only its address
+        // is taken.
+        let data0 = unsafe { umem.data(&first) }.contents().as_ptr();
+        let base = data0.wrapping_sub(first.addr()).cast_mut();
+        let base = NonNull::new(base).ok_or_else(|| XdpError::Umem("null UMEM".into()))?;
+        let pool_bytes = pool_count * stride;
+        let chunks_desc = descs.split_off(pool_count * per_chunk);
+        let pool_desc: Vec<FrameDesc> = descs.iter().step_by(per_chunk).copied().collect();
+        // SAFETY: the first `pool_bytes` of the UMEM hold only the pool's buffers (the
+        // transmit chunks follow); the UMEM handle keeps the mapping alive; the kernel only
+        // writes into a buffer once the port lends it (fill ring) and until it comes back.
+        let pool = unsafe { FramePool::over(base, pool_bytes, Box::new(umem.clone()), pool_count, layout) }
+            .map_err(|e| XdpError::Umem(e.to_string()))?;
         let (xdp_flags, bind) = mode.flags();
         let sock_cfg = SocketConfig::builder()
             .rx_queue_size(ring)
@@ -340,23 +422,14 @@ impl XdpPort {
             .build();
         let iface: Interface =
             cfg.ifname.parse().map_err(|_| XdpError::Config(format!("interface name {:?}", cfg.ifname)))?;
-        // Each queue gets an equal share of the fill ring's worth of frames; the rest stays
-        // free for transmit.
-        let per_queue = (cfg.fill_size as usize).min(total / (2 * cfg.queues.len()).max(1));
         let mut queues = Vec::new();
         for &qid in &cfg.queues {
             let (tx, rx, rings) = bind_retry(&sock_cfg, &umem, &iface, qid)
                 .map_err(|reason| bind_err(cfg, qid, mode, reason))?;
-            let Some((mut fill, comp)) = rings else {
+            let Some((fill, comp)) = rings else {
                 return Err(bind_err(cfg, qid, mode, "queue bound twice".into()));
             };
-            let give: Vec<FrameDesc> = free.split_off(free.len().saturating_sub(per_queue));
-            // SAFETY: the descriptors come from this UMEM and are not in any ring.
-            let n = unsafe { fill.produce(&give) };
-            if n != give.len() {
-                return Err(XdpError::Config(format!("fill ring took {n} of {} frames", give.len())));
-            }
-            queues.push(Queue { id: qid, rx, tx, fill, comp, to_fill: Vec::new(), in_rx: n, in_tx: 0 });
+            queues.push(Queue { id: qid, rx, tx, fill, comp, in_rx: 0, in_tx: 0 });
         }
         let (ready_fd, epoll) = if queues.len() == 1 {
             (queues[0].rx.fd().as_raw_fd(), None)
@@ -365,29 +438,47 @@ impl XdpPort {
             (ep.as_raw_fd(), Some(ep))
         };
         let batch = cfg.batch.max(1);
-        Ok(XdpPort {
+        let chunks = chunks_desc.len();
+        let port = XdpPort {
             inner: Mutex::new(Inner {
                 umem,
                 queues,
-                free,
+                lent: std::iter::repeat_with(|| None).take(pool_count).collect(),
+                pool_desc,
+                tx_lent: 0,
+                free: chunks_desc,
+                chunks,
                 held: VecDeque::with_capacity(batch),
-                scratch: vec![FrameDesc::default(); (cfg.fill_size as usize).max(batch)],
+                released: Vec::new(),
+                scratch: vec![FrameDesc::default(); (cfg.fill_size.max(cfg.ring_size) as usize).max(batch)],
+                fill_buf: Vec::with_capacity(cfg.fill_size as usize),
                 next_rx: 0,
                 unkicked: 0,
                 pending_tx: Vec::with_capacity(64),
+                layout,
+                pool_bytes,
                 room,
+                pod_mtu: (cfg.pod_mtu as usize).min(mtu as usize),
+                fill_target,
                 batch,
                 ring_size: cfg.ring_size as usize,
             }),
+            pool: pool.clone(),
             ready_fd,
             _epoll: epoll,
             mode,
             ifname: cfg.ifname.clone(),
             ifindex: if_index(&cfg.ifname).unwrap_or(0),
             mtu,
-            total,
+            umem_frames,
             counters: XdpCounters::default(),
-        })
+        };
+        // The fill rings get their buffers before any traffic.
+        {
+            let mut local = LocalPool::new(pool.clone(), 64);
+            port.lock().refill(&mut local, &port.counters);
+        }
+        Ok((port, pool))
     }
 
     /// The mode obtained.
@@ -403,7 +494,7 @@ impl XdpPort {
             mode: self.mode,
             queues,
             mtu: self.mtu,
-            umem_frames: self.total,
+            umem_frames: self.umem_frames,
         }
     }
 
@@ -412,7 +503,7 @@ impl XdpPort {
     }
 
     /// UMEM accounting and counters by name (reaps completions first, so frames whose
-    /// transmission finished are counted free).
+    /// transmission finished are counted back).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut g = self.lock();
         g.reap();
@@ -429,17 +520,23 @@ impl XdpPort {
             }
         }
         let c = &self.counters;
+        let n = |v: usize| v as u64;
         vec![
             ("uplink_xdp_rx_dropped", k[0]),
             ("uplink_xdp_rx_ring_full", k[1]),
             ("uplink_xdp_rx_fill_ring_empty", k[2]),
             ("uplink_xdp_rx_invalid_descs", k[3]),
             ("uplink_xdp_tx_invalid_descs", k[4]),
-            ("uplink_umem_total", self.total as u64),
-            ("uplink_umem_free", a.free as u64),
-            ("uplink_umem_rx_kernel", a.rx as u64),
-            ("uplink_umem_tx_in_flight", a.tx as u64),
-            ("uplink_umem_held", a.held as u64),
+            ("uplink_umem_frames", n(self.umem_frames)),
+            ("uplink_pool_rx_lent", n(a.rx_lent)),
+            ("uplink_pool_tx_lent", n(a.tx_lent)),
+            ("uplink_pool_held", n(a.held)),
+            ("uplink_pool_lost", n(a.lost)),
+            ("uplink_chunks_total", n(a.chunks_total)),
+            ("uplink_chunks_free", n(a.chunks_free)),
+            ("uplink_chunks_in_flight", n(a.chunks_in_flight)),
+            ("uplink_tx_zero_copy", c.tx_zero_copy.load(Relaxed)),
+            ("uplink_rx_zero_copy", c.rx_zero_copy.load(Relaxed)),
             ("uplink_tx_gso_frames", c.tx_gso_frames.load(Relaxed)),
             ("uplink_tx_segments", c.tx_segments.load(Relaxed)),
             ("uplink_tx_csum_completed", c.tx_csum_completed.load(Relaxed)),
@@ -448,20 +545,22 @@ impl XdpPort {
             ("uplink_tx_full", c.tx_full.load(Relaxed)),
             ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
             ("uplink_rx_too_big", c.rx_too_big.load(Relaxed)),
+            ("uplink_rx_bad_desc", c.rx_bad_desc.load(Relaxed)),
             ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
             ("uplink_rx_gro_segments", c.rx_gro_segments.load(Relaxed)),
             ("uplink_rx_fill_wakeups", c.rx_fill_wakeups.load(Relaxed)),
+            ("uplink_rx_fill_short", c.rx_fill_short.load(Relaxed)),
         ]
     }
 
-    /// Where every UMEM frame is right now.
+    /// Where the UMEM's buffers are right now.
     pub fn accounting(&self) -> Accounting {
         let mut g = self.lock();
         g.reap();
         g.accounting()
     }
 
-    /// Writes one frame (vnet header + Ethernet) into free UMEM frames, segmenting or
+    /// Writes one frame (vnet header + Ethernet) into free transmit chunks, segmenting or
     /// completing its checksum as needed; the descriptors wait in `pending_tx`.
     fn stage_tx(&self, g: &mut Inner, frame: &[u8]) -> Result<(), PortError> {
         let bad = || PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData));
@@ -470,7 +569,7 @@ impl XdpPort {
         let mtu = self.mtu as usize;
         if needs_segmentation(&hdr) {
             let plan = match SegmentPlan::new(&hdr, eth, mtu) {
-                Ok(p) => p,
+                Ok(p) => p.pack_to_mtu(mtu),
                 Err(_) => {
                     self.counters.tx_bad_gso.fetch_add(1, Relaxed);
                     return Err(bad());
@@ -518,6 +617,92 @@ impl XdpPort {
         Ok(())
     }
 
+    /// Copies `frame` into transmit chunks and puts them on the tx ring.
+    fn send_copy(&self, g: &mut Inner, frame: &[u8]) -> Result<(), PortError> {
+        if let Err(e) = self.stage_tx(g, frame) {
+            let pending = std::mem::take(&mut g.pending_tx);
+            g.free.extend(pending);
+            return Err(e);
+        }
+        if !g.produce_tx() {
+            // The ring is full: let the kernel drain it, reap, and try once more.
+            self.kick_now(g);
+            if self.stage_tx(g, frame).is_err() || !g.produce_tx() {
+                let pending = std::mem::take(&mut g.pending_tx);
+                g.free.extend(pending);
+                self.counters.tx_full.fetch_add(1, Relaxed);
+                return Err(PortError::Full);
+            }
+        }
+        self.kicked_maybe(g);
+        Ok(())
+    }
+
+    /// Puts the pool buffer `frame` itself on the tx ring (no copy), when it can go as it is:
+    /// a frame of this UMEM's pool, not a super-frame, fitting one UMEM frame. Gives the frame
+    /// back otherwise.
+    fn send_in_place(&self, g: &mut Inner, mut frame: Frame) -> Result<Result<(), PortError>, Frame> {
+        let Ok(hdr) = VnetHdr::parse(frame.bytes()) else { return Err(frame) };
+        let len = frame.ethernet().len();
+        if !frame.is_from(&self.pool)
+            || needs_segmentation(&hdr)
+            || len == 0
+            || len > self.mtu as usize + L2_OVERHEAD
+            || len > g.room
+        {
+            return Err(frame);
+        }
+        if hdr.flags & F_NEEDS_CSUM != 0 {
+            let eth = &mut frame.bytes_mut()[VNET_HDR_LEN..];
+            if complete_csum(eth, hdr.csum_start, hdr.csum_offset).is_err() {
+                g.released.push(frame);
+                return Ok(Err(PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData))));
+            }
+            self.counters.tx_csum_completed.fetch_add(1, Relaxed);
+        }
+        let idx = frame.index();
+        let Some(mut desc) = g.pool_desc.get(idx).copied() else { return Err(frame) };
+        // Only the descriptor's length is set: the bytes are already in place.
+        // SAFETY: `desc` is this pool buffer's first UMEM frame, owned by `frame`, which is
+        // not borrowed now.
+        unsafe { g.umem.data_mut(&mut desc) }.cursor().set_pos(len);
+        let mut produced = g.produce_one(&desc);
+        if !produced {
+            self.kick_now(g);
+            produced = g.produce_one(&desc);
+        }
+        if !produced {
+            self.counters.tx_full.fetch_add(1, Relaxed);
+            g.released.push(frame);
+            return Ok(Err(PortError::Full));
+        }
+        g.lent[idx] = Some(frame);
+        g.tx_lent += 1;
+        self.counters.tx_zero_copy.fetch_add(1, Relaxed);
+        self.kicked_maybe(g);
+        Ok(Ok(()))
+    }
+
+    /// Kicks the tx ring now (it is full) and reaps what completed.
+    fn kick_now(&self, g: &mut Inner) {
+        if let Some(q) = g.queues.first() {
+            self.kick(q);
+        }
+        g.unkicked = 0;
+        g.reap();
+    }
+
+    /// Counts one more descriptor on the tx ring and kicks once a kick's worth is waiting.
+    fn kicked_maybe(&self, g: &mut Inner) {
+        g.unkicked += 1;
+        if g.unkicked >= KICK_BATCH {
+            if let Some(q) = g.queues.first() {
+                self.kick(q);
+            }
+            g.unkicked = 0;
+        }
+    }
+
     fn kick(&self, q: &Queue) {
         self.counters.tx_kicks.fetch_add(1, Relaxed);
         if let Err(e) = q.tx.wakeup() {
@@ -526,73 +711,144 @@ impl XdpPort {
     }
 }
 
-/// Where the UMEM frames are.
+/// Where the uplink's buffers are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accounting {
-    /// In the user-space free list.
-    pub free: usize,
-    /// On the kernel's receive side (fill + rx rings).
-    pub rx: usize,
-    /// On the transmit side (tx + completion rings).
-    pub tx: usize,
-    /// Read from rx, not yet copied out.
+    /// Pool buffers on the kernel's receive side (fill + rx rings).
+    pub rx_lent: usize,
+    /// Pool buffers on the transmit side (tx + completion rings), sent without a copy.
+    pub tx_lent: usize,
+    /// Pool buffers received and not yet handed out (0 between bursts), or transmitted and
+    /// waiting to go back to a worker's pool.
     pub held: usize,
+    /// Pool buffers the port holds beyond those: a bookkeeping fault (always 0).
+    pub lost: usize,
+    /// Transmit chunks (UMEM frames for segments and copies) in all.
+    pub chunks_total: usize,
+    /// Transmit chunks free.
+    pub chunks_free: usize,
+    /// Transmit chunks on the tx + completion rings.
+    pub chunks_in_flight: usize,
 }
 
 impl Accounting {
-    /// Frames accounted for (equals the UMEM size unless a frame leaked).
-    pub fn sum(&self) -> usize {
-        self.free + self.rx + self.tx + self.held
+    /// Whether every buffer is where the counts say: no transmit chunk lost, and the pool
+    /// buffers the port holds all accounted for.
+    pub fn balanced(&self) -> bool {
+        self.lost == 0 && self.chunks_free + self.chunks_in_flight == self.chunks_total
     }
 }
 
 impl Inner {
     fn accounting(&self) -> Accounting {
+        let rx_lent: usize = self.queues.iter().map(|q| q.in_rx).sum();
+        let in_tx: usize = self.queues.iter().map(|q| q.in_tx).sum();
+        let held = self.held.len() + self.released.len();
+        let holding = self.lent.iter().filter(|f| f.is_some()).count() + self.released.len();
         Accounting {
-            free: self.free.len()
-                + self.pending_tx.len()
-                + self.queues.iter().map(|q| q.to_fill.len()).sum::<usize>(),
-            rx: self.queues.iter().map(|q| q.in_rx).sum(),
-            tx: self.queues.iter().map(|q| q.in_tx).sum(),
-            held: self.held.len(),
+            rx_lent,
+            tx_lent: self.tx_lent,
+            held,
+            lost: holding.abs_diff(rx_lent + self.tx_lent + held),
+            chunks_total: self.chunks,
+            chunks_free: self.free.len() + self.pending_tx.len(),
+            chunks_in_flight: in_tx.saturating_sub(self.tx_lent),
         }
     }
 
-    /// Moves completed transmissions back to the free list.
+    /// The pool index of the buffer `addr` (a UMEM address) falls in, if it is a pool buffer.
+    fn pool_index(&self, addr: usize) -> Option<usize> {
+        (addr < self.pool_bytes).then(|| addr / self.layout.stride)
+    }
+
+    /// Moves completed transmissions back: transmit chunks to the free list, pool buffers to
+    /// `released`.
     fn reap(&mut self) {
-        let Inner { queues, free, scratch, .. } = self;
-        for q in queues.iter_mut() {
-            while q.in_tx > 0 {
+        let mut qi = 0;
+        while qi < self.queues.len() {
+            while self.queues[qi].in_tx > 0 {
+                let Inner { queues, scratch, .. } = self;
                 // SAFETY: the completion ring only returns descriptors of this UMEM that we
                 // produced on the tx ring; the kernel is done with them.
-                let n = unsafe { q.comp.consume(scratch) };
+                let n = unsafe { queues[qi].comp.consume(scratch) };
                 if n == 0 {
                     break;
                 }
-                q.in_tx -= n;
-                free.extend_from_slice(&scratch[..n]);
+                self.queues[qi].in_tx -= n;
+                for i in 0..n {
+                    let desc = self.scratch[i];
+                    match self.pool_index(desc.addr()) {
+                        Some(idx) => {
+                            if let Some(f) = self.lent.get_mut(idx).and_then(Option::take) {
+                                self.tx_lent -= 1;
+                                self.released.push(f);
+                            }
+                        }
+                        None => self.free.push(desc),
+                    }
+                }
             }
+            qi += 1;
         }
     }
 
-    /// Gives received frames back to their fill rings (once per burst), waking the driver if
-    /// it stopped for want of fill entries.
-    fn refill(&mut self, counters: &XdpCounters) {
-        for q in self.queues.iter_mut() {
-            if q.to_fill.is_empty() {
-                continue;
-            }
-            // SAFETY: these descriptors came from this UMEM's rx ring and were copied out;
-            // nothing refers to them any more.
-            let n = unsafe { q.fill.produce(&q.to_fill) };
-            if n == q.to_fill.len() {
-                q.in_rx += n;
-                q.to_fill.clear();
+    /// Hands the buffers whose transmission completed back to `pool`.
+    fn give_back(&mut self, pool: &mut LocalPool) {
+        for f in self.released.drain(..) {
+            pool.put(f);
+        }
+    }
+
+    /// Tops every fill ring up with buffers from `pool`, waking the driver if it stopped for
+    /// want of fill entries.
+    fn refill(&mut self, pool: &mut LocalPool, counters: &XdpCounters) {
+        let mut qi = 0;
+        while qi < self.queues.len() {
+            let want = self.fill_target.saturating_sub(self.queues[qi].in_rx);
+            if want >= self.batch.min(self.fill_target) {
+                self.fill_buf.clear();
+                let mut short = false;
+                while self.fill_buf.len() < want {
+                    let Some(f) = pool.get() else {
+                        short = true;
+                        break;
+                    };
+                    let idx = f.index();
+                    match self.pool_desc.get(idx) {
+                        Some(d) => {
+                            self.fill_buf.push(*d);
+                            self.lent[idx] = Some(f);
+                        }
+                        None => pool.put(f),
+                    }
+                }
+                if short {
+                    counters.rx_fill_short.fetch_add(1, Relaxed);
+                }
+                let Inner { queues, fill_buf, .. } = self;
+                let q = &mut queues[qi];
+                // SAFETY: the descriptors are pool buffers of this UMEM, now owned by `lent`
+                // and touched by nothing else until the rx ring returns them. The ring has room
+                // for them: at most `fill_target` (its size) are on the receive side.
+                let n = unsafe { q.fill.produce(fill_buf) };
+                if n == fill_buf.len() {
+                    q.in_rx += n;
+                } else {
+                    for d in fill_buf.iter() {
+                        if let Some(f) =
+                            self.lent.get_mut(d.addr() / self.layout.stride).and_then(Option::take)
+                        {
+                            pool.put(f);
+                        }
+                    }
+                }
+                let q = &mut self.queues[qi];
                 if q.fill.needs_wakeup() {
                     counters.rx_fill_wakeups.fetch_add(1, Relaxed);
                     let _ = q.fill.wakeup(q.rx.fd_mut(), 0);
                 }
             }
+            qi += 1;
         }
     }
 
@@ -620,8 +876,33 @@ impl Inner {
         false
     }
 
-    /// Lets `f` fill `len` bytes of the frame `desc` points at; false if it does not fit or
-    /// `f` failed.
+    /// Takes the pool buffer a received descriptor points into, with its Ethernet frame moved
+    /// to where the datapath expects it (right after the vnet header) and its length set to
+    /// vnet header + frame. None if the descriptor is not one of ours.
+    fn take_received(&mut self, desc: &FrameDesc) -> Option<Frame> {
+        let idx = self.pool_index(desc.addr())?;
+        let mut f = self.lent.get_mut(idx)?.take()?;
+        let len = desc.lengths().data();
+        // Where the frame starts in the buffer: normally right after the vnet header.
+        let at = (desc.addr() - idx * self.layout.stride).checked_sub(self.layout.head);
+        match at {
+            Some(at) if at >= VNET_HDR_LEN && at + len <= self.layout.capacity => {
+                if at != VNET_HDR_LEN {
+                    f.buffer_mut().copy_within(at..at + len, VNET_HDR_LEN);
+                }
+                f.set_len(VNET_HDR_LEN + len);
+                Some(f)
+            }
+            _ => {
+                // Not where a received frame can be: give the buffer back, drop the frame.
+                self.released.push(f);
+                None
+            }
+        }
+    }
+
+    /// Lets `f` fill `len` bytes of the transmit chunk `desc` points at; false if it does not
+    /// fit or `f` failed.
     fn write_with(&mut self, desc: &mut FrameDesc, len: usize, f: impl FnOnce(&mut [u8]) -> bool) -> bool {
         if len > self.room {
             return false;
@@ -652,61 +933,77 @@ impl Inner {
             false
         }
     }
+
+    /// Produces one descriptor on queue 0's tx ring; false when the ring is full.
+    fn produce_one(&mut self, desc: &FrameDesc) -> bool {
+        let Some(q) = self.queues.first_mut() else { return false };
+        // SAFETY: `desc` is a pool buffer of this UMEM whose frame the caller hands over.
+        let n = unsafe { q.tx.produce_one(desc) };
+        q.in_tx += n;
+        n == 1
+    }
 }
 
 impl PortIo for XdpPort {
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError> {
+    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
+        if !Arc::ptr_eq(pool.global(), &self.pool) {
+            return Err(PortError::Io(std::io::Error::other(
+                "the switch does not use the uplink's frame pool",
+            )));
+        }
         let mut g = self.lock();
+        let g = &mut *g;
+        g.give_back(pool);
         loop {
-            let Inner { umem, held, queues, .. } = &mut *g;
-            if let Some((qi, desc)) = held.pop_front() {
-                // SAFETY: `desc` came from this UMEM's rx ring and is not given back yet.
-                let bytes = unsafe { umem.data(&desc) }.contents();
-                let n = VNET_HDR_LEN + bytes.len();
-                let fits = n <= buf.len();
-                let mut len = 0;
-                if fits {
-                    buf[VNET_HDR_LEN..n].copy_from_slice(bytes);
-                    len = n;
+            let Some((_, desc)) = g.held.pop_front() else {
+                g.refill(pool, &self.counters);
+                if !g.pull(&self.counters) {
+                    return Ok(None);
                 }
-                if let Some(q) = queues.get_mut(qi) {
-                    q.to_fill.push(desc);
-                }
-                if !fits {
-                    self.counters.rx_too_big.fetch_add(1, Relaxed);
-                    continue;
-                }
-                let (hdr, frame) = buf.split_at_mut(VNET_HDR_LEN);
-                let vnet = match Merge::start(&frame[..n - VNET_HDR_LEN]) {
-                    Some(mut m) => {
-                        // Coalesce the following segments of the flow already in this burst.
-                        while let Some(&(qn, next)) = held.front() {
-                            // SAFETY: as above, a received frame not given back yet.
-                            let next_bytes = unsafe { umem.data(&next) }.contents();
-                            if !m.append(frame, next_bytes) {
-                                break;
-                            }
-                            held.pop_front();
-                            if let Some(q) = queues.get_mut(qn) {
-                                q.to_fill.push(next);
-                            }
+                continue;
+            };
+            let Some(mut frame) = g.take_received(&desc) else {
+                self.counters.rx_bad_desc.fetch_add(1, Relaxed);
+                g.give_back(pool);
+                continue;
+            };
+            // Coalesce the following segments of the flow already in this burst into the
+            // first one's buffer (which has room for a super-frame); theirs go back.
+            let eth_len = frame.ethernet().len();
+            let vnet = match Merge::start(frame.ethernet()) {
+                Some(mut m) => {
+                    let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
+                    while let Some(&(_, next)) = g.held.front() {
+                        let Some(idx) = g.pool_index(next.addr()) else { break };
+                        let Some(Some(nf)) = g.lent.get(idx) else { break };
+                        let off = next.addr() - idx * g.layout.stride - g.layout.head;
+                        let Some(next_bytes) = nf.buffer().get(off..off + next.lengths().data()) else {
+                            break;
+                        };
+                        if !m.append(buf, next_bytes) {
+                            break;
                         }
-                        if m.count() > 1 {
-                            self.counters.rx_gro_frames.fetch_add(1, Relaxed);
-                            self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
+                        g.held.pop_front();
+                        if let Some(nf) = g.lent[idx].take() {
+                            pool.put(nf);
                         }
-                        len = VNET_HDR_LEN + m.frame_len();
-                        m.finish(frame)
                     }
-                    None => VnetHdr::default(),
-                };
-                vnet.emit(hdr);
-                return Ok(Some(len));
-            }
-            g.refill(&self.counters);
-            if !g.pull(&self.counters) {
-                return Ok(None);
-            }
+                    if m.count() > 1 {
+                        self.counters.rx_gro_frames.fetch_add(1, Relaxed);
+                        self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
+                    }
+                    let vnet = m.finish(buf, g.pod_mtu);
+                    frame.set_len(VNET_HDR_LEN + m.frame_len());
+                    vnet
+                }
+                None => {
+                    frame.set_len(VNET_HDR_LEN + eth_len);
+                    VnetHdr::default()
+                }
+            };
+            vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
+            self.counters.rx_zero_copy.fetch_add(1, Relaxed);
+            return Ok(Some(frame));
         }
     }
 
@@ -714,33 +1011,23 @@ impl PortIo for XdpPort {
         let mut g = self.lock();
         let g = &mut *g;
         g.reap();
-        if let Err(e) = self.stage_tx(g, frame) {
-            let pending = std::mem::take(&mut g.pending_tx);
-            g.free.extend(pending);
-            return Err(e);
-        }
-        if !g.produce_tx() {
-            // The ring is full: let the kernel drain it, reap, and try once more.
-            if let Some(q) = g.queues.first() {
-                self.kick(q);
+        self.send_copy(g, frame)
+    }
+
+    fn send_frame(&self, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
+        let mut g = self.lock();
+        let g = &mut *g;
+        g.reap();
+        let res = match self.send_in_place(g, frame) {
+            Ok(res) => res,
+            Err(frame) => {
+                let res = self.send_copy(g, frame.bytes());
+                pool.put(frame);
+                res
             }
-            g.unkicked = 0;
-            g.reap();
-            if self.stage_tx(g, frame).is_err() || !g.produce_tx() {
-                let pending = std::mem::take(&mut g.pending_tx);
-                g.free.extend(pending);
-                self.counters.tx_full.fetch_add(1, Relaxed);
-                return Err(PortError::Full);
-            }
-        }
-        g.unkicked += 1;
-        if g.unkicked >= KICK_BATCH {
-            if let Some(q) = g.queues.first() {
-                self.kick(q);
-            }
-            g.unkicked = 0;
-        }
-        Ok(())
+        };
+        g.give_back(pool);
+        res
     }
 
     fn flush(&self) {
@@ -760,7 +1047,6 @@ impl PortIo for XdpPort {
             if q.tx.wakeup().is_err() {
                 break;
             }
-            g.unkicked = 0;
         }
         g.unkicked = 0;
         g.reap();
@@ -778,8 +1064,17 @@ impl PortIo for XdpPort {
 impl Drop for XdpPort {
     fn drop(&mut self) {
         // Close the sockets first; libxdp removes the program it loaded with the last one.
+        // Only then is the kernel done with the buffers lent to it, which go back to the pool.
         let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
         inner.queues.clear();
+        let mut local = LocalPool::new(self.pool.clone(), 64);
+        for f in inner.lent.iter_mut().filter_map(Option::take) {
+            local.put(f);
+        }
+        inner.give_back(&mut local);
+        inner.held.clear();
+        inner.tx_lent = 0;
+        drop(local);
         if self.ifindex != 0 {
             if let Some(id) = attached_prog(self.ifindex) {
                 tracing::info!(uplink = self.ifname, prog_id = id, "detaching the XDP program libxdp left");
@@ -874,15 +1169,15 @@ pub fn check_config(cfg: &XdpConfig) -> Result<(), XdpError> {
     if cfg.queues.is_empty() {
         return Err(XdpError::Config("no queue to bind".into()));
     }
-    // Half the UMEM is shared out to the fill rings (up to a fill ring each), the rest is for
-    // transmit; below 64 frames per queue a burst would starve.
-    if (cfg.umem_frames as usize) / (2 * cfg.queues.len()) < 64 {
+    // Transmit chunks: a 64 KiB super-frame takes up to 45 of them until its segments are sent.
+    if cfg.umem_frames < 128 {
         return Err(XdpError::Config(format!(
-            "{} UMEM frames are too few for {} queue(s): at least {} are needed",
-            cfg.umem_frames,
-            cfg.queues.len(),
-            128 * cfg.queues.len()
+            "{} UMEM frames for transmit copies are too few: at least 128 are needed",
+            cfg.umem_frames
         )));
+    }
+    if cfg.fill_size < 64 {
+        return Err(XdpError::Config(format!("a fill ring of {} is too small: at least 64", cfg.fill_size)));
     }
     Ok(())
 }
@@ -945,7 +1240,9 @@ mod tests {
         assert!(e.contains("MTU 9000") && e.contains("at most 3822"), "{e}");
         let bad = XdpConfig { ring_size: 1000, ..ok.clone() };
         assert!(check_sizes(&bad, 1500).is_err());
-        let bad = XdpConfig { umem_frames: 128, queues: vec![0, 1], ..ok.clone() };
+        let bad = XdpConfig { umem_frames: 64, ..ok.clone() };
+        assert!(check_sizes(&bad, 1500).is_err());
+        let bad = XdpConfig { fill_size: 32, ..ok.clone() };
         assert!(check_sizes(&bad, 1500).is_err());
         let bad = XdpConfig { queues: vec![], ..ok };
         assert!(check_sizes(&bad, 1500).is_err());

@@ -179,13 +179,17 @@ impl Merge {
         true
     }
 
-    /// Fixes the headers of the merged frame in `out` and returns its vnet header. A merge of
-    /// one segment leaves the frame untouched and returns a plain header.
-    pub fn finish(&self, out: &mut [u8]) -> VnetHdr {
-        if self.count < 2 {
+    /// Fixes the headers of the merged frame in `out` and returns its vnet header, whose
+    /// `gso_size` is the first segment's payload, at most what an IP packet of `mtu` bytes (the
+    /// pods' MTU) carries: segments packed beyond the pods' MSS on a larger-MTU uplink are cut
+    /// to it again if the pod forwards them. One segment that fits the MTU is left untouched
+    /// with a plain header.
+    pub fn finish(&self, out: &mut [u8], mtu: usize) -> VnetHdr {
+        let f = self.first;
+        let mss = f.payload.min(mtu.saturating_sub(f.hdr_len - ETH_LEN)).max(1);
+        if self.count < 2 && f.payload <= mss {
             return VnetHdr::default();
         }
-        let f = self.first;
         let Some(out) = out.get_mut(..self.len) else { return VnetHdr::default() };
         let ip = ETH_LEN;
         let l4_len = self.len - f.l4_off;
@@ -206,7 +210,7 @@ impl Merge {
             flags: F_NEEDS_CSUM,
             gso_type: if f.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             hdr_len: f.hdr_len as u16,
-            gso_size: f.payload as u16,
+            gso_size: mss as u16,
             csum_start: f.l4_off as u16,
             csum_offset: 16,
         }
@@ -278,7 +282,7 @@ mod tests {
             assert!(m.append(&mut out, s), "segment not merged");
         }
         assert_eq!(m.count(), segs.len());
-        let h = m.finish(&mut out);
+        let h = m.finish(&mut out, 1500);
         out.truncate(m.frame_len());
         if segs.len() > 1 {
             assert_eq!(h.gso_size, mss);
@@ -295,6 +299,46 @@ mod tests {
         round_trip(true, 6000, 1428, false);
         round_trip(false, 1448 * 3, 1448, false);
         round_trip(false, 100, 1448, false);
+    }
+
+    #[test]
+    fn segments_larger_than_the_pods_mss_get_it_back() {
+        // Two 2896-byte wire segments (two 1448-byte pieces each) from a 3500-MTU uplink.
+        let data: Vec<u8> = (0..2896 * 2).map(|i| (i * 5) as u8).collect();
+        let orig = super_frame(false, &data, false);
+        let hdr = VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_TCPV4, gso_size: 1448, ..Default::default() };
+        let plan = SegmentPlan::new(&hdr, &orig, 3500).unwrap().pack_to_mtu(3500);
+        let segs: Vec<Vec<u8>> = (0..plan.count())
+            .map(|i| {
+                let mut b = vec![0u8; 4000];
+                let n = plan.write(&orig, i, &mut b).unwrap();
+                b.truncate(n);
+                b
+            })
+            .collect();
+        assert_eq!(segs.len(), 2);
+        let mut out = vec![0u8; 70000];
+        out[..segs[0].len()].copy_from_slice(&segs[0]);
+        let mut m = Merge::start(&segs[0]).unwrap();
+        assert!(m.append(&mut out, &segs[1]));
+        let h = m.finish(&mut out, 1500);
+        // 1500 minus 40 bytes of IPv4 + TCP headers (this frame has no TCP options).
+        assert_eq!((h.gso_type, h.gso_size), (GSO_TCPV4, 1460), "the pods' MSS, not the wire's");
+        out.truncate(m.frame_len());
+        complete_csum(&mut out, h.csum_start, h.csum_offset).unwrap();
+        assert_eq!(out, orig);
+        // A lone oversized segment is marked GSO too, so a forwarding pod can cut it.
+        let mut one = vec![0u8; 4000];
+        one[..segs[0].len()].copy_from_slice(&segs[0]);
+        let m = Merge::start(&segs[0]).unwrap();
+        let h = m.finish(&mut one, 1500);
+        assert_eq!((h.gso_size, h.flags), (1460, F_NEEDS_CSUM));
+        one.truncate(m.frame_len());
+        complete_csum(&mut one, h.csum_start, h.csum_offset).unwrap();
+        assert_eq!(one, segs[0]);
+        // At the wire's own MTU a lone segment stays as it is.
+        let m = Merge::start(&segs[0]).unwrap();
+        assert_eq!(m.finish(&mut segs[0].clone(), 3500), VnetHdr::default());
     }
 
     #[test]
@@ -343,7 +387,7 @@ mod tests {
                 let mut out = vec![0u8; 400];
                 out[..a.len()].copy_from_slice(&a);
                 let _ = m.append(&mut out, &b);
-                let _ = m.finish(&mut out);
+                let _ = m.finish(&mut out, 1500);
             }
         }
     }

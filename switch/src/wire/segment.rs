@@ -114,6 +114,24 @@ impl SegmentPlan {
         Ok(SegmentPlan { ipv6, l4, l4_off, hdr_len, mss, payload })
     }
 
+    /// Packs as many of the sender's TCP segments into each wire segment as the egress MTU
+    /// (IP packet size) allows: on an uplink whose MTU is larger than the pods', a super-frame
+    /// then becomes fewer, larger segments, each a whole number of the sender's MSS, so the
+    /// receiving node's GRO can restore the pods' MSS. UDP keeps its datagram boundaries.
+    pub fn pack_to_mtu(mut self, mtu: usize) -> SegmentPlan {
+        if self.l4 == L4::Tcp {
+            let room = mtu.saturating_sub(self.hdr_len - ETH_LEN);
+            let per = (room / self.mss).max(1);
+            self.mss = self.mss.saturating_mul(per);
+        }
+        self
+    }
+
+    /// Payload bytes per segment.
+    pub fn mss(&self) -> usize {
+        self.mss
+    }
+
     /// How many segments the frame becomes (at least one, even without payload).
     pub fn count(&self) -> usize {
         self.payload.div_ceil(self.mss).max(1)
@@ -422,6 +440,30 @@ mod tests {
             assert_eq!(flags & (TCP_FIN | TCP_PSH) != 0, last, "PSH/FIN only on the last");
             assert_eq!(flags & 0x10, 0x10, "ACK on all");
         }
+    }
+
+    #[test]
+    fn segments_pack_to_a_larger_mtu() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 3) as u8).collect();
+        let frame = tcp_frame(false, &data, false, true);
+        let plan = SegmentPlan::new(&gso(GSO_TCPV4, 1448), &frame, 3500).unwrap().pack_to_mtu(3500);
+        // 40 bytes of IPv4 + TCP headers: two 1448-byte pieces fit 3500, three do not.
+        assert_eq!(plan.mss(), 2896);
+        assert_eq!(plan.count(), 7);
+        let mut out = Vec::new();
+        for i in 0..plan.count() {
+            let mut b = vec![0u8; 4000];
+            let n = plan.write(&frame, i, &mut b).unwrap();
+            assert!(n - ETH_LEN <= 3500);
+            out.extend_from_slice(&b[54..n]);
+        }
+        assert_eq!(out, data);
+        // The pods' MTU on the wire: unchanged.
+        let plan = SegmentPlan::new(&gso(GSO_TCPV4, 1448), &frame, 1500).unwrap().pack_to_mtu(1500);
+        assert_eq!(plan.mss(), 1448);
+        // UDP datagrams are never packed together.
+        let plan = SegmentPlan::new(&gso(GSO_UDP_L4, 1400), &udp_frame(false, &data), 9000).unwrap();
+        assert_eq!(plan.pack_to_mtu(9000).mss(), 1400);
     }
 
     #[test]

@@ -63,10 +63,23 @@ impl Fabric {
 
     /// Like [`Fabric::node`], with `queues` queues on the uplink veth, all bound.
     pub fn node_queues(&self, tag: &str, subnet: u8, mode: &str, queues: u32, extra: &[&str]) -> Node {
+        self.node_with(tag, subnet, mode, queues, 1500, extra)
+    }
+
+    /// Like [`Fabric::node_queues`], with an uplink MTU of `mtu` (the pods keep 1500).
+    pub fn node_with(
+        &self,
+        tag: &str,
+        subnet: u8,
+        mode: &str,
+        queues: u32,
+        mtu: u32,
+        extra: &[&str],
+    ) -> Node {
         let list = (0..queues).map(|q| q.to_string()).collect::<Vec<_>>().join(",");
         let mut args = vec!["--uplink", UPLINK, "--xdp-mode", mode, "--uplink-queues", &list];
         args.extend_from_slice(extra);
-        Node::start_prepared(tag, subnet, &args, |ns| self.plug_queues(ns, 1500, queues))
+        Node::start_prepared(tag, subnet, &args, |ns| self.plug_queues(ns, mtu, queues))
     }
 }
 
@@ -91,25 +104,30 @@ pub fn counter(node: &Node, name: &str) -> u64 {
     node.stats().switch.get(name).copied().unwrap_or(0)
 }
 
-/// Asserts that every UMEM frame of `node`'s uplink is accounted for (free, on the kernel's
-/// receive side, in flight on transmit, or held), and that none is left in flight once the
-/// traffic is over.
+/// Asserts that every buffer of `node`'s uplink is accounted for: the transmit chunks are free
+/// or in flight, the pool buffers it holds are on the kernel's receive side, in flight or held,
+/// none is left in flight once the traffic is over, and the pool buffers it sent without a
+/// copy went back.
 pub fn assert_umem_balanced(node: &Node) {
     let s = node.wait_stats("uplink transmissions complete", |s| {
-        s.switch.get("uplink_umem_tx_in_flight") == Some(&0) && s.switch.get("uplink_umem_held") == Some(&0)
+        s.switch.get("uplink_chunks_in_flight") == Some(&0) && s.switch.get("uplink_pool_tx_lent") == Some(&0)
     });
     let get = |k: &str| *s.switch.get(k).unwrap_or_else(|| panic!("no {k} in {:?}", s.switch));
-    let total = get("uplink_umem_total");
+    let total = get("uplink_chunks_total");
     assert!(total > 0);
-    assert_eq!(
-        get("uplink_umem_free")
-            + get("uplink_umem_rx_kernel")
-            + get("uplink_umem_tx_in_flight")
-            + get("uplink_umem_held"),
-        total,
-        "UMEM frames lost: {:?}",
-        s.switch
-    );
+    assert_eq!(get("uplink_chunks_free"), total, "transmit chunks lost: {:?}", s.switch);
+    assert_eq!(get("uplink_pool_lost"), 0, "pool buffers lost by the uplink: {:?}", s.switch);
+    assert!(get("uplink_pool_rx_lent") > 0, "the fill ring holds no buffer: {:?}", s.switch);
+}
+
+/// Asserts that a stopped daemon got every frame-pool buffer back (its log says so).
+pub fn assert_pool_returned(node: &Node) {
+    let log = node.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("frame pool at shutdown"))
+        .unwrap_or_else(|| panic!("no frame pool report in the log:\n{log}"));
+    assert!(line.contains("outstanding=0"), "frame-pool buffers not returned: {line}");
 }
 
 /// Whether an XDP program is attached to `up0` in `ns`.
