@@ -413,9 +413,12 @@ pub struct UplinkStatus {
     pub mode: String,
     /// Receive queues bound.
     pub queues: Vec<u32>,
+    /// The worker serving each queue (same order as `queues`).
+    #[serde(default)]
+    pub queue_workers: Vec<usize>,
     /// MTU of the interface.
     pub mtu: u32,
-    /// UMEM frames in all.
+    /// UMEM frames in all (the frame pool's included).
     pub umem_frames: usize,
     /// Port number.
     pub port: u16,

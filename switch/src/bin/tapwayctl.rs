@@ -416,8 +416,8 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
             );
             if let Some(u) = &s.uplink {
                 println!(
-                    "uplink {} (port {})  AF_XDP {}  queues {:?}  MTU {}  UMEM {} frames",
-                    u.ifname, u.port, u.mode, u.queues, u.mtu, u.umem_frames
+                    "uplink {} (port {})  AF_XDP {}  queues {:?} on workers {:?}  MTU {}  UMEM {} frames",
+                    u.ifname, u.port, u.mode, u.queues, u.queue_workers, u.mtu, u.umem_frames
                 );
             }
             for w in &s.workers {

@@ -45,7 +45,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     // The uplink is bound first: the switch's frame pool lives in its UMEM.
     let uplink = match &cfg.uplink {
         Some(up) => Some(
-            OpenUplink::open(up, cfg.mtu, cfg.switch.pool_frames)
+            OpenUplink::open(up, cfg.mtu, cfg.switch.pool_frames, cfg.switch.cores.len().max(1))
                 .map_err(|e| format!("uplink {}: {e}", up.ifname))?,
         ),
         None => None,

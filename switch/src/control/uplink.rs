@@ -59,8 +59,14 @@ pub struct OpenUplink {
 
 impl OpenUplink {
     /// Checks the interface and the MTUs, brings the link up and binds AF_XDP on it, with a
-    /// frame pool of `pool_frames` buffers (plus the fill rings' share) in its UMEM.
-    pub fn open(cfg: &XdpConfig, pod_mtu: u32, pool_frames: usize) -> Result<OpenUplink, UplinkError> {
+    /// frame pool of `pool_frames` buffers (plus the fill rings' share) in its UMEM and its
+    /// queues spread over `workers` workers.
+    pub fn open(
+        cfg: &XdpConfig,
+        pod_mtu: u32,
+        pool_frames: usize,
+        workers: usize,
+    ) -> Result<OpenUplink, UplinkError> {
         let mut nl = Netlink::new()?;
         let link = nl.link_by_name(&cfg.ifname)?.ok_or_else(|| UplinkError::NotFound(cfg.ifname.clone()))?;
         if pod_mtu > link.mtu {
@@ -69,7 +75,7 @@ impl OpenUplink {
         if !link.up {
             nl.set_link(link.index, &LinkChanges { up: Some(true), ..Default::default() })?;
         }
-        let (port, pool) = XdpPort::open(cfg, link.mtu, pool_frames)?;
+        let (port, pool) = XdpPort::open(cfg, link.mtu, pool_frames, workers)?;
         Ok(OpenUplink { port: Arc::new(port), pool, link, ifname: cfg.ifname.clone() })
     }
 
@@ -91,7 +97,7 @@ impl Control {
             return Err(UplinkError::Pool);
         }
         let OpenUplink { port, link, ifname, .. } = up;
-        let worker = self.switch.least_loaded_worker();
+        let worker = port.owner();
         let max = self.switch.config.max_ports;
         let id = self.switch.update(|t| {
             let Some(id) = t.free_id(max) else { return (t.clone(), None) };
@@ -147,7 +153,7 @@ impl Control {
     pub(super) fn uplink_stats(&self) -> Vec<(String, u64)> {
         let slot = self.uplink.lock().unwrap_or_else(|p| p.into_inner());
         match &*slot {
-            Some((_, p)) => p.stats().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            Some((_, p)) => p.stats(),
             None => Vec::new(),
         }
     }
@@ -161,6 +167,7 @@ impl Control {
             ifname: i.ifname,
             mode: i.mode.name().to_string(),
             queues: i.queues,
+            queue_workers: i.queue_workers,
             mtu: i.mtu,
             umem_frames: i.umem_frames,
             port: *id,

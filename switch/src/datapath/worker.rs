@@ -162,8 +162,8 @@ impl Worker {
         self.generation = self.sw.generation();
         let next = self.sw.ports();
         let mut wanted: HashMap<u16, Option<RawFd>> = HashMap::new();
-        for p in next.iter().filter(|p| p.worker == self.id) {
-            wanted.insert(p.id, p.io.readiness_fd());
+        for p in next.iter().filter(|p| p.worker == self.id || p.io.serves(self.id)) {
+            wanted.insert(p.id, p.io.readiness_fd(self.id));
         }
         // Deregister while the old table still holds the old fds open.
         let stale: Vec<(u16, RawFd)> = self
@@ -226,7 +226,7 @@ impl Worker {
         let batch = self.sw.config.batch.max(1);
         let mut more = true;
         while self.rx.len() < batch {
-            match entry.io.recv_frame(&mut self.local) {
+            match entry.io.recv_frame(self.id, &mut self.local) {
                 Ok(Some(frame)) => self.rx.push(frame),
                 Ok(None) => {
                     more = false;
@@ -281,7 +281,7 @@ impl Worker {
         match disp {
             Disposition::Drop(_) => self.local.put(frame),
             Disposition::Unicast(p) => match self.table.get(p).cloned() {
-                Some(egress) if egress.worker == self.id => self.tx_owned(&egress, frame),
+                Some(egress) if self.transmits(&egress) => self.tx_owned(&egress, frame),
                 Some(egress) => self.handoff(&egress, frame),
                 None => {
                     ingress.counters.drop_frame(DropReason::PortGone);
@@ -291,7 +291,7 @@ impl Worker {
             Disposition::Flood => {
                 let table = self.table.clone();
                 for egress in table.iter().filter(|p| p.id != ingress.id) {
-                    if egress.worker == self.id {
+                    if self.transmits(egress) {
                         self.tx(egress, &frame);
                     } else if let Some(mut copy) = self.local.get() {
                         copy.copy_from(&frame);
@@ -303,6 +303,11 @@ impl Worker {
                 self.local.put(frame);
             }
         }
+    }
+
+    /// Whether this worker transmits on `egress` itself (rather than handing frames over).
+    fn transmits(&self, egress: &PortEntry) -> bool {
+        egress.worker == self.id || egress.io.serves(self.id)
     }
 
     fn handoff(&mut self, egress: &PortEntry, frame: Frame) {
@@ -323,7 +328,7 @@ impl Worker {
     fn flush(&mut self) {
         for id in self.dirty.drain(..) {
             if let Some(p) = self.table.get(id) {
-                p.io.flush();
+                p.io.flush(self.id);
             }
         }
     }
@@ -333,7 +338,7 @@ impl Worker {
         if !self.admit(egress, frame) {
             return;
         }
-        let res = egress.io.send(frame.bytes());
+        let res = egress.io.send(self.id, frame.bytes());
         count_tx(egress, frame.ethernet().len(), res);
     }
 
@@ -344,7 +349,7 @@ impl Worker {
             return;
         }
         let len = frame.ethernet().len();
-        let res = egress.io.send_frame(frame, &mut self.local);
+        let res = egress.io.send_frame(self.id, frame, &mut self.local);
         count_tx(egress, len, res);
     }
 

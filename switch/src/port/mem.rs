@@ -35,7 +35,7 @@ impl MemPort {
 }
 
 impl PortIo for MemPort {
-    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
+    fn recv_frame(&self, _worker: usize, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
         if self.rx.is_empty() {
             return Ok(None);
         }
@@ -47,7 +47,7 @@ impl PortIo for MemPort {
         })
     }
 
-    fn send(&self, frame: &[u8]) -> Result<(), PortError> {
+    fn send(&self, _worker: usize, frame: &[u8]) -> Result<(), PortError> {
         match self.tx.lock() {
             Ok(mut g) => g.push(frame.to_vec()),
             Err(p) => p.into_inner().push(frame.to_vec()),
@@ -55,7 +55,7 @@ impl PortIo for MemPort {
         Ok(())
     }
 
-    fn readiness_fd(&self) -> Option<std::os::fd::RawFd> {
+    fn readiness_fd(&self, _worker: usize) -> Option<std::os::fd::RawFd> {
         None
     }
 }

@@ -32,34 +32,45 @@ pub enum PortError {
 }
 
 /// Frame I/O of one port. Implementations are non-blocking.
+///
+/// `worker` is the calling worker. A port is served by the worker that owns it, except a port
+/// whose queues are spread over several workers (the AF_XDP uplink): each worker it
+/// [`serves`](PortIo::serves) receives from and transmits on its own queues, given by `worker`.
+/// Other ports ignore it.
 pub trait PortIo: Send + Sync {
     /// Receives one frame (vnet header + Ethernet frame) into a buffer of `pool`. `Ok(None)`
     /// when nothing is waiting. A port that reads into the switch's buffers uses
     /// [`read_into_pool`]; the uplink hands out the buffer the kernel received into.
-    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError>;
+    fn recv_frame(&self, worker: usize, pool: &mut LocalPool) -> Result<Option<Frame>, PortError>;
 
     /// Writes one frame (vnet header + Ethernet frame); the caller keeps the buffer.
-    fn send(&self, frame: &[u8]) -> Result<(), PortError>;
+    fn send(&self, worker: usize, frame: &[u8]) -> Result<(), PortError>;
 
     /// Transmits `frame` and gives its buffer back to `pool`, now or, for a port that
     /// transmits straight from the buffer (the uplink when the pool is its UMEM), once the
     /// kernel is done with it.
-    fn send_frame(&self, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
-        let res = self.send(frame.bytes());
+    fn send_frame(&self, worker: usize, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
+        let res = self.send(worker, frame.bytes());
         pool.put(frame);
         res
     }
 
-    /// A file descriptor that becomes readable when frames are waiting, for the worker's
+    /// A file descriptor that becomes readable when frames are waiting for `worker`, for its
     /// epoll set. `None` means the worker polls the port on every iteration.
-    fn readiness_fd(&self) -> Option<RawFd>;
+    fn readiness_fd(&self, worker: usize) -> Option<RawFd>;
 
-    /// Called by the owning worker after a burst of `send`s, so a port that batches
-    /// transmissions (the AF_XDP uplink kicks its tx ring) can push them out. No-op by default.
-    fn flush(&self) {}
+    /// Whether `worker` receives from and transmits on this port itself although it does not
+    /// own it (it serves some of the port's queues). False by default.
+    fn serves(&self, _worker: usize) -> bool {
+        false
+    }
+
+    /// Called by a worker after a burst of `send`s, so a port that batches transmissions (the
+    /// AF_XDP uplink kicks its tx ring) can push them out. No-op by default.
+    fn flush(&self, _worker: usize) {}
 
     /// Port-specific counters by name, added to `tapwayctl stats`. None by default.
-    fn stats(&self) -> Vec<(&'static str, u64)> {
+    fn stats(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
 }

@@ -187,7 +187,7 @@ fn classify(e: std::io::Error) -> PortError {
 }
 
 impl PortIo for TapPort {
-    fn recv_frame(&self, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
+    fn recv_frame(&self, _worker: usize, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
         read_into_pool(pool, |buf| match (&self.file).read(buf) {
             Ok(n) => Ok(Some(n)),
             Err(e) => match classify(e) {
@@ -197,7 +197,7 @@ impl PortIo for TapPort {
         })
     }
 
-    fn send(&self, frame: &[u8]) -> Result<(), PortError> {
+    fn send(&self, _worker: usize, frame: &[u8]) -> Result<(), PortError> {
         match (&self.file).write(frame) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
@@ -207,7 +207,7 @@ impl PortIo for TapPort {
         }
     }
 
-    fn readiness_fd(&self) -> Option<RawFd> {
+    fn readiness_fd(&self, _worker: usize) -> Option<RawFd> {
         Some(self.fd())
     }
 }

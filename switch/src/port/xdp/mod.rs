@@ -1,0 +1,878 @@
+//! The AF_XDP uplink: the port through which frames for pods on other nodes leave the node and
+//! theirs come in, without the kernel's stack (xsk-rs over libxdp).
+//!
+//! One AF_XDP socket per NIC queue in use ([`queue`]), all on one UMEM. libxdp loads its default
+//! XDP program, which redirects every frame of those queues to the sockets. Sockets are bound
+//! with `XDP_USE_NEED_WAKEUP`, so the kernel is only kicked (`sendto`, `poll`) when it asks to be.
+//!
+//! **The UMEM is the switch's frame pool.** [`XdpPort::open`] lays the
+//! [`FramePool`](crate::pool::FramePool) out in the UMEM (each buffer spans whole UMEM frames
+//! and puts its Ethernet frame where the kernel puts a received one), followed by a few
+//! transmit chunks. So:
+//! - the fill rings are kept topped up with pool buffers, and a received frame is handed to the
+//!   datapath in the buffer the kernel wrote it into (GRO appends the following segments of a
+//!   flow to it and gives theirs back);
+//! - a frame read from a TAP into a pool buffer is put on the tx ring as it is (its checksum
+//!   completed in place if partial), and the buffer goes back to the pool when the completion
+//!   ring returns it;
+//! - only TCP/UDP super-frames are copied: segmenting them writes each segment into a transmit
+//!   chunk. Flooded frames (one buffer, several ports) are copied too.
+//!
+//! **Queues and workers.** Queue `i` is served by worker `i % workers`: that worker polls its
+//! rx ring and transmits on it, so with as many queues as workers every worker receives from
+//! and sends to the NIC itself, without a hand-off. A worker with several queues polls them
+//! in turn and transmits on its first; a worker with none hands its frames to the owner of
+//! queue 0, like any port owned by another worker. Each queue's state sits behind its own
+//! mutex, taken only by its worker (and by `stats`).
+//!
+//! **Modes** ([`XdpMode`]): zero-copy (the driver DMAs into the UMEM), native copy (the driver
+//! runs the XDP program, the kernel copies into the UMEM), generic (the program runs after the
+//! skb is built; works on any device). `auto` tries them in that order and the mode obtained is
+//! reported. Binding is retried for ~2 s on `EBUSY` ([`setup`]).
+//!
+//! **TCP on a larger-MTU fabric**: super-frames are cut into segments as large as the uplink's
+//! MTU allows, in whole multiples of the sender's MSS, and the receiving node hands them to its
+//! pods with a GSO size that fits the pods' MTU ([`SegmentPlan::pack_to_mtu`],
+//! [`Merge::finish`]).
+
+mod queue;
+mod setup;
+
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
+};
+use xsk_rs::{FrameDesc, Umem};
+
+pub use queue::Accounting;
+use queue::{Queue, Shared};
+pub use setup::check_config;
+use setup::{
+    attached_prog, bind_err, bind_retry, check_sizes, detach_all, epoll_over, if_index, is_veth,
+    rx_queue_count,
+};
+
+use super::{PortError, PortIo};
+use crate::pool::{BufferLayout, Frame, FramePool, LocalPool, FRAME_CAPACITY};
+use crate::wire::gro::Merge;
+use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
+use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
+use crate::wire::VNET_HDR_LEN;
+
+/// Bytes of Ethernet header (with one VLAN tag) allowed on top of the MTU.
+const L2_OVERHEAD: usize = 18;
+/// How many descriptors one `sendto` kick makes the kernel transmit in copy mode
+/// (`TX_BATCH_SIZE` in net/xdp/xsk.c).
+const KICK_BATCH: usize = 32;
+/// Largest MTU for native XDP on a veth: one page minus XDP headroom, `skb_shared_info` and
+/// the Ethernet header (the kernel checks the peer's MTU: "Peer MTU is too large to set XDP").
+pub const VETH_NATIVE_MAX_MTU: u32 = 3506;
+
+/// How the AF_XDP sockets attach to the NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpMode {
+    /// Zero-copy, else native copy, else generic.
+    #[default]
+    Auto,
+    /// Zero-copy: the driver receives into and transmits from the UMEM.
+    ZeroCopy,
+    /// Native (driver) XDP, copy mode.
+    Native,
+    /// Generic (SKB) XDP: any device, slowest.
+    Generic,
+}
+
+impl XdpMode {
+    /// `auto`, `zero-copy`, `native` or `generic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::ZeroCopy => "zero-copy",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+
+    fn flags(self) -> (XdpFlags, BindFlags) {
+        match self {
+            XdpMode::ZeroCopy => (XdpFlags::XDP_FLAGS_DRV_MODE, BindFlags::XDP_ZEROCOPY),
+            XdpMode::Native => (XdpFlags::XDP_FLAGS_DRV_MODE, BindFlags::XDP_COPY),
+            XdpMode::Generic | XdpMode::Auto => (XdpFlags::XDP_FLAGS_SKB_MODE, BindFlags::XDP_COPY),
+        }
+    }
+}
+
+/// Settings of the uplink.
+#[derive(Debug, Clone)]
+pub struct XdpConfig {
+    /// The NIC (dedicated to the pod network).
+    pub ifname: String,
+    /// Requested mode.
+    pub mode: XdpMode,
+    /// NIC queues to bind a socket to; queue `i` of this list is served by worker
+    /// `i % workers`.
+    pub queues: Vec<u32>,
+    /// UMEM frames (of `frame_size` bytes) for transmit copies: the segments of super-frames
+    /// and flooded frames (power of two). The frame pool's buffers come on top.
+    pub umem_frames: u32,
+    /// Bytes per UMEM frame (power of two, 2048 or 4096).
+    pub frame_size: u32,
+    /// Size of each socket's rx and tx rings (power of two).
+    pub ring_size: u32,
+    /// Size of each socket's fill ring (power of two), kept full with pool buffers: the frame
+    /// pool grows by this many buffers per queue.
+    pub fill_size: u32,
+    /// The pods' MTU (`--mtu`). TCP super-frames are cut into segments as large as the
+    /// uplink's MTU allows, in whole multiples of the sender's MSS; received ones are handed to
+    /// pods with a GSO size that fits this MTU.
+    pub pod_mtu: u32,
+    /// Frames taken from the rx ring at once (at least 64, the worker's `--batch` if larger):
+    /// GRO coalesces within such a burst, so a longer one makes longer super-frames.
+    pub batch: usize,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        XdpConfig {
+            ifname: String::new(),
+            mode: XdpMode::Auto,
+            queues: vec![0],
+            umem_frames: 4096,
+            frame_size: 4096,
+            ring_size: 2048,
+            fill_size: 1024,
+            pod_mtu: 1500,
+            batch: 64,
+        }
+    }
+}
+
+/// Why the uplink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// A size is not usable.
+    #[error("uplink configuration: {0}")]
+    Config(String),
+    /// The UMEM could not be created (memory, locked-memory limit).
+    #[error("creating the UMEM: {0}")]
+    Umem(String),
+    /// No socket could be bound in the requested mode.
+    #[error("binding AF_XDP on {ifname} queue {queue} in {mode} mode: {reason}")]
+    Bind {
+        /// Interface.
+        ifname: String,
+        /// Queue.
+        queue: u32,
+        /// Mode tried.
+        mode: &'static str,
+        /// What the kernel said, with a hint.
+        reason: String,
+    },
+    /// epoll setup for several queues failed.
+    #[error("epoll for the uplink queues: {0}")]
+    Epoll(std::io::Error),
+}
+
+/// Counters of the uplink, beyond the port's own rx/tx counters.
+#[derive(Debug, Default)]
+pub struct XdpCounters {
+    /// Super-frames cut into segments.
+    pub tx_gso_frames: AtomicU64,
+    /// Segments produced by the cutting.
+    pub tx_segments: AtomicU64,
+    /// Frames whose partial checksum was completed.
+    pub tx_csum_completed: AtomicU64,
+    /// Frames dropped because they exceed the MTU and are not GSO.
+    pub tx_too_big: AtomicU64,
+    /// Frames dropped because they could not be segmented (unsupported GSO, bad headers).
+    pub tx_bad_gso: AtomicU64,
+    /// Sends refused because no UMEM frame or tx ring slot was free.
+    pub tx_full: AtomicU64,
+    /// `sendto` kicks.
+    pub tx_kicks: AtomicU64,
+    /// Super-frames made by coalescing received TCP segments (GRO).
+    pub rx_gro_frames: AtomicU64,
+    /// Segments that went into them.
+    pub rx_gro_segments: AtomicU64,
+    /// Fill-ring wake-ups.
+    pub rx_fill_wakeups: AtomicU64,
+    /// Fill-ring top-ups cut short because the frame pool was empty.
+    pub rx_fill_short: AtomicU64,
+    /// Received descriptors that pointed at no buffer lent to the kernel (dropped).
+    pub rx_bad_desc: AtomicU64,
+    /// Frames handed to the datapath in the buffer the kernel received them into.
+    pub rx_zero_copy: AtomicU64,
+    /// Frames put on the tx ring in the pool buffer they were read into, without a copy.
+    pub tx_zero_copy: AtomicU64,
+}
+
+/// The uplink port.
+pub struct XdpPort {
+    shared: Shared,
+    queues: Vec<Mutex<Queue>>,
+    /// The queues (indexes into `queues`) each worker serves; the first is the one it
+    /// transmits on.
+    serve: Vec<Vec<usize>>,
+    /// Per worker: the fd that is readable when its queues have frames (a socket, or an epoll
+    /// fd over several).
+    ready: Vec<Option<RawFd>>,
+    _epolls: Vec<OwnedFd>,
+    /// Per worker: the queue whose burst it is draining.
+    draining: Vec<AtomicUsize>,
+    /// The frame pool carved from the UMEM.
+    pool: Arc<FramePool>,
+    mode: XdpMode,
+    ifname: String,
+    ifindex: u32,
+    mtu: u32,
+    umem_frames: usize,
+    /// Extra counters.
+    pub counters: XdpCounters,
+}
+
+/// What `tapwayctl status` shows about the uplink.
+#[derive(Debug, Clone)]
+pub struct XdpInfo {
+    /// Interface.
+    pub ifname: String,
+    /// Mode obtained.
+    pub mode: XdpMode,
+    /// Queues bound.
+    pub queues: Vec<u32>,
+    /// The worker serving each of them.
+    pub queue_workers: Vec<usize>,
+    /// MTU of the interface.
+    pub mtu: u32,
+    /// UMEM frames (of `frame_size` bytes), the frame pool's included.
+    pub umem_frames: usize,
+}
+
+impl XdpPort {
+    /// Binds the uplink on `cfg.ifname`, whose MTU is `mtu`, over a UMEM that also holds the
+    /// switch's frame pool: `pool_frames` buffers for the datapath plus a fill ring's worth per
+    /// queue. Its queues are spread over `workers` workers. Returns the port and that pool,
+    /// which the switch must be started with. In `auto` mode, falls back from zero-copy to
+    /// native to generic and logs the mode obtained.
+    pub fn open(
+        cfg: &XdpConfig,
+        mtu: u32,
+        pool_frames: usize,
+        workers: usize,
+    ) -> Result<(XdpPort, Arc<FramePool>), XdpError> {
+        check_sizes(cfg, mtu)?;
+        let order: &[XdpMode] = match cfg.mode {
+            XdpMode::Auto => &[XdpMode::ZeroCopy, XdpMode::Native, XdpMode::Generic],
+            XdpMode::ZeroCopy => &[XdpMode::ZeroCopy],
+            XdpMode::Native => &[XdpMode::Native],
+            XdpMode::Generic => &[XdpMode::Generic],
+        };
+        // A program left by a tapwayd that did not stop cleanly would be reused by libxdp as
+        // it is (whatever its mode) and never removed: the NIC is dedicated, so take it off.
+        if let Some(ifindex) = if_index(&cfg.ifname) {
+            if let Some(id) = attached_prog(ifindex) {
+                tracing::warn!(
+                    uplink = cfg.ifname,
+                    prog_id = id,
+                    "an XDP program is already attached (left by an earlier tapwayd?): detaching it"
+                );
+                detach_all(ifindex);
+            }
+        }
+        let rxq = rx_queue_count(&cfg.ifname);
+        if let Some(n) = rxq.filter(|n| (*n as usize) > cfg.queues.len()) {
+            tracing::warn!(
+                uplink = cfg.ifname,
+                rx_queues = n,
+                bound = ?cfg.queues,
+                "the NIC has more rx queues than sockets: frames steered to the others go to the \
+                 kernel, not the switch (bind them all with --uplink-queues, or ethtool -L)"
+            );
+        }
+        let workers = workers.max(1);
+        let mut last = None;
+        for &mode in order {
+            match XdpPort::open_mode(cfg, mtu, pool_frames, workers, mode) {
+                Ok(opened) => {
+                    tracing::info!(
+                        uplink = cfg.ifname,
+                        requested = cfg.mode.name(),
+                        mode = mode.name(),
+                        queues = ?cfg.queues,
+                        queue_workers = ?opened.0.info().queue_workers,
+                        mtu,
+                        pool_frames = opened.1.total(),
+                        umem_mib = (opened.0.umem_frames * cfg.frame_size as usize) >> 20,
+                        "AF_XDP uplink bound; the frame pool lives in its UMEM"
+                    );
+                    return Ok(opened);
+                }
+                Err(e) => {
+                    if cfg.mode == XdpMode::Auto {
+                        tracing::info!(uplink = cfg.ifname, mode = mode.name(), error = %e, "AF_XDP mode not available, trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| XdpError::Config("no mode to try".into())))
+    }
+
+    /// One attempt in one mode, on a UMEM of its own: a socket that failed to bind leaves its
+    /// rings set on the UMEM's socket, so the next mode needs a fresh UMEM.
+    fn open_mode(
+        cfg: &XdpConfig,
+        mtu: u32,
+        pool_frames: usize,
+        workers: usize,
+        mode: XdpMode,
+    ) -> Result<(XdpPort, Arc<FramePool>), XdpError> {
+        if mode == XdpMode::Native && is_veth(&cfg.ifname) && mtu > VETH_NATIVE_MAX_MTU {
+            return Err(bind_err(
+                cfg,
+                cfg.queues.first().copied().unwrap_or(0),
+                mode,
+                format!("native XDP on a veth needs MTU <= {VETH_NATIVE_MAX_MTU}, {} has {mtu}", cfg.ifname),
+            ));
+        }
+        let config = |e: &dyn std::fmt::Display| XdpError::Config(e.to_string());
+        let frame_size = FrameSize::new(cfg.frame_size).map_err(|e| config(&e))?;
+        let fill = QueueSize::new(cfg.fill_size).map_err(|e| config(&e))?;
+        let comp = QueueSize::new(cfg.fill_size.max(cfg.ring_size)).map_err(|e| config(&e))?;
+        let ring = QueueSize::new(cfg.ring_size).map_err(|e| config(&e))?;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(frame_size)
+            .fill_queue_size(fill)
+            .comp_queue_size(comp)
+            .build()
+            .map_err(|e| config(&e))?;
+        let room = umem_cfg.mtu() as usize;
+        let data_offset = (umem_cfg.xdp_headroom() + umem_cfg.frame_headroom()) as usize;
+        let chunk = cfg.frame_size as usize;
+        // A pool buffer spans whole UMEM frames and starts so that its Ethernet frame sits
+        // where the kernel puts a received one: `data_offset` into its first UMEM frame.
+        let head = data_offset - VNET_HDR_LEN;
+        let stride = (head + FRAME_CAPACITY).div_ceil(chunk) * chunk;
+        let layout = BufferLayout { stride, head, capacity: stride - head };
+        let per_buffer = stride / chunk;
+        let fill_target = cfg.fill_size as usize;
+        let nq = cfg.queues.len();
+        let pool_count = pool_frames.max(64) + fill_target * nq;
+        let umem_frames = pool_count * per_buffer + cfg.umem_frames as usize;
+        let frames = u32::try_from(umem_frames)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| XdpError::Config(format!("{umem_frames} UMEM frames")))?;
+        let (umem, mut descs) =
+            Umem::new(umem_cfg, frames, false).map_err(|e| XdpError::Umem(e.to_string()))?;
+        let Some(first) = descs.first().copied() else { return Err(XdpError::Umem("no frames".into())) };
+        // SAFETY: `first` is a frame of this UMEM that nothing uses yet; only its address is
+        // taken.
+        let data0 = unsafe { umem.data(&first) }.contents().as_ptr();
+        let base = NonNull::new(data0.wrapping_sub(first.addr()).cast_mut())
+            .ok_or_else(|| XdpError::Umem("null UMEM".into()))?;
+        let pool_bytes = pool_count * stride;
+        let mut chunks = descs.split_off(pool_count * per_buffer);
+        let pool_desc: Vec<FrameDesc> = descs.iter().step_by(per_buffer).copied().collect();
+        // SAFETY: the first `pool_bytes` of the UMEM hold only the pool's buffers (the
+        // transmit chunks follow); the UMEM handle keeps the mapping alive; the kernel only
+        // writes into a buffer while a queue has it lent to the fill ring.
+        let pool = unsafe { FramePool::over(base, pool_bytes, Box::new(umem.clone()), pool_count, layout) }
+            .map_err(|e| XdpError::Umem(e.to_string()))?;
+        let shared = Shared {
+            umem,
+            pool_desc,
+            layout,
+            pool_bytes,
+            room,
+            pod_mtu: (cfg.pod_mtu as usize).min(mtu as usize),
+            fill_target,
+            batch: cfg.batch.max(1),
+            ring_size: cfg.ring_size as usize,
+        };
+        let (xdp_flags, bind) = mode.flags();
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .xdp_flags(xdp_flags)
+            .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
+            .libxdp_flags(LibxdpFlags::empty())
+            .build();
+        let iface: Interface =
+            cfg.ifname.parse().map_err(|_| XdpError::Config(format!("interface name {:?}", cfg.ifname)))?;
+        let per_queue_chunks = chunks.len() / nq;
+        let mut queues = Vec::new();
+        for &qid in &cfg.queues {
+            let (tx, rx, rings) = bind_retry(&sock_cfg, &shared.umem, &iface, qid)
+                .map_err(|reason| bind_err(cfg, qid, mode, reason))?;
+            let Some((fill, comp)) = rings else {
+                return Err(bind_err(cfg, qid, mode, "queue bound twice".into()));
+            };
+            let mine = chunks.split_off(chunks.len() - per_queue_chunks);
+            queues.push(Queue::new(qid, (rx, tx, fill, comp), mine, &shared, pool_count));
+        }
+        // Queue i to worker i % workers; each worker polls one fd for all of its queues.
+        let mut serve = vec![Vec::new(); workers];
+        for i in 0..queues.len() {
+            serve[i % workers].push(i);
+        }
+        let mut ready = Vec::with_capacity(workers);
+        let mut epolls = Vec::new();
+        for qs in &serve {
+            ready.push(match qs.as_slice() {
+                [] => None,
+                [one] => Some(queues[*one].rx.fd().as_raw_fd()),
+                many => {
+                    let ep = epoll_over(many.iter().map(|&i| queues[i].rx.fd().as_raw_fd()))
+                        .map_err(XdpError::Epoll)?;
+                    let fd = ep.as_raw_fd();
+                    epolls.push(ep);
+                    Some(fd)
+                }
+            });
+        }
+        let port = XdpPort {
+            shared,
+            queues: queues.into_iter().map(Mutex::new).collect(),
+            serve,
+            ready,
+            _epolls: epolls,
+            draining: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            pool: pool.clone(),
+            mode,
+            ifname: cfg.ifname.clone(),
+            ifindex: if_index(&cfg.ifname).unwrap_or(0),
+            mtu,
+            umem_frames,
+            counters: XdpCounters::default(),
+        };
+        // The fill rings get their buffers before any traffic.
+        let mut local = LocalPool::new(pool.clone(), 64);
+        for q in &port.queues {
+            lock(q).refill(&port.shared, &mut local, &port.counters);
+        }
+        drop(local);
+        Ok((port, pool))
+    }
+
+    /// The mode obtained.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// The worker that owns the port: the one serving the first queue.
+    pub fn owner(&self) -> usize {
+        self.serve.iter().position(|qs| qs.contains(&0)).unwrap_or(0)
+    }
+
+    /// What status shows.
+    pub fn info(&self) -> XdpInfo {
+        let queues = self.queues.iter().map(|q| lock(q).id).collect();
+        let mut queue_workers = vec![0; self.queues.len()];
+        for (w, qs) in self.serve.iter().enumerate() {
+            for &q in qs {
+                queue_workers[q] = w;
+            }
+        }
+        XdpInfo {
+            ifname: self.ifname.clone(),
+            mode: self.mode,
+            queues,
+            queue_workers,
+            mtu: self.mtu,
+            umem_frames: self.umem_frames,
+        }
+    }
+
+    /// UMEM accounting and counters by name (reaps completions first, so frames whose
+    /// transmission finished are counted back).
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let mut a = Accounting::default();
+        // The kernel's own counters of each socket, summed.
+        let mut k = [0u64; 5];
+        let mut per_queue = Vec::new();
+        for q in &self.queues {
+            let mut g = lock(q);
+            g.reap(&self.shared);
+            a.add(&g.accounting());
+            if let Ok(x) = g.rx.fd().xdp_statistics() {
+                k[0] += x.rx_dropped();
+                k[1] += x.rx_ring_full();
+                k[2] += x.rx_fill_ring_empty_descs();
+                k[3] += x.rx_invalid_descs();
+                k[4] += x.tx_invalid_descs();
+            }
+            per_queue.push((format!("uplink_q{}_rx_frames", g.id), g.rx_frames));
+            per_queue.push((format!("uplink_q{}_tx_frames", g.id), g.tx_frames));
+        }
+        let c = &self.counters;
+        let n = |v: usize| v as u64;
+        let mut out: Vec<(String, u64)> = [
+            ("uplink_xdp_rx_dropped", k[0]),
+            ("uplink_xdp_rx_ring_full", k[1]),
+            ("uplink_xdp_rx_fill_ring_empty", k[2]),
+            ("uplink_xdp_rx_invalid_descs", k[3]),
+            ("uplink_xdp_tx_invalid_descs", k[4]),
+            ("uplink_umem_frames", n(self.umem_frames)),
+            ("uplink_pool_rx_lent", n(a.rx_lent)),
+            ("uplink_pool_tx_lent", n(a.tx_lent)),
+            ("uplink_pool_held", n(a.held)),
+            ("uplink_pool_lost", n(a.lost)),
+            ("uplink_chunks_total", n(a.chunks_total)),
+            ("uplink_chunks_free", n(a.chunks_free)),
+            ("uplink_chunks_in_flight", n(a.chunks_in_flight)),
+            ("uplink_tx_zero_copy", c.tx_zero_copy.load(Relaxed)),
+            ("uplink_rx_zero_copy", c.rx_zero_copy.load(Relaxed)),
+            ("uplink_tx_gso_frames", c.tx_gso_frames.load(Relaxed)),
+            ("uplink_tx_segments", c.tx_segments.load(Relaxed)),
+            ("uplink_tx_csum_completed", c.tx_csum_completed.load(Relaxed)),
+            ("uplink_tx_too_big", c.tx_too_big.load(Relaxed)),
+            ("uplink_tx_bad_gso", c.tx_bad_gso.load(Relaxed)),
+            ("uplink_tx_full", c.tx_full.load(Relaxed)),
+            ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
+            ("uplink_rx_bad_desc", c.rx_bad_desc.load(Relaxed)),
+            ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
+            ("uplink_rx_gro_segments", c.rx_gro_segments.load(Relaxed)),
+            ("uplink_rx_fill_wakeups", c.rx_fill_wakeups.load(Relaxed)),
+            ("uplink_rx_fill_short", c.rx_fill_short.load(Relaxed)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        out.extend(per_queue);
+        out
+    }
+
+    /// Where the UMEM's buffers are right now, over all queues.
+    pub fn accounting(&self) -> Accounting {
+        let mut a = Accounting::default();
+        for q in &self.queues {
+            let mut g = lock(q);
+            g.reap(&self.shared);
+            a.add(&g.accounting());
+        }
+        a
+    }
+
+    /// The queue `worker` transmits on: its first, or the owner's when it serves none.
+    fn tx_queue(&self, worker: usize) -> &Mutex<Queue> {
+        let i = self.serve.get(worker).and_then(|qs| qs.first()).copied().unwrap_or(0);
+        &self.queues[i.min(self.queues.len() - 1)]
+    }
+
+    /// Writes one frame (vnet header + Ethernet) into free transmit chunks, segmenting or
+    /// completing its checksum as needed; the descriptors wait in `pending_tx`.
+    fn stage_tx(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
+        let bad = || PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData));
+        let hdr = VnetHdr::parse(frame).map_err(|_| bad())?;
+        let eth = &frame[VNET_HDR_LEN..];
+        let mtu = self.mtu as usize;
+        if needs_segmentation(&hdr) {
+            let plan = match SegmentPlan::new(&hdr, eth, mtu) {
+                Ok(p) => p.pack_to_mtu(mtu),
+                Err(_) => {
+                    self.counters.tx_bad_gso.fetch_add(1, Relaxed);
+                    return Err(bad());
+                }
+            };
+            let n = plan.count();
+            if q.free.len() < n {
+                self.counters.tx_full.fetch_add(1, Relaxed);
+                return Err(PortError::Full);
+            }
+            for i in 0..n {
+                let Some(mut desc) = q.free.pop() else { return Err(PortError::Full) };
+                let len = plan.segment_len(i);
+                let res = q.write_with(&self.shared, &mut desc, len, |buf| plan.write(eth, i, buf).is_ok());
+                q.pending_tx.push(desc);
+                if !res {
+                    self.counters.tx_bad_gso.fetch_add(1, Relaxed);
+                    return Err(bad());
+                }
+            }
+            self.counters.tx_gso_frames.fetch_add(1, Relaxed);
+            self.counters.tx_segments.fetch_add(n as u64, Relaxed);
+            return Ok(());
+        }
+        if eth.len() > mtu + L2_OVERHEAD || eth.len() > self.shared.room {
+            self.counters.tx_too_big.fetch_add(1, Relaxed);
+            return Err(bad());
+        }
+        let Some(mut desc) = q.free.pop() else {
+            self.counters.tx_full.fetch_add(1, Relaxed);
+            return Err(PortError::Full);
+        };
+        let csum = hdr.flags & F_NEEDS_CSUM != 0;
+        let ok = q.write_with(&self.shared, &mut desc, eth.len(), |buf| {
+            buf.copy_from_slice(eth);
+            !csum || complete_csum(buf, hdr.csum_start, hdr.csum_offset).is_ok()
+        });
+        q.pending_tx.push(desc);
+        if !ok {
+            return Err(bad());
+        }
+        if csum {
+            self.counters.tx_csum_completed.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Copies `frame` into transmit chunks and puts them on the tx ring.
+    fn send_copy(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
+        if let Err(e) = self.stage_tx(q, frame) {
+            let mut pending = std::mem::take(&mut q.pending_tx);
+            q.free.append(&mut pending);
+            return Err(e);
+        }
+        if !q.produce_tx() {
+            // The ring is full: let the kernel drain it, reap, and try once more.
+            self.kick_now(q);
+            if self.stage_tx(q, frame).is_err() || !q.produce_tx() {
+                let mut pending = std::mem::take(&mut q.pending_tx);
+                q.free.append(&mut pending);
+                self.counters.tx_full.fetch_add(1, Relaxed);
+                return Err(PortError::Full);
+            }
+        }
+        self.kick_maybe(q);
+        Ok(())
+    }
+
+    /// Puts the pool buffer `frame` itself on the tx ring (no copy), when it can go as it is:
+    /// a frame of this UMEM's pool, not a super-frame, fitting one UMEM frame. Gives the frame
+    /// back otherwise.
+    fn send_in_place(&self, q: &mut Queue, mut frame: Frame) -> Result<Result<(), PortError>, Frame> {
+        let Ok(hdr) = VnetHdr::parse(frame.bytes()) else { return Err(frame) };
+        let len = frame.ethernet().len();
+        if !frame.is_from(&self.pool)
+            || needs_segmentation(&hdr)
+            || len == 0
+            || len > self.mtu as usize + L2_OVERHEAD
+            || len > self.shared.room
+        {
+            return Err(frame);
+        }
+        let idx = frame.index();
+        let Some(mut desc) = self.shared.pool_desc.get(idx).copied() else { return Err(frame) };
+        if hdr.flags & F_NEEDS_CSUM != 0 {
+            let eth = &mut frame.bytes_mut()[VNET_HDR_LEN..];
+            if complete_csum(eth, hdr.csum_start, hdr.csum_offset).is_err() {
+                q.released.push(frame);
+                return Ok(Err(PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData))));
+            }
+            self.counters.tx_csum_completed.fetch_add(1, Relaxed);
+        }
+        // Only the descriptor's length is set: the bytes are already in place.
+        // SAFETY: `desc` is this pool buffer's first UMEM frame, owned by `frame`, which is
+        // not borrowed now.
+        unsafe { self.shared.umem.data_mut(&mut desc) }.cursor().set_pos(len);
+        let mut produced = q.produce_one(&desc);
+        if !produced {
+            self.kick_now(q);
+            produced = q.produce_one(&desc);
+        }
+        if !produced {
+            self.counters.tx_full.fetch_add(1, Relaxed);
+            q.released.push(frame);
+            return Ok(Err(PortError::Full));
+        }
+        if let Some(slot) = q.lent.get_mut(idx) {
+            *slot = Some(frame);
+        }
+        q.tx_lent += 1;
+        self.counters.tx_zero_copy.fetch_add(1, Relaxed);
+        self.kick_maybe(q);
+        Ok(Ok(()))
+    }
+
+    /// Kicks the tx ring now (it is full) and reaps what completed.
+    fn kick_now(&self, q: &mut Queue) {
+        self.kick(q);
+        q.unkicked = 0;
+        q.reap(&self.shared);
+    }
+
+    /// Counts one more descriptor on the tx ring and kicks once a kick's worth is waiting.
+    fn kick_maybe(&self, q: &mut Queue) {
+        q.unkicked += 1;
+        if q.unkicked >= KICK_BATCH {
+            self.kick(q);
+            q.unkicked = 0;
+        }
+    }
+
+    fn kick(&self, q: &Queue) {
+        self.counters.tx_kicks.fetch_add(1, Relaxed);
+        if let Err(e) = q.tx.wakeup() {
+            tracing::debug!(uplink = self.ifname, error = %e, "tx kick failed");
+        }
+    }
+
+    /// The next frame of the burst `q` holds, with the following segments of its flow in the
+    /// burst coalesced into its buffer (theirs go back to `pool`). None once the burst is done.
+    fn next_received(&self, q: &mut Queue, pool: &mut LocalPool) -> Option<Frame> {
+        let sh = &self.shared;
+        loop {
+            let desc = q.held.pop_front()?;
+            let Some(mut frame) = q.take_received(sh, &desc) else {
+                self.counters.rx_bad_desc.fetch_add(1, Relaxed);
+                q.give_back(pool);
+                continue;
+            };
+            let eth_len = frame.ethernet().len();
+            let vnet = match Merge::start(frame.ethernet()) {
+                Some(mut m) => {
+                    let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
+                    while let Some(next) = q.peek_received(sh) {
+                        if !m.append(buf, next) {
+                            break;
+                        }
+                        q.skip_received(sh, pool);
+                    }
+                    if m.count() > 1 {
+                        self.counters.rx_gro_frames.fetch_add(1, Relaxed);
+                        self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
+                    }
+                    let vnet = m.finish(buf, sh.pod_mtu);
+                    frame.set_len(VNET_HDR_LEN + m.frame_len());
+                    vnet
+                }
+                None => {
+                    frame.set_len(VNET_HDR_LEN + eth_len);
+                    VnetHdr::default()
+                }
+            };
+            vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
+            self.counters.rx_zero_copy.fetch_add(1, Relaxed);
+            return Some(frame);
+        }
+    }
+}
+
+fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PortIo for XdpPort {
+    fn recv_frame(&self, worker: usize, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
+        if !Arc::ptr_eq(pool.global(), &self.pool) {
+            return Err(PortError::Io(std::io::Error::other(
+                "the switch does not use the uplink's frame pool",
+            )));
+        }
+        let (Some(qs), Some(draining)) = (self.serve.get(worker), self.draining.get(worker)) else {
+            return Ok(None);
+        };
+        if qs.is_empty() {
+            return Ok(None);
+        }
+        let n = qs.len();
+        let start = draining.load(Relaxed) % n;
+        // Finish the burst in hand, then take a new one from the next queue that has one, so
+        // a busy queue does not starve the others.
+        {
+            let mut q = lock(&self.queues[qs[start]]);
+            q.give_back(pool);
+            if let Some(f) = self.next_received(&mut q, pool) {
+                return Ok(Some(f));
+            }
+        }
+        for k in 1..=n {
+            let i = (start + k) % n;
+            let mut q = lock(&self.queues[qs[i]]);
+            q.give_back(pool);
+            q.refill(&self.shared, pool, &self.counters);
+            if q.pull(&self.shared, &self.counters) {
+                draining.store(i, Relaxed);
+                if let Some(f) = self.next_received(&mut q, pool) {
+                    return Ok(Some(f));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn send(&self, worker: usize, frame: &[u8]) -> Result<(), PortError> {
+        let mut q = lock(self.tx_queue(worker));
+        q.reap(&self.shared);
+        self.send_copy(&mut q, frame)
+    }
+
+    fn send_frame(&self, worker: usize, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
+        let mut q = lock(self.tx_queue(worker));
+        q.reap(&self.shared);
+        let res = match self.send_in_place(&mut q, frame) {
+            Ok(res) => res,
+            Err(frame) => {
+                let res = self.send_copy(&mut q, frame.bytes());
+                pool.put(frame);
+                res
+            }
+        };
+        q.give_back(pool);
+        res
+    }
+
+    fn flush(&self, worker: usize) {
+        let mut q = lock(self.tx_queue(worker));
+        let size = self.shared.ring_size;
+        // In copy mode one kick transmits at most KICK_BATCH descriptors: kick until the tx
+        // ring is empty (bounded, in case the device is stuck).
+        for _ in 0..(size / KICK_BATCH + 1) {
+            let queued = size.saturating_sub(q.tx.nb_free_exact() as usize);
+            // Nothing left, or a zero-copy driver already working on it.
+            if queued == 0 || !q.tx.needs_wakeup() {
+                break;
+            }
+            self.counters.tx_kicks.fetch_add(1, Relaxed);
+            if q.tx.wakeup().is_err() {
+                break;
+            }
+        }
+        q.unkicked = 0;
+        q.reap(&self.shared);
+    }
+
+    fn readiness_fd(&self, worker: usize) -> Option<RawFd> {
+        self.ready.get(worker).copied().flatten()
+    }
+
+    fn serves(&self, worker: usize) -> bool {
+        self.serve.get(worker).is_some_and(|qs| !qs.is_empty())
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        XdpPort::stats(self)
+    }
+}
+
+impl Drop for XdpPort {
+    fn drop(&mut self) {
+        // Take the buffers lent to the kernel out of the queues, close the sockets (libxdp
+        // removes the program it loaded with the last one), and only then, the kernel being
+        // done with them, give the buffers back to the pool.
+        let mut frames = Vec::new();
+        for q in self.queues.drain(..) {
+            let mut q = q.into_inner().unwrap_or_else(|p| p.into_inner());
+            frames.append(&mut q.take_all());
+            drop(q);
+        }
+        let mut local = LocalPool::new(self.pool.clone(), 64);
+        for f in frames {
+            local.put(f);
+        }
+        drop(local);
+        if self.ifindex != 0 {
+            if let Some(id) = attached_prog(self.ifindex) {
+                tracing::info!(uplink = self.ifname, prog_id = id, "detaching the XDP program libxdp left");
+                detach_all(self.ifindex);
+            }
+        }
+        tracing::info!(uplink = self.ifname, "AF_XDP uplink closed");
+    }
+}
