@@ -500,11 +500,17 @@ fn cni_pod(
     Ok(Pod { netns: ns.to_string(), ifname: "eth0".into(), ip })
 }
 
-/// A fabric netns `fab` with a bridge `br0`: the L2 network between two nodes.
+/// A fabric netns `fab` with a bridge `br0`: the L2 network between two nodes. It stands in
+/// for a physical switch, so it runs no netfilter even where br_netfilter is loaded (the
+/// sysctls are absent without it, hence not checked).
 fn add_fabric(t: &mut Teardown, fab: &str) -> Result<(), TopoError> {
     add_netns(t, fab)?;
     run("ip", &["-n", fab, "link", "add", "br0", "type", "bridge"])?;
     run("ip", &["-n", fab, "link", "set", "br0", "up"])?;
+    for table in ["iptables", "ip6tables", "arptables"] {
+        let key = format!("net.bridge.bridge-nf-call-{table}=0");
+        let _ = run("ip", &["netns", "exec", fab, "sysctl", "-qw", &key]);
+    }
     Ok(())
 }
 

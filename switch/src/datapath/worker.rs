@@ -328,7 +328,7 @@ impl Worker {
     fn flush(&mut self) {
         for id in self.dirty.drain(..) {
             if let Some(p) = self.table.get(id) {
-                p.io.flush(self.id);
+                p.io.flush(self.id, &mut self.local);
             }
         }
     }

@@ -66,8 +66,9 @@ pub trait PortIo: Send + Sync {
     }
 
     /// Called by a worker after a burst of `send`s, so a port that batches transmissions (the
-    /// AF_XDP uplink kicks its tx ring) can push them out. No-op by default.
-    fn flush(&self, _worker: usize) {}
+    /// AF_XDP uplink kicks its tx ring) can push them out, and give the buffers it is done
+    /// with back to `pool`. No-op by default.
+    fn flush(&self, _worker: usize, _pool: &mut LocalPool) {}
 
     /// Port-specific counters by name, added to `tapwayctl stats`. None by default.
     fn stats(&self) -> Vec<(String, u64)> {

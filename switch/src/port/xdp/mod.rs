@@ -559,10 +559,11 @@ impl XdpPort {
         a
     }
 
-    /// The queue `worker` transmits on: its first, or the owner's when it serves none.
-    fn tx_queue(&self, worker: usize) -> &Mutex<Queue> {
+    /// The queue `worker` transmits on: its first, or the owner's when it serves none. `Gone`
+    /// once the port is closed.
+    fn tx_queue(&self, worker: usize) -> Result<MutexGuard<'_, Queue>, PortError> {
         let i = self.serve.get(worker).and_then(|qs| qs.first()).copied().unwrap_or(0);
-        &self.queues[i.min(self.queues.len() - 1)]
+        self.queues.get(i).or_else(|| self.queues.first()).map(lock).ok_or(PortError::Gone)
     }
 
     /// Writes one frame (vnet header + Ethernet) into free transmit chunks, segmenting or
@@ -798,13 +799,16 @@ impl PortIo for XdpPort {
     }
 
     fn send(&self, worker: usize, frame: &[u8]) -> Result<(), PortError> {
-        let mut q = lock(self.tx_queue(worker));
+        let mut q = self.tx_queue(worker)?;
         q.reap(&self.shared);
         self.send_copy(&mut q, frame)
     }
 
     fn send_frame(&self, worker: usize, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
-        let mut q = lock(self.tx_queue(worker));
+        let Ok(mut q) = self.tx_queue(worker) else {
+            pool.put(frame);
+            return Err(PortError::Gone);
+        };
         q.reap(&self.shared);
         let res = match self.send_in_place(&mut q, frame) {
             Ok(res) => res,
@@ -818,8 +822,8 @@ impl PortIo for XdpPort {
         res
     }
 
-    fn flush(&self, worker: usize) {
-        let mut q = lock(self.tx_queue(worker));
+    fn flush(&self, worker: usize, pool: &mut LocalPool) {
+        let Ok(mut q) = self.tx_queue(worker) else { return };
         let size = self.shared.ring_size;
         // In copy mode one kick transmits at most KICK_BATCH descriptors: kick until the tx
         // ring is empty (bounded, in case the device is stuck).
@@ -836,6 +840,7 @@ impl PortIo for XdpPort {
         }
         q.unkicked = 0;
         q.reap(&self.shared);
+        q.give_back(pool);
     }
 
     fn readiness_fd(&self, worker: usize) -> Option<RawFd> {
