@@ -210,6 +210,8 @@ pub struct XdpCounters {
     pub rx_zero_copy: AtomicU64,
     /// Frames put on the tx ring in the pool buffer they were read into, without a copy.
     pub tx_zero_copy: AtomicU64,
+    /// Frames larger than a UMEM frame sent over several descriptors (multi-buffer).
+    pub tx_multi_buffer: AtomicU64,
 }
 
 /// The uplink port.
@@ -352,6 +354,8 @@ impl XdpPort {
             .build()
             .map_err(|e| config(&e))?;
         let room = umem_cfg.mtu() as usize;
+        // Frames beyond one UMEM frame take several descriptors (multi-buffer).
+        let multi_buffer = mtu as usize + L2_OVERHEAD > room;
         let data_offset = (umem_cfg.xdp_headroom() + umem_cfg.frame_headroom()) as usize;
         let chunk = cfg.frame_size as usize;
         // A pool buffer spans whole UMEM frames and starts so that its Ethernet frame sits
@@ -392,10 +396,14 @@ impl XdpPort {
             room,
             pod_mtu: (cfg.pod_mtu as usize).min(mtu as usize),
             fill_target,
+            multi_buffer,
             batch: cfg.batch.max(1),
             ring_size: cfg.ring_size as usize,
         };
-        let (xdp_flags, bind) = mode.flags();
+        let (xdp_flags, mut bind) = mode.flags();
+        if multi_buffer {
+            bind |= BindFlags::XDP_USE_SG;
+        }
         let sock_cfg = SocketConfig::builder()
             .rx_queue_size(ring)
             .tx_queue_size(ring)
@@ -496,6 +504,7 @@ impl XdpPort {
         // The kernel's own counters of each socket, summed.
         let mut k = [0u64; 5];
         let mut per_queue = Vec::new();
+        let mut rx_multi = 0;
         for q in &self.queues {
             let mut g = lock(q);
             g.reap(&self.shared);
@@ -507,6 +516,7 @@ impl XdpPort {
                 k[3] += x.rx_invalid_descs();
                 k[4] += x.tx_invalid_descs();
             }
+            rx_multi += g.rx_multi;
             per_queue.push((format!("uplink_q{}_rx_frames", g.id), g.rx_frames));
             per_queue.push((format!("uplink_q{}_tx_frames", g.id), g.tx_frames));
         }
@@ -536,6 +546,8 @@ impl XdpPort {
             ("uplink_tx_full", c.tx_full.load(Relaxed)),
             ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
             ("uplink_rx_bad_desc", c.rx_bad_desc.load(Relaxed)),
+            ("uplink_rx_multi_buffer", rx_multi),
+            ("uplink_tx_multi_buffer", c.tx_multi_buffer.load(Relaxed)),
             ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
             ("uplink_rx_gro_segments", c.rx_gro_segments.load(Relaxed)),
             ("uplink_rx_fill_wakeups", c.rx_fill_wakeups.load(Relaxed)),
@@ -582,15 +594,27 @@ impl XdpPort {
                 }
             };
             let n = plan.count();
-            if q.free.len() < n {
+            let chunks_each = plan.segment_len(0).div_ceil(self.shared.room.max(1));
+            if q.free.len() < n * chunks_each {
                 self.counters.tx_full.fetch_add(1, Relaxed);
                 return Err(PortError::Full);
             }
             for i in 0..n {
-                let Some(mut desc) = q.free.pop() else { return Err(PortError::Full) };
                 let len = plan.segment_len(i);
-                let res = q.write_with(&self.shared, &mut desc, len, |buf| plan.write(eth, i, buf).is_ok());
-                q.pending_tx.push(desc);
+                let res = if len > self.shared.room {
+                    // A jumbo segment: cut into the scratch buffer, then over several chunks.
+                    let mut big = std::mem::take(&mut q.big);
+                    let ok = big.get_mut(..len).is_some_and(|b| plan.write(eth, i, b).is_ok())
+                        && q.stage_split(&self.shared, &big[..len]);
+                    q.big = big;
+                    ok
+                } else {
+                    let Some(mut desc) = q.free.pop() else { return Err(PortError::Full) };
+                    let ok =
+                        q.write_with(&self.shared, &mut desc, len, |buf| plan.write(eth, i, buf).is_ok());
+                    q.pending_tx.push(desc);
+                    ok
+                };
                 if !res {
                     self.counters.tx_bad_gso.fetch_add(1, Relaxed);
                     return Err(bad());
@@ -600,15 +624,36 @@ impl XdpPort {
             self.counters.tx_segments.fetch_add(n as u64, Relaxed);
             return Ok(());
         }
-        if eth.len() > mtu + L2_OVERHEAD || eth.len() > self.shared.room {
+        if eth.len() > mtu + L2_OVERHEAD || (eth.len() > self.shared.room && !self.shared.multi_buffer) {
             self.counters.tx_too_big.fetch_add(1, Relaxed);
             return Err(bad());
+        }
+        let csum = hdr.flags & F_NEEDS_CSUM != 0;
+        if eth.len() > self.shared.room {
+            // A jumbo frame: put together (checksum completed) in the scratch buffer, then
+            // written over several chunks.
+            let mut big = std::mem::take(&mut q.big);
+            let len = eth.len();
+            let ok = big.get_mut(..len).is_some_and(|b| {
+                b.copy_from_slice(eth);
+                !csum || complete_csum(b, hdr.csum_start, hdr.csum_offset).is_ok()
+            });
+            let staged = ok && q.stage_split(&self.shared, &big[..len]);
+            q.big = big;
+            if !ok {
+                return Err(bad());
+            }
+            if !staged {
+                self.counters.tx_full.fetch_add(1, Relaxed);
+                return Err(PortError::Full);
+            }
+            self.counters.tx_multi_buffer.fetch_add(1, Relaxed);
+            return Ok(());
         }
         let Some(mut desc) = q.free.pop() else {
             self.counters.tx_full.fetch_add(1, Relaxed);
             return Err(PortError::Full);
         };
-        let csum = hdr.flags & F_NEEDS_CSUM != 0;
         let ok = q.write_with(&self.shared, &mut desc, eth.len(), |buf| {
             buf.copy_from_slice(eth);
             !csum || complete_csum(buf, hdr.csum_start, hdr.csum_offset).is_ok()
@@ -660,6 +705,9 @@ impl XdpPort {
         }
         let idx = frame.index();
         let Some(mut desc) = self.shared.pool_desc.get(idx).copied() else { return Err(frame) };
+        // (A frame larger than one UMEM frame went to the copy path above: the descriptors
+        // xsk-rs hands out all point 256 bytes into a UMEM frame, so the rest of a pool buffer
+        // cannot be described as a continuation.)
         if hdr.flags & F_NEEDS_CSUM != 0 {
             let eth = &mut frame.bytes_mut()[VNET_HDR_LEN..];
             if complete_csum(eth, hdr.csum_start, hdr.csum_offset).is_err() {
@@ -717,41 +765,35 @@ impl XdpPort {
     /// The next frame of the burst `q` holds, with the following segments of its flow in the
     /// burst coalesced into its buffer (theirs go back to `pool`). None once the burst is done.
     fn next_received(&self, q: &mut Queue, pool: &mut LocalPool) -> Option<Frame> {
-        let sh = &self.shared;
-        loop {
-            let desc = q.held.pop_front()?;
-            let Some(mut frame) = q.take_received(sh, &desc) else {
-                self.counters.rx_bad_desc.fetch_add(1, Relaxed);
-                q.give_back(pool);
-                continue;
-            };
-            let eth_len = frame.ethernet().len();
-            let vnet = match Merge::start(frame.ethernet()) {
-                Some(mut m) => {
-                    let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
-                    while let Some(next) = q.peek_received(sh) {
-                        if !m.append(buf, next) {
-                            break;
-                        }
-                        q.skip_received(sh, pool);
+        let mut frame = q.held.pop_front()?;
+        let eth_len = frame.ethernet().len();
+        let vnet = match Merge::start(frame.ethernet()) {
+            Some(mut m) => {
+                let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
+                while let Some(next) = q.held.front() {
+                    if !m.append(buf, next.ethernet()) {
+                        break;
                     }
-                    if m.count() > 1 {
-                        self.counters.rx_gro_frames.fetch_add(1, Relaxed);
-                        self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
+                    if let Some(next) = q.held.pop_front() {
+                        pool.put(next);
                     }
-                    let vnet = m.finish(buf, sh.pod_mtu);
-                    frame.set_len(VNET_HDR_LEN + m.frame_len());
-                    vnet
                 }
-                None => {
-                    frame.set_len(VNET_HDR_LEN + eth_len);
-                    VnetHdr::default()
+                if m.count() > 1 {
+                    self.counters.rx_gro_frames.fetch_add(1, Relaxed);
+                    self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
                 }
-            };
-            vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
-            self.counters.rx_zero_copy.fetch_add(1, Relaxed);
-            return Some(frame);
-        }
+                let vnet = m.finish(buf, self.shared.pod_mtu);
+                frame.set_len(VNET_HDR_LEN + m.frame_len());
+                vnet
+            }
+            None => {
+                frame.set_len(VNET_HDR_LEN + eth_len);
+                VnetHdr::default()
+            }
+        };
+        vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
+        self.counters.rx_zero_copy.fetch_add(1, Relaxed);
+        Some(frame)
     }
 }
 
@@ -788,7 +830,7 @@ impl PortIo for XdpPort {
             let mut q = lock(&self.queues[qs[i]]);
             q.give_back(pool);
             q.refill(&self.shared, pool, &self.counters);
-            if q.pull(&self.shared, &self.counters) {
+            if q.pull(&self.shared, pool, &self.counters) {
                 draining.store(i, Relaxed);
                 if let Some(f) = self.next_received(&mut q, pool) {
                     return Ok(Some(f));

@@ -6,6 +6,12 @@
 //! the kernel, by pool index. A buffer lent to the fill ring comes back on the same socket's
 //! rx ring, one lent to the tx ring on its completion ring, so nothing is shared between
 //! queues but the UMEM itself and its layout ([`Shared`]).
+//!
+//! With multi-buffer (`XDP_USE_SG`, an MTU beyond one UMEM frame) a frame may span several
+//! descriptors, all but the last flagged `XDP_PKT_CONTD`. On receive, the pieces are gathered
+//! into the first one's pool buffer (which has room for 64 KiB) as they are pulled, even
+//! across bursts; on transmit, a frame larger than a UMEM frame is written over several
+//! transmit chunks produced together.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,7 +19,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::XdpCounters;
-use crate::pool::{BufferLayout, Frame, LocalPool};
+
+/// `XDP_PKT_CONTD` (linux/if_xdp.h): more descriptors of this frame follow.
+const XDP_PKT_CONTD: u32 = 1;
+use crate::pool::{BufferLayout, Frame, LocalPool, FRAME_CAPACITY};
 use crate::wire::VNET_HDR_LEN;
 
 /// What every queue of the uplink shares, fixed once the UMEM is laid out.
@@ -32,6 +41,8 @@ pub(super) struct Shared {
     pub pod_mtu: usize,
     /// Pool buffers each fill ring is kept topped up with.
     pub fill_target: usize,
+    /// Whether frames may span several UMEM frames (`XDP_USE_SG`).
+    pub multi_buffer: bool,
     /// Frames taken from an rx ring at once.
     pub batch: usize,
     /// Size of the rx and tx rings.
@@ -103,8 +114,15 @@ pub(super) struct Queue {
     pub free: Vec<FrameDesc>,
     /// Transmit chunks in all.
     pub chunks: usize,
-    /// Frames read from the rx ring and not yet handed out.
-    pub held: VecDeque<FrameDesc>,
+    /// Frames read from the rx ring (gathered, in their first pool buffer) and not yet handed
+    /// out.
+    pub held: VecDeque<Frame>,
+    /// A frame whose first descriptors were pulled and whose last is still to come.
+    assembling: Option<Frame>,
+    /// Continuation descriptors to drop, after a frame that could not be gathered.
+    discarding: bool,
+    /// Frames gathered from several descriptors.
+    pub rx_multi: u64,
     /// Pool buffers whose transmission completed, to go back to a worker's pool.
     pub released: Vec<Frame>,
     /// Transmit chunks to be produced on the tx ring by the current send.
@@ -118,6 +136,9 @@ pub(super) struct Queue {
     scratch: Vec<FrameDesc>,
     /// Descriptors on their way to the fill ring.
     fill_buf: Vec<FrameDesc>,
+    /// Where a frame larger than a UMEM frame is put together before it is split over
+    /// transmit chunks (multi-buffer only; empty otherwise).
+    pub big: Vec<u8>,
 }
 
 impl Queue {
@@ -142,6 +163,9 @@ impl Queue {
             chunks: chunks.len(),
             free: chunks,
             held: VecDeque::with_capacity(sh.batch),
+            assembling: None,
+            discarding: false,
+            rx_multi: 0,
             released: Vec::new(),
             pending_tx: Vec::with_capacity(64),
             unkicked: 0,
@@ -149,17 +173,18 @@ impl Queue {
             tx_frames: 0,
             scratch: vec![FrameDesc::default(); sh.fill_target.max(sh.ring_size).max(sh.batch)],
             fill_buf: Vec::with_capacity(sh.fill_target),
+            big: if sh.multi_buffer { vec![0; FRAME_CAPACITY] } else { Vec::new() },
         }
     }
 
     pub fn accounting(&self) -> Accounting {
-        let held = self.held.len() + self.released.len();
-        let holding = self.lent.iter().filter(|f| f.is_some()).count() + self.released.len();
+        let held = self.held.len() + usize::from(self.assembling.is_some()) + self.released.len();
+        let lent = self.lent.iter().filter(|f| f.is_some()).count();
         Accounting {
             rx_lent: self.in_rx,
             tx_lent: self.tx_lent,
             held,
-            lost: holding.abs_diff(self.in_rx + self.tx_lent + held),
+            lost: lent.abs_diff(self.in_rx + self.tx_lent),
             chunks_total: self.chunks,
             chunks_free: self.free.len() + self.pending_tx.len(),
             chunks_in_flight: self.in_tx.saturating_sub(self.tx_lent),
@@ -242,66 +267,119 @@ impl Queue {
         }
     }
 
-    /// Takes the next burst from the rx ring into `held`; false when it is empty.
-    pub fn pull(&mut self, sh: &Shared, counters: &XdpCounters) -> bool {
+    /// Takes the next burst from the rx ring, gathering multi-descriptor frames into their
+    /// first buffer (continuations' buffers go back to `pool`), onto `held`; false when the
+    /// ring is empty.
+    pub fn pull(&mut self, sh: &Shared, pool: &mut LocalPool, counters: &XdpCounters) -> bool {
         let batch = sh.batch.min(self.scratch.len());
         // SAFETY: the rx ring belongs to a socket of this UMEM.
         let n = unsafe { self.rx.consume(&mut self.scratch[..batch]) };
-        if n > 0 {
-            self.in_rx -= n;
-            self.rx_frames += n as u64;
-            self.held.extend(self.scratch[..n].iter().copied());
-            return true;
+        if n == 0 {
+            if self.fill.needs_wakeup() {
+                counters.rx_fill_wakeups.fetch_add(1, Relaxed);
+                let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+            }
+            return false;
         }
-        if self.fill.needs_wakeup() {
-            counters.rx_fill_wakeups.fetch_add(1, Relaxed);
-            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        self.in_rx -= n;
+        for i in 0..n {
+            let desc = self.scratch[i];
+            let more = desc.options() & XDP_PKT_CONTD != 0;
+            let piece = self.take_lent(sh, &desc);
+            if self.discarding {
+                // The rest of a frame already dropped.
+                if let Some((f, _)) = piece {
+                    pool.put(f);
+                }
+                self.discarding = more;
+                continue;
+            }
+            let Some((mut buf, at)) = piece else {
+                counters.rx_bad_desc.fetch_add(1, Relaxed);
+                if let Some(f) = self.assembling.take() {
+                    pool.put(f);
+                }
+                self.discarding = more;
+                continue;
+            };
+            let len = desc.lengths().data();
+            let frame = match self.assembling.take() {
+                None => {
+                    if at != VNET_HDR_LEN {
+                        buf.buffer_mut().copy_within(at..at + len, VNET_HDR_LEN);
+                    }
+                    buf.set_len(VNET_HDR_LEN + len);
+                    Some(buf)
+                }
+                Some(mut first) => {
+                    let have = first.bytes().len();
+                    let fits = have + len <= first.buffer().len();
+                    if fits {
+                        first.buffer_mut()[have..have + len].copy_from_slice(&buf.buffer()[at..at + len]);
+                        first.set_len(have + len);
+                    }
+                    pool.put(buf);
+                    if fits {
+                        Some(first)
+                    } else {
+                        counters.rx_bad_desc.fetch_add(1, Relaxed);
+                        pool.put(first);
+                        self.discarding = more;
+                        None
+                    }
+                }
+            };
+            let Some(frame) = frame else { continue };
+            if more {
+                self.assembling = Some(frame);
+            } else {
+                if frame.bytes().len() > VNET_HDR_LEN + sh.room {
+                    self.rx_multi += 1;
+                }
+                self.held.push_back(frame);
+            }
         }
-        false
+        self.rx_frames += n as u64;
+        true
     }
 
-    /// Takes the pool buffer a received descriptor points into, with its Ethernet frame moved
-    /// to where the datapath expects it (right after the vnet header) and its length set to
-    /// vnet header + frame. None if the descriptor is not one of ours.
-    pub fn take_received(&mut self, sh: &Shared, desc: &FrameDesc) -> Option<Frame> {
+    /// Takes the pool buffer a received descriptor points into, and where in the buffer its
+    /// bytes start; None if the descriptor is not one this queue lent, or its bytes lie outside
+    /// the buffer (the buffer then goes to `released`).
+    fn take_lent(&mut self, sh: &Shared, desc: &FrameDesc) -> Option<(Frame, usize)> {
         let idx = sh.pool_index(desc.addr())?;
-        let mut f = self.lent.get_mut(idx)?.take()?;
+        let f = self.lent.get_mut(idx)?.take()?;
         let len = desc.lengths().data();
-        // Where the frame starts in the buffer: normally right after the vnet header.
-        let at = (desc.addr() - idx * sh.layout.stride).checked_sub(sh.layout.head);
-        match at {
-            Some(at) if at >= VNET_HDR_LEN && at + len <= sh.layout.capacity => {
-                if at != VNET_HDR_LEN {
-                    f.buffer_mut().copy_within(at..at + len, VNET_HDR_LEN);
-                }
-                f.set_len(VNET_HDR_LEN + len);
-                Some(f)
-            }
+        match (desc.addr() - idx * sh.layout.stride).checked_sub(sh.layout.head) {
+            Some(at) if at >= VNET_HDR_LEN && at + len <= sh.layout.capacity => Some((f, at)),
             _ => {
-                // Not where a received frame can be: give the buffer back, drop the frame.
                 self.released.push(f);
                 None
             }
         }
     }
 
-    /// The received bytes of the next held frame, if it lies in a buffer this queue lent.
-    pub fn peek_received(&self, sh: &Shared) -> Option<&[u8]> {
-        let next = self.held.front()?;
-        let idx = sh.pool_index(next.addr())?;
-        let f = self.lent.get(idx)?.as_ref()?;
-        let off = (next.addr() - idx * sh.layout.stride).checked_sub(sh.layout.head)?;
-        f.buffer().get(off..off + next.lengths().data())
-    }
-
-    /// Drops the next held frame, giving its buffer to `pool`.
-    pub fn skip_received(&mut self, sh: &Shared, pool: &mut LocalPool) {
-        if let Some(d) = self.held.pop_front() {
-            if let Some(f) = sh.pool_index(d.addr()).and_then(|i| self.lent.get_mut(i)).and_then(Option::take)
-            {
-                pool.put(f);
+    /// Writes `bytes` (one Ethernet frame larger than a UMEM frame) over as many transmit
+    /// chunks as it takes, all but the last flagged as continued, onto `pending_tx`; false if
+    /// there are not enough free chunks.
+    pub fn stage_split(&mut self, sh: &Shared, bytes: &[u8]) -> bool {
+        let pieces = bytes.len().div_ceil(sh.room.max(1));
+        if self.free.len() < pieces {
+            return false;
+        }
+        for (i, part) in bytes.chunks(sh.room.max(1)).enumerate() {
+            let Some(mut desc) = self.free.pop() else { return false };
+            let ok = self.write_with(sh, &mut desc, part.len(), |buf| {
+                buf.copy_from_slice(part);
+                true
+            });
+            desc.set_options(if i + 1 < pieces { XDP_PKT_CONTD } else { 0 });
+            self.pending_tx.push(desc);
+            if !ok {
+                return false;
             }
         }
+        true
     }
 
     /// Lets `f` fill `len` bytes of the transmit chunk `desc` points at; false if it does not
@@ -316,6 +394,8 @@ impl Queue {
         if len > sh.room {
             return false;
         }
+        // A chunk last used for part of a larger frame may still say "continued".
+        desc.set_options(0);
         // SAFETY: `desc` was taken from the free list, so neither the kernel nor another
         // descriptor refers to this frame.
         let mut data = unsafe { sh.umem.data_mut(desc) };
@@ -351,11 +431,13 @@ impl Queue {
         n == 1
     }
 
-    /// Takes back every pool buffer this queue holds (once its socket is closed).
+    /// Takes every pool buffer this queue holds; the caller gives them back to the pool once
+    /// the socket is closed.
     pub fn take_all(&mut self) -> Vec<Frame> {
         let mut out: Vec<Frame> = self.lent.iter_mut().filter_map(Option::take).collect();
         out.append(&mut self.released);
-        self.held.clear();
+        out.extend(self.held.drain(..));
+        out.extend(self.assembling.take());
         self.in_rx = 0;
         self.tx_lent = 0;
         out

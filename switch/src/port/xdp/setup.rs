@@ -4,10 +4,13 @@
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use xsk_rs::config::{Interface, SocketConfig, XdpFlags};
+use xsk_rs::config::{BindFlags, Interface, SocketConfig, XdpFlags};
 use xsk_rs::{CompQueue, FillQueue, RxQueue, Socket, TxQueue, Umem};
 
 use super::{XdpConfig, XdpError, XdpMode, L2_OVERHEAD};
+
+/// Largest uplink MTU: a 9216-byte jumbo frame, in three UMEM frames with multi-buffer.
+pub const MAX_MTU: u32 = 9216;
 
 /// How long a bind is retried while the kernel still holds the queue (`EBUSY`).
 const BUSY_RETRY: Duration = Duration::from_secs(2);
@@ -74,6 +77,11 @@ pub(super) fn bind_retry(
                     Some(libc::ENOMEM) | Some(libc::ENOBUFS) => {
                         " (raise the locked-memory limit, or lower --uplink-umem-frames)"
                     }
+                    Some(libc::EINVAL) if cfg_sg(cfg) => {
+                        " (an MTU beyond one UMEM frame needs multi-buffer AF_XDP: kernel >= 6.6, and in \
+                         native or zero-copy mode a driver with multi-buffer support and an XDP program \
+                         with frags, which libxdp's default one lacks; use --xdp-mode generic or MTU <= 3822)"
+                    }
                     Some(libc::EINVAL) => {
                         " (check the queue exists and the MTU suits native XDP: veth <= 3506, many NICs ~3000)"
                     }
@@ -88,6 +96,11 @@ pub(super) fn bind_retry(
             }
         }
     }
+}
+
+/// Whether a socket configuration asks for multi-buffer.
+fn cfg_sg(cfg: &SocketConfig) -> bool {
+    cfg.bind_flags().contains(BindFlags::XDP_USE_SG)
 }
 
 /// Checks the sizes that do not depend on the interface (done when the config is read).
@@ -117,10 +130,11 @@ pub fn check_config(cfg: &XdpConfig) -> Result<(), XdpError> {
 /// Checks the configuration against the interface's MTU.
 pub(super) fn check_sizes(cfg: &XdpConfig, mtu: u32) -> Result<(), XdpError> {
     check_config(cfg)?;
-    let room = cfg.frame_size.saturating_sub(256) as usize;
-    if mtu as usize + L2_OVERHEAD > room {
+    if mtu > MAX_MTU {
+        let room = cfg.frame_size.saturating_sub(256) as usize;
         return Err(XdpError::Config(format!(
-            "MTU {mtu} of {} does not fit a {}-byte UMEM frame (at most {})",
+            "MTU {mtu} of {} is too large: a frame takes at most one {}-byte UMEM frame (MTU {}), \
+             or several with multi-buffer up to MTU {MAX_MTU}",
             cfg.ifname,
             cfg.frame_size,
             room - L2_OVERHEAD
@@ -162,15 +176,16 @@ pub(super) fn epoll_over(fds: impl Iterator<Item = RawFd>) -> std::io::Result<Ow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xsk_rs::config::BindFlags;
 
     #[test]
     fn sizes_are_checked() {
         let ok = XdpConfig { ifname: "up0".into(), ..Default::default() };
         assert!(check_sizes(&ok, 1500).is_ok());
         assert!(check_sizes(&ok, 3800).is_ok());
-        let e = check_sizes(&ok, 9000).unwrap_err().to_string();
-        assert!(e.contains("MTU 9000") && e.contains("at most 3822"), "{e}");
+        // Beyond one UMEM frame, multi-buffer, up to a 9216-byte jumbo frame.
+        assert!(check_sizes(&ok, 9000).is_ok());
+        let e = check_sizes(&ok, 9300).unwrap_err().to_string();
+        assert!(e.contains("MTU 9300") && e.contains("3822") && e.contains("9216"), "{e}");
         let bad = XdpConfig { ring_size: 1000, ..ok.clone() };
         assert!(check_sizes(&bad, 1500).is_err());
         let bad = XdpConfig { umem_frames: 64, ..ok.clone() };
