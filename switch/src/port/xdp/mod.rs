@@ -35,6 +35,7 @@
 //! pods with a GSO size that fits the pods' MTU ([`SegmentPlan::pack_to_mtu`],
 //! [`Merge::finish`]).
 
+mod program;
 mod queue;
 mod setup;
 
@@ -49,6 +50,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{FrameDesc, Umem};
 
+use program::FragsProgram;
 pub use queue::Accounting;
 use queue::{Queue, Shared};
 pub use setup::check_config;
@@ -234,6 +236,8 @@ pub struct XdpPort {
     ifindex: u32,
     mtu: u32,
     umem_frames: usize,
+    /// The XDP program, when tapwayd loaded it (multi-buffer in native or zero-copy mode).
+    program: Option<FragsProgram>,
     /// Extra counters.
     pub counters: XdpCounters,
 }
@@ -334,14 +338,6 @@ impl XdpPort {
         workers: usize,
         mode: XdpMode,
     ) -> Result<(XdpPort, Arc<FramePool>), XdpError> {
-        if mode == XdpMode::Native && is_veth(&cfg.ifname) && mtu > VETH_NATIVE_MAX_MTU {
-            return Err(bind_err(
-                cfg,
-                cfg.queues.first().copied().unwrap_or(0),
-                mode,
-                format!("native XDP on a veth needs MTU <= {VETH_NATIVE_MAX_MTU}, {} has {mtu}", cfg.ifname),
-            ));
-        }
         let config = |e: &dyn std::fmt::Display| XdpError::Config(e.to_string());
         let frame_size = FrameSize::new(cfg.frame_size).map_err(|e| config(&e))?;
         let fill = QueueSize::new(cfg.fill_size).map_err(|e| config(&e))?;
@@ -356,6 +352,16 @@ impl XdpPort {
         let room = umem_cfg.mtu() as usize;
         // Frames beyond one UMEM frame take several descriptors (multi-buffer).
         let multi_buffer = mtu as usize + L2_OVERHEAD > room;
+        // A veth refuses a native program without frags support above this MTU; with
+        // multi-buffer tapwayd loads one with frags.
+        if mode == XdpMode::Native && !multi_buffer && is_veth(&cfg.ifname) && mtu > VETH_NATIVE_MAX_MTU {
+            return Err(bind_err(
+                cfg,
+                cfg.queues.first().copied().unwrap_or(0),
+                mode,
+                format!("native XDP on a veth needs MTU <= {VETH_NATIVE_MAX_MTU}, {} has {mtu}", cfg.ifname),
+            ));
+        }
         let data_offset = (umem_cfg.xdp_headroom() + umem_cfg.frame_headroom()) as usize;
         let chunk = cfg.frame_size as usize;
         // A pool buffer spans whole UMEM frames and starts so that its Ethernet frame sits
@@ -404,12 +410,26 @@ impl XdpPort {
         if multi_buffer {
             bind |= BindFlags::XDP_USE_SG;
         }
+        // Multi-buffer in native or zero-copy mode needs the program with frags support,
+        // which tapwayd then loads itself (see `program`).
+        let q0 = cfg.queues.first().copied().unwrap_or(0);
+        let program = match multi_buffer && mode != XdpMode::Generic {
+            true => Some(
+                FragsProgram::attach(if_index(&cfg.ifname).unwrap_or(0), mode)
+                    .map_err(|reason| bind_err(cfg, q0, mode, reason))?,
+            ),
+            false => None,
+        };
+        let libxdp_flags = match program {
+            Some(_) => LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD,
+            None => LibxdpFlags::empty(),
+        };
         let sock_cfg = SocketConfig::builder()
             .rx_queue_size(ring)
             .tx_queue_size(ring)
             .xdp_flags(xdp_flags)
             .bind_flags(bind | BindFlags::XDP_USE_NEED_WAKEUP)
-            .libxdp_flags(LibxdpFlags::empty())
+            .libxdp_flags(libxdp_flags)
             .build();
         let iface: Interface =
             cfg.ifname.parse().map_err(|_| XdpError::Config(format!("interface name {:?}", cfg.ifname)))?;
@@ -421,6 +441,9 @@ impl XdpPort {
             let Some((fill, comp)) = rings else {
                 return Err(bind_err(cfg, qid, mode, "queue bound twice".into()));
             };
+            if let Some(p) = &program {
+                p.add_socket(qid, rx.fd().as_raw_fd()).map_err(|reason| bind_err(cfg, qid, mode, reason))?;
+            }
             let mine = chunks.split_off(chunks.len() - per_queue_chunks);
             queues.push(Queue::new(qid, (rx, tx, fill, comp), mine, &shared, pool_count));
         }
@@ -457,6 +480,7 @@ impl XdpPort {
             ifindex: if_index(&cfg.ifname).unwrap_or(0),
             mtu,
             umem_frames,
+            program,
             counters: XdpCounters::default(),
         };
         // The fill rings get their buffers before any traffic.
@@ -914,6 +938,8 @@ impl Drop for XdpPort {
             local.put(f);
         }
         drop(local);
+        // A program tapwayd loaded itself goes now; libxdp's went with the last socket.
+        drop(self.program.take());
         if self.ifindex != 0 {
             if let Some(id) = attached_prog(self.ifindex) {
                 tracing::info!(uplink = self.ifname, prog_id = id, "detaching the XDP program libxdp left");
