@@ -58,6 +58,8 @@ pub struct Worker {
     scratch: Scratch,
     /// Ports transmitted on since the last flush.
     dirty: Vec<u16>,
+    /// An rx burst found the frame pool empty in this iteration.
+    starved: bool,
 }
 
 impl Worker {
@@ -77,6 +79,7 @@ impl Worker {
             disp: Vec::with_capacity(batch),
             scratch: Scratch::default(),
             dirty: Vec::new(),
+            starved: false,
             events: Events::with_capacity(256),
             poll,
             sw,
@@ -234,6 +237,7 @@ impl Worker {
                 }
                 Err(PortError::PoolEmpty) => {
                     bump(&self.sw.counters.pool_empty, 1);
+                    self.starved = true;
                     break;
                 }
                 Err(e) => {
@@ -324,11 +328,17 @@ impl Worker {
         }
     }
 
-    /// Lets every port transmitted on in this iteration push its batch out.
+    /// Lets every port transmitted on in this iteration push its batch out; after a burst that
+    /// found the pool empty, asks every port for the buffers it no longer needs.
     fn flush(&mut self) {
         for id in self.dirty.drain(..) {
             if let Some(p) = self.table.get(id) {
                 p.io.flush(self.id, &mut self.local);
+            }
+        }
+        if std::mem::take(&mut self.starved) {
+            for p in self.table.iter() {
+                p.io.reclaim(&mut self.local);
             }
         }
     }
@@ -468,6 +478,93 @@ mod tests {
         assert_eq!(sw.fdb.lookup(&mac(9), sw.now()), None);
         running.stop();
         // Every buffer is back once the workers are gone.
+        assert_eq!(sw.pool.outstanding(), 0);
+    }
+
+    /// A port that keeps every frame sent to it, the way a zero-copy NIC keeps a buffer until
+    /// it completes, and hands them back only on `reclaim`.
+    struct Holding {
+        held: std::sync::Mutex<Vec<crate::pool::Frame>>,
+        sent: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::port::PortIo for Holding {
+        fn recv_frame(
+            &self,
+            _: usize,
+            _: &mut crate::pool::LocalPool,
+        ) -> Result<Option<crate::pool::Frame>, crate::port::PortError> {
+            Ok(None)
+        }
+        fn send(&self, _: usize, _: &[u8]) -> Result<(), crate::port::PortError> {
+            Ok(())
+        }
+        fn send_frame(
+            &self,
+            _: usize,
+            frame: crate::pool::Frame,
+            _: &mut crate::pool::LocalPool,
+        ) -> Result<(), crate::port::PortError> {
+            self.held.lock().unwrap().push(frame);
+            self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        fn readiness_fd(&self, _: usize) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn reclaim(&self, pool: &mut crate::pool::LocalPool) {
+            for f in self.held.lock().unwrap().drain(..) {
+                pool.put(f);
+            }
+        }
+    }
+
+    #[test]
+    fn a_port_holding_buffers_gives_them_back_when_the_pool_runs_dry() {
+        let cfg = SwitchConfig { pool_frames: 64, frame_capacity: 2048, batch: 8, ..Default::default() };
+        let running = Switch::start(cfg).unwrap();
+        let sw = running.switch.clone();
+        let pod = Arc::new(MemPort::new(1024));
+        let nic = Arc::new(Holding { held: Default::default(), sent: Default::default() });
+        let entry = |id: u16, io: Arc<dyn crate::port::PortIo>| {
+            Arc::new(PortEntry {
+                id,
+                kind: PortKind::Pod,
+                io,
+                mac: mac(id as u8),
+                guard: None,
+                worker: 0,
+                counters: PortCounters::default(),
+                police: Default::default(),
+                meta: PortMeta::default(),
+            })
+        };
+        sw.update(|t| (t.with(entry(1, pod.clone())), ()));
+        sw.update(|t| (t.with(entry(2, nic.clone())), ()));
+        // The far MAC is behind the holding port, so frames to it go there unicast.
+        sw.fdb.learn(&mac(9), 2, sw.now());
+        let total = 500;
+        let mut injected = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while nic.sent.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline {
+            while injected < total
+                && pod.inject(with_vnet(udp4(mac(1), mac(9), [10, 0, 0, 2], [10, 0, 0, 9])))
+            {
+                injected += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Far more frames than the pool holds went through: the worker took the held buffers
+        // back each time it ran dry.
+        assert_eq!(nic.sent.load(std::sync::atomic::Ordering::Relaxed), total);
+        assert!(
+            sw.counters.pool_empty.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "the pool never ran dry"
+        );
+        running.stop();
+        let mut local = crate::pool::LocalPool::new(sw.pool.clone(), 8);
+        crate::port::PortIo::reclaim(&*nic, &mut local);
+        drop(local);
         assert_eq!(sw.pool.outstanding(), 0);
     }
 }

@@ -70,6 +70,12 @@ pub trait PortIo: Send + Sync {
     /// with back to `pool`. No-op by default.
     fn flush(&self, _worker: usize, _pool: &mut LocalPool) {}
 
+    /// Gives `pool` the buffers the port holds that the kernel is done with (transmissions
+    /// completed since the port last looked). Called by a worker whose pool ran dry: a
+    /// zero-copy NIC completes asynchronously, and a port that nobody sends on any more would
+    /// otherwise keep them. No-op by default.
+    fn reclaim(&self, _pool: &mut LocalPool) {}
+
     /// Port-specific counters by name, added to `tapwayctl stats`. None by default.
     fn stats(&self) -> Vec<(String, u64)> {
         Vec::new()

@@ -909,6 +909,17 @@ impl PortIo for XdpPort {
         q.give_back(pool);
     }
 
+    fn reclaim(&self, pool: &mut LocalPool) {
+        // Every queue, not only the caller's: buffers are the pool's, whoever returns them. A
+        // queue busy with its own worker is skipped; that worker reaps it anyway.
+        for q in &self.queues {
+            if let Ok(mut q) = q.try_lock() {
+                q.reap(&self.shared);
+                q.give_back(pool);
+            }
+        }
+    }
+
     fn readiness_fd(&self, worker: usize) -> Option<RawFd> {
         self.ready.get(worker).copied().flatten()
     }
