@@ -255,26 +255,31 @@ mod tests {
         out
     }
 
-    /// Cuts a super-frame with the segmenter, merges the segments back, and checks the result
-    /// equals the original once its partial checksum is completed.
-    fn round_trip(v6: bool, len: usize, mss: u16, psh: bool) {
-        let data: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
-        let orig = super_frame(v6, &data, psh);
+    /// Cuts `orig` (a TCP super-frame sent with MSS `mss`) as the uplink does for a fabric of
+    /// MTU `mtu`; with `pack`, as many MSS in a segment as fit.
+    fn cut(orig: &[u8], mss: u16, mtu: usize, pack: bool) -> Vec<Vec<u8>> {
+        let v6 = orig[12] == 0x86;
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             gso_size: mss,
             ..Default::default()
         };
-        let plan = SegmentPlan::new(&hdr, &orig, 1500).unwrap();
-        let segs: Vec<Vec<u8>> = (0..plan.count())
+        let plan = SegmentPlan::new(&hdr, orig, mtu).unwrap();
+        let plan = if pack { plan.pack_to_mtu(mtu) } else { plan };
+        (0..plan.count())
             .map(|i| {
-                let mut b = vec![0u8; 2000];
-                let n = plan.write(&orig, i, &mut b).unwrap();
+                let mut b = vec![0u8; mtu + 100];
+                let n = plan.write(orig, i, &mut b).unwrap();
                 b.truncate(n);
                 b
             })
-            .collect();
+            .collect()
+    }
+
+    /// Merges `segs` back into one frame for pods of MTU `pod_mtu` (every one must merge);
+    /// returns the frame, its checksum completed if partial, and its vnet header.
+    fn merge(segs: &[Vec<u8>], pod_mtu: usize) -> (Vec<u8>, VnetHdr) {
         let mut out = vec![0u8; 70000];
         out[..segs[0].len()].copy_from_slice(&segs[0]);
         let mut m = Merge::start(&segs[0]).unwrap();
@@ -282,12 +287,24 @@ mod tests {
             assert!(m.append(&mut out, s), "segment not merged");
         }
         assert_eq!(m.count(), segs.len());
-        let h = m.finish(&mut out, 1500);
+        let h = m.finish(&mut out, pod_mtu);
         out.truncate(m.frame_len());
+        if h.flags & F_NEEDS_CSUM != 0 {
+            complete_csum(&mut out, h.csum_start, h.csum_offset).unwrap();
+        }
+        (out, h)
+    }
+
+    /// Cuts a super-frame with the segmenter, merges the segments back, and checks the result
+    /// equals the original once its partial checksum is completed.
+    fn round_trip(v6: bool, len: usize, mss: u16, psh: bool) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+        let orig = super_frame(v6, &data, psh);
+        let segs = cut(&orig, mss, 1500, false);
+        let (out, h) = merge(&segs, 1500);
         if segs.len() > 1 {
             assert_eq!(h.gso_size, mss);
             assert_eq!(usize::from(h.csum_start), if v6 { 54 } else { 34 });
-            complete_csum(&mut out, h.csum_start, h.csum_offset).unwrap();
         }
         // The segmenter gave the first segment IP id +0 and the original's id; PSH on the last.
         assert_eq!(out, orig);
@@ -306,26 +323,11 @@ mod tests {
         // Two 2896-byte wire segments (two 1448-byte pieces each) from a 3500-MTU uplink.
         let data: Vec<u8> = (0..2896 * 2).map(|i| (i * 5) as u8).collect();
         let orig = super_frame(false, &data, false);
-        let hdr = VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_TCPV4, gso_size: 1448, ..Default::default() };
-        let plan = SegmentPlan::new(&hdr, &orig, 3500).unwrap().pack_to_mtu(3500);
-        let segs: Vec<Vec<u8>> = (0..plan.count())
-            .map(|i| {
-                let mut b = vec![0u8; 4000];
-                let n = plan.write(&orig, i, &mut b).unwrap();
-                b.truncate(n);
-                b
-            })
-            .collect();
+        let segs = cut(&orig, 1448, 3500, true);
         assert_eq!(segs.len(), 2);
-        let mut out = vec![0u8; 70000];
-        out[..segs[0].len()].copy_from_slice(&segs[0]);
-        let mut m = Merge::start(&segs[0]).unwrap();
-        assert!(m.append(&mut out, &segs[1]));
-        let h = m.finish(&mut out, 1500);
+        let (out, h) = merge(&segs, 1500);
         // 1500 minus 40 bytes of IPv4 + TCP headers (this frame has no TCP options).
         assert_eq!((h.gso_type, h.gso_size), (GSO_TCPV4, 1460), "the pods' MSS, not the wire's");
-        out.truncate(m.frame_len());
-        complete_csum(&mut out, h.csum_start, h.csum_offset).unwrap();
         assert_eq!(out, orig);
         // A lone oversized segment is marked GSO too, so a forwarding pod can cut it.
         let mut one = vec![0u8; 4000];
@@ -392,37 +394,17 @@ mod tests {
         ) {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             let orig = super_frame(v6, &data, false);
-            let hdr = VnetHdr {
-                flags: F_NEEDS_CSUM,
-                gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
-                gso_size: mss,
-                ..Default::default()
-            };
-            let plan = SegmentPlan::new(&hdr, &orig, fabric).unwrap().pack_to_mtu(fabric);
-            prop_assert_eq!(plan.mss() % usize::from(mss), 0);
-            let segs: Vec<Vec<u8>> = (0..plan.count())
-                .map(|i| {
-                    let mut b = vec![0u8; 9300];
-                    let n = plan.write(&orig, i, &mut b).unwrap();
-                    b.truncate(n);
-                    b
-                })
-                .collect();
+            let segs = cut(&orig, mss, fabric, true);
+            let hdrs = if v6 { 60 } else { 40 };
             for s in &segs {
                 prop_assert!(s.len() - 14 <= fabric, "a {}-byte segment on a {fabric} fabric", s.len());
             }
-            let mut out = vec![0u8; 70000];
-            out[..segs[0].len()].copy_from_slice(&segs[0]);
-            let mut m = Merge::start(&segs[0]).unwrap();
-            for s in &segs[1..] {
-                prop_assert!(m.append(&mut out, s));
+            for s in &segs[..segs.len() - 1] {
+                prop_assert_eq!((s.len() - 14 - hdrs) % usize::from(mss), 0, "not whole MSS pieces");
             }
-            let h = m.finish(&mut out, 1500);
-            out.truncate(m.frame_len());
-            let hdrs = if v6 { 60 } else { 40 };
+            let (out, h) = merge(&segs, 1500);
             if h.gso_type != 0 {
                 prop_assert!(usize::from(h.gso_size) + hdrs <= 1500);
-                complete_csum(&mut out, h.csum_start, h.csum_offset).unwrap();
             }
             prop_assert_eq!(out, orig);
         }
