@@ -16,7 +16,7 @@
 //!   completed in place if partial), and the buffer goes back to the pool when the completion
 //!   ring returns it;
 //! - only TCP/UDP super-frames are copied: segmenting them writes each segment into a transmit
-//!   chunk. Flooded frames (one buffer, several ports) are copied too.
+//!   chunk. Flooded frames (one buffer, several ports) and jumbo frames are copied too.
 //!
 //! **Queues and workers.** Queue `i` is served by worker `i % workers`: that worker polls its
 //! rx ring and transmits on it, so with as many queues as workers every worker receives from
@@ -34,6 +34,11 @@
 //! MTU allows, in whole multiples of the sender's MSS, and the receiving node hands them to its
 //! pods with a GSO size that fits the pods' MTU ([`SegmentPlan::pack_to_mtu`],
 //! [`Merge::finish`]).
+//!
+//! **Jumbo frames** (an MTU beyond one UMEM frame, up to 9216): the sockets are bound with
+//! `XDP_USE_SG`; received pieces are gathered into the first one's pool buffer and large frames
+//! written over several transmit chunks ([`queue`]). In native and zero-copy mode the XDP
+//! program must support frags, so tapwayd loads it itself ([`program`]).
 
 mod program;
 mod queue;
@@ -366,7 +371,9 @@ impl XdpPort {
         let chunk = cfg.frame_size as usize;
         // A pool buffer spans whole UMEM frames and starts so that its Ethernet frame sits
         // where the kernel puts a received one: `data_offset` into its first UMEM frame.
-        let head = data_offset - VNET_HDR_LEN;
+        let head = data_offset
+            .checked_sub(VNET_HDR_LEN)
+            .ok_or_else(|| XdpError::Config(format!("UMEM headroom of {data_offset} bytes")))?;
         let stride = (head + FRAME_CAPACITY).div_ceil(chunk) * chunk;
         let layout = BufferLayout { stride, head, capacity: stride - head };
         let per_buffer = stride / chunk;
