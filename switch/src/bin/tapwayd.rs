@@ -43,6 +43,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     }
     server::ensure_free(&cfg.socket).map_err(|e| e.to_string())?;
     // The uplink is bound first: the switch's frame pool lives in its UMEM.
+    tapway_switch::port::xdp::quiet_bpf_libraries(matches!(cfg.log_level.as_str(), "debug" | "trace"));
     let uplink = match &cfg.uplink {
         Some(up) => Some(
             OpenUplink::open(up, cfg.mtu, cfg.switch.pool_frames, cfg.switch.cores.len().max(1))

@@ -58,11 +58,11 @@ use xsk_rs::{FrameDesc, Umem};
 use program::FragsProgram;
 pub use queue::Accounting;
 use queue::{Queue, Shared};
-pub use setup::check_config;
 use setup::{
     attached_prog, bind_err, bind_retry, check_sizes, detach_all, epoll_over, if_index, is_veth,
     rx_queue_count,
 };
+pub use setup::{check_config, quiet_bpf_libraries};
 
 use super::{PortError, PortIo};
 use crate::pool::{BufferLayout, Frame, FramePool, LocalPool, FRAME_CAPACITY};

@@ -98,6 +98,53 @@ pub(super) fn bind_retry(
     }
 }
 
+/// The C library's formatted print, for libbpf's and libxdp's messages.
+mod cprint {
+    use std::os::raw::{c_char, c_int, c_uint};
+
+    use libxdp_sys::__va_list_tag;
+
+    unsafe extern "C" {
+        static mut stderr: *mut libc::FILE;
+        fn vfprintf(stream: *mut libc::FILE, format: *const c_char, ap: *mut __va_list_tag) -> c_int;
+        fn libbpf_set_print(
+            f: Option<unsafe extern "C" fn(c_uint, *const c_char, *mut __va_list_tag) -> c_int>,
+        ) -> Option<unsafe extern "C" fn(c_uint, *const c_char, *mut __va_list_tag) -> c_int>;
+    }
+
+    /// Prints warnings (level 0 in both libraries) to stderr, drops info and debug.
+    unsafe extern "C" fn warnings_only(
+        level: c_uint,
+        format: *const c_char,
+        ap: *mut __va_list_tag,
+    ) -> c_int {
+        if level != 0 {
+            return 0;
+        }
+        // SAFETY: `format` and `ap` are what the library passed for this message; stderr is
+        // the C library's own stream.
+        unsafe { vfprintf(stderr, format, ap) }
+    }
+
+    /// Keeps only the libraries' warnings.
+    pub fn warnings() {
+        // SAFETY: both setters only store the function pointer, which lives forever.
+        unsafe {
+            libbpf_set_print(Some(warnings_only));
+            libxdp_sys::libxdp_set_print(Some(warnings_only));
+        }
+    }
+}
+
+/// libbpf and libxdp print to stderr, info included: a line per unknown ELF section at every
+/// program load. Unless `verbose`, keep only their warnings (such as libxdp's "No bpffs found
+/// ... Falling back to loading single prog without dispatcher").
+pub fn quiet_bpf_libraries(verbose: bool) {
+    if !verbose {
+        cprint::warnings();
+    }
+}
+
 /// Whether a socket configuration asks for multi-buffer.
 fn cfg_sg(cfg: &SocketConfig) -> bool {
     cfg.bind_flags().contains(BindFlags::XDP_USE_SG)
