@@ -80,6 +80,13 @@ struct RunArgs {
     /// tapwayd --poll-mode
     #[arg(long, default_value = "adaptive", value_parser = ["adaptive", "busy"])]
     poll_mode: String,
+    /// cross-node: tapwayd --xdp-mode of both uplinks (on veths generic is faster than native)
+    #[arg(long, default_value = "native", value_parser = ["native", "generic", "auto"])]
+    xdp_mode: String,
+    /// cross-node: MTU of the uplink veths and the fabric, in both topologies; the pods keep
+    /// 1500 (above 3822, AF_XDP multi-buffer)
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1500..=9216))]
+    uplink_mtu: u32,
     /// Directory holding tapwayd, tapwayctl and the tapway CNI plugin (default: next to this
     /// binary, else target/release, else target/debug)
     #[arg(long)]
@@ -400,6 +407,8 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         pktgen_threads: a.threads,
         tapwayd_cores: a.tapwayd_cores,
         poll_mode: a.poll_mode,
+        xdp_mode: a.xdp_mode,
+        uplink_mtu: a.uplink_mtu,
         bin_dir,
         rfc2544_trial: secs(a.trial, "--trial")?,
         rfc2544_resolution: a.resolution,

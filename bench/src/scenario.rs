@@ -69,6 +69,10 @@ pub struct RunConfig {
     pub tapwayd_cores: String,
     /// tapwayd `--poll-mode`.
     pub poll_mode: String,
+    /// cross-node: tapwayd `--xdp-mode`.
+    pub xdp_mode: String,
+    /// cross-node: MTU of the uplinks and the fabric.
+    pub uplink_mtu: u32,
     /// Directory of tapwayd, tapwayctl, tapway.
     pub bin_dir: PathBuf,
     /// Seconds per RFC 2544 trial.
@@ -485,6 +489,8 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
         tag: format!("twr{pid}"),
         tapwayd_cores: cfg.tapwayd_cores.clone(),
         poll_mode: cfg.poll_mode.clone(),
+        xdp_mode: cfg.xdp_mode.clone(),
+        uplink_mtu: cfg.uplink_mtu,
     };
     let mut notes = Vec::new();
     if machine.load_avg_start > 1.0 {

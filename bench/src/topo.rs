@@ -118,6 +118,10 @@ pub struct Env {
     pub tapwayd_cores: String,
     /// tapwayd poll mode.
     pub poll_mode: String,
+    /// cross-node: tapwayd `--xdp-mode`.
+    pub xdp_mode: String,
+    /// cross-node: MTU of the uplinks and the fabric.
+    pub uplink_mtu: u32,
 }
 
 fn cmdline(program: &str, args: &[&str]) -> String {
@@ -515,10 +519,11 @@ fn add_fabric(t: &mut Teardown, fab: &str) -> Result<(), TopoError> {
 }
 
 /// Plugs `node` into the fabric as bench/uplink.sh does: a single-queue veth `fa<i>` (in `fab`,
-/// on `br0`) ↔ `up0` (in `node`, IPv6 off so the node's kernel stays quiet on it). Both ends
-/// go with their namespaces.
-fn plug(fab: &str, i: u32, node: &str) -> Result<(), TopoError> {
+/// on `br0`) ↔ `up0` (in `node`, IPv6 off so the node's kernel stays quiet on it), both ends of
+/// MTU `mtu`. Both ends go with their namespaces.
+fn plug(fab: &str, i: u32, node: &str, mtu: u32) -> Result<(), TopoError> {
     let fa = format!("fa{i}");
+    let mtu = mtu.to_string();
     run(
         "ip",
         &[
@@ -527,6 +532,8 @@ fn plug(fab: &str, i: u32, node: &str) -> Result<(), TopoError> {
             "link",
             "add",
             &fa,
+            "mtu",
+            &mtu,
             "numrxqueues",
             "1",
             "numtxqueues",
@@ -546,7 +553,7 @@ fn plug(fab: &str, i: u32, node: &str) -> Result<(), TopoError> {
     )?;
     run("ip", &["-n", fab, "link", "set", &fa, "master", "br0", "up"])?;
     run("ip", &["netns", "exec", node, "sysctl", "-qw", "net.ipv6.conf.up0.disable_ipv6=1"])?;
-    run("ip", &["-n", node, "link", "set", "up0", "up"])?;
+    run("ip", &["-n", node, "link", "set", "up0", "mtu", &mtu, "up"])?;
     Ok(())
 }
 
@@ -753,7 +760,7 @@ impl Topology {
         for i in 1..=2u32 {
             let node = format!("{}xn{i}", env.tag);
             add_netns(&mut t, &node)?;
-            plug(&fab, i, &node)?;
+            plug(&fab, i, &node, env.uplink_mtu)?;
             let dir = env.work.join(format!("tapway-x{i}"));
             let (sock, pid) = start_tapwayd(
                 &mut t,
@@ -761,7 +768,7 @@ impl Topology {
                 &node,
                 &dir,
                 &format!("10.216.{i}.0/24"),
-                &["--uplink", "up0", "--xdp-mode", "native"],
+                &["--uplink", "up0", "--xdp-mode", &env.xdp_mode],
             )?;
             pids.push(pid);
             let conf = with_range(
@@ -788,7 +795,9 @@ impl Topology {
             b,
             daemon_pids: pids,
             attach: format!(
-                "two nodes, each tapwayd --uplink up0 --xdp-mode native (a veth into a fabric bridge); one pod per node through CNI plugin {} + host-local, flat 10.216.0.0/16",
+                "two nodes, each tapwayd --uplink up0 --xdp-mode {} (a veth of MTU {} into a fabric bridge); one pod per node through CNI plugin {} + host-local, flat 10.216.0.0/16",
+                env.xdp_mode,
+                env.uplink_mtu,
                 plugin.display()
             ),
             teardown: t,
@@ -814,7 +823,7 @@ impl Topology {
             let ns = format!("{}y{i}", env.tag);
             let cid = format!("{}-y{i}", env.tag);
             pods.push(cni_pod(&mut t, Some(&node), &plugin, &ns, &cid, &conf, CNI_DIR)?);
-            plug(&fab, i, &node)?;
+            plug(&fab, i, &node, env.uplink_mtu)?;
             run("ip", &["-n", &node, "link", "set", "up0", "master", "brn"])?;
         }
         let (a, b) = two(pods)?;
@@ -826,7 +835,8 @@ impl Topology {
             b,
             daemon_pids: Vec::new(),
             attach: format!(
-                "two nodes, each the CNI plugin {CNI_DIR}/bridge + host-local (flat 10.217.0.0/16) with the uplink veth up0 enslaved to the node's bridge; the uplinks meet in a fabric bridge"
+                "two nodes, each the CNI plugin {CNI_DIR}/bridge + host-local (flat 10.217.0.0/16) with the uplink veth up0 (MTU {}) enslaved to the node's bridge; the uplinks meet in a fabric bridge",
+                env.uplink_mtu
             ),
             teardown: t,
         })
