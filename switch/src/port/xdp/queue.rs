@@ -129,7 +129,7 @@ pub(super) struct Queue {
     pub pending_tx: Vec<FrameDesc>,
     /// Descriptors produced on the tx ring since the last kick.
     pub unkicked: usize,
-    /// Frames received and transmitted on this queue.
+    /// Descriptors received and transmitted on this queue (a frame, or a piece of one).
     pub rx_frames: u64,
     pub tx_frames: u64,
     /// Scratch for ring operations.
@@ -201,13 +201,14 @@ impl Queue {
             if n == 0 {
                 break;
             }
-            self.in_tx -= n;
+            // Saturating: counts the kernel could only break by returning what it was not given.
+            self.in_tx = self.in_tx.saturating_sub(n);
             for i in 0..n {
                 let desc = self.scratch[i];
                 match sh.pool_index(desc.addr()) {
                     Some(idx) => {
                         if let Some(f) = self.lent.get_mut(idx).and_then(Option::take) {
-                            self.tx_lent -= 1;
+                            self.tx_lent = self.tx_lent.saturating_sub(1);
                             self.released.push(f);
                         }
                     }
@@ -281,7 +282,7 @@ impl Queue {
             }
             return false;
         }
-        self.in_rx -= n;
+        self.in_rx = self.in_rx.saturating_sub(n);
         for i in 0..n {
             let desc = self.scratch[i];
             let more = desc.options() & XDP_PKT_CONTD != 0;
