@@ -82,11 +82,12 @@ pub struct Args {
     /// frames), a power of two [default: 4096]. The frame pool sits in the UMEM too.
     #[arg(long)]
     pub uplink_umem_frames: Option<u32>,
-    /// Size of the uplink's rx and tx rings, a power of two [default: 2048].
+    /// Size of the uplink's rx and tx rings, a power of two [default: 1024].
     #[arg(long)]
     pub uplink_ring_size: Option<u32>,
     /// Size of the uplink's fill ring, a power of two, kept full with frame-pool buffers (the
-    /// pool grows by this many per queue); at least the NIC's rx ring [default: 1024].
+    /// pool grows by this many per queue); at least the NIC's rx ring plus the socket's rx ring
+    /// [default: 2048].
     #[arg(long)]
     pub uplink_fill_size: Option<u32>,
 }

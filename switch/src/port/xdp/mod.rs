@@ -152,8 +152,8 @@ impl Default for XdpConfig {
             queues: vec![0],
             umem_frames: 4096,
             frame_size: 4096,
-            ring_size: 2048,
-            fill_size: 1024,
+            ring_size: 1024,
+            fill_size: 2048,
             pod_mtu: 1500,
             batch: 64,
         }
