@@ -8,7 +8,12 @@
 //!
 //! Buffers live in a global lock-free queue; each worker keeps a small local cache
 //! ([`LocalPool`]) and moves buffers to and from the global queue in bulk, so a frame costs no
-//! shared-memory traffic in the common case. A buffer handed to another worker through a ring
+//! shared-memory traffic in the common case.
+//!
+//! A pool in a UMEM also has a second class of buffers, small ones (one UMEM frame each) that
+//! the uplink lends to its fill rings: the kernel writes at most a UMEM frame into each, so
+//! 64 KiB buffers there would pin memory for nothing. A received frame travels through the
+//! datapath in its small buffer, which goes back to its own queue when put. A buffer handed to another worker through a ring
 //! is returned by that worker; a buffer lent to the kernel (uplink fill or transmit ring) is
 //! kept by the port until the kernel gives it back.
 
@@ -85,6 +90,25 @@ impl Drop for Region {
     }
 }
 
+/// Where one class of buffers sits in the region: `count` buffers of `layout`, the first
+/// `offset` bytes into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    /// Bytes from the region's start to the first buffer's slot.
+    pub offset: usize,
+    /// Buffers in the class.
+    pub count: usize,
+    /// Their layout.
+    pub layout: BufferLayout,
+}
+
+impl Class {
+    /// Bytes the class spans.
+    pub fn bytes(&self) -> usize {
+        self.count.saturating_mul(self.layout.stride)
+    }
+}
+
 /// One frame buffer: `bytes()` is the vnet header followed by the Ethernet frame.
 ///
 /// Each buffer of the region has exactly one `Frame`, created with the pool; moving the
@@ -94,6 +118,8 @@ pub struct Frame {
     capacity: usize,
     len: usize,
     index: u32,
+    /// A small receive buffer (the second class), not a datapath buffer.
+    small: bool,
     region: Arc<Region>,
 }
 
@@ -145,9 +171,14 @@ impl Frame {
         self.len = n;
     }
 
-    /// Which buffer of its pool this is (`0..total`).
+    /// Which buffer of its class this is (`0..count`).
     pub fn index(&self) -> usize {
         self.index as usize
+    }
+
+    /// Whether this is a small receive buffer rather than a datapath buffer.
+    pub fn is_small(&self) -> bool {
+        self.small
     }
 
     /// Whether this buffer belongs to `pool`.
@@ -159,7 +190,11 @@ impl Frame {
 /// The global pool.
 pub struct FramePool {
     free: ArrayQueue<Frame>,
+    /// Small receive buffers (empty unless the pool has that class).
+    small: ArrayQueue<Frame>,
     total: usize,
+    small_total: usize,
+    /// Buffers of both classes out of the global queues.
     outstanding: AtomicUsize,
     layout: BufferLayout,
     region: Arc<Region>,
@@ -181,16 +216,17 @@ impl FramePool {
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let Some(base) = NonNull::new(ptr) else { std::alloc::handle_alloc_error(layout) };
         let region = Region { base, len, owner: Owner::Heap(layout) };
-        let layout = BufferLayout { stride, head: 0, capacity };
+        let class = Class { offset: 0, count, layout: BufferLayout { stride, head: 0, capacity } };
         // Cannot fail: the layout was built to fit.
-        match FramePool::build(region, count, layout) {
+        match FramePool::build(region, class, None) {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         }
     }
 
-    /// Lays `count` buffers out over memory mapped by someone else (the uplink's UMEM), which
-    /// `owner` keeps mapped.
+    /// Lays the datapath's buffers (`buffers`), and optionally small receive buffers
+    /// (`receive`), out over memory mapped by someone else (the uplink's UMEM), which `owner`
+    /// keeps mapped.
     ///
     /// # Safety
     ///
@@ -201,40 +237,75 @@ impl FramePool {
         base: NonNull<u8>,
         len: usize,
         owner: Box<dyn Any + Send + Sync>,
-        count: usize,
-        layout: BufferLayout,
+        buffers: Class,
+        receive: Option<Class>,
     ) -> Result<Arc<FramePool>, LayoutError> {
-        FramePool::build(Region { base, len, owner: Owner::Shared(owner) }, count, layout)
+        FramePool::build(Region { base, len, owner: Owner::Shared(owner) }, buffers, receive)
     }
 
-    fn build(region: Region, count: usize, layout: BufferLayout) -> Result<Arc<FramePool>, LayoutError> {
-        let needed = count.checked_mul(layout.stride);
-        if count == 0 || count > u32::MAX as usize || layout.head + layout.capacity > layout.stride {
-            return Err(LayoutError(format!("{count} buffers of {layout:?}")));
-        }
-        if needed.is_none_or(|n| n > region.len) {
-            return Err(LayoutError(format!(
-                "{count} buffers of {} bytes exceed {} bytes",
-                layout.stride, region.len
-            )));
+    fn build(region: Region, buffers: Class, receive: Option<Class>) -> Result<Arc<FramePool>, LayoutError> {
+        let check = |c: &Class| -> Result<(), LayoutError> {
+            let l = c.layout;
+            if c.count == 0 || c.count > u32::MAX as usize || l.head + l.capacity > l.stride {
+                return Err(LayoutError(format!("{} buffers of {l:?}", c.count)));
+            }
+            let end = c.count.checked_mul(l.stride).and_then(|n| n.checked_add(c.offset));
+            if end.is_none_or(|n| n > region.len) {
+                return Err(LayoutError(format!(
+                    "{} buffers of {} bytes from offset {} exceed {} bytes",
+                    c.count, l.stride, c.offset, region.len
+                )));
+            }
+            Ok(())
+        };
+        check(&buffers)?;
+        if let Some(r) = &receive {
+            check(r)?;
+            let apart =
+                r.offset >= buffers.offset + buffers.bytes() || buffers.offset >= r.offset + r.bytes();
+            if !apart {
+                return Err(LayoutError("the two classes of buffers overlap".into()));
+            }
         }
         let region = Arc::new(region);
-        let free = ArrayQueue::new(count);
-        for i in 0..count {
-            // SAFETY: `i * stride + head + capacity <= count * stride <= len` (checked above).
-            let ptr =
-                unsafe { NonNull::new_unchecked(region.base.as_ptr().add(i * layout.stride + layout.head)) };
-            let frame =
-                Frame { ptr, capacity: layout.capacity, len: 0, index: i as u32, region: region.clone() };
-            // Cannot fail: the queue was sized for exactly `count` frames.
-            let _ = free.push(frame);
-        }
-        Ok(Arc::new(FramePool { free, total: count, outstanding: AtomicUsize::new(0), layout, region }))
+        let fill = |c: &Class, small: bool| {
+            let q = ArrayQueue::new(c.count.max(1));
+            for i in 0..c.count {
+                let at = c.offset + i * c.layout.stride + c.layout.head;
+                // SAFETY: `offset + i * stride + head + capacity <= offset + count * stride <=
+                // len` (checked above), so `at` is inside the region.
+                let ptr = unsafe { NonNull::new_unchecked(region.base.as_ptr().add(at)) };
+                let capacity = c.layout.capacity;
+                let frame = Frame { ptr, capacity, len: 0, index: i as u32, small, region: region.clone() };
+                // Cannot fail: the queue was sized for exactly `count` frames.
+                let _ = q.push(frame);
+            }
+            q
+        };
+        let free = fill(&buffers, false);
+        let small = match &receive {
+            Some(r) => fill(r, true),
+            None => ArrayQueue::new(1),
+        };
+        Ok(Arc::new(FramePool {
+            free,
+            small,
+            total: buffers.count,
+            small_total: receive.map_or(0, |r| r.count),
+            outstanding: AtomicUsize::new(0),
+            layout: buffers.layout,
+            region,
+        }))
     }
 
-    /// Number of buffers in the pool.
+    /// Number of buffers in the pool, of both classes.
     pub fn total(&self) -> usize {
-        self.total
+        self.total + self.small_total
+    }
+
+    /// Number of small receive buffers among them.
+    pub fn receive_total(&self) -> usize {
+        self.small_total
     }
 
     /// How the buffers are laid out in the region.
@@ -242,9 +313,9 @@ impl FramePool {
         self.layout
     }
 
-    /// Buffers in the global queue right now (worker caches not included).
+    /// Buffers in the global queues right now (worker caches not included).
     pub fn free_global(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.small.len()
     }
 
     /// Buffers held by workers' caches, rings, ports and in-flight batches.
@@ -284,10 +355,23 @@ impl LocalPool {
         self.cache.pop()
     }
 
-    /// Returns a buffer.
+    /// Takes a small receive buffer, or None when there is none left (or the pool has none).
+    pub fn get_receive(&mut self) -> Option<Frame> {
+        let f = self.global.small.pop()?;
+        self.global.outstanding.fetch_add(1, Relaxed);
+        Some(f)
+    }
+
+    /// Returns a buffer (of either class).
     #[inline]
     pub fn put(&mut self, mut frame: Frame) {
         frame.len = 0;
+        if frame.small {
+            self.global.outstanding.fetch_sub(1, Relaxed);
+            // Cannot overflow: the queue holds every receive buffer ever allocated.
+            let _ = self.global.small.push(frame);
+            return;
+        }
         self.cache.push(frame);
         if self.cache.len() >= self.refill * 2 {
             while self.cache.len() > self.refill {
@@ -381,20 +465,59 @@ mod tests {
         let mut mem = vec![0u8; 4 * 256].into_boxed_slice();
         let base = NonNull::new(mem.as_mut_ptr()).unwrap();
         let layout = BufferLayout { stride: 256, head: 16, capacity: 240 };
+        let class = Class { offset: 0, count: 4, layout };
         // SAFETY: `mem` is moved into the pool as its owner and not touched otherwise; moving a
         // boxed slice does not move its heap bytes.
-        let pool = unsafe { FramePool::over(base, 1024, Box::new(mem), 4, layout) }.unwrap();
+        let pool = unsafe { FramePool::over(base, 1024, Box::new(mem), class, None) }.unwrap();
         assert_eq!(pool.layout(), layout);
         let mut local = LocalPool::new(pool.clone(), 4);
+        assert!(local.get_receive().is_none(), "no receive class");
         let mut f = local.get().unwrap();
         assert_eq!(f.buffer_mut().len(), 240);
         let off = f.buffer_mut().as_ptr() as usize - base.as_ptr() as usize;
         assert_eq!(off, f.index() * 256 + 16);
         local.put(f);
-        let too_many = BufferLayout { stride: 512, ..layout };
+        let too_many = Class { layout: BufferLayout { stride: 512, ..layout }, ..class };
         let mut mem2 = vec![0u8; 1024].into_boxed_slice();
         let base2 = NonNull::new(mem2.as_mut_ptr()).unwrap();
         // SAFETY: as above.
-        assert!(unsafe { FramePool::over(base2, 1024, Box::new(mem2), 4, too_many) }.is_err());
+        assert!(unsafe { FramePool::over(base2, 1024, Box::new(mem2), too_many, None) }.is_err());
+    }
+
+    #[test]
+    fn small_receive_buffers_are_a_class_of_their_own() {
+        let mut mem = vec![0u8; 4 * 256 + 8 * 64].into_boxed_slice();
+        let base = NonNull::new(mem.as_mut_ptr()).unwrap();
+        let big = Class { offset: 0, count: 4, layout: BufferLayout { stride: 256, head: 0, capacity: 256 } };
+        let small =
+            Class { offset: 1024, count: 8, layout: BufferLayout { stride: 64, head: 8, capacity: 56 } };
+        // SAFETY: as in `pool_over_foreign_memory`.
+        let pool = unsafe { FramePool::over(base, 1536, Box::new(mem), big, Some(small)) }.unwrap();
+        assert_eq!((pool.total(), pool.receive_total()), (12, 8));
+        let mut local = LocalPool::new(pool.clone(), 2);
+        let mut r = local.get_receive().unwrap();
+        assert!(r.is_small() && r.is_from(&pool));
+        assert_eq!(r.buffer_mut().len(), 56);
+        let off = r.buffer_mut().as_ptr() as usize - base.as_ptr() as usize;
+        assert_eq!(off, 1024 + r.index() * 64 + 8);
+        let b = local.get().unwrap();
+        assert!(!b.is_small());
+        assert_eq!(pool.outstanding(), 3, "one small + a refill of two big");
+        // Each goes back to its own class.
+        local.put(r);
+        local.put(b);
+        drop(local);
+        assert_eq!((pool.outstanding(), pool.free_global()), (0, 12));
+        let all: Vec<Frame> = {
+            let mut l = LocalPool::new(pool.clone(), 1);
+            std::iter::from_fn(|| l.get_receive()).collect()
+        };
+        assert_eq!(all.len(), 8);
+        // Overlapping classes are refused.
+        let mut mem2 = vec![0u8; 2048].into_boxed_slice();
+        let base2 = NonNull::new(mem2.as_mut_ptr()).unwrap();
+        let clash = Class { offset: 512, ..small };
+        // SAFETY: as above.
+        assert!(unsafe { FramePool::over(base2, 2048, Box::new(mem2), big, Some(clash)) }.is_err());
     }
 }

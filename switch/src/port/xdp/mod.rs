@@ -9,9 +9,10 @@
 //! [`FramePool`](crate::pool::FramePool) out in the UMEM (each buffer spans whole UMEM frames
 //! and puts its Ethernet frame where the kernel puts a received one), followed by a few
 //! transmit chunks. So:
-//! - the fill rings are kept topped up with pool buffers, and a received frame is handed to the
-//!   datapath in the buffer the kernel wrote it into (GRO appends the following segments of a
-//!   flow to it and gives theirs back);
+//! - the fill rings are kept topped up with the pool's small receive buffers (one UMEM frame
+//!   each), and a received frame is handed to the datapath in the buffer the kernel wrote it
+//!   into; a TCP segment that GRO may coalesce with the next ones moves to a datapath buffer
+//!   first, which the following segments are appended to;
 //! - a frame read from a TAP into a pool buffer is put on the tx ring as it is (its checksum
 //!   completed in place if partial), and the buffer goes back to the pool when the completion
 //!   ring returns it;
@@ -36,7 +37,7 @@
 //! [`Merge::finish`]).
 //!
 //! **Jumbo frames** (an MTU beyond one UMEM frame, up to 9216): the sockets are bound with
-//! `XDP_USE_SG`; received pieces are gathered into the first one's pool buffer and large frames
+//! `XDP_USE_SG`; received pieces are gathered into a datapath buffer and large frames
 //! written over several transmit chunks ([`queue`]). In native and zero-copy mode the XDP
 //! program must support frags, so tapwayd loads it itself ([`program`]).
 
@@ -65,7 +66,7 @@ use setup::{
 pub use setup::{check_config, quiet_bpf_libraries};
 
 use super::{PortError, PortIo};
-use crate::pool::{BufferLayout, Frame, FramePool, LocalPool, FRAME_CAPACITY};
+use crate::pool::{BufferLayout, Class, Frame, FramePool, LocalPool, FRAME_CAPACITY};
 use crate::wire::gro::Merge;
 use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
@@ -213,6 +214,8 @@ pub struct XdpCounters {
     pub rx_fill_short: AtomicU64,
     /// Received descriptors that pointed at no buffer lent to the kernel (dropped).
     pub rx_bad_desc: AtomicU64,
+    /// Received jumbo frames dropped for want of a datapath buffer to gather them in.
+    pub rx_pool_empty: AtomicU64,
     /// Frames handed to the datapath in the buffer the kernel received them into.
     pub rx_zero_copy: AtomicU64,
     /// Frames put on the tx ring in the pool buffer they were read into, without a copy.
@@ -375,12 +378,22 @@ impl XdpPort {
             .checked_sub(VNET_HDR_LEN)
             .ok_or_else(|| XdpError::Config(format!("UMEM headroom of {data_offset} bytes")))?;
         let stride = (head + FRAME_CAPACITY).div_ceil(chunk) * chunk;
-        let layout = BufferLayout { stride, head, capacity: stride - head };
         let per_buffer = stride / chunk;
         let fill_target = cfg.fill_size as usize;
         let nq = cfg.queues.len();
-        let pool_count = pool_frames.max(64) + fill_target * nq;
-        let umem_frames = pool_count * per_buffer + cfg.umem_frames as usize;
+        let buffers = Class {
+            offset: 0,
+            count: pool_frames.max(64),
+            layout: BufferLayout { stride, head, capacity: stride - head },
+        };
+        // The fill rings get small buffers: the kernel writes at most one UMEM frame into each.
+        let receive = Class {
+            offset: buffers.bytes(),
+            count: fill_target * nq,
+            layout: BufferLayout { stride: chunk, head, capacity: chunk - head },
+        };
+        let in_pool = buffers.count * per_buffer + receive.count;
+        let umem_frames = in_pool + cfg.umem_frames as usize;
         let frames = u32::try_from(umem_frames)
             .ok()
             .and_then(NonZeroU32::new)
@@ -393,19 +406,22 @@ impl XdpPort {
         let data0 = unsafe { umem.data(&first) }.contents().as_ptr();
         let base = NonNull::new(data0.wrapping_sub(first.addr()).cast_mut())
             .ok_or_else(|| XdpError::Umem("null UMEM".into()))?;
-        let pool_bytes = pool_count * stride;
-        let mut chunks = descs.split_off(pool_count * per_buffer);
-        let pool_desc: Vec<FrameDesc> = descs.iter().step_by(per_buffer).copied().collect();
+        let pool_bytes = buffers.bytes() + receive.bytes();
+        let mut chunks = descs.split_off(in_pool);
+        let receive_desc = descs.split_off(buffers.count * per_buffer);
+        let mut slot_desc: Vec<FrameDesc> = descs.iter().step_by(per_buffer).copied().collect();
+        slot_desc.extend(receive_desc);
         // SAFETY: the first `pool_bytes` of the UMEM hold only the pool's buffers (the
         // transmit chunks follow); the UMEM handle keeps the mapping alive; the kernel only
         // writes into a buffer while a queue has it lent to the fill ring.
-        let pool = unsafe { FramePool::over(base, pool_bytes, Box::new(umem.clone()), pool_count, layout) }
-            .map_err(|e| XdpError::Umem(e.to_string()))?;
+        let pool =
+            unsafe { FramePool::over(base, pool_bytes, Box::new(umem.clone()), buffers, Some(receive)) }
+                .map_err(|e| XdpError::Umem(e.to_string()))?;
         let shared = Shared {
             umem,
-            pool_desc,
-            layout,
-            pool_bytes,
+            buffers,
+            receive,
+            slot_desc,
             room,
             pod_mtu: (cfg.pod_mtu as usize).min(mtu as usize),
             fill_target,
@@ -452,7 +468,7 @@ impl XdpPort {
                 p.add_socket(qid, rx.fd().as_raw_fd()).map_err(|reason| bind_err(cfg, qid, mode, reason))?;
             }
             let mine = chunks.split_off(chunks.len() - per_queue_chunks);
-            queues.push(Queue::new(qid, (rx, tx, fill, comp), mine, &shared, pool_count));
+            queues.push(Queue::new(qid, (rx, tx, fill, comp), mine, &shared));
         }
         // Queue i to worker i % workers; each worker polls one fd for all of its queues.
         let mut serve = vec![Vec::new(); workers];
@@ -577,6 +593,7 @@ impl XdpPort {
             ("uplink_tx_full", c.tx_full.load(Relaxed)),
             ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
             ("uplink_rx_bad_desc", c.rx_bad_desc.load(Relaxed)),
+            ("uplink_rx_pool_empty", c.rx_pool_empty.load(Relaxed)),
             ("uplink_rx_multi_buffer", rx_multi),
             ("uplink_tx_multi_buffer", c.tx_multi_buffer.load(Relaxed)),
             ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
@@ -734,8 +751,8 @@ impl XdpPort {
         {
             return Err(frame);
         }
-        let idx = frame.index();
-        let Some(mut desc) = self.shared.pool_desc.get(idx).copied() else { return Err(frame) };
+        let idx = self.shared.slot_of(&frame);
+        let Some(mut desc) = self.shared.slot_desc.get(idx).copied() else { return Err(frame) };
         // (A frame larger than one UMEM frame went to the copy path above: the descriptors
         // xsk-rs hands out all point 256 bytes into a UMEM frame, so the rest of a pool buffer
         // cannot be described as a continuation.)
@@ -797,6 +814,17 @@ impl XdpPort {
     /// burst coalesced into its buffer (theirs go back to `pool`). None once the burst is done.
     fn next_received(&self, q: &mut Queue, pool: &mut LocalPool) -> Option<Frame> {
         let mut frame = q.held.pop_front()?;
+        let mergeable = Merge::start(frame.ethernet()).is_some() && !q.held.is_empty();
+        if mergeable && frame.is_small() {
+            // A train may follow: move the first segment into a datapath buffer, which has
+            // room for a whole super-frame (one copy of at most a UMEM frame).
+            if let Some(mut big) = pool.get() {
+                let n = frame.bytes().len();
+                big.buffer_mut()[..n].copy_from_slice(frame.bytes());
+                big.set_len(n);
+                pool.put(std::mem::replace(&mut frame, big));
+            }
+        }
         let eth_len = frame.ethernet().len();
         let vnet = match Merge::start(frame.ethernet()) {
             Some(mut m) => {

@@ -9,8 +9,7 @@
 //!
 //! With multi-buffer (`XDP_USE_SG`, an MTU beyond one UMEM frame) a frame may span several
 //! descriptors, all but the last flagged `XDP_PKT_CONTD`. On receive, the pieces are gathered
-//! into the first one's pool buffer (which has room for 64 KiB) as they are pulled, even
-//! across bursts; on transmit, a frame larger than a UMEM frame is written over several
+//! into a datapath buffer (which has room for 64 KiB) as they are pulled, even across bursts; on transmit, a frame larger than a UMEM frame is written over several
 //! transmit chunks produced together.
 
 use std::collections::VecDeque;
@@ -22,18 +21,19 @@ use super::XdpCounters;
 
 /// `XDP_PKT_CONTD` (linux/if_xdp.h): more descriptors of this frame follow.
 const XDP_PKT_CONTD: u32 = 1;
-use crate::pool::{BufferLayout, Frame, LocalPool, FRAME_CAPACITY};
+use crate::pool::{Class, Frame, LocalPool, FRAME_CAPACITY};
 use crate::wire::VNET_HDR_LEN;
 
 /// What every queue of the uplink shares, fixed once the UMEM is laid out.
 pub(super) struct Shared {
     pub umem: Umem,
-    /// Descriptor of each pool buffer's first UMEM frame, by pool index.
-    pub pool_desc: Vec<FrameDesc>,
-    /// How the pool's buffers sit in the UMEM.
-    pub layout: BufferLayout,
-    /// Bytes of the UMEM taken by the pool (transmit chunks follow).
-    pub pool_bytes: usize,
+    /// Where the pool's datapath buffers sit in the UMEM.
+    pub buffers: Class,
+    /// Where its small receive buffers (one UMEM frame each, for the fill rings) sit.
+    pub receive: Class,
+    /// Descriptor of each buffer's first UMEM frame, by slot: the datapath buffers first,
+    /// then the receive buffers.
+    pub slot_desc: Vec<FrameDesc>,
     /// Data room of one UMEM frame.
     pub room: usize,
     /// The pods' MTU: received TCP segments larger than its MSS get a GSO header cutting them
@@ -50,9 +50,30 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// The pool index of the buffer `addr` (a UMEM address) falls in, if it is a pool buffer.
-    pub fn pool_index(&self, addr: usize) -> Option<usize> {
-        (addr < self.pool_bytes).then(|| addr / self.layout.stride)
+    /// The pool buffer the UMEM address `addr` falls in, if any: its slot, where its bytes
+    /// start in the UMEM (after its head) and how many there are.
+    pub fn locate(&self, addr: usize) -> Option<(usize, usize, usize)> {
+        for (first, c) in [(0, &self.buffers), (self.buffers.count, &self.receive)] {
+            if addr >= c.offset && addr < c.offset + c.bytes() {
+                let i = (addr - c.offset) / c.layout.stride;
+                return Some((first + i, c.offset + i * c.layout.stride + c.layout.head, c.layout.capacity));
+            }
+        }
+        None
+    }
+
+    /// The slot of a pool buffer.
+    pub fn slot_of(&self, f: &Frame) -> usize {
+        if f.is_small() {
+            self.buffers.count + f.index()
+        } else {
+            f.index()
+        }
+    }
+
+    /// Slots in all.
+    pub fn slots(&self) -> usize {
+        self.buffers.count + self.receive.count
     }
 }
 
@@ -106,7 +127,7 @@ pub(super) struct Queue {
     pub in_rx: usize,
     /// Descriptors in the tx or completion ring (pool buffers and transmit chunks).
     pub in_tx: usize,
-    /// Pool buffers lent to the kernel or received and not yet handed out, by pool index.
+    /// Pool buffers lent to the kernel, by slot ([`Shared::locate`]).
     pub lent: Vec<Option<Frame>>,
     /// Pool buffers on the tx or completion ring.
     pub tx_lent: usize,
@@ -148,7 +169,6 @@ impl Queue {
         (rx, tx, fill, comp): (RxQueue, TxQueue, FillQueue, CompQueue),
         chunks: Vec<FrameDesc>,
         sh: &Shared,
-        pool_count: usize,
     ) -> Queue {
         Queue {
             id,
@@ -158,7 +178,7 @@ impl Queue {
             comp,
             in_rx: 0,
             in_tx: 0,
-            lent: std::iter::repeat_with(|| None).take(pool_count).collect(),
+            lent: std::iter::repeat_with(|| None).take(sh.slots()).collect(),
             tx_lent: 0,
             chunks: chunks.len(),
             free: chunks,
@@ -205,9 +225,9 @@ impl Queue {
             self.in_tx = self.in_tx.saturating_sub(n);
             for i in 0..n {
                 let desc = self.scratch[i];
-                match sh.pool_index(desc.addr()) {
-                    Some(idx) => {
-                        if let Some(f) = self.lent.get_mut(idx).and_then(Option::take) {
+                match sh.locate(desc.addr()) {
+                    Some((slot, ..)) => {
+                        if let Some(f) = self.lent.get_mut(slot).and_then(Option::take) {
                             self.tx_lent = self.tx_lent.saturating_sub(1);
                             self.released.push(f);
                         }
@@ -225,8 +245,8 @@ impl Queue {
         }
     }
 
-    /// Tops the fill ring up with buffers from `pool` once a burst's worth is missing, waking
-    /// the driver if it stopped for want of fill entries.
+    /// Tops the fill ring up with small receive buffers from `pool` once a burst's worth is
+    /// missing, waking the driver if it stopped for want of fill entries.
     pub fn refill(&mut self, sh: &Shared, pool: &mut LocalPool, counters: &XdpCounters) {
         let want = sh.fill_target.saturating_sub(self.in_rx);
         if want < sh.batch.min(sh.fill_target) {
@@ -234,12 +254,12 @@ impl Queue {
         }
         self.fill_buf.clear();
         while self.fill_buf.len() < want {
-            let Some(f) = pool.get() else {
+            let Some(f) = pool.get_receive() else {
                 counters.rx_fill_short.fetch_add(1, Relaxed);
                 break;
             };
-            let idx = f.index();
-            match (sh.pool_desc.get(idx), self.lent.get_mut(idx)) {
+            let slot = sh.slot_of(&f);
+            match (sh.slot_desc.get(slot), self.lent.get_mut(slot)) {
                 (Some(d), Some(slot)) => {
                     self.fill_buf.push(*d);
                     *slot = Some(f);
@@ -256,7 +276,7 @@ impl Queue {
         } else {
             for d in &self.fill_buf {
                 if let Some(f) =
-                    sh.pool_index(d.addr()).and_then(|i| self.lent.get_mut(i)).and_then(Option::take)
+                    sh.locate(d.addr()).and_then(|(i, ..)| self.lent.get_mut(i)).and_then(Option::take)
                 {
                     pool.put(f);
                 }
@@ -305,6 +325,23 @@ impl Queue {
             };
             let len = desc.lengths().data();
             let frame = match self.assembling.take() {
+                None if more => {
+                    // The first piece of a jumbo frame: gathered in a datapath buffer, which
+                    // has room for it all.
+                    let big = pool.get();
+                    if let Some(mut big) = big {
+                        big.buffer_mut()[VNET_HDR_LEN..VNET_HDR_LEN + len]
+                            .copy_from_slice(&buf.buffer()[at..at + len]);
+                        big.set_len(VNET_HDR_LEN + len);
+                        pool.put(buf);
+                        Some(big)
+                    } else {
+                        counters.rx_pool_empty.fetch_add(1, Relaxed);
+                        pool.put(buf);
+                        self.discarding = true;
+                        None
+                    }
+                }
                 None => {
                     if at != VNET_HDR_LEN {
                         buf.buffer_mut().copy_within(at..at + len, VNET_HDR_LEN);
@@ -348,11 +385,11 @@ impl Queue {
     /// bytes start; None if the descriptor is not one this queue lent, or its bytes lie outside
     /// the buffer (the buffer then goes to `released`).
     fn take_lent(&mut self, sh: &Shared, desc: &FrameDesc) -> Option<(Frame, usize)> {
-        let idx = sh.pool_index(desc.addr())?;
-        let f = self.lent.get_mut(idx)?.take()?;
+        let (slot, start, capacity) = sh.locate(desc.addr())?;
+        let f = self.lent.get_mut(slot)?.take()?;
         let len = desc.lengths().data();
-        match (desc.addr() - idx * sh.layout.stride).checked_sub(sh.layout.head) {
-            Some(at) if at >= VNET_HDR_LEN && at + len <= sh.layout.capacity => Some((f, at)),
+        match desc.addr().checked_sub(start) {
+            Some(at) if at >= VNET_HDR_LEN && at + len <= capacity => Some((f, at)),
             _ => {
                 self.released.push(f);
                 None
