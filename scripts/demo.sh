@@ -85,13 +85,18 @@ echo "==> ping pod a ($A_IP) -> pod b ($B_IP) and -> gateway (host port)"
 ip netns exec "${PODS[0]}" ping -c 3 -i 0.2 "$B_IP" | tail -2
 ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 10.250.0.1 | tail -1
 
-echo "==> TCP pod a -> pod b, iperf3 5 s"
-ip netns exec "${PODS[1]}" iperf3 -s -1 -D -B "$B_IP"
-sleep 0.5
-ip netns exec "${PODS[0]}" iperf3 -c "$B_IP" -t 5 -J | python3 -c '
+# iperf TO-NETNS TO-IP [NOTE]: 5 s of TCP from pod a, with the rate received.
+iperf() {
+  ip netns exec "$1" iperf3 -s -1 -D -B "$2"
+  sleep 0.5
+  ip netns exec "${PODS[0]}" iperf3 -c "$2" -t 5 -J | python3 -c '
 import json,sys
 r=json.load(sys.stdin)["end"]["sum_received"]
-print("    %.2f Gbit/s, %.0f MB received" % (r["bits_per_second"]/1e9, r["bytes"]/1e6))'
+print("    %.2f Gbit/s, %.0f MB received%s" % (r["bits_per_second"]/1e9, r["bytes"]/1e6, sys.argv[1]))' "${3:-}"
+}
+
+echo "==> TCP pod a -> pod b, iperf3 5 s"
+iperf "${PODS[1]}" "$B_IP"
 
 echo "==> Service VIP: tapwayctl sync of a kubectl-style List (Service demo/iperf, ClusterIP 10.96.0.10:80 -> pod b:5201)"
 cat >"$WORK/services.json" <<JSON
@@ -123,12 +128,7 @@ C_IP=$(ip_of "$POD_C")
 echo "==> across nodes: ping pod a ($A_IP, $NODE) -> pod c ($C_IP, $NODE2) through both AF_XDP uplinks"
 ip netns exec "${PODS[0]}" ping -c 3 -i 0.2 "$C_IP" | tail -2
 echo "==> TCP pod a -> pod c across nodes, iperf3 5 s"
-ip netns exec "$POD_C" iperf3 -s -1 -D -B "$C_IP"
-sleep 0.5
-ip netns exec "${PODS[0]}" iperf3 -c "$C_IP" -t 5 -J | python3 -c '
-import json,sys
-r=json.load(sys.stdin)["end"]["sum_received"]
-print("    %.2f Gbit/s, %.0f MB received (1500-byte segments on the wire: see docs/uplink.md for jumbo fabrics)" % (r["bits_per_second"]/1e9, r["bytes"]/1e6))'
+iperf "$POD_C" "$C_IP" " (1500-byte segments on the wire: see docs/uplink.md for jumbo fabrics)"
 echo "==> $NODE's uplink: $(ctl status | grep '^uplink')"
 ctl --json stats | python3 -c '
 import json,sys
