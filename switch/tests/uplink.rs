@@ -132,8 +132,9 @@ fn cross_node_generic_mode() {
     if skip() {
         return;
     }
-    // Node 1 has two workers: the uplink is on worker 1 and pod a on worker 0, so every frame
-    // between them crosses a worker ring (and the uplink's tx is flushed after the hand-off).
+    // Node 1 has two workers and one queue: the uplink is on worker 0 (its queue's) and pod a
+    // on worker 1, so every frame between them crosses a worker ring (and the uplink's tx is
+    // flushed after the hand-off).
     cross_node("generic", 61, 1, &["--cores", "0,1"]);
 }
 

@@ -222,6 +222,8 @@ pub struct XdpCounters {
     pub tx_zero_copy: AtomicU64,
     /// Frames larger than a UMEM frame sent over several descriptors (multi-buffer).
     pub tx_multi_buffer: AtomicU64,
+    /// Frames larger than a UMEM frame gathered from several descriptors (multi-buffer).
+    pub rx_multi_buffer: AtomicU64,
 }
 
 /// The uplink port.
@@ -551,7 +553,6 @@ impl XdpPort {
         // The kernel's own counters of each socket, summed.
         let mut k = [0u64; 5];
         let mut per_queue = Vec::new();
-        let mut rx_multi = 0;
         for q in &self.queues {
             let mut g = lock(q);
             g.reap(&self.shared);
@@ -563,7 +564,6 @@ impl XdpPort {
                 k[3] += x.rx_invalid_descs();
                 k[4] += x.tx_invalid_descs();
             }
-            rx_multi += g.rx_multi;
             per_queue.push((format!("uplink_q{}_rx_frames", g.id), g.rx_frames));
             per_queue.push((format!("uplink_q{}_tx_frames", g.id), g.tx_frames));
         }
@@ -594,7 +594,7 @@ impl XdpPort {
             ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
             ("uplink_rx_bad_desc", c.rx_bad_desc.load(Relaxed)),
             ("uplink_rx_pool_empty", c.rx_pool_empty.load(Relaxed)),
-            ("uplink_rx_multi_buffer", rx_multi),
+            ("uplink_rx_multi_buffer", c.rx_multi_buffer.load(Relaxed)),
             ("uplink_tx_multi_buffer", c.tx_multi_buffer.load(Relaxed)),
             ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
             ("uplink_rx_gro_segments", c.rx_gro_segments.load(Relaxed)),
@@ -814,20 +814,19 @@ impl XdpPort {
     /// burst coalesced into its buffer (theirs go back to `pool`). None once the burst is done.
     fn next_received(&self, q: &mut Queue, pool: &mut LocalPool) -> Option<Frame> {
         let mut frame = q.held.pop_front()?;
-        let mergeable = Merge::start(frame.ethernet()).is_some() && !q.held.is_empty();
-        if mergeable && frame.is_small() {
-            // A train may follow: move the first segment into a datapath buffer, which has
-            // room for a whole super-frame (one copy of at most a UMEM frame).
-            if let Some(mut big) = pool.get() {
-                let n = frame.bytes().len();
-                big.buffer_mut()[..n].copy_from_slice(frame.bytes());
-                big.set_len(n);
-                pool.put(std::mem::replace(&mut frame, big));
-            }
-        }
-        let eth_len = frame.ethernet().len();
         let vnet = match Merge::start(frame.ethernet()) {
             Some(mut m) => {
+                if frame.is_small() && !q.held.is_empty() {
+                    // A train may follow: move the first segment into a datapath buffer,
+                    // which has room for a whole super-frame (one copy of at most a UMEM
+                    // frame; the merge state holds offsets, not addresses).
+                    if let Some(mut big) = pool.get() {
+                        let n = frame.bytes().len();
+                        big.buffer_mut()[..n].copy_from_slice(frame.bytes());
+                        big.set_len(n);
+                        pool.put(std::mem::replace(&mut frame, big));
+                    }
+                }
                 let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
                 while let Some(next) = q.held.front() {
                     if !m.append(buf, next.ethernet()) {
@@ -845,10 +844,8 @@ impl XdpPort {
                 frame.set_len(VNET_HDR_LEN + m.frame_len());
                 vnet
             }
-            None => {
-                frame.set_len(VNET_HDR_LEN + eth_len);
-                VnetHdr::default()
-            }
+            // Its length is already vnet header + frame.
+            None => VnetHdr::default(),
         };
         vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
         self.counters.rx_zero_copy.fetch_add(1, Relaxed);

@@ -142,8 +142,6 @@ pub(super) struct Queue {
     assembling: Option<Frame>,
     /// Continuation descriptors to drop, after a frame that could not be gathered.
     discarding: bool,
-    /// Frames gathered from several descriptors.
-    pub rx_multi: u64,
     /// Pool buffers whose transmission completed, to go back to a worker's pool.
     pub released: Vec<Frame>,
     /// Transmit chunks to be produced on the tx ring by the current send.
@@ -185,7 +183,6 @@ impl Queue {
             held: VecDeque::with_capacity(sh.batch),
             assembling: None,
             discarding: false,
-            rx_multi: 0,
             released: Vec::new(),
             pending_tx: Vec::with_capacity(64),
             unkicked: 0,
@@ -372,7 +369,7 @@ impl Queue {
                 self.assembling = Some(frame);
             } else {
                 if frame.bytes().len() > VNET_HDR_LEN + sh.room {
-                    self.rx_multi += 1;
+                    counters.rx_multi_buffer.fetch_add(1, Relaxed);
                 }
                 self.held.push_back(frame);
             }
