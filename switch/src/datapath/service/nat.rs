@@ -88,7 +88,7 @@ mod tests {
 
     use super::*;
     use crate::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
-    use crate::wire::l4::{parse_ip_l4, PROTO_TCP};
+    use crate::wire::l4::{parse_ip_l4, IpL4, PROTO_TCP};
 
     fn packet(tcp: bool, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
         let b =
@@ -114,6 +114,27 @@ mod tests {
         fold(sum(l4, p)) == 0xffff
     }
 
+    /// Rewrites one side of the valid frame `f` to `nip:nport` and checks that the frame stays
+    /// valid (by `valid`) and now reads that address on that side; returns the frame's new
+    /// parse, for more checks.
+    fn rewrite_checked(
+        f: &mut [u8],
+        valid: fn(&[u8]) -> bool,
+        src_side: bool,
+        nip: IpAddr,
+        nport: u16,
+    ) -> Result<IpL4, TestCaseError> {
+        prop_assert!(valid(f));
+        let l = parse_ip_l4(f).unwrap();
+        let side = if src_side { Side::Src } else { Side::Dst };
+        prop_assert!(rewrite(f, &l, side, nip, nport, false));
+        prop_assert!(valid(f));
+        let l2 = parse_ip_l4(f).unwrap();
+        let got = if src_side { (l2.src, l2.sport) } else { (l2.dst, l2.dport) };
+        prop_assert_eq!(got, (nip, nport));
+        Ok(l2)
+    }
+
     proptest! {
         #[test]
         fn rewrite_keeps_checksums_valid(
@@ -125,19 +146,10 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let mut f = packet(tcp, src, dst, sp, dp, &payload);
-            prop_assert!(valid(&f));
-            let l = parse_ip_l4(&f).unwrap();
-            let side = if src_side { Side::Src } else { Side::Dst };
-            prop_assert!(rewrite(&mut f, &l, side, Ipv4Addr::from(nip).into(), nport, false));
-            prop_assert!(valid(&f));
-            let l2 = parse_ip_l4(&f).unwrap();
-            if src_side {
-                prop_assert_eq!((l2.src, l2.sport), (IpAddr::from(nip), nport));
-            } else {
-                prop_assert_eq!((l2.dst, l2.dport), (IpAddr::from(nip), nport));
-            }
+            let l2 = rewrite_checked(&mut f, valid, src_side, Ipv4Addr::from(nip).into(), nport)?;
             // And back: the reverse NAT restores the original bytes' meaning and validity.
             let (oip, oport) = if src_side { (src, sp) } else { (dst, dp) };
+            let side = if src_side { Side::Src } else { Side::Dst };
             rewrite(&mut f, &l2, side, Ipv4Addr::from(oip).into(), oport, false);
             prop_assert!(valid(&f));
         }
@@ -197,14 +209,8 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let mut f = packet6(tcp, src, dst, sp, dp, &payload);
-            prop_assert!(valid6(&f));
-            let l = parse_ip_l4(&f).unwrap();
+            let l2 = rewrite_checked(&mut f, valid6, src_side, IpAddr::from(nip), nport)?;
             let side = if src_side { Side::Src } else { Side::Dst };
-            prop_assert!(rewrite(&mut f, &l, side, IpAddr::from(nip), nport, false));
-            prop_assert!(valid6(&f));
-            let l2 = parse_ip_l4(&f).unwrap();
-            let got = if src_side { (l2.src, l2.sport) } else { (l2.dst, l2.dport) };
-            prop_assert_eq!(got, (IpAddr::from(nip), nport));
             prop_assert!(!rewrite(&mut f, &l2, side, IpAddr::from([1, 2, 3, 4]), 1, false), "family mismatch refused");
         }
     }
