@@ -23,6 +23,17 @@ log() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The running script's header comment, which is its usage text (the start of every --help).
+script_header() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+# Checks the options of the same name several scripts take: --repeat N and --poll-mode MODE
+# (REPEAT and POLL are the calling script's).
+# shellcheck disable=SC2153
+check_repeat_and_poll() {
+  [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat takes a number >= 1"
+  case $POLL in adaptive | busy) ;; *) die "--poll-mode takes adaptive or busy" ;; esac
+}
+
 # Registers a command string to run at cleanup (evaluated; run in reverse order).
 on_cleanup() { CLEANUP_CMDS+=("$1"); }
 

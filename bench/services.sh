@@ -20,7 +20,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  script_header
   cat <<'EOF'
 
 Options:
@@ -70,13 +70,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ $SECONDS_RUN =~ ^[1-9][0-9]*$ ]] || die "--seconds takes a whole number of seconds >= 1"
-[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat takes a number >= 1"
+check_repeat_and_poll
 [[ $SETTLE =~ ^[0-9]+$ ]] || die "--settle takes a whole number of seconds"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "--threads takes a number >= 1"
 if ! [[ $NSVC =~ ^[1-9][0-9]*$ ]] || [ "$NSVC" -lt 11 ] || [ "$NSVC" -gt 60000 ]; then
   die "--services takes a number between 11 and 60000"
 fi
-case $POLL in adaptive | busy) ;; *) die "--poll-mode takes adaptive or busy" ;; esac
 
 need_root
 ensure_tools

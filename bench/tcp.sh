@@ -16,7 +16,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  script_header
   cat <<'EOF'
 
 Options:
@@ -57,8 +57,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration takes a whole number of seconds >= 1"
-[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat takes a number >= 1"
-case $POLL in adaptive | busy) ;; *) die "--poll-mode takes adaptive or busy" ;; esac
+check_repeat_and_poll
 
 need_root
 ensure_tools

@@ -16,7 +16,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  script_header
   cat <<'EOF'
 
 Options:
@@ -58,11 +58,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration takes a whole number of seconds >= 1"
-[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat takes a number >= 1"
+check_repeat_and_poll
 [[ $UPLINK_MTU =~ ^[0-9]+$ ]] && [ "$UPLINK_MTU" -ge 1500 ] && [ "$UPLINK_MTU" -le 9216 ] ||
   die "--uplink-mtu takes 1500 to 9216"
 case $XDP_MODE in native | generic | auto) ;; *) die "--xdp-mode takes native, generic or auto" ;; esac
-case $POLL in adaptive | busy) ;; *) die "--poll-mode takes adaptive or busy" ;; esac
 
 need_root
 ensure_tools
