@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -212,6 +212,25 @@ pub struct Node {
     pub ns: Netns,
 }
 
+/// Runs tapwayd in `ns` with `socket`, state under `dir` and pod range `PREFIX.0/24`, plus
+/// `extra` flags, its output going to `log`.
+fn spawn_tapwayd(ns: &Netns, socket: &Path, dir: &Path, prefix: &str, extra: &[&str], log: File) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_tapwayd")])
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--pod-cidr", &format!("{prefix}.0/24"), "--log-level", "info"])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup the log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn tapwayd")
+}
+
 impl Node {
     /// Starts tapwayd in a fresh node namespace with pod range `10.231.SUBNET.0/24`.
     pub fn start(tag: &str, subnet: u8) -> Node {
@@ -233,20 +252,7 @@ impl Node {
         let socket = dir.join("tapway.sock");
         let prefix = format!("10.231.{subnet}");
         let log = File::create(dir.join("tapwayd.log")).expect("create the daemon log");
-        let daemon = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_tapwayd")])
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--pod-cidr", &format!("{prefix}.0/24"), "--log-level", "info"])
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup the log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn tapwayd");
+        let daemon = spawn_tapwayd(&ns, &socket, &dir, &prefix, extra, log);
         let client = Client::new(&socket).with_timeout(Duration::from_secs(30));
         let mut node =
             Node { daemon: Some(daemon), socket, dir, prefix, client, next_host: AtomicU32::new(2), ns };
@@ -390,20 +396,7 @@ impl Node {
             .append(true)
             .open(self.dir.join("tapwayd.log"))
             .expect("open the daemon log");
-        let daemon = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name, env!("CARGO_BIN_EXE_tapwayd")])
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(["--pod-cidr", &format!("{}.0/24", self.prefix), "--log-level", "info"])
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup the log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn tapwayd");
+        let daemon = spawn_tapwayd(&self.ns, &self.socket, &self.dir, &self.prefix, extra, log);
         self.daemon = Some(daemon);
         self.wait_ready();
     }
