@@ -326,9 +326,10 @@ mod tests {
     const SRC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const DST: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
-    fn tcp_frame(v6: bool, payload: &[u8], fin: bool, psh: bool) -> Vec<u8> {
+    /// Ethernet + IPv4 or IPv6 headers between the same two hosts, for a transport to follow.
+    fn ip(v6: bool) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
         let b = PacketBuilder::ethernet2(SRC, DST);
-        let b = if v6 {
+        if v6 {
             b.ipv6(
                 [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
                 [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
@@ -336,7 +337,11 @@ mod tests {
             )
         } else {
             b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        };
+        }
+    }
+
+    fn tcp_frame(v6: bool, payload: &[u8], fin: bool, psh: bool) -> Vec<u8> {
+        let b = ip(v6);
         let mut b = b.tcp(40000, 5201, 0xffff_ff00, 500).ack(77);
         if fin {
             b = b.fin();
@@ -354,16 +359,7 @@ mod tests {
     }
 
     fn udp_frame(v6: bool, payload: &[u8]) -> Vec<u8> {
-        let b = PacketBuilder::ethernet2(SRC, DST);
-        let b = if v6 {
-            b.ipv6(
-                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-                64,
-            )
-        } else {
-            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        };
+        let b = ip(v6);
         let mut out = Vec::new();
         b.udp(1000, 2000).write(&mut out, payload).unwrap();
         out
