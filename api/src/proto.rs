@@ -252,6 +252,9 @@ pub enum ErrorCode {
     System,
     /// The caller is not allowed to use the socket.
     PermissionDenied,
+    /// An address asked for belongs to someone else: another pod's IP or MAC, the gateway's IP
+    /// or the host port's MAC.
+    AddressConflict,
 }
 
 impl ErrorCode {
@@ -268,6 +271,7 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::System => "system",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::AddressConflict => "address_conflict",
         }
     }
 }

@@ -36,11 +36,30 @@ pub enum DropReason {
     TxFull,
     /// Over the port's rate limit (CNI `bandwidth`): counted on the pod's port, either way.
     RateLimited,
+    /// A pod's neighbour solicitation or advertisement claims an address or link-layer address
+    /// that is not its own (IPv6 neighbour discovery spoofing).
+    NdpSpoofed,
+    /// A router advertisement or redirect from a pod: only the gateway routes.
+    NdpRouterOnly,
+    /// A flooded frame (broadcast, multicast, unknown unicast) over the ingress port's storm
+    /// control rate.
+    StormControl,
+    /// A new flow refused because its client holds its whole conntrack quota.
+    ConntrackQuota,
+    /// A translated frame whose backend is not behind any port (removed or not yet resolved):
+    /// dropped, never flooded.
+    BackendUnreachable,
+    /// A vnet header whose GSO type, header length or segment size does not fit the frame, or
+    /// that would be cut into more segments than the kernel allows.
+    GsoInvalid,
+    /// A frame whose source MAC is pinned to another port (an attached pod's MAC arriving on
+    /// the host or uplink port).
+    MacPinned,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
@@ -54,6 +73,13 @@ impl DropReason {
         DropReason::ServiceNoFlow,
         DropReason::TxFull,
         DropReason::RateLimited,
+        DropReason::NdpSpoofed,
+        DropReason::NdpRouterOnly,
+        DropReason::StormControl,
+        DropReason::ConntrackQuota,
+        DropReason::BackendUnreachable,
+        DropReason::GsoInvalid,
+        DropReason::MacPinned,
     ];
 
     /// The reason's stable name.
@@ -72,6 +98,13 @@ impl DropReason {
             DropReason::ServiceNoFlow => "service_no_flow",
             DropReason::TxFull => "tx_full",
             DropReason::RateLimited => "rate_limited",
+            DropReason::NdpSpoofed => "ndp_spoofed",
+            DropReason::NdpRouterOnly => "ndp_router_only",
+            DropReason::StormControl => "storm_control",
+            DropReason::ConntrackQuota => "conntrack_quota",
+            DropReason::BackendUnreachable => "backend_unreachable",
+            DropReason::GsoInvalid => "gso_invalid",
+            DropReason::MacPinned => "mac_pinned",
         }
     }
 }

@@ -373,6 +373,7 @@ fn exit_code(e: &ClientError) -> u8 {
             ErrorCode::Exists => 6,
             ErrorCode::Mismatch => 7,
             ErrorCode::PermissionDenied => 8,
+            ErrorCode::AddressConflict => 9,
             _ => 1,
         },
         _ => 1,
