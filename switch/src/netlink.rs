@@ -421,7 +421,14 @@ mod tests {
     fn tun_info_from_attributes() {
         let nla = |kind: u16, v: Vec<u8>| InfoTun::Other(DefaultNla::new(kind, v));
         // What the kernel reports for `ip tuntap add mode tap vnet_hdr` (owner is a u32).
-        let nlas = [nla(1, vec![0; 4]), nla(3, vec![2]), nla(4, vec![0]), nla(5, vec![1]), nla(6, vec![1]), nla(7, vec![0])];
+        let nlas = [
+            nla(1, vec![0; 4]),
+            nla(3, vec![2]),
+            nla(4, vec![0]),
+            nla(5, vec![1]),
+            nla(6, vec![1]),
+            nla(7, vec![0]),
+        ];
         let info = TunInfo::from_nlas(&nlas);
         assert_eq!(info, TunInfo { tap: true, pi: false, vnet_hdr: true, persist: true, multi_queue: false });
         let tun = TunInfo::from_nlas(&[nla(3, vec![1]), nla(4, vec![1])]);
