@@ -15,6 +15,9 @@ use crate::version::{Version, SUPPORTED};
 /// otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tapway/cni";
 
+/// The longest `daemonTimeoutSeconds` accepted: runtimes time a whole CNI call out well before.
+pub const MAX_DAEMON_TIMEOUT_SECS: u64 = 300;
+
 /// The keys the plugin reads. Unknown keys are ignored (and still passed on to the IPAM
 /// plugin, which reads the same stdin).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -31,6 +34,10 @@ pub struct NetConf {
     /// tapwayd's control socket.
     #[serde(default)]
     pub socket: Option<String>,
+    /// How long one call to tapwayd may take, in seconds (default 30). A call that times out
+    /// has an unknown outcome: DEL then keeps the addresses and asks to be retried.
+    #[serde(rename = "daemonTimeoutSeconds", default)]
+    pub daemon_timeout_secs: Option<u64>,
     /// MTU of the pod interface; tapwayd's default when absent.
     #[serde(default)]
     pub mtu: Option<u32>,
@@ -292,6 +299,11 @@ impl Loaded {
                 return bad(format!("socket {sock:?} is not an absolute path"));
             }
         }
+        if let Some(t) = c.daemon_timeout_secs {
+            if !(1..=MAX_DAEMON_TIMEOUT_SECS).contains(&t) {
+                return bad(format!("daemonTimeoutSeconds {t} is not in 1..={MAX_DAEMON_TIMEOUT_SECS}"));
+            }
+        }
         if let Some(dir) = &c.state_dir {
             if !dir.starts_with('/') {
                 return bad(format!("stateDir {dir:?} is not an absolute path"));
@@ -320,6 +332,11 @@ impl Loaded {
     /// The socket path.
     pub fn socket(&self) -> &str {
         self.conf.socket.as_deref().unwrap_or(tapway_api::DEFAULT_SOCKET)
+    }
+
+    /// The per-call timeout of calls to tapwayd, when the netconf sets one.
+    pub fn daemon_timeout(&self) -> Option<std::time::Duration> {
+        self.conf.daemon_timeout_secs.map(std::time::Duration::from_secs)
     }
 
     /// The state directory.
