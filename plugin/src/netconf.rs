@@ -299,7 +299,7 @@ impl Loaded {
                 return bad(format!("socket {sock:?} is not an absolute path"));
             }
         }
-        if let Some(t) = c.daemon_timeout_secs {
+        if let (true, Some(t)) = (strict, c.daemon_timeout_secs) {
             if !(1..=MAX_DAEMON_TIMEOUT_SECS).contains(&t) {
                 return bad(format!("daemonTimeoutSeconds {t} is not in 1..={MAX_DAEMON_TIMEOUT_SECS}"));
             }
@@ -334,9 +334,11 @@ impl Loaded {
         self.conf.socket.as_deref().unwrap_or(tapway_api::DEFAULT_SOCKET)
     }
 
-    /// The per-call timeout of calls to tapwayd, when the netconf sets one.
+    /// The per-call timeout of calls to tapwayd, when the netconf sets a valid one (DEL does
+    /// not refuse a bad one: it uses the default).
     pub fn daemon_timeout(&self) -> Option<std::time::Duration> {
-        self.conf.daemon_timeout_secs.map(std::time::Duration::from_secs)
+        let t = self.conf.daemon_timeout_secs.filter(|t| (1..=MAX_DAEMON_TIMEOUT_SECS).contains(t))?;
+        Some(std::time::Duration::from_secs(t))
     }
 
     /// The state directory.
@@ -482,6 +484,8 @@ mod tests {
             ("mac", json!("01:00:5e:00:00:01")),
             ("socket", json!("relative.sock")),
             ("stateDir", json!("rel")),
+            ("daemonTimeoutSeconds", json!(0)),
+            ("daemonTimeoutSeconds", json!(301)),
             ("ipam", json!({"type": "../evil"})),
             ("ipam", json!({"type": ""})),
             ("ipam", json!({})),
@@ -502,6 +506,14 @@ mod tests {
         odd["runtimeConfig"] = json!({"mac": "zz", "portMappings": "not a list"});
         assert!(parse(odd, Command::Del).is_ok(), "DEL ignores values it does not use");
         assert_eq!(parse(base(), Command::Gc).unwrap_err().code(), 7, "GC needs valid-attachments");
+        let mut timeout = base();
+        timeout["daemonTimeoutSeconds"] = json!(2);
+        let l = parse(timeout, Command::Del).unwrap();
+        assert_eq!(l.daemon_timeout(), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(parse(base(), Command::Add).unwrap().daemon_timeout(), None);
+        let mut bad = base();
+        bad["daemonTimeoutSeconds"] = json!(0);
+        assert_eq!(parse(bad, Command::Del).unwrap().daemon_timeout(), None, "DEL uses the default");
     }
 
     #[test]

@@ -297,6 +297,21 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_address_survives_a_second_record() {
+        let s = scratch("hold");
+        s.record(entry("/a", "c1")).unwrap();
+        s.record(PendingDetach { release_ip: true, ..entry("/a", "c1") }).unwrap();
+        s.record(entry("/a", "c1")).unwrap();
+        let p = s.pending().unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].release_ip, "the DEL that kept the address is not forgotten");
+        // Files written before the field existed read as "released already".
+        let old: PendingDetach =
+            serde_json::from_str(r#"{"socket":"/a","container_id":"c","ifname":"eth0"}"#).unwrap();
+        assert!(!old.release_ip);
+    }
+
+    #[test]
     fn corrupt_file_is_ignored() {
         let s = scratch("corrupt");
         drop(s.lock().unwrap());
