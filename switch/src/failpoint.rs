@@ -3,7 +3,8 @@
 //! at that exact moment leaves behind and that a retried request recovers from it. Unset (the
 //! only supported setting outside tests), [`hit`] is one comparison against `None`.
 //!
-//! Points: `attach:after_tap` (the persistent TAP exists, unconfigured), `attach:after_config`
+//! Points: `attach:before_tap` (checked, nothing made yet), `attach:after_tap` (the persistent
+//! TAP exists, unconfigured), `attach:after_config`
 //! (configured, not yet published), `attach:after_publish` (published, state file not yet
 //! written), `attach:after_save` (state written, no answer sent yet).
 

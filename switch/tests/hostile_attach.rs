@@ -150,8 +150,13 @@ fn concurrent_attaches_cannot_both_take_an_address() {
 }
 
 /// The crash points of an attach, in order (see `switch/src/failpoint.rs`).
-const POINTS: [&str; 4] =
-    ["attach:after_tap", "attach:after_config", "attach:after_publish", "attach:after_save"];
+const POINTS: [&str; 5] = [
+    "attach:before_tap",
+    "attach:after_tap",
+    "attach:after_config",
+    "attach:after_publish",
+    "attach:after_save",
+];
 
 #[test]
 fn attach_retried_after_kill_9_at_each_point_succeeds() {
@@ -171,11 +176,17 @@ fn attach_retried_after_kill_9_at_each_point_succeeds() {
         let r = node.client.call::<PortInfo>(Op::Attach(req.clone()));
         assert!(matches!(r, Err(ClientError::Io(_) | ClientError::NoAnswer)), "{point}: {r:?}");
         assert_killed(&mut node, point);
-        if point != "attach:after_save" {
-            assert!(ns.links().contains(&"eth0".to_string()), "{point}: the TAP was left behind");
+        let left = ns.links().contains(&"eth0".to_string());
+        match point {
+            "attach:before_tap" => assert!(!left, "{point}: nothing was made"),
+            "attach:after_save" => {}
+            _ => assert!(left, "{point}: the TAP was left behind"),
         }
 
         node.restart(&[]);
+        let restored = node.ports().iter().filter(|p| p.netns == ns.path()).count();
+        let saved = point == "attach:after_save";
+        assert_eq!(restored, usize::from(saved), "{point}: only a saved port is restored");
         let port: PortInfo = node
             .client
             .call(Op::Attach(req))

@@ -250,6 +250,7 @@ impl Control {
         let id = table
             .free_id(self.switch.config.max_ports)
             .ok_or_else(|| api_err(ErrorCode::ResourceExhausted, "the switch has no free port"))?;
+        failpoint::hit("attach:before_tap");
         let (tap, ifindex) = create_pod_port(&plan)?;
         failpoint::hit("attach:after_config");
         let tap = Arc::new(tap);
