@@ -75,7 +75,12 @@ fn add_with_addresses_of_others_fails_with_106() {
         ("the victim's MAC (runtimeConfig mac)", &rt_mac, String::new()),
         ("the gateway's IP (static IPAM)", &static_gw, String::new()),
     ];
+    let has_static = std::path::Path::new(REF_PLUGINS).join("static").exists();
     for (what, c, args) in cases {
+        if c["ipam"]["type"] == "static" && !has_static {
+            println!("SKIP: {what}: {REF_PLUGINS}/static is missing");
+            continue;
+        }
         let pod = Netns::new("pod");
         let cid = unique("taker");
         let mut call = Call::new("ADD", &cid, &pod.path(), "eth0");
