@@ -58,19 +58,17 @@ fn outcome(e: &ClientError) -> Outcome {
 /// recorded), an error when the addresses must stay reserved.
 fn detach(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
     let daemon = Daemon::for_conf(loaded);
-    let state = StateDir::new(loaded.state_dir());
-    super::drain_pending(&daemon, loaded, &env.path);
     let e = match daemon.detach(&env.container_id, &env.ifname) {
-        Ok(true) => {
-            log_info!("port detached");
-            return Ok(());
-        }
-        Ok(false) => {
-            log_info!("no port to detach");
+        Ok(detached) => {
+            log_info!("{}", if detached { "port detached" } else { "no port to detach" });
+            // Only once tapwayd answers: a silent one would cost a second timeout here. This
+            // port's own pending entry, if an earlier DEL left one, goes too.
+            super::drain_pending(&daemon, loaded, &env.path);
             return Ok(());
         }
         Err(e) => e,
     };
+    let state = StateDir::new(loaded.state_dir());
     let how = outcome(&e);
     let entry = PendingDetach {
         socket: daemon.socket(),
