@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The container image (scripts/image.sh) is real and runs, the way deploy/daemonset.yaml runs it:
+#   - `tapwayd --help` from the image;
+#   - the install-cni init container's command, with the node's /opt/cni/bin bind-mounted from
+#     a temp dir: the plugin lands there, static, and answers VERSION on this host;
+#   - tapwayd from the image in a "node" network namespace with exactly the manifest's
+#     capabilities (read from deploy/daemonset.yaml; every other one dropped), podman's default
+#     seccomp profile, and the manifest's host paths bind-mounted (/run/netns with slave
+#     propagation, so a pod netns made after tapwayd started is visible to it);
+#   - the cni-conf container's command: it takes the range from tapwayd's status and writes the
+#     conflist;
+#   - a pod attached with tapwayctl from the image, and one through the installed plugin and
+#     the written conflist (exec'd on the host, as a runtime does), each pinging its gateway;
+#   - without SYS_ADMIN an attach fails (setns needs it), so the list is not longer than needed;
+#   - SIGTERM stops tapwayd cleanly (exit 0).
+# Everything runs in namespaces and temp dirs of its own (podman with a private storage root,
+# runroot and containers.conf); containers, the image, the namespaces and the temp dir are
+# removed at exit, also on failure. Needs root, podman, runc, conmon, busybox-static and the
+# debug binaries (`cargo build --workspace`); the image is built from debug binaries to keep CI
+# short (scripts/image.sh without --debug builds the release image).
+#
+#   sudo scripts/image-test.sh
+set -euo pipefail
+# shellcheck source=plugin/tests/runtimes/lib.sh
+source "$(dirname "$0")/../plugin/tests/runtimes/lib.sh"
+
+RT_NEED=(podman runc conmon)
+rt_init image twim 231
+# This test's SUBNET numbers are 180..189 (10.231.180.0/24).
+SUBNET_PREFIX=10.231.180
+SUBNET=$SUBNET_PREFIX.0/24
+GATEWAY=$SUBNET_PREFIX.1
+IMG=localhost/tapway:test-$TAG
+DS=$RT_ROOT/deploy/daemonset.yaml
+HOST=$WORK/host # the "node's" directories that the manifest mounts
+mkdir -p "$HOST/opt/cni/bin" "$HOST/etc/cni/net.d" "$HOST/run/tapway" "$HOST/var/lib/tapway"
+
+cat >"$WORK/containers.conf" <<TOML
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$WORK/events.json"
+tmp_dir = "$WORK/libpod-tmp"
+
+[network]
+network_backend = "cni"
+network_config_dir = "$WORK/cni-conf"
+TOML
+cat >"$WORK/storage.conf" <<TOML
+[storage]
+driver = "vfs"
+graphroot = "$WORK/storage"
+runroot = "$WORK/runroot"
+TOML
+[ -e /var/lib/containers ] || on_cleanup "rm -rf /var/lib/containers"
+export CONTAINERS_CONF=$WORK/containers.conf CONTAINERS_STORAGE_CONF=$WORK/storage.conf
+pm() {
+  podman --root "$WORK/storage" --runroot "$WORK/runroot" --storage-driver vfs --tmpdir "$WORK/libpod-tmp" \
+    --cgroup-manager cgroupfs --runtime runc --events-backend file "$@"
+}
+on_cleanup "pm rmi -f $IMG"
+on_cleanup "pm rm -f -t 0 ${TAG}d ${TAG}conf ${TAG}nocap"
+
+rt_log "building $IMG from the debug binaries"
+bash "$RT_ROOT/scripts/image.sh" --debug --tag "$IMG" >"$WORK/image.log" 2>&1 \
+  || rt_die "scripts/image.sh failed: $(tail -5 "$WORK/image.log")"
+rt_log "$(tail -1 "$WORK/image.log")"
+
+# The manifest's tapwayd capabilities, from its one `add: [...]` line.
+CAPS=$(sed -n 's/^ *add: \[\(.*\)\]$/\1/p' "$DS" | tr -d ' ')
+[ -n "$CAPS" ] && [ "$(sed -n 's/^ *add: \[\(.*\)\]$/\1/p' "$DS" | wc -l)" = 1 ] \
+  || rt_die "expected one capabilities add: [...] line in $DS"
+# What every container of the manifest runs with (drop: [ALL]), podman's default seccomp.
+CTR=(--rm --network none --cap-drop all)
+
+rt_log "tapwayd --help from the image"
+pm run "${CTR[@]}" "$IMG" --help >"$WORK/help.txt" 2>&1 || rt_die "tapwayd --help: $(cat "$WORK/help.txt")"
+grep -q -- "--pod-cidr" "$WORK/help.txt" || rt_die "tapwayd --help lacks --pod-cidr: $(cat "$WORK/help.txt")"
+
+rt_log "install-cni init container: the plugin into the node's /opt/cni/bin"
+# The init container's command, as in the manifest.
+pm run "${CTR[@]}" --read-only -v "$HOST/opt/cni/bin:/host/opt/cni/bin" --entrypoint /opt/tapway/install-cni.sh "$IMG" \
+  --skip-conf --binary /opt/tapway/cni/tapway --bin-dir /host/opt/cni/bin >"$WORK/install.log" 2>&1 \
+  || rt_die "install-cni in the image: $(cat "$WORK/install.log")"
+[ -x "$HOST/opt/cni/bin/tapway" ] || rt_die "no plugin in the bin dir: $(cat "$WORK/install.log")"
+ldd "$HOST/opt/cni/bin/tapway" 2>&1 | grep -q 'not a dynamic executable\|statically linked' \
+  || rt_die "the installed plugin is not static: $(ldd "$HOST/opt/cni/bin/tapway" 2>&1)"
+echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$HOST/opt/cni/bin/tapway" | grep -q supportedVersions \
+  || rt_die "the installed plugin does not answer VERSION"
+ln -s /usr/lib/cni/host-local "$HOST/opt/cni/bin/host-local"
+
+rt_log "tapwayd from the image in node netns $NODE with --cap-add $CAPS"
+ip netns add "$NODE" || rt_die "ip netns add $NODE"
+on_cleanup "ip netns del '$NODE'"
+ip -n "$NODE" link set lo up
+# The manifest's host paths at the same paths inside, /run/netns and /var/run/netns with the
+# propagation of mountPropagation: HostToContainer (rslave). The pod range is a flag here: the
+# test has no API server (in a cluster it comes from the Node object).
+NODE_MOUNTS=(-v /run/netns:/run/netns:rslave -v /var/run/netns:/var/run/netns:rslave
+  -v "$HOST/run/tapway:/run/tapway" -v "$HOST/var/lib/tapway:/var/lib/tapway" -v /dev/net/tun:/dev/net/tun)
+pm run -d --name "${TAG}d" --network "ns:/run/netns/$NODE" --cap-drop all --cap-add "$CAPS" "${NODE_MOUNTS[@]}" \
+  "$IMG" --pod-cidr "$SUBNET" --log-level info >>"$WORK/podman.log" 2>&1 || rt_die "podman run tapwayd: $(tail -5 "$WORK/podman.log")"
+SOCK=$HOST/run/tapway/tapway.sock
+wait_until 30 tctl status >/dev/null 2>&1 || rt_die "tapwayd from the image did not come up: $(pm logs "${TAG}d" 2>&1 | tail -5)"
+tctl status | grep -q "pod range $SUBNET" || rt_die "status: $(tctl status)"
+
+rt_log "cni-conf container: the conflist with the range tapwayd reports"
+# Its command as in the manifest, except that it stops after writing (no --keep-running).
+pm run -d --name "${TAG}conf" --network none --cap-drop all --read-only -v "$HOST/run/tapway:/run/tapway" \
+  -v "$HOST/etc/cni/net.d:/host/etc/cni/net.d" --entrypoint /opt/tapway/install-cni.sh "$IMG" \
+  --skip-binary --from-tapwayd --tapwayctl /usr/bin/tapwayctl --conf-dir /host/etc/cni/net.d --portmap \
+  >>"$WORK/podman.log" 2>&1 || rt_die "podman run cni-conf: $(tail -5 "$WORK/podman.log")"
+CONF=$HOST/etc/cni/net.d/10-tapway.conflist
+wait_until 30 test -s "$CONF" || rt_die "cni-conf wrote no conflist: $(pm logs "${TAG}conf" 2>&1 | tail -5)"
+/usr/bin/python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+r = c["plugins"][0]["ipam"]["ranges"]
+assert r == [[{"subnet": sys.argv[2], "gateway": sys.argv[3]}]], r
+assert c["plugins"][0]["socket"] == "/run/tapway/tapway.sock"
+assert [p["type"] for p in c["plugins"]] == ["tapway", "portmap"]' "$CONF" "$SUBNET" "$GATEWAY" \
+  || rt_die "conflist: $(cat "$CONF")"
+
+rt_log "a pod made after tapwayd started, attached with tapwayctl from the image"
+POD_A=${TAG}a POD_B=${TAG}b
+ip netns add "$POD_A" && on_cleanup "ip netns del '$POD_A'"
+pm run "${CTR[@]}" -v "$HOST/run/tapway:/run/tapway" --entrypoint /usr/bin/tapwayctl "$IMG" \
+  attach --netns "/run/netns/$POD_A" --ip "$SUBNET_PREFIX.5/24" --gateway "$GATEWAY" >"$WORK/attach.txt" 2>&1 \
+  || rt_die "tapwayctl attach from the image: $(cat "$WORK/attach.txt")"
+ip netns exec "$POD_A" ping -c 2 -W 2 "$GATEWAY" >/dev/null || rt_die "pod a cannot ping the gateway $GATEWAY"
+
+rt_log "a pod through the installed plugin and the written conflist, exec'd on the host"
+ip netns add "$POD_B" && on_cleanup "ip netns del '$POD_B'"
+# The conflist's tapway entry as a runtime passes it, with the socket and the state where this
+# test keeps them.
+netconf() {
+  /usr/bin/python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+p = c["plugins"][0]
+p.update(cniVersion=c["cniVersion"], name=c["name"], socket=sys.argv[2], stateDir=sys.argv[3])
+p["ipam"]["dataDir"] = sys.argv[4]
+print(json.dumps(p))' "$CONF" "$SOCK" "$WORK/tapway-cni" "$WORK/ipam"
+}
+cni() {
+  netconf | CNI_COMMAND=$1 CNI_CONTAINERID=${TAG}b CNI_NETNS=/run/netns/$POD_B CNI_IFNAME=eth0 \
+    CNI_PATH=$HOST/opt/cni/bin "$HOST/opt/cni/bin/tapway"
+}
+cni ADD >"$WORK/add.json" 2>"$WORK/add.err" || rt_die "plugin ADD: $(cat "$WORK/add.json" "$WORK/add.err")"
+IP_B=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <"$WORK/add.json")
+ip netns exec "$POD_B" ping -c 2 -W 2 "$GATEWAY" >/dev/null || rt_die "pod b ($IP_B) cannot ping the gateway"
+ip netns exec "$POD_B" ping -c 2 -W 2 "$SUBNET_PREFIX.5" >/dev/null || rt_die "pod b cannot ping pod a"
+[ "$(pod_ports | wc -l)" = 2 ] || rt_die "expected 2 pod ports: $(pod_ports)"
+cni DEL >/dev/null 2>"$WORK/del.err" || rt_die "plugin DEL: $(cat "$WORK/del.err")"
+[ "$(pod_ports | wc -l)" = 1 ] || rt_die "DEL left: $(pod_ports)"
+
+rt_log "without SYS_ADMIN: tapwayd cannot enter a pod's netns"
+NOCAPS=$(echo "$CAPS" | tr ',' '\n' | grep -vx SYS_ADMIN | paste -sd,)
+NOSOCK=$WORK/nocap/run
+mkdir -p "$NOSOCK" "$WORK/nocap/state"
+ip netns add "${TAG}n2" && on_cleanup "ip netns del '${TAG}n2'"
+pm run -d --name "${TAG}nocap" --network "ns:/run/netns/${TAG}n2" --cap-drop all --cap-add "$NOCAPS" \
+  -v /run/netns:/run/netns:rslave -v "$NOSOCK:/run/tapway" -v "$WORK/nocap/state:/var/lib/tapway" \
+  -v /dev/net/tun:/dev/net/tun "$IMG" --pod-cidr "$SUBNET" \
+  >>"$WORK/podman.log" 2>&1 || rt_die "podman run tapwayd without SYS_ADMIN: $(tail -5 "$WORK/podman.log")"
+wait_until 30 "$RT_BIN/tapwayctl" --socket "$NOSOCK/tapway.sock" status >/dev/null 2>&1 \
+  || rt_die "tapwayd without SYS_ADMIN did not come up: $(pm logs "${TAG}nocap" 2>&1 | tail -5)"
+if "$RT_BIN/tapwayctl" --socket "$NOSOCK/tapway.sock" attach --netns "/run/netns/$POD_A" --ifname eth9 \
+  --ip "$SUBNET_PREFIX.9/24" >"$WORK/nocap.txt" 2>&1; then
+  rt_die "attach worked without SYS_ADMIN: is it needed? $(cat "$WORK/nocap.txt")"
+fi
+rt_log "without SYS_ADMIN: $(tail -1 "$WORK/nocap.txt")"
+pm rm -f -t 0 "${TAG}nocap" >>"$WORK/podman.log" 2>&1 || true
+
+rt_log "SIGTERM: tapwayd from the image stops cleanly"
+pm stop -t 20 "${TAG}d" >>"$WORK/podman.log" 2>&1 || rt_die "podman stop"
+code=$(pm inspect -f '{{.State.ExitCode}}' "${TAG}d")
+[ "$code" = 0 ] || rt_die "tapwayd exited with $code: $(pm logs "${TAG}d" 2>&1 | tail -5)"
+pm logs "${TAG}d" 2>&1 | grep -q "stopping; pod interfaces stay" || rt_die "no clean stop in the log"
+rt_log "PASS (image $IMG, capabilities $CAPS)"
