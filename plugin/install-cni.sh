@@ -129,7 +129,7 @@ tapwayd_ranges() {
     "$tapwayctl" --socket "$socket" --json status 2>/dev/null | awk '
         /"pod_cidrs": *\[/ { inlist = 1 }
         inlist || /"pod_cidr": *"/ {
-            line = $0; sub(/^[^:]*:/, "", line)
+            line = $0; sub(/^ *"[a-z_]+": */, "", line)
             while (match(line, /"[^"]*\/[0-9]+"/)) { print substr(line, RSTART + 1, RLENGTH - 2); line = substr(line, RSTART + RLENGTH) }
         }
         inlist && /\]/ { inlist = 0 }' | awk '!seen[$0]++'

@@ -716,3 +716,60 @@ fn install_script_dry_run_writes_a_valid_conflist() {
     let missing = std::process::Command::new("sh").arg(&script).arg("--dry-run").output().unwrap();
     assert!(!missing.status.success(), "--subnet is required");
 }
+
+/// Runs install-cni.sh with `args` and returns the conflist it would write (dry run).
+fn install_script_conflist(args: &[&str]) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--dry-run", "--binary", env!("CARGO_BIN_EXE_tapway")])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap()
+}
+
+#[test]
+fn install_script_dual_stack_and_ranges_from_tapwayd() {
+    let c = install_script_conflist(&["--subnet", "10.244.3.0/24", "--subnet", "fd00:10:244:3::/64"]);
+    let ipam = &c["plugins"][0]["ipam"];
+    // IPv6 gets host-local's default gateway, network + 1, which is tapwayd's too.
+    assert_eq!(
+        ipam["ranges"],
+        json!([[{"subnet": "10.244.3.0/24", "gateway": "10.244.3.1"}], [{"subnet": "fd00:10:244:3::/64"}]])
+    );
+    assert_eq!(ipam["routes"], json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]));
+
+    // --from-tapwayd reads `tapwayctl --json status`: today's `pod_cidr`, and a `pod_cidrs`
+    // list (dual-stack) when tapwayd reports one.
+    let dir = std::env::temp_dir().join(format!("tapway-install-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("tapwayctl");
+    for (status, want) in [
+        ("{\n  \"pod_cidr\": \"10.244.7.0/24\",\n  \"gateway\": \"10.244.7.1/24\"\n}", json!([[{"subnet": "10.244.7.0/24", "gateway": "10.244.7.1"}]])),
+        (
+            "{\n  \"pod_cidr\": \"10.244.8.0/24\",\n  \"pod_cidrs\": [\n    \"10.244.8.0/24\",\n    \"fd00:8::/64\"\n  ],\n  \"uptime_secs\": 3\n}",
+            json!([[{"subnet": "10.244.8.0/24", "gateway": "10.244.8.1"}], [{"subnet": "fd00:8::/64"}]]),
+        ),
+    ] {
+        std::fs::write(&fake, format!("#!/bin/sh\ncat <<'EOF'\n{status}\nEOF\n")).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let c = install_script_conflist(&["--skip-binary", "--from-tapwayd", "--tapwayctl", fake.to_str().unwrap()]);
+        assert_eq!(c["plugins"][0]["ipam"]["ranges"], want, "{status}");
+    }
+    // No range yet: a dry run says so instead of waiting.
+    std::fs::write(&fake, "#!/bin/sh\necho '{\"pod_cidr\": null}'\n").unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--dry-run", "--skip-binary", "--from-tapwayd", "--tapwayctl", fake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no pod range"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,9 +69,9 @@ fn install_cni_default(name: &str) -> String {
 /// The ConfigMap's tapwayd.toml resolved the way tapwayd resolves it (no flags).
 fn resolved_config(toml: &str) -> DaemonConfig {
     let dir = std::env::temp_dir().join(format!("tapway-manifests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("tapwayd.toml");
-    std::fs::write(&file, toml).unwrap();
+    std::fs::write(&file, toml).expect("temp file");
     let resolved = DaemonConfig::resolve(Args { config: Some(file), ..Args::default() });
     let _ = std::fs::remove_dir_all(&dir);
     resolved.unwrap_or_else(|e| panic!("the ConfigMap's tapwayd.toml: {e}"))
@@ -391,6 +391,7 @@ fn the_daemonset_runs_on_every_node_with_the_documented_privileges() {
     let ds = &m.daemon_sets[0];
     let pod = pod_spec(ds);
     assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"), "the cluster DNS needs tapwayd first");
     assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
     let tolerations = pod.tolerations.as_deref().unwrap_or_default();
     assert!(
@@ -434,7 +435,7 @@ fn the_daemonset_runs_on_every_node_with_the_documented_privileges() {
     let tapwayd = container(pod_spec(&p.daemon_sets[0]), "tapwayd");
     assert_eq!(tapwayd.security_context.as_ref().and_then(|s| s.privileged), Some(true));
     let strip = |ds: &DaemonSet| {
-        let mut v = serde_json::to_value(ds).unwrap();
+        let mut v = serde_json::to_value(ds).expect("serializes");
         v["spec"]["template"]["spec"]["containers"][0]["securityContext"] = Value::Null;
         v
     };
