@@ -87,10 +87,11 @@ pm run "${CTR[@]}" --read-only -v "$HOST/opt/cni/bin:/host/opt/cni/bin" --entryp
   --skip-conf --binary /opt/tapway/cni/tapway --bin-dir /host/opt/cni/bin >"$WORK/install.log" 2>&1 \
   || rt_die "install-cni in the image: $(cat "$WORK/install.log")"
 [ -x "$HOST/opt/cni/bin/tapway" ] || rt_die "no plugin in the bin dir: $(cat "$WORK/install.log")"
-ldd "$HOST/opt/cni/bin/tapway" 2>&1 | grep -q 'not a dynamic executable\|statically linked' \
-  || rt_die "the installed plugin is not static: $(ldd "$HOST/opt/cni/bin/tapway" 2>&1)"
-echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$HOST/opt/cni/bin/tapway" | grep -q supportedVersions \
-  || rt_die "the installed plugin does not answer VERSION"
+# (Outputs are captured before grep -q: with pipefail a writer cut off by grep fails the line.)
+linked=$(ldd "$HOST/opt/cni/bin/tapway" 2>&1 || true)
+case "$linked" in *"not a dynamic executable"* | *"statically linked"*) ;; *) rt_die "the installed plugin is not static: $linked" ;; esac
+version=$(echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$HOST/opt/cni/bin/tapway" 2>&1 || true)
+case "$version" in *supportedVersions*) ;; *) rt_die "the installed plugin does not answer VERSION: $version" ;; esac
 ln -s /usr/lib/cni/host-local "$HOST/opt/cni/bin/host-local"
 
 rt_log "tapwayd from the image in node netns $NODE with --cap-add $CAPS"
@@ -106,7 +107,8 @@ pm run -d --name "${TAG}d" --network "ns:/run/netns/$NODE" --cap-drop all --cap-
   "$IMG" --pod-cidr "$SUBNET" --log-level info >>"$WORK/podman.log" 2>&1 || rt_die "podman run tapwayd: $(tail -5 "$WORK/podman.log")"
 SOCK=$HOST/run/tapway/tapway.sock
 wait_until 30 tctl status >/dev/null 2>&1 || rt_die "tapwayd from the image did not come up: $(pm logs "${TAG}d" 2>&1 | tail -5)"
-tctl status | grep -q "pod range $SUBNET" || rt_die "status: $(tctl status)"
+status=$(tctl status 2>&1 || true)
+case "$status" in *"pod range $SUBNET"*) ;; *) rt_die "status: $status" ;; esac
 
 rt_log "cni-conf container: the conflist with the range tapwayd reports"
 # Its command as in the manifest, except that it stops after writing (no --keep-running).
@@ -180,5 +182,6 @@ rt_log "SIGTERM: tapwayd from the image stops cleanly"
 pm stop -t 20 "${TAG}d" >>"$WORK/podman.log" 2>&1 || rt_die "podman stop"
 code=$(pm inspect -f '{{.State.ExitCode}}' "${TAG}d")
 [ "$code" = 0 ] || rt_die "tapwayd exited with $code: $(pm logs "${TAG}d" 2>&1 | tail -5)"
-pm logs "${TAG}d" 2>&1 | grep -q "stopping; pod interfaces stay" || rt_die "no clean stop in the log"
+pm logs "${TAG}d" >"$WORK/tapwayd.txt" 2>&1 || true
+grep -q "stopping; pod interfaces stay" "$WORK/tapwayd.txt" || rt_die "no clean stop in the log: $(tail -5 "$WORK/tapwayd.txt")"
 rt_log "PASS (image $IMG, capabilities $CAPS)"
