@@ -5,13 +5,16 @@
 #     a temp dir: the plugin lands there, static, and answers VERSION on this host;
 #   - tapwayd from the image in a "node" network namespace with exactly the manifest's
 #     capabilities (read from deploy/daemonset.yaml; every other one dropped), podman's default
-#     seccomp profile, and the manifest's host paths bind-mounted (/run/netns with slave
-#     propagation, so a pod netns made after tapwayd started is visible to it);
+#     seccomp profile, the manifest's host paths bind-mounted (/run/netns with slave
+#     propagation, so a pod netns made after tapwayd started is visible to it), and an AF_XDP
+#     uplink (a veth in generic mode) to a "far" netns;
 #   - the cni-conf container's command: it takes the range from tapwayd's status and writes the
 #     conflist;
 #   - a pod attached with tapwayctl from the image, and one through the installed plugin and
 #     the written conflist (exec'd on the host, as a runtime does), each pinging its gateway;
-#   - without SYS_ADMIN an attach fails (setns needs it), so the list is not longer than needed;
+#     the first also pings the far end of the uplink;
+#   - the list is not longer than needed: without any one of its capabilities tapwayd with an
+#     uplink does not start, and without SYS_ADMIN an attach fails (setns);
 #   - SIGTERM stops tapwayd cleanly (exit 0).
 # Everything runs in namespaces and temp dirs of its own (podman with a private storage root,
 # runroot and containers.conf); containers, the image, the namespaces and the temp dir are
@@ -102,13 +105,24 @@ ip -n "$NODE" link set lo up
 # propagation of mountPropagation: HostToContainer (rslave). The pod range is a flag here: the
 # test has no API server (in a cluster it comes from the Node object).
 NODE_MOUNTS=(-v /run/netns:/run/netns:rslave -v /var/run/netns:/var/run/netns:rslave
-  -v "$HOST/run/tapway:/run/tapway" -v "$HOST/var/lib/tapway:/var/lib/tapway" -v /dev/net/tun:/dev/net/tun)
+  -v "$HOST/run/tapway:/run/tapway" -v "$HOST/var/lib/tapway:/var/lib/tapway" -v /dev/net/tun:/dev/net/tun
+  -v /sys/fs/bpf:/sys/fs/bpf:rslave)
+# The uplink too, so the AF_XDP capabilities are exercised: a veth (generic XDP) whose peer, in
+# a "far" netns, holds an address of the pod subnet, as a pod on another node would.
+FAR=${TAG}f
+ip netns add "$FAR" && on_cleanup "ip netns del '$FAR'"
+ip link add "${TAG}u0" netns "$NODE" type veth peer name "${TAG}u1" netns "$FAR" || rt_die "veth"
+ip -n "$NODE" link set "${TAG}u0" up
+ip -n "$FAR" link set "${TAG}u1" up
+ip -n "$FAR" addr add "$SUBNET_PREFIX.200/24" dev "${TAG}u1"
+UPLINK=(--uplink "${TAG}u0" --xdp-mode generic)
 pm run -d --name "${TAG}d" --network "ns:/run/netns/$NODE" --cap-drop all --cap-add "$CAPS" "${NODE_MOUNTS[@]}" \
-  "$IMG" --pod-cidr "$SUBNET" --log-level info >>"$WORK/podman.log" 2>&1 || rt_die "podman run tapwayd: $(tail -5 "$WORK/podman.log")"
+  "$IMG" --pod-cidr "$SUBNET" "${UPLINK[@]}" --log-level info >>"$WORK/podman.log" 2>&1 \
+  || rt_die "podman run tapwayd: $(tail -5 "$WORK/podman.log")"
 SOCK=$HOST/run/tapway/tapway.sock
 wait_until 30 tctl status >/dev/null 2>&1 || rt_die "tapwayd from the image did not come up: $(pm logs "${TAG}d" 2>&1 | tail -5)"
 status=$(tctl status 2>&1 || true)
-case "$status" in *"pod range $SUBNET"*) ;; *) rt_die "status: $status" ;; esac
+case "$status" in *"pod range $SUBNET"*"uplink ${TAG}u0"*) ;; *) rt_die "status: $status" ;; esac
 
 rt_log "cni-conf container: the conflist with the range tapwayd reports"
 # Its command as in the manifest, except that it stops after writing (no --keep-running).
@@ -134,6 +148,7 @@ pm run "${CTR[@]}" -v "$HOST/run/tapway:/run/tapway" --entrypoint /usr/bin/tapwa
   attach --netns "/run/netns/$POD_A" --ip "$SUBNET_PREFIX.5/24" --gateway "$GATEWAY" >"$WORK/attach.txt" 2>&1 \
   || rt_die "tapwayctl attach from the image: $(cat "$WORK/attach.txt")"
 ip netns exec "$POD_A" ping -c 2 -W 2 "$GATEWAY" >/dev/null || rt_die "pod a cannot ping the gateway $GATEWAY"
+ip netns exec "$POD_A" ping -c 2 -W 2 "$SUBNET_PREFIX.200" >/dev/null || rt_die "pod a cannot ping the far end of the uplink"
 
 rt_log "a pod through the installed plugin and the written conflist, exec'd on the host"
 ip netns add "$POD_B" && on_cleanup "ip netns del '$POD_B'"
@@ -156,12 +171,38 @@ cni ADD >"$WORK/add.json" 2>"$WORK/add.err" || rt_die "plugin ADD: $(cat "$WORK/
 IP_B=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <"$WORK/add.json")
 ip netns exec "$POD_B" ping -c 2 -W 2 "$GATEWAY" >/dev/null || rt_die "pod b ($IP_B) cannot ping the gateway"
 ip netns exec "$POD_B" ping -c 2 -W 2 "$SUBNET_PREFIX.5" >/dev/null || rt_die "pod b cannot ping pod a"
-[ "$(pod_ports | wc -l)" = 2 ] || rt_die "expected 2 pod ports: $(pod_ports)"
+# (pod_ports lists the uplink too, without a netns.)
+pods() { pod_ports | grep -c " /run/netns/" || true; }
+[ "$(pods)" = 2 ] || rt_die "expected 2 pod ports: $(pod_ports)"
 cni DEL >/dev/null 2>"$WORK/del.err" || rt_die "plugin DEL: $(cat "$WORK/del.err")"
-[ "$(pod_ports | wc -l)" = 1 ] || rt_die "DEL left: $(pod_ports)"
+[ "$(pods)" = 1 ] || rt_die "DEL left: $(pod_ports)"
 
-rt_log "without SYS_ADMIN: tapwayd cannot enter a pod's netns"
-NOCAPS=$(echo "$CAPS" | tr ',' '\n' | grep -vx SYS_ADMIN | paste -sd,)
+# Every capability of the list is needed: without any one of them tapwayd with an uplink does
+# not start (NET_ADMIN: the host port's TAP; NET_RAW: the AF_XDP socket; IPC_LOCK: the UMEM
+# beyond RLIMIT_MEMLOCK; SYS_ADMIN: the XDP program, bpf(2)), and without SYS_ADMIN one
+# without an uplink cannot attach a pod (setns).
+without() { echo "$CAPS" | tr ',' '\n' | grep -vx "$1" | paste -sd,; }
+i=0
+for cap in $(echo "$CAPS" | tr ',' ' '); do
+  i=$((i + 1))
+  n=${TAG}x$i
+  ip netns add "$n" && on_cleanup "ip netns del '$n'"
+  ip link add "${TAG}v$i" netns "$n" type veth peer name "${TAG}w$i" netns "$FAR" || rt_die "veth $i"
+  ip -n "$n" link set "${TAG}v$i" up
+  ip -n "$FAR" link set "${TAG}w$i" up
+  mkdir -p "$WORK/x$i/run" "$WORK/x$i/state"
+  on_cleanup "pm rm -f -t 0 ${TAG}x$i"
+  pm run -d --name "${TAG}x$i" --network "ns:/run/netns/$n" --cap-drop all --cap-add "$(without "$cap")" \
+    -v /run/netns:/run/netns:rslave -v "$WORK/x$i/run:/run/tapway" -v "$WORK/x$i/state:/var/lib/tapway" \
+    -v /dev/net/tun:/dev/net/tun -v /sys/fs/bpf:/sys/fs/bpf:rslave "$IMG" --pod-cidr "$SUBNET" \
+    --uplink "${TAG}v$i" --xdp-mode generic >>"$WORK/podman.log" 2>&1 || rt_die "podman run without $cap"
+  wait_until 30 eval "[ \"\$(pm inspect -f '{{.State.Running}}' ${TAG}x$i)\" = false ]" \
+    || rt_die "tapwayd with an uplink runs without $cap: is it needed?"
+  pm logs "${TAG}x$i" >"$WORK/x$i.txt" 2>&1 || true
+  rt_log "without $cap: exit $(pm inspect -f '{{.State.ExitCode}}' "${TAG}x$i"), $(grep -v '^ *$' "$WORK/x$i.txt" | tail -1 | cut -c1-150)"
+done
+
+NOCAPS=$(without SYS_ADMIN)
 NOSOCK=$WORK/nocap/run
 mkdir -p "$NOSOCK" "$WORK/nocap/state"
 ip netns add "${TAG}n2" && on_cleanup "ip netns del '${TAG}n2'"
@@ -175,7 +216,7 @@ if "$RT_BIN/tapwayctl" --socket "$NOSOCK/tapway.sock" attach --netns "/run/netns
   --ip "$SUBNET_PREFIX.9/24" >"$WORK/nocap.txt" 2>&1; then
   rt_die "attach worked without SYS_ADMIN: is it needed? $(cat "$WORK/nocap.txt")"
 fi
-rt_log "without SYS_ADMIN: $(tail -1 "$WORK/nocap.txt")"
+rt_log "without SYS_ADMIN, no uplink: attach fails: $(tail -1 "$WORK/nocap.txt")"
 pm rm -f -t 0 "${TAG}nocap" >>"$WORK/podman.log" 2>&1 || true
 
 rt_log "SIGTERM: tapwayd from the image stops cleanly"
