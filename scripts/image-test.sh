@@ -116,7 +116,7 @@ ip -n "$NODE" link set "${TAG}u0" up
 ip -n "$FAR" link set "${TAG}u1" up
 ip -n "$FAR" addr add "$SUBNET_PREFIX.200/24" dev "${TAG}u1"
 UPLINK=(--uplink "${TAG}u0" --xdp-mode generic)
-pm run -d --name "${TAG}d" --network "ns:/run/netns/$NODE" --cap-drop all --cap-add "$CAPS" "${NODE_MOUNTS[@]}" \
+pm run -d --name "${TAG}d" --network "ns:/run/netns/$NODE" --read-only --cap-drop all --cap-add "$CAPS" "${NODE_MOUNTS[@]}" \
   "$IMG" --pod-cidr "$SUBNET" "${UPLINK[@]}" --log-level info >>"$WORK/podman.log" 2>&1 \
   || rt_die "podman run tapwayd: $(tail -5 "$WORK/podman.log")"
 SOCK=$HOST/run/tapway/tapway.sock

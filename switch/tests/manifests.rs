@@ -408,12 +408,12 @@ fn the_daemonset_runs_on_every_node_with_the_documented_privileges() {
         let caps = sc.capabilities.as_ref().expect("capabilities");
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{}", c.name);
         let added: Vec<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}: writes go to its mounts", c.name);
         if c.name == "tapwayd" {
             assert_eq!(added, TAPWAYD_CAPS);
         } else {
             assert!(added.is_empty(), "{}: {added:?}", c.name);
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
-            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
         }
     }
     // The binaries the commands name are where scripts/image.sh puts them.
