@@ -212,6 +212,9 @@ write_conflist() {
 }
 
 if [ "$from_tapwayd" = 1 ] && [ "$skip_conf" = 0 ]; then
+    # As a container's PID 1 the shell ignores SIGTERM unless it traps it: a pod's stop would
+    # wait out its grace period.
+    trap 'exit 0' TERM INT
     if [ -z "$tapwayctl" ]; then
         tapwayctl=$(command -v tapwayctl 2>/dev/null || true)
         for b in "$here/target/release/tapwayctl" "$here/target/debug/tapwayctl"; do
@@ -251,7 +254,9 @@ fi
 mkdir -p "$conf_dir"
 write_conflist
 while [ "$keep_running" = 1 ]; do
-    sleep "$interval"
+    # In the background and waited for, so SIGTERM ends the loop at once (the trap above).
+    sleep "$interval" &
+    wait $!
     now=$(tapwayd_ranges | tr '\n' ' ')
     # tapwayd unreachable (restarting) or without a range: keep the conflist as it is.
     if [ -n "$now" ] && [ "$now" != "$subnets" ]; then

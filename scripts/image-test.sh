@@ -125,10 +125,10 @@ status=$(tctl status 2>&1 || true)
 case "$status" in *"pod range $SUBNET"*"uplink ${TAG}u0"*) ;; *) rt_die "status: $status" ;; esac
 
 rt_log "cni-conf container: the conflist with the range tapwayd reports"
-# Its command as in the manifest, except that it stops after writing (no --keep-running).
+# Its command as in the manifest: it stays, checking the range (stopped at the end).
 pm run -d --name "${TAG}conf" --network none --cap-drop all --read-only -v "$HOST/run/tapway:/run/tapway" \
   -v "$HOST/etc/cni/net.d:/host/etc/cni/net.d" --entrypoint /opt/tapway/install-cni.sh "$IMG" \
-  --skip-binary --from-tapwayd --tapwayctl /usr/bin/tapwayctl --conf-dir /host/etc/cni/net.d --portmap \
+  --skip-binary --from-tapwayd --keep-running --tapwayctl /usr/bin/tapwayctl --conf-dir /host/etc/cni/net.d --portmap \
   >>"$WORK/podman.log" 2>&1 || rt_die "podman run cni-conf: $(tail -5 "$WORK/podman.log")"
 CONF=$HOST/etc/cni/net.d/10-tapway.conflist
 wait_until 30 test -s "$CONF" || rt_die "cni-conf wrote no conflist: $(pm logs "${TAG}conf" 2>&1 | tail -5)"
@@ -219,7 +219,11 @@ fi
 rt_log "without SYS_ADMIN, no uplink: attach fails: $(tail -1 "$WORK/nocap.txt")"
 pm rm -f -t 0 "${TAG}nocap" >>"$WORK/podman.log" 2>&1 || true
 
-rt_log "SIGTERM: tapwayd from the image stops cleanly"
+rt_log "SIGTERM: cni-conf (a shell as PID 1) and tapwayd from the image stop cleanly"
+# Exit 0, not 137: the shell traps SIGTERM instead of waiting to be killed.
+pm stop -t 20 "${TAG}conf" >>"$WORK/podman.log" 2>&1 || rt_die "podman stop cni-conf"
+code=$(pm inspect -f '{{.State.ExitCode}}' "${TAG}conf")
+[ "$code" = 0 ] || rt_die "cni-conf exited with $code on SIGTERM"
 pm stop -t 20 "${TAG}d" >>"$WORK/podman.log" 2>&1 || rt_die "podman stop"
 code=$(pm inspect -f '{{.State.ExitCode}}' "${TAG}d")
 [ "$code" = 0 ] || rt_die "tapwayd exited with $code: $(pm logs "${TAG}d" 2>&1 | tail -5)"

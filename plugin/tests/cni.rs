@@ -773,3 +773,62 @@ fn install_script_dual_stack_and_ranges_from_tapwayd() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn install_script_keep_running_follows_the_range_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("tapway-install-keep-{}", std::process::id()));
+    let conf_dir = dir.join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let fake = dir.join("tapwayctl");
+    let set_range = |cidr: &str| {
+        let tmp = dir.join("tapwayctl.new");
+        std::fs::write(&tmp, format!("#!/bin/sh\nprintf '{{\\n  \"pod_cidr\": \"{cidr}\"\\n}}\\n'\n"))
+            .unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &fake).unwrap();
+    };
+    set_range("10.244.9.0/24");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let mut child = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--skip-binary", "--from-tapwayd", "--keep-running", "--interval", "1", "--tapwayctl"])
+        .arg(&fake)
+        .arg("--conf-dir")
+        .arg(&conf_dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conflist = conf_dir.join("10-tapway.conflist");
+    let subnet = || -> Option<String> {
+        let c: Value = serde_json::from_str(&std::fs::read_to_string(&conflist).ok()?).ok()?;
+        c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"].as_str().map(String::from)
+    };
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while subnet().as_deref() != Some(want) {
+            assert!(std::time::Instant::now() < deadline, "conflist never got {want}: {:?}", subnet());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("10.244.9.0/24");
+    set_range("10.244.10.0/24");
+    wait_for("10.244.10.0/24");
+    // SIGTERM ends it with 0 (it is PID 1 of the DaemonSet's cni-conf container).
+    sigterm(child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM to a child, through kill(1).
+fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    assert!(ok.success());
+}
