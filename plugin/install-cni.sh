@@ -22,6 +22,10 @@
 #   --gateway IP        gateway of the IPv4 range [first address of the subnet, where tapwayd
 #                       puts it]; IPv6 ranges get host-local's default, network + 1, which is
 #                       tapwayd's gateway too
+#   --cluster-cidr CIDR the cluster's IPv4 pod network when nodes share one L2 over AF_XDP
+#                       uplinks: pods then get addresses of the node's range with the cluster's
+#                       prefix (`subnet` the cluster CIDR, `rangeStart`/`rangeEnd` the node's
+#                       range, docs/uplink.md) [$TAPWAY_CLUSTER_CIDR, else none]
 #   --socket PATH       tapwayd's control socket [/run/tapway/tapway.sock]
 #   --cni-version V     cniVersion of the conflist [1.0.0; 1.1.0 needs libcni >= 1.2 in the runtime]
 #   --mtu N             pod MTU [tapwayd's default]
@@ -50,6 +54,7 @@ keep_running=0
 interval=10
 skip_binary=0
 skip_conf=0
+cluster_cidr=${TAPWAY_CLUSTER_CIDR:-}
 socket=/run/tapway/tapway.sock
 cni_version=1.0.0
 mtu=""
@@ -79,6 +84,7 @@ while [ $# -gt 0 ]; do
         --skip-binary) skip_binary=1; shift ;;
         --skip-conf) skip_conf=1; shift ;;
         --gateway) need "$@"; gateway=$2; shift 2 ;;
+        --cluster-cidr) need "$@"; cluster_cidr=$2; shift 2 ;;
         --socket) need "$@"; socket=$2; shift 2 ;;
         --cni-version) need "$@"; cni_version=$2; shift 2 ;;
         --mtu) need "$@"; mtu=$2; shift 2 ;;
@@ -143,6 +149,30 @@ v4_gateway() {
         printf "%d.%d.%d.%d", int(g/16777216)%256, int(g/65536)%256, int(g/256)%256, g%256 }'
 }
 
+# IPv4 CIDR -> "network broadcast" as 32-bit numbers; empty for anything else.
+v4_bounds() {
+    echo "$1" | awk -F'[./]' 'NF==5 && $5 <= 32 {
+        n=$5; ip=(($1*256+$2)*256+$3)*256+$4; size=1; for (i = n; i < 32; i++) size *= 2;
+        printf "%.0f %.0f", ip-(ip%size), ip-(ip%size)+size-1 }'
+}
+
+# A 32-bit number -> a.b.c.d.
+v4_addr() {
+    echo "$1" | awk '{ g=$1; printf "%d.%d.%d.%d", int(g/16777216)%256, int(g/65536)%256, int(g/256)%256, g%256 }'
+}
+
+# The host-local range of IPv4 node range $1 inside --cluster-cidr: the cluster's prefix,
+# addresses from the node's range (its first host is tapwayd's gateway, the rest the pods').
+cluster_range() {
+    set -- "$1" $(v4_bounds "$1") $(v4_bounds "$cluster_cidr")
+    [ $# = 5 ] || die "--cluster-cidr $cluster_cidr and $1 must be IPv4 CIDRs"
+    [ "$2" -ge "$4" ] && [ "$3" -le "$5" ] || die "the node range $1 is not inside --cluster-cidr $cluster_cidr"
+    [ $(($3 - $2)) -ge 3 ] || die "the node range $1 is too small"
+    gw=$gateway
+    [ -n "$gw" ] || gw=$(v4_addr $(($2 + 1)))
+    echo "{\"subnet\": \"$cluster_cidr\", \"rangeStart\": \"$(v4_addr $(($2 + 2)))\", \"rangeEnd\": \"$(v4_addr $(($3 - 1)))\", \"gateway\": \"$gw\"}"
+}
+
 # Builds $conflist and $conf_file from $subnets.
 make_conflist() {
     ranges=""
@@ -155,10 +185,14 @@ make_conflist() {
                 range="{\"subnet\": \"$s\"}"
                 route="{\"dst\": \"::/0\"}" ;;
             *)
-                gw=$gateway
-                [ -n "$gw" ] || gw=$(v4_gateway "$s")
-                [ -n "$gw" ] || die "cannot derive the gateway of $s; pass --gateway"
-                range="{\"subnet\": \"$s\", \"gateway\": \"$gw\"}"
+                if [ -n "$cluster_cidr" ]; then
+                    range=$(cluster_range "$s")
+                else
+                    gw=$gateway
+                    [ -n "$gw" ] || gw=$(v4_gateway "$s")
+                    [ -n "$gw" ] || die "cannot derive the gateway of $s; pass --gateway"
+                    range="{\"subnet\": \"$s\", \"gateway\": \"$gw\"}"
+                fi
                 route="{\"dst\": \"0.0.0.0/0\"}" ;;
         esac
         ranges="${ranges:+$ranges, }[$range]"

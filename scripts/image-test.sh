@@ -9,7 +9,7 @@
 #     propagation, so a pod netns made after tapwayd started is visible to it), and an AF_XDP
 #     uplink (a veth in generic mode) to a "far" netns;
 #   - the cni-conf container's command: it takes the range from tapwayd's status and writes the
-#     conflist;
+#     conflist (also with a cluster CIDR, for nodes on one L2), and stops on SIGTERM;
 #   - a pod attached with tapwayctl from the image, and one through the installed plugin and
 #     the written conflist (exec'd on the host, as a runtime does), each pinging its gateway;
 #     the first also pings the far end of the uplink;
@@ -140,6 +140,18 @@ assert r == [[{"subnet": sys.argv[2], "gateway": sys.argv[3]}]], r
 assert c["plugins"][0]["socket"] == "/run/tapway/tapway.sock"
 assert [p["type"] for p in c["plugins"]] == ["tapway", "portmap"]' "$CONF" "$SUBNET" "$GATEWAY" \
   || rt_die "conflist: $(cat "$CONF")"
+
+# With the ConfigMap's cluster-cidr (uplinks: one L2), as the manifest passes it in the env.
+mkdir -p "$WORK/conf-l2"
+pm run "${CTR[@]}" --read-only -e TAPWAY_CLUSTER_CIDR=10.231.0.0/16 -v "$HOST/run/tapway:/run/tapway" \
+  -v "$WORK/conf-l2:/host/etc/cni/net.d" --entrypoint /opt/tapway/install-cni.sh "$IMG" \
+  --skip-binary --from-tapwayd --tapwayctl /usr/bin/tapwayctl --conf-dir /host/etc/cni/net.d >"$WORK/conf-l2.txt" 2>&1 \
+  || rt_die "cni-conf with a cluster CIDR: $(cat "$WORK/conf-l2.txt")"
+/usr/bin/python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["plugins"][0]["ipam"]["ranges"]
+assert r == [[{"subnet": "10.231.0.0/16", "rangeStart": sys.argv[2] + ".2", "rangeEnd": sys.argv[2] + ".254", "gateway": sys.argv[2] + ".1"}]], r
+' "$WORK/conf-l2/10-tapway.conflist" "$SUBNET_PREFIX" || rt_die "conflist with a cluster CIDR: $(cat "$WORK/conf-l2/10-tapway.conflist")"
 
 rt_log "a pod made after tapwayd started, attached with tapwayctl from the image"
 POD_A=${TAG}a POD_B=${TAG}b

@@ -741,6 +741,19 @@ fn install_script_dual_stack_and_ranges_from_tapwayd() {
         json!([[{"subnet": "10.244.3.0/24", "gateway": "10.244.3.1"}], [{"subnet": "fd00:10:244:3::/64"}]])
     );
     assert_eq!(ipam["routes"], json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]));
+    // Nodes on one L2 (uplinks): the node's range with the cluster's prefix.
+    let c = install_script_conflist(&["--subnet", "10.244.3.0/26", "--cluster-cidr", "10.244.0.0/16"]);
+    assert_eq!(
+        c["plugins"][0]["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.0.0/16", "rangeStart": "10.244.3.2", "rangeEnd": "10.244.3.62", "gateway": "10.244.3.1"}]])
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let outside = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--dry-run", "--skip-binary", "--subnet", "10.244.3.0/24", "--cluster-cidr", "10.245.0.0/16"])
+        .output()
+        .unwrap();
+    assert!(!outside.status.success(), "a node range outside the cluster CIDR is refused");
 
     // --from-tapwayd reads `tapwayctl --json status`: today's `pod_cidr`, and a `pod_cidrs`
     // list (dual-stack) when tapwayd reports one.
