@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The container image (scripts/image.sh) is real and runs, the way deploy/daemonset.yaml runs it:
+#   - the saved archive (`image.sh --save`) imported into a private containerd's k8s.io
+#     namespace, as docs/kubernetes.md loads it onto nodes, and run there;
 #   - `tapwayd --help` from the image;
 #   - the install-cni init container's command, with the node's /opt/cni/bin bind-mounted from
 #     a temp dir: the plugin lands there, static, and answers VERSION on this host;
@@ -27,7 +29,7 @@ set -euo pipefail
 # shellcheck source=plugin/tests/runtimes/lib.sh
 source "$(dirname "$0")/../plugin/tests/runtimes/lib.sh"
 
-RT_NEED=(podman runc conmon)
+RT_NEED=(podman runc conmon containerd ctr)
 rt_init image twim 231
 # This test's SUBNET numbers are 180..189 (10.231.180.0/24).
 SUBNET_PREFIX=10.231.180
@@ -69,9 +71,38 @@ on_cleanup "pm rmi -f $IMG"
 on_cleanup "pm rm -f -t 0 ${TAG}d ${TAG}conf ${TAG}nocap"
 
 rt_log "building $IMG from the debug binaries"
-bash "$RT_ROOT/scripts/image.sh" --debug --tag "$IMG" >"$WORK/image.log" 2>&1 \
+bash "$RT_ROOT/scripts/image.sh" --debug --tag "$IMG" --save "$WORK/image.tar" >"$WORK/image.log" 2>&1 \
   || rt_die "scripts/image.sh failed: $(tail -5 "$WORK/image.log")"
-rt_log "$(tail -1 "$WORK/image.log")"
+rt_log "$(grep '^built' "$WORK/image.log")"
+
+# The archive loads into containerd the way docs/kubernetes.md loads it onto nodes (a private
+# containerd; the kubelet's images live in the k8s.io namespace), and runs there.
+CSOCK=$WORK/containerd.sock
+cat >"$WORK/containerd.toml" <<TOML
+version = 2
+root = "$WORK/ctd-root"
+state = "$WORK/ctd-state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CSOCK"
+[ttrpc]
+  address = "$CSOCK.ttrpc"
+[plugins."io.containerd.runtime.v2.task"]
+  platforms = ["linux/amd64"]
+TOML
+# containerd 1.6 puts its shims' sockets in /run/containerd/s whatever the config says.
+[ -e /run/containerd ] || on_cleanup "rm -rf /run/containerd"
+containerd --config "$WORK/containerd.toml" >"$WORK/containerd.txt" 2>&1 &
+on_cleanup "kill $!; sleep 0.5; kill -9 $!"
+kctr() { ctr --address "$CSOCK" -n k8s.io "$@"; }
+wait_until 30 kctr version >/dev/null 2>&1 || rt_die "containerd did not start: $(tail -3 "$WORK/containerd.txt")"
+kctr images import --snapshotter native "$WORK/image.tar" >"$WORK/ctr.txt" 2>&1 \
+  || rt_die "ctr -n k8s.io images import: $(cat "$WORK/ctr.txt")"
+on_cleanup "ctr --address '$CSOCK' -n k8s.io containers rm ${TAG}ctr"
+kctr run --rm --snapshotter native "$IMG" "${TAG}ctr" /usr/bin/tapwayd --version >"$WORK/ctr-run.txt" 2>&1 \
+  || rt_die "ctr run: $(cat "$WORK/ctr-run.txt")"
+grep -q "^tapwayd " "$WORK/ctr-run.txt" || rt_die "ctr run: $(cat "$WORK/ctr-run.txt")"
+rt_log "imported into containerd's k8s.io namespace and run: $(cat "$WORK/ctr-run.txt")"
 
 # The manifest's tapwayd capabilities, from its one `add: [...]` line.
 CAPS=$(sed -n 's/^ *add: \[\(.*\)\]$/\1/p' "$DS" | tr -d ' ')
