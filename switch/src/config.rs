@@ -90,6 +90,10 @@ pub struct Args {
     /// [default: 2048].
     #[arg(long)]
     pub uplink_fill_size: Option<u32>,
+    /// Serve Prometheus metrics on `/metrics`, plus `/healthz` and `/readyz`, at this
+    /// address, e.g. `0.0.0.0:9190`. Off by default.
+    #[arg(long)]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -120,6 +124,7 @@ pub struct FileConfig {
     uplink_umem_frames: Option<u32>,
     uplink_ring_size: Option<u32>,
     uplink_fill_size: Option<u32>,
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Why the configuration is unusable.
@@ -169,6 +174,8 @@ pub struct DaemonConfig {
     pub switch: SwitchConfig,
     /// The AF_XDP uplink, if any.
     pub uplink: Option<XdpConfig>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl DaemonConfig {
@@ -257,6 +264,7 @@ impl DaemonConfig {
             host_port,
             switch: sw,
             uplink,
+            metrics_address: args.metrics_address.or(file.metrics_address),
         })
     }
 }
@@ -337,6 +345,7 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
         assert!(c.uplink.is_none());
+        assert!(c.metrics_address.is_none(), "metrics are off by default");
     }
 
     #[test]
@@ -350,6 +359,9 @@ mod tests {
         assert_eq!(up.ifname, "eth1");
         assert_eq!(up.mode, XdpMode::Generic);
         assert_eq!(up.queues, vec![0, 1]);
+        std::fs::write(&f, "metrics-address = \"127.0.0.1:9190\"\n").unwrap();
+        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
+        assert_eq!(DaemonConfig::resolve(args).unwrap().metrics_address, Some("127.0.0.1:9190".parse().unwrap()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

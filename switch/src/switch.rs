@@ -1,6 +1,6 @@
 //! The switch: state shared by the workers and the control plane, and the workers' lifecycle.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -77,6 +77,11 @@ pub struct Lane {
     pub inbox: ArrayQueue<Handoff>,
     /// Set while the worker sleeps in epoll; senders then wake it.
     pub sleeping: AtomicBool,
+    /// Nanoseconds the worker spent in loop iterations that had work (for the busy
+    /// fraction of `/metrics`); written once per such iteration by the worker only.
+    pub busy_ns: AtomicU64,
+    /// [`Switch::now`] at the top of the worker's latest loop iteration (`/healthz`).
+    pub heartbeat: AtomicU32,
     waker: mio::Waker,
 }
 
@@ -177,6 +182,8 @@ impl Switch {
             lanes.push(Lane {
                 inbox: ArrayQueue::new(config.ring_size.max(1)),
                 sleeping: AtomicBool::new(false),
+                busy_ns: AtomicU64::new(0),
+                heartbeat: AtomicU32::new(0),
                 waker,
             });
             polls.push(poll);

@@ -11,6 +11,7 @@ use tapway_switch::config::{Args, DaemonConfig};
 use tapway_switch::control::server::{self, Server};
 use tapway_switch::control::uplink::OpenUplink;
 use tapway_switch::control::Control;
+use tapway_switch::metrics::http::MetricsServer;
 use tapway_switch::switch::Switch;
 
 fn main() -> ExitCode {
@@ -77,6 +78,21 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
             return Err(e.to_string());
         }
     };
+    let metrics = match cfg.metrics_address {
+        Some(addr) => match MetricsServer::start(addr, ctl.clone(), cfg.socket.clone()) {
+            Ok(m) => {
+                tracing::info!(address = %m.local_addr(), "serving /metrics, /healthz and /readyz");
+                Some(m)
+            }
+            Err(e) => {
+                server.stop();
+                ctl.shutdown_uplink();
+                running.stop();
+                return Err(e.to_string());
+            }
+        },
+        None => None,
+    };
     tracing::info!(
         socket = %cfg.socket.display(),
         workers = cfg.switch.cores.len(),
@@ -89,6 +105,7 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         ticks += 1;
+        ctl.metrics.main_beat(running.switch.now());
         if ticks.is_multiple_of(10) {
             let sw = &running.switch;
             ctl.sweep_services();
@@ -99,6 +116,9 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
         }
     }
     tracing::info!("stopping; pod interfaces stay in place");
+    if let Some(m) = metrics {
+        m.stop();
+    }
     server.stop();
     let sw = running.switch.clone();
     running.stop();

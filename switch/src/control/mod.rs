@@ -52,6 +52,8 @@ pub struct Control {
     save_lock: Mutex<()>,
     /// The AF_XDP uplink and its port number, once set up ([`uplink`]).
     uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
+    /// Attach/detach counts and latency, the watcher's report ([`crate::metrics`]).
+    pub metrics: crate::metrics::ControlMetrics,
 }
 
 impl Control {
@@ -68,14 +70,19 @@ impl Control {
             services: Mutex::new(services::ServiceState::default()),
             save_lock: Mutex::new(()),
             uplink: Mutex::new(None),
+            metrics: Default::default(),
         }
     }
 
     /// Runs one operation.
     pub fn handle(&self, op: Op) -> Result<serde_json::Value, ApiError> {
         let value = match op {
-            Op::Attach(req) => to_json(self.attach(req)?),
-            Op::Detach(sel) => to_json(self.detach(&sel)?),
+            Op::Attach(req) => to_json(self.metrics.attach(|| self.attach(req))?),
+            Op::Detach(sel) => {
+                let res = self.detach(&sel);
+                self.metrics.detach(&res);
+                to_json(res?)
+            }
             Op::Check(req) => {
                 self.check(&req)?;
                 serde_json::json!({})

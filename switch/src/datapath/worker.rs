@@ -89,11 +89,15 @@ impl Worker {
     /// Runs until the switch stops.
     pub fn run(mut self) {
         let mut last_work = Instant::now();
+        // When this iteration started: the busy time of an iteration with work is counted
+        // from here, with one clock read per iteration (none per frame).
+        let mut woke = last_work;
         while !self.sw.stopping() {
             if self.sw.generation() != self.generation {
                 self.reload();
             }
             let now = self.sw.now();
+            self.sw.lanes[self.id].heartbeat.store(now, Ordering::Relaxed);
             let mut work = self.drain_inbox();
             let mut pending = std::mem::take(&mut self.pending);
             let always = std::mem::take(&mut self.always);
@@ -111,9 +115,12 @@ impl Worker {
 
             if work > 0 {
                 last_work = Instant::now();
+                let busy = last_work.saturating_duration_since(woke).as_nanos();
+                bump(&self.sw.lanes[self.id].busy_ns, u64::try_from(busy).unwrap_or(u64::MAX));
             }
             let timeout = self.timeout(work, last_work);
             self.wait(timeout);
+            woke = Instant::now();
         }
     }
 
