@@ -58,6 +58,21 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     let ctl = Arc::new(Control::new(running.switch.clone(), &cfg));
+    // Bound early: /healthz answers while pods are restored, /readyz says not ready until
+    // the control socket does.
+    let metrics = match cfg.metrics_address {
+        Some(addr) => match MetricsServer::start(addr, ctl.clone(), cfg.socket.clone()) {
+            Ok(m) => {
+                tracing::info!(address = %m.local_addr(), "serving /metrics, /healthz and /readyz");
+                Some(m)
+            }
+            Err(e) => {
+                running.stop();
+                return Err(e.to_string());
+            }
+        },
+        None => None,
+    };
     if let Err(e) = ctl.setup_host_port() {
         running.stop();
         return Err(format!("host port {}: {e}", cfg.host_port));
@@ -77,21 +92,6 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
             running.stop();
             return Err(e.to_string());
         }
-    };
-    let metrics = match cfg.metrics_address {
-        Some(addr) => match MetricsServer::start(addr, ctl.clone(), cfg.socket.clone()) {
-            Ok(m) => {
-                tracing::info!(address = %m.local_addr(), "serving /metrics, /healthz and /readyz");
-                Some(m)
-            }
-            Err(e) => {
-                server.stop();
-                ctl.shutdown_uplink();
-                running.stop();
-                return Err(e.to_string());
-            }
-        },
-        None => None,
     };
     tracing::info!(
         socket = %cfg.socket.display(),
