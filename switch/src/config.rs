@@ -361,7 +361,10 @@ mod tests {
         assert_eq!(up.queues, vec![0, 1]);
         std::fs::write(&f, "metrics-address = \"127.0.0.1:9190\"\n").unwrap();
         let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
-        assert_eq!(DaemonConfig::resolve(args).unwrap().metrics_address, Some("127.0.0.1:9190".parse().unwrap()));
+        assert_eq!(
+            DaemonConfig::resolve(args).unwrap().metrics_address,
+            Some("127.0.0.1:9190".parse().unwrap())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

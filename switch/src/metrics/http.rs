@@ -108,11 +108,10 @@ impl Endpoints {
     /// The threads that stopped going round their loop.
     fn unhealthy(&self) -> Vec<String> {
         let sw = &self.ctl.switch;
-        let beats = sw
-            .lanes
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("worker {i}"), l.heartbeat.load(std::sync::atomic::Ordering::Relaxed)));
+        let beats =
+            sw.lanes.iter().enumerate().map(|(i, l)| {
+                (format!("worker {i}"), l.heartbeat.load(std::sync::atomic::Ordering::Relaxed))
+            });
         let main = self.ctl.metrics.last_main_beat();
         let main = (main != u32::MAX).then(|| ("the main loop".to_string(), main));
         stale(sw.now(), beats.chain(main), STALE_SECS)
@@ -144,8 +143,13 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` and serves the endpoints of `ctl` (control socket `socket`).
-    pub fn start(addr: std::net::SocketAddr, ctl: Arc<Control>, socket: PathBuf) -> Result<MetricsServer, MetricsError> {
-        let server = tiny_http::Server::http(addr).map_err(|e| MetricsError::Bind { addr, why: e.to_string() })?;
+    pub fn start(
+        addr: std::net::SocketAddr,
+        ctl: Arc<Control>,
+        socket: PathBuf,
+    ) -> Result<MetricsServer, MetricsError> {
+        let server =
+            tiny_http::Server::http(addr).map_err(|e| MetricsError::Bind { addr, why: e.to_string() })?;
         let bound = server.server_addr().to_ip().unwrap_or(addr);
         let server = Arc::new(server);
         let endpoints = Arc::new(Endpoints::new(ctl, socket));

@@ -38,6 +38,9 @@ use crate::table::PortEntry;
 /// A label set as prometheus-client encodes it.
 type Labels = Vec<(&'static str, Cow<'static, str>)>;
 
+/// The label set of the attach/detach metrics: `result`.
+type ResultLabel = [(&'static str, &'static str); 1];
+
 /// Upper bounds of the attach latency histogram, seconds: an attach takes about 2 ms, a slow
 /// one on a loaded node tens of milliseconds.
 const ATTACH_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -79,9 +82,9 @@ pub type WatchSource = dyn Fn() -> WatchReport + Send + Sync;
 
 /// Figures only the metrics need: counted by the control plane around its operations.
 pub struct ControlMetrics {
-    attaches: Family<[(&'static str, &'static str); 1], Counter>,
-    detaches: Family<[(&'static str, &'static str); 1], Counter>,
-    attach_seconds: Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>,
+    attaches: Family<ResultLabel, Counter>,
+    detaches: Family<ResultLabel, Counter>,
+    attach_seconds: Family<ResultLabel, Histogram, fn() -> Histogram>,
     watch: ArcSwapOption<Box<WatchSource>>,
     /// [`crate::switch::Switch::now`] at tapwayd's latest main-loop tick (`/healthz`);
     /// `u32::MAX` until the first (a control plane without tapwayd's loop, in tests).
@@ -92,14 +95,20 @@ pub struct ControlMetrics {
 
 impl Default for ControlMetrics {
     fn default() -> Self {
-        ControlMetrics {
+        let m = ControlMetrics {
             attaches: Family::default(),
             detaches: Family::default(),
             attach_seconds: Family::new_with_constructor(attach_histogram as fn() -> Histogram),
             watch: ArcSwapOption::empty(),
             main_beat: AtomicU32::new(u32::MAX),
             build: Mutex::new(()),
-        }
+        };
+        // The `ok` series exist from the start, so the first attach shows as an increase.
+        let ok = [("result", "ok")];
+        drop(m.attaches.get_or_create(&ok));
+        drop(m.detaches.get_or_create(&ok));
+        drop(m.attach_seconds.get_or_create(&ok));
+        m
     }
 }
 
@@ -155,7 +164,11 @@ pub fn registry(ctl: &Arc<Control>) -> Registry {
     let m = &ctl.metrics;
     let _guard = m.build.lock().unwrap_or_else(|p| p.into_inner());
     let mut r = Registry::with_prefix("tapway");
-    r.register("cni_attaches", "Attach requests (CNI ADD), by result: ok or the error code", m.attaches.clone());
+    r.register(
+        "cni_attaches",
+        "Attach requests (CNI ADD), by result: ok or the error code",
+        m.attaches.clone(),
+    );
     r.register(
         "cni_detaches",
         "Detach requests (CNI DEL), by result: ok, absent (nothing attached) or the error code",
@@ -280,7 +293,11 @@ const SWITCH_COUNTERS: [(&str, &str, &str); 6] = [
     ("ring_handoffs", "ring_handoff_frames", "Frames handed from one worker to another"),
     ("flooded", "flooded_frames", "Frames flooded (broadcast, multicast, unknown unicast)"),
     ("svc_rejected", "service_rejected_flows", "New service flows answered with RST / ICMP unreachable"),
-    ("svc_arp_requests", "service_arp_requests", "New service flows whose backend MAC was unknown (ARP sent)"),
+    (
+        "svc_arp_requests",
+        "service_arp_requests",
+        "New service flows whose backend MAC was unknown (ARP sent)",
+    ),
 ];
 
 /// Uplink figures that are levels, not counts; every other uplink figure is a counter.
@@ -346,9 +363,9 @@ impl Collector for SwitchCollector {
             None,
             MetricType::Counter,
             ports.iter().flat_map(|(p, l)| {
-                DropReason::ALL
-                    .iter()
-                    .map(move |r| (with(l.clone(), "reason", r.name()), ConstCounter::new(p.counters.dropped(*r))))
+                DropReason::ALL.iter().map(move |r| {
+                    (with(l.clone(), "reason", r.name()), ConstCounter::new(p.counters.dropped(*r)))
+                })
             }),
         )?;
         let kinds = ["host", "pod", "uplink"];
@@ -373,7 +390,13 @@ impl Collector for SwitchCollector {
         }
 
         // FDB and frame pool.
-        gauge(e, "fdb_entries", "MAC addresses in the FDB (aged ones until the next sweep)", None, sw.fdb.len() as f64)?;
+        gauge(
+            e,
+            "fdb_entries",
+            "MAC addresses in the FDB (aged ones until the next sweep)",
+            None,
+            sw.fdb.len() as f64,
+        )?;
         gauge(e, "fdb_max_entries", "Most MAC addresses the FDB holds", None, sw.fdb.max_entries() as f64)?;
         let pool = &sw.pool;
         gauge(e, "pool_frames", "Frame buffers in the pool", None, pool.total() as f64)?;
@@ -418,15 +441,45 @@ impl Collector for SwitchCollector {
             usable += s.usable.len();
             without += usize::from(s.usable.is_empty());
         }
-        gauge(e, "services", "Service ports (VIP, port, protocol) programmed", None, services.all.len() as f64)?;
+        gauge(
+            e,
+            "services",
+            "Service ports (VIP, port, protocol) programmed",
+            None,
+            services.all.len() as f64,
+        )?;
         gauge(e, "service_backends", "Backends over all service ports", None, backends as f64)?;
-        gauge(e, "service_usable_backends", "Backends that take new flows, over all service ports", None, usable as f64)?;
-        gauge(e, "services_without_backends", "Service ports with no backend that takes new flows", None, without as f64)?;
+        gauge(
+            e,
+            "service_usable_backends",
+            "Backends that take new flows, over all service ports",
+            None,
+            usable as f64,
+        )?;
+        gauge(
+            e,
+            "services_without_backends",
+            "Service ports with no backend that takes new flows",
+            None,
+            without as f64,
+        )?;
         let ct = &sw.conntrack;
         gauge(e, "conntrack_entries", "Service flows tracked", None, ct.len() as f64)?;
         gauge(e, "conntrack_max_entries", "Most service flows tracked", None, ct.max() as f64)?;
-        counter(e, "conntrack_created_flows", "Service flows created", None, ct.counters.created.load(Relaxed))?;
-        counter(e, "conntrack_expired_flows", "Service flows timed out", None, ct.counters.expired.load(Relaxed))?;
+        counter(
+            e,
+            "conntrack_created_flows",
+            "Service flows created",
+            None,
+            ct.counters.created.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "conntrack_expired_flows",
+            "Service flows timed out",
+            None,
+            ct.counters.expired.load(Relaxed),
+        )?;
         counter(
             e,
             "conntrack_evicted_flows",
@@ -434,7 +487,13 @@ impl Collector for SwitchCollector {
             None,
             ct.counters.evicted.load(Relaxed),
         )?;
-        counter(e, "affinity_full", "ClientIP affinity pins refused (table full)", None, sw.affinity.full.load(Relaxed))?;
+        counter(
+            e,
+            "affinity_full",
+            "ClientIP affinity pins refused (table full)",
+            None,
+            sw.affinity.full.load(Relaxed),
+        )?;
 
         // The uplink (and any other port with counters of its own).
         let mut up_counters: Vec<(String, Labels, u64)> = Vec::new();
@@ -501,7 +560,13 @@ fn group(rows: Vec<(String, Labels, u64)>) -> Vec<(String, Vec<(Labels, u64)>)> 
 }
 
 fn encode_watch(e: &mut DescriptorEncoder, w: &WatchReport) -> fmt::Result {
-    gauge(e, "watch_connected", "1 while the Kubernetes API watch is connected", None, f64::from(u8::from(w.connected)))?;
+    gauge(
+        e,
+        "watch_connected",
+        "1 while the Kubernetes API watch is connected",
+        None,
+        f64::from(u8::from(w.connected)),
+    )?;
     gauge(
         e,
         "watch_state_age",
@@ -512,7 +577,13 @@ fn encode_watch(e: &mut DescriptorEncoder, w: &WatchReport) -> fmt::Result {
     if let Some(age) = w.last_event_age_seconds {
         gauge(e, "watch_last_event_age", "Seconds since the last watch event", Some(Unit::Seconds), age)?;
     }
-    counter(e, "watch_errors", "Failed API connections, lists and watches (410 Gone included)", None, w.errors)?;
+    counter(
+        e,
+        "watch_errors",
+        "Failed API connections, lists and watches (410 Gone included)",
+        None,
+        w.errors,
+    )?;
     let kind = |k: &WatchKind| vec![("kind", Cow::Owned(k.kind.clone()))];
     family(
         e,

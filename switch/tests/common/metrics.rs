@@ -133,14 +133,22 @@ impl<'a> Prometheus<'a> {
 
     /// Polls `promql` until `f` accepts its result; panics (with the last result and the
     /// log) after a generous deadline.
-    pub fn wait(&self, promql: &str, f: impl Fn(&[(serde_json::Value, f64)]) -> bool) -> Vec<(serde_json::Value, f64)> {
+    pub fn wait(
+        &self,
+        promql: &str,
+        f: impl Fn(&[(serde_json::Value, f64)]) -> bool,
+    ) -> Vec<(serde_json::Value, f64)> {
         let start = Instant::now();
         loop {
             let r = self.query(promql);
             if f(&r) {
                 return r;
             }
-            assert!(start.elapsed() < Duration::from_secs(90), "{promql}: never got there: {r:?}\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{promql}: never got there: {r:?}\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
