@@ -12,9 +12,9 @@
 //! Ports are registered edge-triggered; a port stays on the pending list until a read
 //! returns nothing, so no readiness is lost.
 //!
-//! For `/metrics` and `/healthz`, each iteration stores its start second as the worker's
-//! heartbeat and, if it had work, adds its duration to the worker's busy time: one clock read
-//! per iteration, nothing per frame.
+//! For `/metrics` and `/healthz`, the worker stores the second an iteration starts in as its
+//! heartbeat (once a second), and an iteration that had work adds its duration to the
+//! worker's busy time: one clock read per iteration, nothing per frame.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -96,12 +96,16 @@ impl Worker {
         // When this iteration started: the busy time of an iteration with work is counted
         // from here, with one clock read per iteration (none per frame).
         let mut woke = last_work;
+        let mut beat = u32::MAX;
         while !self.sw.stopping() {
             if self.sw.generation() != self.generation {
                 self.reload();
             }
             let now = self.sw.now();
-            self.sw.lanes[self.id].heartbeat.store(now, Ordering::Relaxed);
+            if now != beat {
+                beat = now;
+                self.sw.lanes[self.id].heartbeat.store(now, Ordering::Relaxed);
+            }
             let mut work = self.drain_inbox();
             let mut pending = std::mem::take(&mut self.pending);
             let always = std::mem::take(&mut self.always);

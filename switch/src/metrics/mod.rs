@@ -17,7 +17,7 @@ pub mod http;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -89,8 +89,6 @@ pub struct ControlMetrics {
     /// [`crate::switch::Switch::now`] at tapwayd's latest main-loop tick (`/healthz`);
     /// `u32::MAX` until the first (a control plane without tapwayd's loop, in tests).
     main_beat: AtomicU32,
-    /// Serializes registry building (tests build several).
-    build: Mutex<()>,
 }
 
 impl Default for ControlMetrics {
@@ -101,7 +99,6 @@ impl Default for ControlMetrics {
             attach_seconds: Family::new_with_constructor(attach_histogram as fn() -> Histogram),
             watch: ArcSwapOption::empty(),
             main_beat: AtomicU32::new(u32::MAX),
-            build: Mutex::new(()),
         };
         // The `ok` series exist from the start, so the first attach shows as an increase.
         let ok = [("result", "ok")];
@@ -162,7 +159,6 @@ impl ControlMetrics {
 /// reads everything else at scrape time.
 pub fn registry(ctl: &Arc<Control>) -> Registry {
     let m = &ctl.metrics;
-    let _guard = m.build.lock().unwrap_or_else(|p| p.into_inner());
     let mut r = Registry::with_prefix("tapway");
     r.register(
         "cni_attaches",
