@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::metrics::{http_get, Prometheus, METRICS_ADDR};
 use common::*;
-use tapway_api::{Op, Owner, PortInfo};
+use tapway_api::{DetachResult, Op, Owner, PortInfo, PortSelector};
 
 /// Attaches a pod namespace with the Kubernetes names the runtime would pass.
 fn k8s_pod(node: &Node, tag: &str, namespace: &str, name: &str) -> Pod {
@@ -112,6 +112,23 @@ fn prometheus_scrapes_forwarding_and_drops() {
     assert_eq!(timed.first().map(|r| r.1), Some(2.0), "{timed:?}");
     for (health, error) in prom.targets() {
         assert_eq!((health.as_str(), error.as_str()), ("up", ""), "scrape target unhealthy");
+    }
+
+    // A DEL, then the same DEL again (nothing left to detach), and an ADD of a taken address.
+    let sel = PortSelector { netns: Some(b.ns.path()), container_id: None, ifname: "eth0".into() };
+    assert!(node.call::<DetachResult>(Op::Detach(sel.clone())).detached);
+    assert!(!node.call::<DetachResult>(Op::Detach(sel)).detached);
+    let thief = Netns::new("mtt");
+    let taken = node.attach_request(&thief, a.ip);
+    assert!(node.try_call::<PortInfo>(Op::Attach(taken)).is_err(), "a's address was attached again");
+    let (_, body) = http_get(&node.ns, METRICS_ADDR, "/metrics").expect("tapwayd serves /metrics");
+    for line in [
+        "tapway_cni_detaches_total{result=\"ok\"} 1",
+        "tapway_cni_detaches_total{result=\"absent\"} 1",
+        "tapway_cni_attaches_total{result=\"address_conflict\"} 1",
+        "tapway_ports{kind=\"pod\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no `{line}` in:\n{body}");
     }
 }
 

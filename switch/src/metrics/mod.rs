@@ -494,10 +494,11 @@ impl Collector for SwitchCollector {
         // The uplink (and any other port with counters of its own).
         let mut up_counters: Vec<(String, Labels, u64)> = Vec::new();
         let mut up_gauges: Vec<(String, Labels, u64)> = Vec::new();
-        for (p, l) in &ports {
+        for (p, _) in &ports {
             for (key, v) in p.io.stats() {
                 let key = key.strip_prefix("uplink_").unwrap_or(&key).to_string();
-                let base = vec![("port", l[0].1.clone()), ("ifname", l[2].1.clone())];
+                let base: Labels =
+                    vec![("port", p.id.to_string().into()), ("ifname", p.meta.ifname.clone().into())];
                 // Per-queue figures: `q<N>_<name>` → `queue_<name>{queue="N"}`.
                 let (name, labels) = match key.strip_prefix('q').and_then(|r| r.split_once('_')) {
                     Some((q, rest)) if !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit()) => {
