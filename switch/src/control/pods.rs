@@ -61,7 +61,7 @@ impl From<NlError> for ApiError {
 impl From<NetnsError> for ApiError {
     fn from(e: NetnsError) -> Self {
         let code = match e {
-            NetnsError::Open { .. } | NetnsError::NotNetns(_) => ErrorCode::InvalidArgument,
+            NetnsError::Open { .. } | NetnsError::NotNetns { .. } => ErrorCode::InvalidArgument,
             _ => ErrorCode::System,
         };
         api_err(code, e.to_string())
