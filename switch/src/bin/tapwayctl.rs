@@ -425,6 +425,19 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 let core = w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
                 println!("worker {}  core {:>2}  ports {:?}", w.id, core, w.ports);
             }
+            println!("control connections {}/{}", s.control_connections, s.control_max);
+            for l in &s.lost {
+                println!(
+                    "LOST port {}: {} in {} since {} (unix), {} attempts, next in {}s: {}",
+                    l.id,
+                    l.ifname,
+                    l.netns,
+                    l.lost.since,
+                    l.lost.attempts,
+                    l.lost.next_retry_secs,
+                    l.lost.reason
+                );
+            }
             if !s.not_ready.is_empty() {
                 println!("NOT READY: {}", s.not_ready.join("; "));
             }
@@ -452,7 +465,7 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 println!(
                     "{:>4} {:<5} {:<8} {:<17} {:<18} {:>5} {:>2}  {:<28} {}",
                     p.id,
-                    p.kind,
+                    if p.lost.is_some() { "lost" } else { p.kind.as_str() },
                     p.ifname,
                     p.mac,
                     p.ips.join(","),

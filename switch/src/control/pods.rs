@@ -248,10 +248,14 @@ impl Control {
             },
         });
         let info = port_info(&entry);
-        self.switch.update(|t| (t.with(entry), ()));
+        if let Err(e) = self.publish_recorded(entry) {
+            // Unrecorded, the pod would be forgotten by the next restart: undo (non-persistent
+            // + closed = deleted).
+            let _ = tap.release();
+            return Err(api_err(e.code, format!("{}; the attach was undone", e.message)));
+        }
         pods.insert(id, tap);
         drop(pods);
-        self.save_state();
         tracing::info!(port = id, netns = %req.netns, ifname = %req.ifname, mac = %info.mac, ips = ?info.ips, "attached");
         Ok(info)
     }
@@ -265,7 +269,10 @@ impl Control {
             return Err(api_err(ErrorCode::InvalidArgument, "detach needs netns or container_id"));
         }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = self.find(sel) else { return Ok(DetachResult { detached: false }) };
+        let Some(entry) = self.find(sel) else {
+            self.resave_if_dirty()?;
+            return Ok(DetachResult { detached: false });
+        };
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
@@ -290,7 +297,8 @@ impl Control {
             // Fallback when the delete failed: the device goes with the last fd.
             let _ = tap.release();
         }
-        self.save_state();
+        self.save_state()
+            .map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
         tracing::info!(port = entry.id, netns = %entry.meta.netns, ifname = %entry.meta.ifname, "detached");
         Ok(DetachResult { detached: true })
     }
@@ -301,6 +309,9 @@ impl Control {
         let entry = self.find(&req.port).ok_or_else(|| {
             api_err(ErrorCode::NotFound, format!("no port {} for this container/netns", req.port.ifname))
         })?;
+        if let Some(lost) = self.lost_info(entry.id) {
+            return Err(api_err(ErrorCode::Mismatch, format!("port {} is lost: {}", entry.id, lost.reason)));
+        }
         let want_mac = match &req.mac {
             Some(m) => Some(validate::mac(m).map_err(invalid)?),
             None => None,

@@ -84,9 +84,20 @@ pub fn validate_spec(s: &ServiceSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The specs of `st`, for the services file.
-fn specs_of(st: &ServiceState) -> Vec<ServiceSpec> {
-    st.services.values().map(|s| s.spec.clone()).collect()
+/// The specs of `st` with `change` applied (a spec to upsert, or a key to remove), for the
+/// services file. It is written before the change is applied, so a failed write changes
+/// nothing.
+fn specs_with<'a>(
+    st: &'a ServiceState,
+    set: Option<&'a ServiceSpec>,
+    remove: Option<&ServiceKey>,
+) -> Vec<&'a ServiceSpec> {
+    let mut specs: BTreeMap<ServiceKey, &ServiceSpec> =
+        st.services.iter().filter(|(k, _)| Some(*k) != remove).map(|(k, s)| (*k, &s.spec)).collect();
+    if let Some(s) = set {
+        specs.insert(s.key, s);
+    }
+    specs.into_values().collect()
 }
 
 fn proto_of(n: u8) -> Protocol {
@@ -186,9 +197,8 @@ impl Control {
                 format!("at most {MAX_SERVICES} service ports"),
             ));
         }
-        let r = self.apply(&mut st, vec![spec], false);
-        self.save_services(specs_of(&st));
-        Ok(r)
+        self.save_services(specs_with(&st, Some(&spec), None))?;
+        Ok(self.apply(&mut st, vec![spec], false))
     }
 
     /// `service_delete`: removes one service port (absent: nothing to do).
@@ -196,10 +206,10 @@ impl Control {
         let mut st = self.svc_state();
         let desired: Vec<ServiceSpec> =
             st.services.iter().filter(|(k, _)| *k != key).map(|(_, s)| s.spec.clone()).collect();
-        let r = self.apply(&mut st, desired, true);
-        if r.removed > 0 {
-            self.save_services(specs_of(&st));
+        if desired.len() < st.services.len() {
+            self.save_services(specs_with(&st, None, Some(key)))?;
         }
+        let r = self.apply(&mut st, desired, true);
         Ok(SyncResult { unchanged: 0, ..r })
     }
 
@@ -219,11 +229,14 @@ impl Control {
             }
         }
         let mut st = self.svc_state();
-        let r = self.apply(&mut st, services, true);
-        if r.added + r.updated + r.removed > 0 {
-            self.save_services(specs_of(&st));
+        let changed = services.len() != st.services.len()
+            || services.iter().any(|s| st.services.get(&s.key).is_none_or(|p| p.spec != *s));
+        if changed {
+            let mut specs: Vec<&ServiceSpec> = services.iter().collect();
+            specs.sort_by_key(|s| s.key);
+            self.save_services(specs)?;
         }
-        Ok(r)
+        Ok(self.apply(&mut st, services, true))
     }
 
     /// `service_list`.
