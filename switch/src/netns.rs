@@ -157,6 +157,29 @@ mod tests {
     }
 
     #[test]
+    fn a_new_netns_is_a_netns() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // A thread in a netns of its own; its ns file is opened from outside.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare");
+            tx.send(nix::unistd::gettid()).expect("send");
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().expect("tid");
+        let path = format!("/proc/self/task/{tid}/ns/net");
+        let theirs = open(Path::new(&path)).expect("a new netns opens");
+        let ours = open(Path::new("/proc/self/ns/net")).expect("ours");
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(theirs.metadata().unwrap().ino(), ours.metadata().unwrap().ino());
+        done_tx.send(()).expect("send");
+        t.join().expect("thread");
+    }
+
+    #[test]
     fn run_in_own_netns() {
         let r: Result<u32, NetnsError> = run_in(Path::new("/proc/self/ns/net"), || Ok(7));
         match r {

@@ -326,5 +326,16 @@ fn a_full_disk_fails_the_change_and_leaves_nothing_half_done() {
     let port: PortInfo = node.call(Op::Attach(node.attach_request(&b, node.next_ip())));
     assert_eq!(state_ids(&node), vec![u64::from(port.id)]);
     b.ping(&node.gateway());
+
+    // A read-only state dir: the same.
+    disk.remount("ro");
+    let c = Netns::new("hdc");
+    let e =
+        node.try_call::<PortInfo>(Op::Attach(node.attach_request(&c, node.next_ip()))).expect_err("attach");
+    assert!(e.code == ErrorCode::System && e.message.contains("undone"), "{e}");
+    assert_eq!(c.links(), vec!["lo"]);
+    disk.remount("rw");
+    let _: PortInfo = node.call(Op::Attach(node.attach_request(&c, node.next_ip())));
+    assert_eq!(state_ids(&node).len(), 2);
     drop(disk);
 }

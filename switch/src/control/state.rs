@@ -350,6 +350,9 @@ impl Control {
     /// Tries the lost ports whose retry time has come (called once a second); a port that
     /// opens is published under its number again.
     pub fn retry_lost(&self) {
+        if self.lost.lock().unwrap_or_else(|p| p.into_inner()).0.is_empty() {
+            return; // the common case, without waiting for an attach in progress
+        }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         if lost.0.is_empty() {

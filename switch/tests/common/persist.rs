@@ -38,6 +38,14 @@ impl Tmpfs {
         Tmpfs { pid, path: path.to_path_buf() }
     }
 
+    /// Remounts it with `opts` (e.g. `ro`, `rw`).
+    pub fn remount(&self, opts: &str) {
+        let pid = self.pid.to_string();
+        let target = self.path.to_str().expect("a UTF-8 path");
+        let opts = format!("remount,{opts}");
+        run_ok("nsenter", &["-t", &pid, "-m", "--", "mount", "-o", &opts, target]);
+    }
+
     /// The mounted directory as this process reaches it.
     pub fn view(&self) -> PathBuf {
         let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
