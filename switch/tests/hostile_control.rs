@@ -141,23 +141,25 @@ fn a_pod_netns_missing_at_restart_is_kept_lost_and_comes_back() {
         Owner { container_id: Some("ctr-hl-c".into()), network: Some("net113".into()), ..Default::default() };
     let c: PortInfo = node.call(Op::Attach(c_req));
     let d = node.pod("hld");
+    let f = node.pod("hlf");
     a.ns.ping(&b.ip.to_string());
     let all = state_ids(&node);
-    assert_eq!(all.len(), 4);
+    assert_eq!(all.len(), 5);
 
     node.stop().expect("the daemon was running");
     let mut outage = NetnsOutage::begin(&a.ns);
     let _c_away = NetnsOutage::begin(&c_ns);
     let _d_away = NetnsOutage::begin(&d.ns);
+    let mut f_away = NetnsOutage::begin(&f.ns);
     node.restart(&[]);
 
     let st = node.status();
     let lost: Vec<u16> = st.lost.iter().map(|l| l.id).collect();
-    assert_eq!(lost, vec![a.port.id, c.id, d.port.id], "{st:#?}");
+    assert_eq!(lost, vec![a.port.id, c.id, d.port.id, f.port.id], "{st:#?}");
     let la = &st.lost[0];
     assert!(la.lost.reason.contains("not a network namespace"), "{la:?}");
     assert!(la.lost.since > 0 && la.lost.attempts >= 1, "{la:?}");
-    assert_eq!(st.ports, 5, "lost ports keep their numbers");
+    assert_eq!(st.ports, 6, "lost ports keep their numbers");
     let ports = node.ports();
     let pa = ports.iter().find(|p| p.id == a.port.id).expect("a is listed");
     assert!(pa.lost.is_some() && pa.mac == a.port.mac && pa.ips == a.port.ips, "{pa:?}");
@@ -171,6 +173,14 @@ fn a_pod_netns_missing_at_restart_is_kept_lost_and_comes_back() {
         }))
         .expect_err("check of a lost port");
     assert_eq!(e.code, ErrorCode::Mismatch, "{e}");
+    // Nobody else is attached with a lost port's address or MAC.
+    let x = Netns::new("hlx");
+    let e = node.try_call::<PortInfo>(Op::Attach(node.attach_request(&x, a.ip))).expect_err("a's IP");
+    assert_eq!(e.code, ErrorCode::AddressConflict, "{e}");
+    let mut req = node.attach_request(&x, node.next_ip());
+    req.mac = Some(a.port.mac.clone());
+    let e = node.try_call::<PortInfo>(Op::Attach(req)).expect_err("a's MAC");
+    assert_eq!(e.code, ErrorCode::AddressConflict, "{e}");
     // A new pod does not get a lost port's number.
     let e = node.pod("hle");
     assert!(![a.port.id, c.id, d.port.id].contains(&e.port.id), "a lost port's number was given away");
@@ -183,9 +193,16 @@ fn a_pod_netns_missing_at_restart_is_kept_lost_and_comes_back() {
         valid: vec![Attachment { container_id: "ctr-other".into(), ifname: "eth0".into() }],
     }));
     assert_eq!(gc.removed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![c.id]);
-    assert_eq!(node.status().lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a.port.id]);
+    assert_eq!(node.status().lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a.port.id, f.port.id]);
     let ids = |v: &[u16]| v.iter().map(|i| u64::from(*i)).collect::<Vec<_>>();
-    assert_eq!(state_ids(&node), ids(&[a.port.id, b.port.id, e.port.id]));
+    assert_eq!(state_ids(&node), ids(&[a.port.id, b.port.id, f.port.id, e.port.id]));
+
+    // f's netns comes back and the runtime retries its ADD: re-opened at once, same port.
+    f_away.end();
+    let again: PortInfo = node.call(Op::Attach(node.attach_request(&f.ns, f.ip)));
+    assert_eq!((again.id, again.mac.as_str()), (f.port.id, f.port.mac.as_str()));
+    assert!(!node.status().lost.iter().any(|l| l.id == f.port.id), "f is back without waiting for a retry");
+    f.ns.ping(&b.ip.to_string());
 
     // a's netns comes back: a is re-opened under its number and its traffic resumes.
     outage.end();
@@ -194,7 +211,7 @@ fn a_pod_netns_missing_at_restart_is_kept_lost_and_comes_back() {
     assert!(pa.lost.is_none() && pa.mac == a.port.mac, "{pa:?}");
     a.ns.ping(&b.ip.to_string());
     e.ns.ping(&a.ip.to_string());
-    assert_eq!(state_ids(&node), ids(&[a.port.id, b.port.id, e.port.id]));
+    assert_eq!(state_ids(&node), ids(&[a.port.id, b.port.id, f.port.id, e.port.id]));
     let r: DetachResult = node.call(Op::Detach(selector(&a.ns)));
     assert!(r.detached);
     assert_eq!(a.ns.links(), vec!["lo"], "a re-opened port detaches as any");

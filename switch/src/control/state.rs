@@ -250,6 +250,7 @@ impl Control {
     pub fn publish_recorded(&self, entry: Arc<PortEntry>) -> Result<(), ApiError> {
         let _one_writer = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.write_ports(&self.switch.ports().with(entry.clone()))?;
+        crate::failpoint::hit("attach:after_save");
         self.switch.update(|t| (t.with(entry), ()));
         Ok(())
     }
@@ -354,32 +355,49 @@ impl Control {
             return; // the common case, without waiting for an attach in progress
         }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        if lost.0.is_empty() {
-            return;
-        }
-        let table = self.switch.ports();
-        // Detached (DEL, GC) meanwhile: the placeholder is gone from the table.
-        lost.0.retain(|id, l| table.get(*id).is_some_and(|e| Arc::ptr_eq(e, &l.entry)));
-        let now = Instant::now();
-        let due: Vec<u16> = lost.0.iter().filter(|(_, l)| l.next <= now).map(|(id, _)| *id).collect();
+        let due: Vec<u16> = {
+            let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            let table = self.switch.ports();
+            // Detached (DEL, GC) meanwhile: the placeholder is gone from the table.
+            lost.0.retain(|id, l| table.get(*id).is_some_and(|e| Arc::ptr_eq(e, &l.entry)));
+            let now = Instant::now();
+            lost.0.iter().filter(|(_, l)| l.next <= now).map(|(id, _)| *id).collect()
+        };
         for id in due {
-            let Some(l) = lost.0.get_mut(&id) else { continue };
-            match self.reopen(&l.info, l.mac, &l.ips) {
-                Ok((tap, entry)) => {
-                    self.switch.update(|t| (t.with(entry), ()));
-                    pods.insert(id, tap);
-                    tracing::info!(port = id, netns = %l.info.netns, ifname = %l.info.ifname, attempts = l.attempts, "lost pod port re-opened");
-                    lost.0.remove(&id);
+            let _ = self.revive_lost(id, &mut pods);
+        }
+    }
+
+    /// Tries to re-open port `id` now if it is lost (the caller holds the pods lock, passed as
+    /// `pods`); Ok when it is not lost or re-opened, the attempt's error otherwise.
+    pub(super) fn revive_lost(
+        &self,
+        id: u16,
+        pods: &mut std::collections::HashMap<u16, Arc<TapPort>>,
+    ) -> Result<(), ApiError> {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.switch.ports();
+        let Some(l) = lost.0.get_mut(&id) else { return Ok(()) };
+        if !table.get(id).is_some_and(|e| Arc::ptr_eq(e, &l.entry)) {
+            lost.0.remove(&id);
+            return Ok(());
+        }
+        match self.reopen(&l.info, l.mac, &l.ips) {
+            Ok((tap, entry)) => {
+                self.switch.update(|t| (t.with(entry), ()));
+                pods.insert(id, tap);
+                tracing::info!(port = id, netns = %l.info.netns, ifname = %l.info.ifname, attempts = l.attempts, "lost pod port re-opened");
+                lost.0.remove(&id);
+                Ok(())
+            }
+            Err(e) => {
+                l.attempts = l.attempts.saturating_add(1);
+                l.next = Instant::now() + retry_delay(l.attempts);
+                if l.reason != e.message {
+                    tracing::info!(port = id, error = %e.message, "lost pod port still not re-opened");
+                    l.reason = e.message.clone();
                 }
-                Err(e) => {
-                    l.attempts = l.attempts.saturating_add(1);
-                    l.next = now + retry_delay(l.attempts);
-                    if l.reason != e.message {
-                        tracing::info!(port = id, error = %e.message, "lost pod port still not re-opened");
-                        l.reason = e.message;
-                    }
-                }
+                Err(api_err(ErrorCode::System, format!("port {id} is lost: {}", e.message)))
             }
         }
     }

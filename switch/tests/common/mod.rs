@@ -13,6 +13,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod attach;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
