@@ -165,6 +165,12 @@ fn a_pod_netns_missing_at_restart_is_kept_lost_and_comes_back() {
     assert!(pa.lost.is_some() && pa.mac == a.port.mac && pa.ips == a.port.ips, "{pa:?}");
     assert!(ports.iter().find(|p| p.id == b.port.id).is_some_and(|p| p.lost.is_none()));
     assert_eq!(state_ids(&node), all, "the state file still lists every pod");
+    let socket = node.socket.display().to_string();
+    let ctl = |cmd: &str| run_ok(env!("CARGO_BIN_EXE_tapwayctl"), &["--socket", &socket, cmd]);
+    let shown = ctl("status");
+    assert!(shown.contains(&format!("LOST port {}: eth0 in {}", a.port.id, a.ns.path())), "{shown}");
+    let row = ctl("ports").lines().find(|l| l.contains(&a.port.mac)).map(str::to_string);
+    assert!(row.as_deref().is_some_and(|r| r.contains(" lost ")), "{row:?}");
     b.ns.ping(&node.gateway());
     let e = node
         .try_call::<serde_json::Value>(Op::Check(tapway_api::CheckRequest {
