@@ -136,7 +136,15 @@ fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<
         serde_json::from_slice::<T>(&bytes).map(Ok).map_err(|e| e.to_string())
     });
     match parsed {
-        Ok(Ok(v)) => Ok(Some(v)),
+        Ok(Ok(v)) => {
+            // A file an older tapwayd wrote 0644 is made private now, not at the next change.
+            if let Ok(m) = fs::metadata(path) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+                }
+            }
+            Ok(Some(v))
+        }
         Ok(Err(version)) => Err(version),
         Err(why) => {
             let aside = PathBuf::from(format!("{shown}.unreadable"));
@@ -585,7 +593,9 @@ mod tests {
         assert!(load(&dir.0).unwrap().ports.is_empty());
         // The current version loads.
         fs::write(&p, br#"{"version":1,"ports":[{"id":3,"kind":"pod","mac":"02:00:00:00:00:03"}]}"#).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(load(&dir.0).unwrap().ports[0].id, 3);
+        assert_eq!(mode(&p), 0o600, "an old 0644 file is made private on load");
         // Newer, zero, absent or odd versions are refused, and the file is left alone.
         for text in [
             r#"{"version":99,"ports":[]}"#,
