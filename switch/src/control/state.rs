@@ -116,6 +116,39 @@ pub fn load(dir: &Path) -> Result<Saved, StateError> {
     Ok(Saved { ports, services })
 }
 
+/// What the bytes of a state file hold ([`decode`]).
+#[derive(Debug, PartialEq)]
+pub enum Decoded<T> {
+    /// A file of [`STATE_VERSION`].
+    Current(T),
+    /// A file of another version (0 when it has none).
+    Version(u64),
+    /// Not a state file: not JSON, or not of the shape its version says.
+    Unreadable(String),
+}
+
+/// Decodes a state file (`state.json` as [`State`], `services.json` as [`ServicesFile`]),
+/// checking its version before its shape. Never panics (a fuzz target's entry).
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: Option<serde_json::Value>,
+    }
+    let head = match serde_json::from_slice::<Head>(bytes) {
+        Ok(h) => h,
+        Err(e) => return Decoded::Unreadable(e.to_string()),
+    };
+    let found = head.version.as_ref().map_or(Some(0), |v| v.as_u64()).unwrap_or(0);
+    // Older known versions would be migrated here, before the typed parse.
+    if found != u64::from(STATE_VERSION) {
+        return Decoded::Version(found);
+    }
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(v) => Decoded::Current(v),
+        Err(e) => Decoded::Unreadable(e.to_string()),
+    }
+}
+
 fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     let shown = path.display().to_string();
     let bytes = match fs::read(path) {
@@ -123,20 +156,8 @@ fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Io { path: shown, source }),
     };
-    #[derive(Deserialize)]
-    struct Head {
-        version: Option<serde_json::Value>,
-    }
-    let parsed = serde_json::from_slice::<Head>(&bytes).map_err(|e| e.to_string()).and_then(|head| {
-        let found = head.version.as_ref().map_or(Some(0), |v| v.as_u64()).unwrap_or(0);
-        // Older known versions would be migrated here, before the typed parse.
-        if found != u64::from(STATE_VERSION) {
-            return Ok(Err(StateError::Version { path: shown.clone(), found }));
-        }
-        serde_json::from_slice::<T>(&bytes).map(Ok).map_err(|e| e.to_string())
-    });
-    match parsed {
-        Ok(Ok(v)) => {
+    match decode::<T>(&bytes) {
+        Decoded::Current(v) => {
             // A file an older tapwayd wrote 0644 is made private now, not at the next change.
             if let Ok(m) = fs::metadata(path) {
                 if m.permissions().mode() & 0o077 != 0 {
@@ -145,8 +166,8 @@ fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<
             }
             Ok(Some(v))
         }
-        Ok(Err(version)) => Err(version),
-        Err(why) => {
+        Decoded::Version(found) => Err(StateError::Version { path: shown, found }),
+        Decoded::Unreadable(why) => {
             let aside = PathBuf::from(format!("{shown}.unreadable"));
             fs::rename(path, &aside).map_err(|source| StateError::Io { path: shown.clone(), source })?;
             tracing::error!(path = %shown, moved_to = %aside.display(), error = %why, "unreadable state file moved aside; starting without it");
@@ -635,6 +656,22 @@ mod tests {
         fs::write(&p, br#"{"version":1,"ports":"none"}"#).unwrap();
         assert!(load(&dir.0).unwrap().ports.is_empty());
         assert!(!p.exists());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = decode::<State>(&bytes);
+            let _ = decode::<ServicesFile>(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_state_never_panics(v in 0u64..3, id in 0u32..70000, mac in "[0-9a-f:]{0,20}", ip in "[0-9./a-f:]{0,20}") {
+            let text = format!(r#"{{"version":{v},"ports":[{{"id":{id},"mac":"{mac}","ips":["{ip}"]}}]}}"#);
+            if let Decoded::Current(s) = decode::<State>(text.as_bytes()) {
+                let _ = s.ports.iter().map(parse_record).count();
+            }
+        }
     }
 
     #[test]
