@@ -67,6 +67,10 @@ pub struct Args {
     /// Most service flows tracked; the oldest go first when full [default: 262144].
     #[arg(long)]
     pub conntrack_max: Option<usize>,
+    /// Most service flows one client address holds; a new flow over it is dropped
+    /// (`conntrack_quota`); 0: no quota [default: 16384].
+    #[arg(long)]
+    pub conntrack_per_client: Option<u32>,
     /// The NIC dedicated to the pod network, bound with AF_XDP as the uplink to other nodes.
     /// Without it the node is standalone.
     #[arg(long)]
@@ -111,8 +115,9 @@ pub struct FileConfig {
     pool_frames: Option<usize>,
     batch: Option<usize>,
     conntrack_max: Option<usize>,
+    conntrack_per_client: Option<u32>,
     /// Conntrack idle timeouts, seconds (`[conntrack-timeouts]`: tcp-syn, tcp-established,
-    /// tcp-closing, tcp-closed, udp).
+    /// tcp-closing, tcp-closed, udp, unreplied).
     conntrack_timeouts: Option<crate::table::conntrack::Timeouts>,
     uplink: Option<String>,
     xdp_mode: Option<XdpMode>,
@@ -194,8 +199,10 @@ impl DaemonConfig {
         if sw.conntrack_max == 0 {
             return Err(ConfigError::Invalid("conntrack-max must be positive".into()));
         }
+        sw.conntrack_per_client =
+            args.conntrack_per_client.or(file.conntrack_per_client).unwrap_or(sw.conntrack_per_client);
         if let Some(t) = file.conntrack_timeouts {
-            if [t.tcp_syn, t.tcp_established, t.tcp_closing, t.tcp_closed, t.udp].contains(&0) {
+            if t.all().contains(&0) {
                 return Err(ConfigError::Invalid("conntrack timeouts must be positive".into()));
             }
             sw.conntrack_timeouts = t;

@@ -268,6 +268,10 @@ impl Control {
         let Some(entry) = self.find(sel) else { return Ok(DetachResult { detached: false }) };
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
+        // Service flows to and from the pod end now (UDP flushed, TCP reset; control/services.rs),
+        // rather than be sent to a MAC no port has any more.
+        let port_ips: Vec<std::net::IpAddr> = entry.meta.ips.iter().map(|n| n.addr()).collect();
+        self.forget_backend_ips(&port_ips);
         let tap = pods.remove(&entry.id);
         drop(pods);
         // Delete the interface here, so the kernel's slow unregistering happens on this

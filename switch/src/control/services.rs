@@ -84,6 +84,30 @@ pub fn validate_spec(s: &ServiceSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Flows' (VIP, VIP port, protocol, backend, backend port) for the backends `prev` lists and
+/// `next` no longer does, service by service (a removed service removes all of its backends).
+type GoneKey = (IpAddr, u16, u8, IpAddr, u16);
+
+fn removed_backends(
+    prev: &BTreeMap<ServiceKey, Arc<Service>>,
+    next: &BTreeMap<ServiceKey, Arc<Service>>,
+) -> HashSet<GoneKey> {
+    let mut gone = HashSet::new();
+    for (k, old) in prev {
+        let new = next.get(k);
+        if new.is_some_and(|n| Arc::ptr_eq(n, old)) {
+            continue;
+        }
+        for b in &old.spec.backends {
+            let kept = new.is_some_and(|n| n.spec.backends.iter().any(|x| x.ip == b.ip && x.port == b.port));
+            if !kept {
+                gone.insert((k.vip, k.port, old.proto, b.ip, b.port));
+            }
+        }
+    }
+    gone
+}
+
 /// The specs of `st`, for the services file.
 fn specs_of(st: &ServiceState) -> Vec<ServiceSpec> {
     st.services.values().map(|s| s.spec.clone()).collect()
@@ -110,6 +134,8 @@ fn flow_info(f: &Flow, expires_in: u32) -> FlowInfo {
         backend: ep(f.backend),
         snat: f.snat.map(ep),
         state: f.state.name().to_string(),
+        replied: f.replied,
+        confirmed: f.confirmed(),
         expires_in,
     }
 }
@@ -165,6 +191,7 @@ impl Control {
         if replace {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
+        let gone = removed_backends(&st.services, &next);
         // Backends that left keep getting their replies reverse-NATed until their flows end.
         let before = backends_of(&st.services);
         st.services = next;
@@ -172,8 +199,31 @@ impl Control {
         st.retired.extend(before.difference(&now_set));
         st.retired.retain(|b| !now_set.contains(b));
         self.publish_services(st);
+        if !gone.is_empty() {
+            // As kube-proxy clears UDP conntrack of removed endpoints: their UDP flows go, so
+            // the client's next datagram finds a current backend; their TCP flows end with a
+            // RST. (Terminating backends still listed keep their flows: graceful removal.)
+            let e = self.switch.conntrack.end_flows(self.switch.now(), |f| {
+                gone.contains(&(f.vip.0, f.vip.1, f.proto, f.backend.0, f.backend.1))
+            });
+            tracing::debug!(flushed = e.flushed, ended = e.ended, "flows of removed backends ended");
+        }
         r.elapsed_us = start.elapsed().as_micros() as u64;
         r
+    }
+
+    /// Ends the service flows of a pod whose port is being detached: those it is the backend
+    /// of (UDP flushed, TCP answered with a RST, as for a backend removed from its service),
+    /// and those it is the client of. Its addresses may still be listed as backends until the
+    /// control plane catches up; new flows to them then need ARP, and are never flooded.
+    pub fn forget_backend_ips(&self, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
+        }
+        let ct = &self.switch.conntrack;
+        let clients = ct.flush(|f| ips.contains(&f.client.0));
+        let e = ct.end_flows(self.switch.now(), |f| ips.contains(&f.backend.0));
+        tracing::debug!(clients, flushed = e.flushed, ended = e.ended, "flows of a detached pod ended");
     }
 
     /// `service_set`: creates or replaces one service port.
@@ -323,6 +373,11 @@ impl Control {
             ("ct_created", c.created.load(Relaxed)),
             ("ct_expired", c.expired.load(Relaxed)),
             ("ct_evicted", c.evicted.load(Relaxed)),
+            ("ct_per_client", u64::from(sw.conntrack.per_client())),
+            ("ct_quota", c.quota.load(Relaxed)),
+            ("ct_full", c.full.load(Relaxed)),
+            ("ct_backend_flushed", c.backend_flushed.load(Relaxed)),
+            ("ct_backend_ended", c.backend_ended.load(Relaxed)),
             ("affinity_full", sw.affinity.full.load(Relaxed)),
         ]
         .into_iter()

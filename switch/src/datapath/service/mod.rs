@@ -30,7 +30,7 @@ use super::Disposition;
 use crate::pool::Frame;
 use crate::stats::{DropReason, SwitchCounters};
 use crate::table::affinity::AffinityTable;
-use crate::table::conntrack::{Conntrack, Dir, Flow, FlowKey, InsertError, SHARDS};
+use crate::table::conntrack::{Conntrack, CtState, Dir, Flow, FlowKey, InsertError, SHARDS};
 use crate::table::maglev::mix64;
 use crate::table::neigh::Neighbours;
 use crate::table::services::{Service, ServiceTable};
@@ -128,11 +128,24 @@ impl Ctx<'_> {
     ) -> Disposition {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let flow = match self.svc.ct.lookup(&key, Dir::Orig, l.flags, self.now) {
+            Some(f) if f.state == CtState::BackendGone => {
+                // The backend was removed: end the connection now rather than let the client
+                // retransmit into the void (a RST is never answered).
+                return match l.flags & tcp_flags::RST {
+                    0 => self.reject(ingress, frame, l),
+                    _ => Disposition::Drop(DropReason::BackendUnreachable),
+                };
+            }
             Some(f) => f,
             None => match self.new_flow(ingress, frame, l, svc) {
                 Ok(f) => f,
                 Err(d) => return d,
             },
+        };
+        let Some(port) = self.egress_port(&flow.backend_mac) else {
+            // Never flooded: a backend on this node is found by its port above, so this one
+            // is behind the uplink or the node and its MAC aged out; ask again, like a new flow.
+            return self.resolve_request(frame, flow.backend.0);
         };
         let Some(eth) = frame.bytes_mut().get_mut(VNET_HDR_LEN..) else {
             return Disposition::Drop(DropReason::Malformed);
@@ -142,26 +155,39 @@ impl Ctx<'_> {
             rewrite(eth, l, Side::Src, ip, port, partial);
         }
         set_macs(eth, &flow.backend_mac, &self.svc.table.gateway_mac);
-        self.egress(&flow.backend_mac)
+        Disposition::Unicast(port)
     }
 
     fn reply_from_backend(&self, frame: &mut Frame, l: &IpL4, partial: bool) -> Option<Disposition> {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let flow = self.svc.ct.lookup(&key, Dir::Reply, l.flags, self.now)?;
+        // A removed backend's answers to a flow that was ended are not the client's any more;
+        // and a reply is never flooded for want of the client's port.
+        let port = match self.egress_port(&flow.client_mac) {
+            Some(p) if flow.state != CtState::BackendGone => p,
+            _ => return Some(Disposition::Drop(DropReason::BackendUnreachable)),
+        };
         let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
         rewrite(eth, l, Side::Src, flow.vip.0, flow.vip.1, partial);
         if flow.snat.is_some() {
             rewrite(eth, l, Side::Dst, flow.client.0, flow.client.1, partial);
         }
         set_macs(eth, &flow.client_mac, &flow.vip_mac);
-        Some(self.egress(&flow.client_mac))
+        Some(Disposition::Unicast(port))
     }
 
-    /// Where a rewritten frame for `mac` goes: its learned port, even the ingress one.
-    fn egress(&self, mac: &Mac) -> Disposition {
-        match self.fdb.lookup(mac, self.now) {
-            Some(p) => Disposition::Unicast(p),
-            None => Disposition::Flood,
+    /// The port a rewritten frame for `mac` goes to, even the ingress one: where the FDB
+    /// learned it, else the local port that owns it (an entry aged out while the flow lives).
+    fn egress_port(&self, mac: &Mac) -> Option<u16> {
+        self.fdb.lookup(mac, self.now).or_else(|| self.svc.ports.iter().find(|p| p.mac == *mac).map(|p| p.id))
+    }
+
+    /// Turns the frame into an ARP request (IPv6: a neighbour solicitation) for `ip`.
+    fn resolve_request(&self, frame: &mut Frame, ip: IpAddr) -> Disposition {
+        self.counters.svc_arp_requests.fetch_add(1, Relaxed);
+        match ip {
+            IpAddr::V4(ip) => self.arp_request(frame, ip),
+            IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
         }
     }
 
@@ -196,11 +222,7 @@ impl Ctx<'_> {
             return Err(self.reject(ingress, frame, l));
         };
         let Some(backend_mac) = self.resolve(backend.ip) else {
-            self.counters.svc_arp_requests.fetch_add(1, Relaxed);
-            return Err(match backend.ip {
-                IpAddr::V4(ip) => self.arp_request(frame, ip),
-                IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
-            });
+            return Err(self.resolve_request(frame, backend.ip));
         };
         let mac_at = |r: std::ops::Range<usize>| -> Mac {
             frame.ethernet().get(r).and_then(|m| m.try_into().ok()).unwrap_or_default()
@@ -218,13 +240,17 @@ impl Ctx<'_> {
             vip_mac,
             backend_mac,
             state: Flow::initial_state(l.proto, l.flags),
+            replied: false,
             last_seen: self.now,
         };
+        // The node's own connections (kubelet probes, host-network pods) all come from the
+        // gateway address: no quota for them.
+        let counted = ingress.kind != PortKind::Host;
         // A taken reply key (two flows of one client port to one backend through two VIPs,
         // or two hairpin clients on the same port) is resolved by moving the source port by
         // a multiple of SHARDS, which keeps the flow's two keys in one shard.
         for k in 1..=SNAT_TRIES {
-            match self.svc.ct.insert(flow) {
+            match self.svc.ct.insert(flow, counted) {
                 Ok(f) => {
                     if f.backend == flow.backend {
                         backend.flows.fetch_add(1, Relaxed);
@@ -238,6 +264,11 @@ impl Ctx<'_> {
                 Err(InsertError::ReplyKeyInUse) => {
                     let port = l.sport.wrapping_add(k.wrapping_mul(SHARDS as u16));
                     flow.snat = Some((snat_ip, port));
+                }
+                // Over the client's quota, or only confirmed flows left to evict: the new
+                // flow waits rather than push out anyone's live flow.
+                Err(InsertError::Quota | InsertError::Full) => {
+                    return Err(Disposition::Drop(DropReason::ConntrackQuota));
                 }
             }
         }
