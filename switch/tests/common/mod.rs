@@ -739,3 +739,4 @@ pub fn recv_until(sock: &UdpSocket, marker: &[u8]) -> Vec<Vec<u8>> {
         before.push(buf[..n].to_vec());
     }
 }
+pub mod conntrack;
