@@ -307,11 +307,15 @@ mod tests {
         assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
         assert_eq!(c.switch.poll_mode, PollMode::Busy);
         assert_eq!(gateway_of(&c.pod_cidrs[0]), Some("10.1.0.1/24".parse::<IpNet>().unwrap()));
-        std::fs::write(&f, "conntrack-max = 1000\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "conntrack-max = 1000\nconntrack-per-client = 50\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\nunreplied = 5\n",
+        )
+        .unwrap();
         let c =
             DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).unwrap();
         assert_eq!(c.switch.conntrack_max, 1000);
+        assert_eq!((c.switch.conntrack_per_client, c.switch.conntrack_timeouts.unreplied), (50, 5));
         assert_eq!(c.switch.conntrack_timeouts.tcp_established, 3600);
         assert_eq!(c.switch.conntrack_timeouts.udp, 30);
         assert_eq!(c.switch.conntrack_timeouts.tcp_syn, 120, "unset timeouts keep their default");

@@ -39,6 +39,11 @@ pub struct ServiceState {
     services: BTreeMap<ServiceKey, Arc<Service>>,
     /// Backends no longer in any service whose flows still live.
     retired: HashSet<PackedKey>,
+    /// Removed backends, and addresses of detached pods, whose flows are ended once more at
+    /// the next sweep: a worker still on the previous snapshot may have placed a new flow on
+    /// them meanwhile.
+    again: HashSet<GoneKey>,
+    again_ips: HashSet<IpAddr>,
 }
 
 fn invalid(msg: String) -> ApiError {
@@ -87,6 +92,12 @@ pub fn validate_spec(s: &ServiceSpec) -> Result<(), ApiError> {
 /// Flows' (VIP, VIP port, protocol, backend, backend port) for the backends `prev` lists and
 /// `next` no longer does, service by service (a removed service removes all of its backends).
 type GoneKey = (IpAddr, u16, u8, IpAddr, u16);
+
+/// Whether `g`'s service lists `g`'s backend (again).
+fn listed(services: &BTreeMap<ServiceKey, Arc<Service>>, g: &GoneKey) -> bool {
+    let key = ServiceKey { vip: g.0, port: g.1, protocol: proto_of(g.2) };
+    services.get(&key).is_some_and(|s| s.spec.backends.iter().any(|b| (b.ip, b.port) == (g.3, g.4)))
+}
 
 fn removed_backends(
     prev: &BTreeMap<ServiceKey, Arc<Service>>,
@@ -192,6 +203,8 @@ impl Control {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
         let gone = removed_backends(&st.services, &next);
+        st.again.retain(|g| !listed(&next, g));
+        st.again.extend(gone.iter().copied());
         // Backends that left keep getting their replies reverse-NATed until their flows end.
         let before = backends_of(&st.services);
         st.services = next;
@@ -199,15 +212,10 @@ impl Control {
         st.retired.extend(before.difference(&now_set));
         st.retired.retain(|b| !now_set.contains(b));
         self.publish_services(st);
-        if !gone.is_empty() {
-            // As kube-proxy clears UDP conntrack of removed endpoints: their UDP flows go, so
-            // the client's next datagram finds a current backend; their TCP flows end with a
-            // RST. (Terminating backends still listed keep their flows: graceful removal.)
-            let e = self.switch.conntrack.end_flows(self.switch.now(), |f| {
-                gone.contains(&(f.vip.0, f.vip.1, f.proto, f.backend.0, f.backend.1))
-            });
-            tracing::debug!(flushed = e.flushed, ended = e.ended, "flows of removed backends ended");
-        }
+        // As kube-proxy clears UDP conntrack of removed endpoints: their UDP flows go, so the
+        // client's next datagram finds a current backend; their TCP flows end with a RST.
+        // (Terminating backends still listed keep their flows: graceful removal.)
+        self.end_gone(&gone, &HashSet::new());
         r.elapsed_us = start.elapsed().as_micros() as u64;
         r
     }
@@ -217,13 +225,23 @@ impl Control {
     /// and those it is the client of. Its addresses may still be listed as backends until the
     /// control plane catches up; new flows to them then need ARP, and are never flooded.
     pub fn forget_backend_ips(&self, ips: &[IpAddr]) {
-        if ips.is_empty() {
+        let ips: HashSet<IpAddr> = ips.iter().copied().collect();
+        self.end_gone(&HashSet::new(), &ips);
+        self.svc_state().again_ips.extend(ips);
+    }
+
+    /// Ends the flows of the backends in `gone` and of the pod addresses in `ips`.
+    fn end_gone(&self, gone: &HashSet<GoneKey>, ips: &HashSet<IpAddr>) {
+        if gone.is_empty() && ips.is_empty() {
             return;
         }
         let ct = &self.switch.conntrack;
-        let clients = ct.flush(|f| ips.contains(&f.client.0));
-        let e = ct.end_flows(self.switch.now(), |f| ips.contains(&f.backend.0));
-        tracing::debug!(clients, flushed = e.flushed, ended = e.ended, "flows of a detached pod ended");
+        let clients = if ips.is_empty() { 0 } else { ct.flush(|f| ips.contains(&f.client.0)) };
+        let e = ct.end_flows(self.switch.now(), |f| {
+            ips.contains(&f.backend.0)
+                || gone.contains(&(f.vip.0, f.vip.1, f.proto, f.backend.0, f.backend.1))
+        });
+        tracing::debug!(clients, flushed = e.flushed, ended = e.ended, "flows of removed backends ended");
     }
 
     /// `service_set`: creates or replaces one service port.
@@ -351,6 +369,12 @@ impl Control {
         let sweep = self.switch.conntrack.sweep(now);
         self.switch.affinity.sweep(now);
         let mut st = self.svc_state();
+        let gone = std::mem::take(&mut st.again);
+        let mut ips = std::mem::take(&mut st.again_ips);
+        // An address given to a new pod since is not ended again.
+        let ports = self.switch.ports();
+        ips.retain(|ip| !ports.iter().any(|p| p.meta.ips.iter().any(|n| n.addr() == *ip)));
+        self.end_gone(&gone, &ips);
         let before = st.retired.len();
         st.retired.retain(|b| sweep.live_backends.contains(b));
         if st.retired.len() != before {
@@ -399,6 +423,31 @@ mod tests {
             affinity: Affinity::None,
             backends: vec![BackendSpec::ready("10.244.0.2".parse().unwrap(), 6443)],
         }
+    }
+
+    #[test]
+    fn removed_backends_are_found_service_by_service() {
+        let compile = |s: ServiceSpec| (s.key, Arc::new(Service::compile(s, None)));
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut two = spec();
+        two.backends.push(BackendSpec::ready(ip("10.244.0.3"), 6443));
+        let mut other = spec();
+        other.key.port = 80;
+        let prev: BTreeMap<_, _> = [compile(two.clone()), compile(other.clone())].into_iter().collect();
+        // 10.244.0.3 leaves :443; :80 is deleted; a backend turning terminating is not removed.
+        let mut next_443 = spec();
+        next_443.backends[0].terminating = true;
+        let next: BTreeMap<_, _> = [compile(next_443)].into_iter().collect();
+        let gone = removed_backends(&prev, &next);
+        let vip = ip("10.96.0.1");
+        let want: HashSet<GoneKey> =
+            [(vip, 443, PROTO_TCP, ip("10.244.0.3"), 6443), (vip, 80, PROTO_TCP, ip("10.244.0.2"), 6443)]
+                .into();
+        assert_eq!(gone, want);
+        assert!(listed(&prev, &(vip, 443, PROTO_TCP, ip("10.244.0.3"), 6443)));
+        assert!(!listed(&next, &(vip, 443, PROTO_TCP, ip("10.244.0.3"), 6443)));
+        // Unchanged services cost nothing.
+        assert!(removed_backends(&prev, &prev).is_empty());
     }
 
     #[test]

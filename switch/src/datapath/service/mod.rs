@@ -8,6 +8,8 @@
 //!   frame is turned into a TCP RST or ICMP port unreachable back to the client ([`reject`]).
 //!   Backend MAC unknown: the frame is turned into an ARP request (IPv6: a neighbour
 //!   solicitation) for it; the client retransmits, and by then the answer has been learned.
+//!   A new flow over its client's conntrack quota (or into a table full of confirmed flows)
+//!   is dropped (`conntrack_quota`); a flow whose backend was removed is answered with a RST.
 //! - **from a backend** (`src:sport/proto` may be a service backend): when conntrack knows the
 //!   reply, its source goes back to VIP:port (and its destination back to the client after
 //!   hairpin SNAT) before it reaches the client.
@@ -16,7 +18,9 @@
 //! IPv4 and IPv6 work the same way; a service's VIP and backends are of one family.
 //!
 //! Rewritten frames choose their egress port themselves: a hairpinned frame legitimately goes
-//! back out of the port it came from, which the forward stage would refuse.
+//! back out of the port it came from, which the forward stage would refuse. They are never
+//! flooded: the FDB, else the port table, names the port; a reply with neither, or an answer
+//! of a removed backend, is dropped (`backend_unreachable`).
 
 pub mod nat;
 pub mod reject;
@@ -476,7 +480,183 @@ pub fn ndp_sender(eth: &[u8]) -> Option<(IpAddr, Mac)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::sync::Arc;
+
+    use tapway_api::{Affinity, BackendSpec, Protocol, ServiceKey, ServiceSpec};
+
     use super::*;
+    use crate::pool::{FramePool, LocalPool};
+    use crate::port::mem::MemPort;
+    use crate::stats::PortCounters;
+    use crate::table::conntrack::Timeouts;
+    use crate::table::{PortMeta, SpoofGuard};
+    use crate::wire::frame::parse_frame;
+
+    const GW: Mac = [2, 0, 0, 0, 0, 0xee];
+    const VIP: [u8; 4] = [10, 96, 0, 10];
+    const CLIENT: [u8; 4] = [10, 0, 0, 2];
+    const BACKEND: [u8; 4] = [10, 0, 0, 3];
+
+    fn port(id: u16, kind: PortKind, ip: [u8; 4]) -> Arc<PortEntry> {
+        let mac = [2, 0, 0, 0, 0, id as u8];
+        let net = ipnet::IpNet::new(IpAddr::from(ip), 24).unwrap();
+        Arc::new(PortEntry {
+            id,
+            kind,
+            io: Arc::new(MemPort::new(1)),
+            mac,
+            guard: (kind == PortKind::Pod).then(|| SpoofGuard::new(mac, &[net])),
+            worker: 0,
+            counters: PortCounters::default(),
+            police: Default::default(),
+            meta: PortMeta { ips: vec![net], ..Default::default() },
+        })
+    }
+
+    fn tcp(src: (Mac, [u8; 4], u16), dst: (Mac, [u8; 4], u16), flags: u8) -> Vec<u8> {
+        let mut b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+            .ipv4(src.1, dst.1, 64)
+            .tcp(src.2, dst.2, 1000, 65535)
+            .ack(2000);
+        if flags & tcp_flags::SYN != 0 {
+            b = b.syn();
+        }
+        if flags & tcp_flags::RST != 0 {
+            b = b.rst();
+        }
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        f
+    }
+
+    /// The switch around one service stage: a client (port 1), a backend (port 2), the host
+    /// (port 0), a TCP service VIP:80 → backend:8080.
+    struct Bed {
+        table: ServiceTable,
+        ct: Conntrack,
+        affinity: AffinityTable,
+        neigh: Neighbours,
+        ports: PortTable,
+        /// Ports by id, also once unpublished.
+        entries: Vec<Arc<PortEntry>>,
+        fdb: Fdb,
+        counters: SwitchCounters,
+        local: LocalPool,
+    }
+
+    impl Bed {
+        fn new(per_client: u32) -> Bed {
+            let spec = ServiceSpec {
+                name: "t".into(),
+                key: ServiceKey { vip: IpAddr::from(VIP), port: 80, protocol: Protocol::Tcp },
+                affinity: Affinity::None,
+                backends: vec![BackendSpec::ready(IpAddr::from(BACKEND), 8080)],
+            };
+            let mut all = BTreeMap::new();
+            all.insert(spec.key, Arc::new(Service::compile(spec, None)));
+            let entries = vec![
+                port(0, PortKind::Host, [10, 0, 0, 1]),
+                port(1, PortKind::Pod, CLIENT),
+                port(2, PortKind::Pod, BACKEND),
+            ];
+            let ports = entries.iter().fold(PortTable::default(), |t, p| t.with(p.clone()));
+            Bed {
+                table: ServiceTable::new(all, &HashSet::new(), GW),
+                ct: Conntrack::new(1024, Timeouts::default(), per_client),
+                affinity: AffinityTable::new(64),
+                neigh: Neighbours::new(64, 300),
+                ports,
+                entries,
+                fdb: Fdb::new(64, 300),
+                counters: SwitchCounters::default(),
+                local: LocalPool::new(FramePool::new(16, 2048), 8),
+            }
+        }
+
+        /// Runs the stage on `raw` arriving on port `ingress`; the fate and the frame after.
+        fn run(&mut self, ingress: u16, raw: &[u8]) -> (Option<Disposition>, Vec<u8>) {
+            let svc = Services {
+                table: &self.table,
+                ct: &self.ct,
+                affinity: &self.affinity,
+                neigh: &self.neigh,
+                ports: &self.ports,
+            };
+            let ctx = Ctx { svc: &svc, fdb: &self.fdb, counters: &self.counters, now: 1 };
+            let mut f = self.local.get().unwrap();
+            f.buffer_mut()[..VNET_HDR_LEN].fill(0);
+            f.buffer_mut()[VNET_HDR_LEN..VNET_HDR_LEN + raw.len()].copy_from_slice(raw);
+            f.set_len(VNET_HDR_LEN + raw.len());
+            let meta = parse_frame(raw).unwrap();
+            let entry = self.entries[usize::from(ingress)].clone();
+            let d = ctx.process(&entry, &mut f, &meta);
+            let out = f.ethernet().to_vec();
+            self.local.put(f);
+            (d, out)
+        }
+    }
+
+    fn client_mac() -> Mac {
+        [2, 0, 0, 0, 0, 1]
+    }
+
+    #[test]
+    fn quota_and_unconfirmed_mid_stream_pickup() {
+        let mut bed = Bed::new(2);
+        // ACK-only first packets: picked up mid-stream, to the backend's port (found in the
+        // port table though the FDB never saw it), unreplied.
+        for sport in [40000, 40001] {
+            let (d, out) = bed.run(1, &tcp((client_mac(), CLIENT, sport), (GW, VIP, 80), tcp_flags::ACK));
+            assert_eq!(d, Some(Disposition::Unicast(2)));
+            assert_eq!(out[30..34], BACKEND, "DNATed");
+        }
+        assert!(bed.ct.dump(1, |_| true).iter().all(|(f, left)| !f.replied && *left == 30));
+        // The third is over the client's quota; the node (host port) has none.
+        let (d, _) = bed.run(1, &tcp((client_mac(), CLIENT, 40002), (GW, VIP, 80), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Drop(DropReason::ConntrackQuota)));
+        let (d, _) =
+            bed.run(0, &tcp(([2, 0, 0, 0, 0, 0], [10, 0, 0, 1], 40003), (GW, VIP, 80), tcp_flags::SYN));
+        assert_eq!(d, Some(Disposition::Unicast(2)));
+        assert_eq!(bed.ct.counters.quota.load(Relaxed), 1);
+        // The backend's answer confirms the flow and goes back to the client's port.
+        let (d, out) =
+            bed.run(2, &tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40000), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Unicast(1)));
+        assert_eq!(out[26..30], VIP, "source back to the VIP");
+        let confirmed = bed.ct.dump(1, |f| f.confirmed());
+        assert_eq!((confirmed.len(), confirmed[0].0.client.1), (1, 40000));
+    }
+
+    #[test]
+    fn removed_backends_reset_and_nothing_is_flooded() {
+        let mut bed = Bed::new(0);
+        let syn = |sport| tcp((client_mac(), CLIENT, sport), (GW, VIP, 80), tcp_flags::SYN);
+        assert_eq!(bed.run(1, &syn(40000)).0, Some(Disposition::Unicast(2)));
+        bed.ct.end_flows(1, |_| true);
+        // The client's next segment is answered with a RST from the VIP, back out of its port.
+        let (d, out) = bed.run(1, &tcp((client_mac(), CLIENT, 40000), (GW, VIP, 80), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Unicast(1)));
+        assert_eq!((&out[26..30], &out[30..34]), (&VIP[..], &CLIENT[..]));
+        assert_ne!(out[47] & tcp_flags::RST, 0, "a RST");
+        // Its RST is not answered, and the removed backend's answers are not delivered.
+        let rst = tcp((client_mac(), CLIENT, 40000), (GW, VIP, 80), tcp_flags::RST);
+        assert_eq!(bed.run(1, &rst).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
+        let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40000), tcp_flags::ACK);
+        assert_eq!(bed.run(2, &reply).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
+
+        // A live flow whose backend MAC no port owns and the FDB forgot: an ARP request for
+        // the backend goes out instead of the frame.
+        assert_eq!(bed.run(1, &syn(40001)).0, Some(Disposition::Unicast(2)));
+        bed.ports = bed.ports.without(2);
+        let (d, out) = bed.run(1, &tcp((client_mac(), CLIENT, 40001), (GW, VIP, 80), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Flood));
+        assert_eq!((&out[12..14], &out[38..42]), (&[8u8, 6][..], &BACKEND[..]), "ARP for the backend");
+        // A reply to a client no port owns is dropped, not flooded.
+        bed.ports = bed.ports.without(1);
+        let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40001), tcp_flags::ACK);
+        assert_eq!(bed.run(2, &reply).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
+    }
 
     #[test]
     fn ndp_senders_are_recognised() {
