@@ -220,10 +220,11 @@ impl Control {
         r
     }
 
-    /// Ends the service flows of a pod whose port is being detached: those it is the backend
-    /// of (UDP flushed, TCP answered with a RST, as for a backend removed from its service),
-    /// and those it is the client of. Its addresses may still be listed as backends until the
-    /// control plane catches up; new flows to them then need ARP, and are never flooded.
+    /// Ends the service flows of a pod whose port is being detached, those it is the backend
+    /// of and those it is the client of, as for a backend removed from its service: UDP
+    /// flushed, TCP answered with a RST either way. Its addresses may still be listed as
+    /// backends until the control plane catches up; new flows to them then need ARP, and are
+    /// never flooded.
     pub fn forget_backend_ips(&self, ips: &[IpAddr]) {
         let ips: HashSet<IpAddr> = ips.iter().copied().collect();
         self.end_gone(&HashSet::new(), &ips);
@@ -402,6 +403,7 @@ impl Control {
             ("ct_full", c.full.load(Relaxed)),
             ("ct_backend_flushed", c.backend_flushed.load(Relaxed)),
             ("ct_backend_ended", c.backend_ended.load(Relaxed)),
+            ("ct_resets", c.resets.load(Relaxed)),
             ("affinity_full", sw.affinity.full.load(Relaxed)),
         ]
         .into_iter()

@@ -25,8 +25,8 @@
 //!
 //! Expired entries are removed by [`Conntrack::sweep`] (the control thread, once a second) and
 //! on lookup. [`Conntrack::end_flows`] ends the flows of removed backends: UDP flows go (the
-//! client's next datagram starts a new flow), TCP flows become [`CtState::BackendGone`]
-//! tombstones the service stage answers with a RST.
+//! client's next datagram starts a new flow), TCP flows become [`CtState::Ended`]
+//! tombstones whose segments the service stage answers with a RST.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -87,8 +87,9 @@ pub enum CtState {
     Closed,
     /// UDP.
     Udp,
-    /// TCP, its backend was removed: the client's next packet is answered with a RST.
-    BackendGone,
+    /// TCP, ended by the switch (its backend was removed, or a pod of it detached): segments
+    /// either way are answered with a RST, and a new SYN replaces the entry.
+    Ended,
 }
 
 impl CtState {
@@ -100,7 +101,7 @@ impl CtState {
             CtState::Closing => "closing",
             CtState::Closed => "closed",
             CtState::Udp => "udp",
-            CtState::BackendGone => "backend_gone",
+            CtState::Ended => "ended",
         }
     }
 }
@@ -145,7 +146,7 @@ impl Timeouts {
             CtState::SynSent => self.tcp_syn,
             CtState::Established => self.tcp_established,
             CtState::Closing => self.tcp_closing,
-            CtState::Closed | CtState::BackendGone => self.tcp_closed,
+            CtState::Closed | CtState::Ended => self.tcp_closed,
             CtState::Udp => self.udp,
         }
     }
@@ -243,7 +244,7 @@ impl Flow {
             return;
         }
         self.state = match self.state {
-            CtState::BackendGone => CtState::BackendGone,
+            CtState::Ended => CtState::Ended,
             _ if flags & tcp_flags::RST != 0 => CtState::Closed,
             CtState::Closed => CtState::Closed,
             _ if flags & tcp_flags::FIN != 0 => CtState::Closing,
@@ -280,10 +281,12 @@ pub struct CtCounters {
     pub quota: AtomicU64,
     /// New flows refused: the shard held only confirmed live flows.
     pub full: AtomicU64,
-    /// UDP flows of removed backends flushed.
+    /// Flows of removed backends (or detached pods) flushed: UDP, and TCP already closed.
     pub backend_flushed: AtomicU64,
-    /// TCP flows of removed backends ended (answered with a RST from then on).
+    /// TCP flows of removed backends (or detached pods) ended: answered with a RST from then on.
     pub backend_ended: AtomicU64,
+    /// RSTs the service stage sent for ended flows.
+    pub resets: AtomicU64,
 }
 
 /// Flows per client address, over all shards: only inserts and removals touch it.
@@ -438,7 +441,7 @@ pub struct Sweep {
 pub struct Ended {
     /// UDP flows removed.
     pub flushed: usize,
-    /// TCP flows turned into [`CtState::BackendGone`] tombstones.
+    /// TCP flows turned into [`CtState::Ended`] tombstones.
     pub ended: usize,
 }
 
@@ -625,6 +628,17 @@ impl Conntrack {
         out
     }
 
+    /// Removes the flow whose original direction is `key` (a SYN reopening an ended flow).
+    pub fn remove(&self, key: &FlowKey) -> bool {
+        let mut shard = self.shard(shard_index(key.sport));
+        let Some(&idx) = shard.keys.get(key) else { return false };
+        let removed = shard.remove(idx, &self.clients);
+        if removed {
+            self.len.fetch_sub(1, Relaxed);
+        }
+        removed
+    }
+
     /// Removes every flow matching `kill`; returns how many.
     pub fn flush(&self, kill: impl Fn(&Flow) -> bool) -> usize {
         self.each(|shard, idx| kill(&shard.slots[idx as usize].flow))
@@ -632,20 +646,20 @@ impl Conntrack {
 
     /// Ends the flows matching `gone` (their backend was removed): UDP flows and TCP flows
     /// that were closed anyway are removed, so the client's next datagram starts a new flow;
-    /// other TCP flows become [`CtState::BackendGone`] for `tcp-closed` seconds, during which
-    /// the service stage answers the client with a RST instead of sending to the backend.
+    /// other TCP flows become [`CtState::Ended`] for `tcp-closed` seconds, during which
+    /// the service stage answers either side with a RST instead of forwarding.
     pub fn end_flows(&self, now: u32, gone: impl Fn(&Flow) -> bool) -> Ended {
         let mut ended = 0;
         let flushed = self.each(|shard, idx| {
             let slot = &mut shard.slots[idx as usize];
             let f = &mut slot.flow;
-            if !gone(f) || f.state == CtState::BackendGone {
+            if !gone(f) || f.state == CtState::Ended {
                 return false;
             }
             if f.proto != PROTO_TCP || f.state == CtState::Closed {
                 return true;
             }
-            f.state = CtState::BackendGone;
+            f.state = CtState::Ended;
             f.last_seen = now;
             ended += 1;
             let pair = (idx, slot.gen);
@@ -860,11 +874,11 @@ mod tests {
         assert_eq!(e, Ended { flushed: 1, ended: 1 });
         assert!(ct.lookup(&udp.orig_key(), Dir::Orig, 0, 5).is_none(), "UDP flow gone");
         let g = ct.lookup(&tcp.orig_key(), Dir::Orig, ACK, 6).unwrap();
-        assert_eq!(g.state, CtState::BackendGone);
+        assert_eq!(g.state, CtState::Ended);
         assert!(!g.confirmed());
         // Sticky whatever comes, and short-lived.
         let g = ct.lookup(&tcp.reply_key(), Dir::Reply, SYNACK, 7).unwrap();
-        assert_eq!(g.state, CtState::BackendGone);
+        assert_eq!(g.state, CtState::Ended);
         assert_eq!(ct.end_flows(8, |f| f.backend.0 == tcp.backend.0), Ended::default());
         assert_eq!(ct.sweep(7 + Timeouts::default().tcp_closed + 1).expired, 1);
         let o = ct.lookup(&other.orig_key(), Dir::Orig, ACK, 20).unwrap();

@@ -117,7 +117,7 @@ impl Ctx<'_> {
         }
         if table.is_reply_source(l.src, l.sport, l.proto) {
             let p = partial(frame);
-            return self.reply_from_backend(frame, &l, p);
+            return self.reply_from_backend(ingress, frame, &l, p);
         }
         None
     }
@@ -131,15 +131,21 @@ impl Ctx<'_> {
         partial: bool,
     ) -> Disposition {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
-        let flow = match self.svc.ct.lookup(&key, Dir::Orig, l.flags, self.now) {
-            Some(f) if f.state == CtState::BackendGone => {
-                // The backend was removed: end the connection now rather than let the client
-                // retransmit into the void (a RST is never answered).
-                return match l.flags & tcp_flags::RST {
-                    0 => self.reject(ingress, frame, l),
-                    _ => Disposition::Drop(DropReason::BackendUnreachable),
-                };
+        let found = match self.svc.ct.lookup(&key, Dir::Orig, l.flags, self.now) {
+            // A new connection on the port of an ended one starts afresh.
+            Some(f)
+                if f.state == CtState::Ended
+                    && l.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN =>
+            {
+                self.svc.ct.remove(&key);
+                None
             }
+            // The switch ended the flow: end the connection now rather than let the client
+            // retransmit into the void.
+            Some(f) if f.state == CtState::Ended => return self.reset(ingress, frame, l),
+            found => found,
+        };
+        let flow = match found {
             Some(f) => f,
             None => match self.new_flow(ingress, frame, l, svc) {
                 Ok(f) => f,
@@ -162,14 +168,22 @@ impl Ctx<'_> {
         Disposition::Unicast(port)
     }
 
-    fn reply_from_backend(&self, frame: &mut Frame, l: &IpL4, partial: bool) -> Option<Disposition> {
+    fn reply_from_backend(
+        &self,
+        ingress: &PortEntry,
+        frame: &mut Frame,
+        l: &IpL4,
+        partial: bool,
+    ) -> Option<Disposition> {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let flow = self.svc.ct.lookup(&key, Dir::Reply, l.flags, self.now)?;
-        // A removed backend's answers to a flow that was ended are not the client's any more;
-        // and a reply is never flooded for want of the client's port.
-        let port = match self.egress_port(&flow.client_mac) {
-            Some(p) if flow.state != CtState::BackendGone => p,
-            _ => return Some(Disposition::Drop(DropReason::BackendUnreachable)),
+        if flow.state == CtState::Ended {
+            // The client was told the connection is over (or is gone): so is the backend.
+            return Some(self.reset(ingress, frame, l));
+        }
+        // A reply is never flooded for want of the client's port.
+        let Some(port) = self.egress_port(&flow.client_mac) else {
+            return Some(Disposition::Drop(DropReason::BackendUnreachable));
         };
         let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
         rewrite(eth, l, Side::Src, flow.vip.0, flow.vip.1, partial);
@@ -304,6 +318,16 @@ impl Ctx<'_> {
             .find(|p| p.guard.as_ref().is_some_and(local))
             .map(|p| p.mac)
             .or_else(|| self.svc.neigh.lookup(ip, self.now))
+    }
+
+    /// Answers a segment of an ended TCP flow with a RST back to its sender; a RST itself is
+    /// dropped.
+    fn reset(&self, ingress: &PortEntry, frame: &mut Frame, l: &IpL4) -> Disposition {
+        if l.flags & tcp_flags::RST != 0 {
+            return Disposition::Drop(DropReason::BackendUnreachable);
+        }
+        self.svc.ct.counters.resets.fetch_add(1, Relaxed);
+        self.reject(ingress, frame, l)
     }
 
     /// Turns the frame into the kube-proxy REJECT answer, back out of the ingress port.
@@ -517,8 +541,10 @@ mod tests {
     fn tcp(src: (Mac, [u8; 4], u16), dst: (Mac, [u8; 4], u16), flags: u8) -> Vec<u8> {
         let mut b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
             .ipv4(src.1, dst.1, 64)
-            .tcp(src.2, dst.2, 1000, 65535)
-            .ack(2000);
+            .tcp(src.2, dst.2, 1000, 65535);
+        if flags & tcp_flags::ACK != 0 {
+            b = b.ack(2000);
+        }
         if flags & tcp_flags::SYN != 0 {
             b = b.syn();
         }
@@ -639,11 +665,19 @@ mod tests {
         assert_eq!(d, Some(Disposition::Unicast(1)));
         assert_eq!((&out[26..30], &out[30..34]), (&VIP[..], &CLIENT[..]));
         assert_ne!(out[47] & tcp_flags::RST, 0, "a RST");
-        // Its RST is not answered, and the removed backend's answers are not delivered.
+        // Its RST is not answered; the removed backend's next segment gets a RST too, as if
+        // from the client.
         let rst = tcp((client_mac(), CLIENT, 40000), (GW, VIP, 80), tcp_flags::RST);
         assert_eq!(bed.run(1, &rst).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
         let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40000), tcp_flags::ACK);
-        assert_eq!(bed.run(2, &reply).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
+        let (d, out) = bed.run(2, &reply);
+        assert_eq!(d, Some(Disposition::Unicast(2)));
+        assert_eq!((&out[26..30], &out[30..34]), (&CLIENT[..], &BACKEND[..]));
+        assert_ne!(out[47] & tcp_flags::RST, 0, "a RST");
+        assert_eq!(bed.ct.counters.resets.load(Relaxed), 2);
+        // A new connection from the same port replaces the ended flow.
+        assert_eq!(bed.run(1, &syn(40000)).0, Some(Disposition::Unicast(2)));
+        assert_eq!(bed.ct.dump(1, |f| f.state == CtState::SynSent).len(), 1);
 
         // A live flow whose backend MAC no port owns and the FDB forgot: an ARP request for
         // the backend goes out instead of the frame.
