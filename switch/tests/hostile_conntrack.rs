@@ -225,3 +225,39 @@ fn tcp_flows_end_when_their_backend_is_removed_or_detached() {
     assert_eq!(after.switch["flooded"], before.switch["flooded"], "nothing was flooded");
     assert!(after.switch["ct_backend_ended"] >= 2, "{:?}", after.switch);
 }
+
+#[test]
+fn full_table_evicts_only_unconfirmed_flows() {
+    if skip() {
+        return;
+    }
+    // Two flows per shard and no quota: the flood fills every shard, so every new flow
+    // evicts, and only unconfirmed entries may go.
+    let node = Node::start_with("ce", 133, &["--conntrack-max", "128", "--conntrack-per-client", "0"]);
+    let backend = node.quiet_pod("ceb");
+    let good = node.quiet_pod("ceg");
+    let hostile = node.quiet_pod("ceh");
+    let _server = tcp_echo(&backend, 8080);
+    let v = "10.96.133.10";
+    node.call::<SyncResult>(Op::ServiceSet(spec(v, 80, Protocol::Tcp, &[&backend], 8080)));
+    let (_, mut conn) = tcp_hello(&good.ns, &format!("{v}:80"));
+    echo(&mut conn, "before the flood").expect("echo");
+
+    let raw = RawSocket::open(&hostile.ns, hostile.ifindex());
+    let (gw, vip): (_, Ipv4Addr) = (gateway_mac(&node), v.parse().expect("vip"));
+    for i in 0..3000u16 {
+        raw.send(&tcp_segment((hostile.mac(), gw), (hostile.ip, 10_000 + i), (vip, 80), 7, 7, ACK, b""));
+        if i % 100 == 99 {
+            echo(&mut conn, &format!("during the flood {i}")).expect("echo during the flood");
+        }
+    }
+    node.wait_stats("the flood evicts", |s| s.switch["ct_evicted"] >= 1000);
+    echo(&mut conn, "after the flood").expect("echo after the flood");
+    let (_, mut second) = tcp_hello(&good.ns, &format!("{v}:80"));
+    echo(&mut second, "a new connection of the neighbour").expect("echo");
+    let all = flows(&node);
+    assert!(all.len() <= 128);
+    let mine: Vec<&FlowInfo> = all.iter().filter(|f| client_ip(f) == IpAddr::V4(good.ip)).collect();
+    assert_eq!(mine.len(), 2, "the neighbour's flows were never evicted: {mine:?}");
+    assert!(mine.iter().all(|f| f.confirmed));
+}
