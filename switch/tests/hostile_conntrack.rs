@@ -1,7 +1,8 @@
 //! Conntrack against a hostile pod, and flows of removed backends (docs/security.md,
 //! "Connection tracking"): a pod flooding a VIP with ACK-only segments from a raw socket only
 //! fills its own quota, with unconfirmed short-lived entries, while a neighbour's connection
-//! through the same VIP goes on; a UDP flow whose backend is removed moves to the remaining
+//! through the same VIP goes on, and into a full table it evicts only unconfirmed entries, never
+//! the neighbour's; a UDP flow whose backend is removed moves to the remaining
 //! backend; a TCP flow whose backend is removed or detached is reset; and nothing is flooded
 //! meanwhile. Needs root; skips (passes) without it.
 //!
