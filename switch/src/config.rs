@@ -386,7 +386,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("tapwayd.toml");
         std::fs::write(&f, "storm-pps = 50\nstorm-pps-burst = 60\nstorm-bytes = 0\n").unwrap();
-        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--storm-bytes-burst", "70000"]);
+        let args =
+            Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--storm-bytes-burst", "70000"]);
         let s = DaemonConfig::resolve(args).unwrap().switch.storm;
         assert_eq!(s, StormConfig { pps: 50, pps_burst: 60, bytes: 0, bytes_burst: 70_000 });
         let _ = std::fs::remove_dir_all(&dir);

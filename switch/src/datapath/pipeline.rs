@@ -96,15 +96,23 @@ impl Pipeline<'_> {
     fn stage_parse(
         &self,
         ingress: &PortEntry,
-        frames: &[Frame],
+        frames: &mut [Frame],
         metas: &mut Vec<Option<FrameMeta>>,
         out: &mut Vec<Disposition>,
     ) {
         let c = &ingress.counters;
         let (mut bytes, mut gso) = (0u64, 0u64);
-        for f in frames {
+        for f in frames.iter_mut() {
             bytes += f.ethernet().len() as u64;
-            let parsed = match VnetHdr::parse(f.bytes()).and_then(|h| h.validate(f.ethernet()).map(|()| h)) {
+            let checked = VnetHdr::parse(f.bytes()).and_then(|mut h| {
+                let hint = h.hdr_len;
+                h.validate(f.ethernet())?;
+                if h.hdr_len != hint {
+                    h.emit(f.bytes_mut());
+                }
+                Ok(h)
+            });
+            let parsed = match checked {
                 Err(VnetError::Truncated) => Err(DropReason::Malformed),
                 Err(_) => Err(DropReason::GsoInvalid),
                 Ok(h) => {
@@ -292,24 +300,29 @@ mod tests {
         let (f, good) = uso(6400, 100);
         let (tiny, one) = uso(1000, 1);
         let mut batch = vec![
-            with_hdr(&mut local, good, &f),                                          // 64 segments
-            with_hdr(&mut local, one, &tiny),                                        // 1000 segments
-            with_hdr(&mut local, VnetHdr { gso_type: GSO_TCPV4, ..good }, &f),       // TCP on UDP
-            with_hdr(&mut local, VnetHdr { gso_type: GSO_UDP, ..good }, &f),         // UFO
+            with_hdr(&mut local, good, &f),   // 64 segments: fine
+            with_hdr(&mut local, one, &tiny), // 1000 segments
+            with_hdr(&mut local, VnetHdr { gso_type: GSO_TCPV4, ..good }, &f), // TCP on UDP
+            with_hdr(&mut local, VnetHdr { gso_type: GSO_UDP, ..good }, &f), // UFO
             with_hdr(&mut local, VnetHdr { gso_type: good.gso_type | GSO_ECN, ..good }, &f),
-            with_hdr(&mut local, VnetHdr { hdr_len: 30, ..good }, &f),               // short of the headers
-            with_hdr(&mut local, VnetHdr { hdr_len: 9000, ..good }, &f),             // beyond the frame
-            with_hdr(&mut local, VnetHdr { csum_offset: 16, ..good }, &f),           // not the UDP csum
+            with_hdr(&mut local, VnetHdr { hdr_len: 9000, ..good }, &f), // beyond the frame
+            with_hdr(&mut local, VnetHdr { csum_offset: 16, ..good }, &f), // not the UDP csum
             with_hdr(&mut local, VnetHdr { gso_size: 0, ..good }, &f),
-            with_hdr(&mut local, VnetHdr { gso_type: 9, ..good }, &f),               // unknown type
+            with_hdr(&mut local, VnetHdr { gso_type: 9, ..good }, &f), // unknown type
         ];
         let mut out = Vec::new();
         pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
         let bad = Disposition::Drop(DropReason::GsoInvalid);
         assert_eq!(out[0], Disposition::Unicast(2));
         assert!(out[1..].iter().all(|d| *d == bad), "{out:?}");
-        assert_eq!(ingress.counters.dropped(DropReason::GsoInvalid), 9);
+        assert_eq!(ingress.counters.dropped(DropReason::GsoInvalid), 8);
         assert_eq!(ingress.counters.rx_gso_packets.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A short hdr_len is raised to the end of the headers in the frame itself.
+        let mut short = vec![with_hdr(&mut local, VnetHdr { hdr_len: 30, ..good }, &f)];
+        pipe.run(&ingress, &mut short, &mut Scratch::default(), &mut out);
+        assert_eq!(out, vec![Disposition::Unicast(2)]);
+        assert_eq!(VnetHdr::parse(short[0].bytes()).unwrap(), good);
+        batch.extend(short);
         for f in batch {
             local.put(f);
         }
@@ -339,7 +352,13 @@ mod tests {
             out
         };
         let storm: Vec<Vec<u8>> = (0..16)
-            .map(|i| if i % 2 == 0 { arp(A, [10, 0, 0, 2]) } else { udp4(A, unknown, [10, 0, 0, 2], [10, 0, 0, 9]) })
+            .map(|i| {
+                if i % 2 == 0 {
+                    arp(A, [10, 0, 0, 2])
+                } else {
+                    udp4(A, unknown, [10, 0, 0, 2], [10, 0, 0, 9])
+                }
+            })
             .collect();
         let flood = |out: &[Disposition]| out.iter().filter(|d| **d == Disposition::Flood).count();
         assert_eq!(flood(&run(0, &storm)), 16);

@@ -34,8 +34,11 @@ pub const GSO_ECN: u8 = 0x80;
 const GSO_BY_FRAGS: u16 = 0xffff;
 
 /// Most segments one UDP GSO frame may be cut into: the kernel's `UDP_MAX_SEGMENTS`
-/// (`1 << 6`, include/linux/udp.h), which `virtio_net_hdr_to_skb` and `udp_send_skb` enforce.
-pub const UDP_MAX_SEGMENTS: usize = 64;
+/// (include/linux/udp.h), which `virtio_net_hdr_to_skb` and `udp_send_skb` enforce. It was
+/// `1 << 6` = 64 for years and is `1 << 7` = 128 in recent kernels (6.18 here takes a
+/// 128-segment `UDP_SEGMENT` send and refuses 129); the larger value, so that a recent pod
+/// kernel's own trains pass.
+pub const UDP_MAX_SEGMENTS: usize = 128;
 /// The smallest TCP segment size a full 64 KiB super-frame may ask for: the kernel's default
 /// `net.ipv4.tcp_min_snd_mss`, below which a Linux TCP sender does not cut segments.
 pub const TCP_MIN_GSO_SIZE: usize = 48;
@@ -103,7 +106,7 @@ pub enum VnetError {
     /// The frame would be cut into more segments than the kernel allows.
     #[error("{0} segments exceed the cap")]
     TooManySegments(usize),
-    /// `hdr_len` beyond the frame, or short of the headers of a super-frame.
+    /// `hdr_len` beyond the frame.
     #[error("header length {0} does not fit the frame")]
     BadHdrLen(u16),
     /// The partial checksum does not point at the L4 checksum field (or starts inside the IP
@@ -156,14 +159,18 @@ impl VnetHdr {
     /// - GSO: TCPv4 only on IPv4/TCP, TCPv6 only on IPv6/TCP, UDP_L4 only on UDP (and with
     ///   `NEEDS_CSUM`), ECN only with TCP, no legacy UFO; `gso_size` neither 0 nor
     ///   `GSO_BY_FRAGS`; at most [`UDP_MAX_SEGMENTS`] / [`TCP_MAX_SEGMENTS`] segments; a
-    ///   partial checksum at the transport header's checksum field; a non-zero `hdr_len` neither
-    ///   beyond the frame nor short of the headers;
+    ///   partial checksum at the transport header's checksum field;
     /// - any frame: a partial checksum inside the frame and not before the end of a minimal IP
     ///   header, at the checksum field when it starts at a TCP/UDP header (a tunnel's inner
     ///   checksum may start deeper); `hdr_len` not beyond the frame.
     ///
+    /// A super-frame's non-zero `hdr_len` short of its headers is raised to their end rather
+    /// than refused, as tun raises it to cover the checksum: the kernel writes `skb_headlen`
+    /// there, only a hint, which a pod forwarding GRO'd traffic may legitimately leave short.
+    /// The caller writes the header back when [`VnetHdr::hdr_len`] changed.
+    ///
     /// Only reads bytes, never panics.
-    pub fn validate(&self, frame: &[u8]) -> Result<(), VnetError> {
+    pub fn validate(&mut self, frame: &[u8]) -> Result<(), VnetError> {
         if usize::from(self.hdr_len) > frame.len() {
             return Err(VnetError::BadHdrLen(self.hdr_len));
         }
@@ -213,7 +220,8 @@ impl VnetHdr {
             return Err(mismatch);
         }
         if self.hdr_len != 0 && usize::from(self.hdr_len) < hdrs {
-            return Err(VnetError::BadHdrLen(self.hdr_len));
+            // (The headers end inside the frame, which the kernel never makes larger than 64 KiB.)
+            self.hdr_len = u16::try_from(hdrs).map_err(|_| VnetError::BadHdrLen(self.hdr_len))?;
         }
         let want = if proto == PROTO_TCP { TCP_CSUM } else { UDP_CSUM };
         if csum && (start != l.l4_off || self.csum_offset != want) || (!csum && proto == PROTO_UDP) {
@@ -348,7 +356,8 @@ mod tests {
         assert_eq!(VnetHdr::default().validate(&tcp), Ok(()));
         assert_eq!(VnetHdr { gso_type: 0, gso_size: 0, ..tso(0) }.validate(&tcp), Ok(()));
         // A tunnel's inner checksum starts deeper than the outer transport header.
-        let inner = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 200, csum_offset: 16, ..Default::default() };
+        let mut inner =
+            VnetHdr { flags: F_NEEDS_CSUM, csum_start: 200, csum_offset: 16, ..Default::default() };
         assert_eq!(inner.validate(&tcp), Ok(()));
         // A frame no larger than one segment is not really GSO, whatever gso_size says.
         assert_eq!(tso(1).validate(&frame(&TCP4, 1)), Ok(()));
@@ -363,7 +372,7 @@ mod tests {
         let udp6 = frame(&UDP6, 3000);
         let m = |t| Err(VnetError::GsoMismatch(t));
         assert_eq!(VnetHdr { gso_type: GSO_TCPV6, ..tso(1448) }.validate(&tcp4), m(GSO_TCPV6));
-        let tcp6_hdr = VnetHdr { gso_type: GSO_TCPV4, hdr_len: 74, csum_start: 54, ..tso(1448) };
+        let mut tcp6_hdr = VnetHdr { gso_type: GSO_TCPV4, hdr_len: 74, csum_start: 54, ..tso(1448) };
         assert_eq!(tcp6_hdr.validate(&tcp6), m(GSO_TCPV4));
         assert_eq!(VnetHdr { gso_type: GSO_TCPV6, ..tcp6_hdr }.validate(&tcp6), Ok(()));
         assert_eq!(VnetHdr { gso_type: GSO_UDP_L4, ..tso(1448) }.validate(&tcp4), m(GSO_UDP_L4));
@@ -381,8 +390,10 @@ mod tests {
         short[34 + 12] = 0x40;
         assert_eq!(tso(1448).validate(&short), m(GSO_TCPV4));
         let mut long = tcp4.clone();
-        long[34 + 12] = 0xf0; // 60 bytes of TCP header: hdr_len 54 is now short of it
-        assert_eq!(tso(1448).validate(&long), Err(VnetError::BadHdrLen(54)));
+        long[34 + 12] = 0xf0; // 60 bytes of TCP header: hdr_len 54 is now short of it, and raised
+        let mut h = tso(1448);
+        assert_eq!(h.validate(&long), Ok(()));
+        assert_eq!(h.hdr_len, 94);
         assert_eq!(tso(1448).validate(&long[..60]), m(GSO_TCPV4), "headers cut off");
     }
 
@@ -398,9 +409,9 @@ mod tests {
     fn gso_size_and_segment_caps() {
         assert_eq!(tso(0).validate(&frame(&TCP4, 3000)), Err(VnetError::BadGsoSize(0)));
         assert_eq!(tso(0xffff).validate(&frame(&TCP4, 3000)), Err(VnetError::BadGsoSize(0xffff)));
-        // UDP: 64 segments, as the kernel allows, and not one more.
-        assert_eq!(uso(100).validate(&frame(&UDP6, 6400)), Ok(()));
-        assert_eq!(uso(100).validate(&frame(&UDP6, 6401)), Err(VnetError::TooManySegments(65)));
+        // UDP: 128 segments, as the kernel allows, and not one more.
+        assert_eq!(uso(100).validate(&frame(&UDP6, 12_800)), Ok(()));
+        assert_eq!(uso(100).validate(&frame(&UDP6, 12_801)), Err(VnetError::TooManySegments(129)));
         assert_eq!(uso(1).validate(&frame(&UDP6, 1000)), Err(VnetError::TooManySegments(1000)));
         // TCP: a full 64 KiB super-frame at 48 bytes a segment, not below.
         let full = frame(&TCP4, 65_535 - 40);
@@ -417,8 +428,12 @@ mod tests {
         let tcp = frame(&TCP4, 3000);
         assert_eq!(VnetHdr { hdr_len: 3055, ..tso(1448) }.validate(&tcp), Err(VnetError::BadHdrLen(3055)));
         assert_eq!(VnetHdr { hdr_len: 3054, ..tso(1448) }.validate(&tcp), Ok(()), "the kernel's skb_headlen");
-        assert_eq!(VnetHdr { hdr_len: 40, ..tso(1448) }.validate(&tcp), Err(VnetError::BadHdrLen(40)));
-        let plain = VnetHdr { hdr_len: 9000, ..Default::default() };
+        let mut short = VnetHdr { hdr_len: 40, ..tso(1448) };
+        assert_eq!(short.validate(&tcp), Ok(()));
+        assert_eq!(short.hdr_len, 54, "a short hdr_len is raised to the end of the headers");
+        let mut zero = VnetHdr { hdr_len: 0, ..tso(1448) };
+        assert_eq!((zero.validate(&tcp), zero.hdr_len), (Ok(()), 0), "0: no hint, left alone");
+        let mut plain = VnetHdr { hdr_len: 9000, ..Default::default() };
         assert_eq!(plain.validate(&tcp), Err(VnetError::BadHdrLen(9000)));
     }
 
@@ -429,10 +444,19 @@ mod tests {
         let mis = |start, offset| Err(VnetError::CsumMisplaced { start, offset });
         assert_eq!(VnetHdr { csum_offset: 6, ..tso(1448) }.validate(&tcp), mis(34, 6));
         assert_eq!(VnetHdr { csum_start: 40, ..tso(1448) }.validate(&tcp), mis(40, 16));
-        assert_eq!(VnetHdr { csum_start: 14, ..tso(1448) }.validate(&tcp), mis(14, 16), "inside the IP header");
+        assert_eq!(
+            VnetHdr { csum_start: 14, ..tso(1448) }.validate(&tcp),
+            mis(14, 16),
+            "inside the IP header"
+        );
         assert_eq!(VnetHdr { csum_offset: 16, ..uso(1400) }.validate(&udp6), mis(54, 16));
         assert_eq!(VnetHdr { flags: 0, ..uso(1400) }.validate(&udp6), mis(54, 6), "USO needs a partial csum");
-        let plain = |start, offset| VnetHdr { flags: F_NEEDS_CSUM, csum_start: start, csum_offset: offset, ..Default::default() };
+        let plain = |start, offset| VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: start,
+            csum_offset: offset,
+            ..Default::default()
+        };
         assert_eq!(plain(34, 6).validate(&tcp), mis(34, 6), "a plain TCP frame's csum field");
         assert_eq!(plain(34, 16).validate(&tcp), Ok(()));
         assert_eq!(plain(54, 6).validate(&udp6), Ok(()));
@@ -450,7 +474,7 @@ mod tests {
             let mut buf = hdr.to_vec();
             buf.extend_from_slice([&TCP4[..], &UDP6[..], &[][..]][base]);
             buf.extend_from_slice(&bytes);
-            if let Ok(h) = VnetHdr::parse(&buf) {
+            if let Ok(mut h) = VnetHdr::parse(&buf) {
                 let _ = h.validate(&buf[VNET_HDR_LEN..]);
             }
         }
