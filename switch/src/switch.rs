@@ -43,6 +43,8 @@ pub struct SwitchConfig {
     pub conntrack_max: usize,
     /// Conntrack idle timeouts.
     pub conntrack_timeouts: Timeouts,
+    /// Storm control of what each pod port floods.
+    pub storm: crate::datapath::police::StormConfig,
 }
 
 impl Default for SwitchConfig {
@@ -59,6 +61,7 @@ impl Default for SwitchConfig {
             max_ports: 4096,
             conntrack_max: 262_144,
             conntrack_timeouts: Timeouts::default(),
+            storm: Default::default(),
         }
     }
 }

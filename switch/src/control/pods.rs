@@ -262,7 +262,8 @@ impl Control {
             guard: Some(SpoofGuard::new(plan.mac, &plan.ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(req.bandwidth),
+            police: crate::datapath::police::PortPolice::new(req.bandwidth)
+                .with_storm(&self.switch.config.storm),
             meta: PortMeta {
                 name: plan.ifname.clone(),
                 netns: req.netns.clone(),
