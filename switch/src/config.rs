@@ -94,6 +94,21 @@ pub struct Args {
     /// [default: 2048].
     #[arg(long)]
     pub uplink_fill_size: Option<u32>,
+    /// Storm control: frames per second a pod port may flood (broadcast, multicast, unknown
+    /// unicast); 0 = no packet budget [default: 1000].
+    #[arg(long)]
+    pub storm_pps: Option<u64>,
+    /// Storm control: flooded frames a pod port may save up [default: 2000].
+    #[arg(long)]
+    pub storm_pps_burst: Option<u64>,
+    /// Storm control: bytes per second a pod port may flood, super-frames counted whole; 0 = no
+    /// byte budget [default: 12500000, 100 Mbit/s].
+    #[arg(long)]
+    pub storm_bytes: Option<u64>,
+    /// Storm control: flooded bytes a pod port may save up, at least one 64 KiB super-frame
+    /// [default: 1048576].
+    #[arg(long)]
+    pub storm_bytes_burst: Option<u64>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -125,6 +140,10 @@ pub struct FileConfig {
     uplink_umem_frames: Option<u32>,
     uplink_ring_size: Option<u32>,
     uplink_fill_size: Option<u32>,
+    storm_pps: Option<u64>,
+    storm_pps_burst: Option<u64>,
+    storm_bytes: Option<u64>,
+    storm_bytes_burst: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -213,6 +232,11 @@ impl DaemonConfig {
         if sw.fdb_max == 0 || sw.fdb_aging_secs == 0 {
             return Err(ConfigError::Invalid("fdb-max and fdb-aging must be positive".into()));
         }
+        let st = &mut sw.storm;
+        st.pps = args.storm_pps.or(file.storm_pps).unwrap_or(st.pps);
+        st.pps_burst = args.storm_pps_burst.or(file.storm_pps_burst).unwrap_or(st.pps_burst);
+        st.bytes = args.storm_bytes.or(file.storm_bytes).unwrap_or(st.bytes);
+        st.bytes_burst = args.storm_bytes_burst.or(file.storm_bytes_burst).unwrap_or(st.bytes_burst);
         if sw.pool_frames < 64 {
             return Err(ConfigError::Invalid("pool-frames must be at least 64".into()));
         }
@@ -361,6 +385,22 @@ mod tests {
         assert_eq!(up.ifname, "eth1");
         assert_eq!(up.mode, XdpMode::Generic);
         assert_eq!(up.queues, vec![0, 1]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn storm_flags_and_file() {
+        use crate::datapath::police::StormConfig;
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd"])).unwrap();
+        assert_eq!(c.switch.storm, StormConfig::default());
+        let dir = std::env::temp_dir().join(format!("tapway-cfg-storm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tapwayd.toml");
+        std::fs::write(&f, "storm-pps = 50\nstorm-pps-burst = 60\nstorm-bytes = 0\n").unwrap();
+        let args =
+            Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--storm-bytes-burst", "70000"]);
+        let s = DaemonConfig::resolve(args).unwrap().switch.storm;
+        assert_eq!(s, StormConfig { pps: 50, pps_burst: 60, bytes: 0, bytes_burst: 70_000 });
         let _ = std::fs::remove_dir_all(&dir);
     }
 

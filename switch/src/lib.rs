@@ -18,6 +18,7 @@
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod failpoint;
 pub mod netlink;
 pub mod netns;
 pub mod pool;

@@ -45,6 +45,8 @@ pub struct SwitchConfig {
     pub conntrack_timeouts: Timeouts,
     /// Most service flows one client address holds (0: no quota).
     pub conntrack_per_client: u32,
+    /// Storm control of what each pod port floods.
+    pub storm: crate::datapath::police::StormConfig,
 }
 
 impl Default for SwitchConfig {
@@ -62,6 +64,7 @@ impl Default for SwitchConfig {
             conntrack_max: 262_144,
             conntrack_timeouts: Timeouts::default(),
             conntrack_per_client: crate::table::conntrack::DEFAULT_PER_CLIENT,
+            storm: Default::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ use tapway_api::{
 #[command(
     name = "tapwayctl",
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 tapwayd unreachable, 4 not found, 5 invalid argument, 6 exists, 7 mismatch, 8 permission denied."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 tapwayd unreachable, 4 not found, 5 invalid argument, 6 exists, 7 mismatch, 8 permission denied, 9 address conflict (an IP or MAC that another pod, the gateway, the host port or the uplink owns)."
 )]
 struct Cli {
     /// Control socket of tapwayd.

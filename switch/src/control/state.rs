@@ -161,7 +161,8 @@ impl Control {
             guard: Some(SpoofGuard::new(mac, &ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(info.bandwidth),
+            police: crate::datapath::police::PortPolice::new(info.bandwidth)
+                .with_storm(&self.switch.config.storm),
             meta: PortMeta {
                 name: info.name.clone(),
                 netns: info.netns.clone(),

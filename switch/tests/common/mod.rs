@@ -13,6 +13,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod attach;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
@@ -28,6 +30,8 @@ use tapway_api::{
     ApiError, AttachRequest, Client, ClientError, FdbEntry, IpConfig, Op, PortInfo, PortStats, StatsReport,
     StatusInfo,
 };
+
+pub mod flood;
 
 /// How long a wait may take before the test calls it broken. Generous on purpose: only a
 /// broken switch gets anywhere near it.
