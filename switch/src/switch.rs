@@ -43,6 +43,10 @@ pub struct SwitchConfig {
     pub conntrack_max: usize,
     /// Conntrack idle timeouts.
     pub conntrack_timeouts: Timeouts,
+    /// Most service flows one client address holds (0: no quota).
+    pub conntrack_per_client: u32,
+    /// Storm control of what each pod port floods.
+    pub storm: crate::datapath::police::StormConfig,
 }
 
 impl Default for SwitchConfig {
@@ -59,6 +63,8 @@ impl Default for SwitchConfig {
             max_ports: 4096,
             conntrack_max: 262_144,
             conntrack_timeouts: Timeouts::default(),
+            conntrack_per_client: crate::table::conntrack::DEFAULT_PER_CLIENT,
+            storm: Default::default(),
         }
     }
 }
@@ -187,7 +193,11 @@ impl Switch {
             pool,
             lanes,
             services: ArcSwap::from_pointee(ServiceTable::default()),
-            conntrack: Conntrack::new(config.conntrack_max, config.conntrack_timeouts),
+            conntrack: Conntrack::new(
+                config.conntrack_max,
+                config.conntrack_timeouts,
+                config.conntrack_per_client,
+            ),
             affinity: AffinityTable::new(config.conntrack_max),
             neigh: Neighbours::new(config.fdb_max, config.fdb_aging_secs),
             table: ArcSwap::from_pointee(PortTable::default()),

@@ -283,18 +283,19 @@ fn conntrack_cmd(cli: &Cli, client: &Client, cmd: &ConntrackCmd) -> Result<(), C
                 return print_json(&l);
             }
             println!(
-                "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:>8}",
-                "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "EXPIRES"
+                "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:<9} {:>8}",
+                "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "REPLIED", "EXPIRES"
             );
             for f in &l.flows {
                 println!(
-                    "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:>7}s",
+                    "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:<9} {:>7}s",
                     f.protocol.name(),
                     f.client,
                     f.vip,
                     f.backend,
                     f.snat.as_deref().unwrap_or("-"),
                     f.state,
+                    if f.replied { "yes" } else { "no" },
                     f.expires_in
                 );
             }

@@ -266,7 +266,8 @@ impl Control {
             guard: Some(SpoofGuard::new(plan.mac, &plan.ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(req.bandwidth),
+            police: crate::datapath::police::PortPolice::new(req.bandwidth)
+                .with_storm(&self.switch.config.storm),
             meta: PortMeta {
                 name: plan.ifname.clone(),
                 netns: req.netns.clone(),
@@ -306,6 +307,10 @@ impl Control {
         };
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
+        // Service flows to and from the pod end now (UDP flushed, TCP reset; control/services.rs),
+        // rather than be sent to a MAC no port has any more.
+        let port_ips: Vec<std::net::IpAddr> = entry.meta.ips.iter().map(|n| n.addr()).collect();
+        self.forget_backend_ips(&port_ips);
         let tap = pods.remove(&entry.id);
         drop(pods);
         // Delete the interface here, so the kernel's slow unregistering happens on this

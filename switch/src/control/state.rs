@@ -477,9 +477,13 @@ impl Control {
             guard: Some(SpoofGuard::new(mac, ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(info.bandwidth),
+            police: self.police_of(info),
             meta: self.meta_of(info, 0, ips),
         })
+    }
+
+    fn police_of(&self, info: &PortInfo) -> crate::datapath::police::PortPolice {
+        crate::datapath::police::PortPolice::new(info.bandwidth).with_storm(&self.switch.config.storm)
     }
 
     fn meta_of(&self, info: &PortInfo, ifindex: u32, ips: &[IpNet]) -> PortMeta {
@@ -524,7 +528,7 @@ impl Control {
             guard: Some(SpoofGuard::new(mac, ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(info.bandwidth),
+            police: self.police_of(info),
             meta: self.meta_of(info, link.index, ips),
         });
         Ok((tap, entry))

@@ -1,5 +1,7 @@
 //! The forwarding decision: where a frame goes after it passed the earlier stages.
 
+use crate::datapath::police::Storm;
+use crate::pool::Frame;
 use crate::stats::DropReason;
 use crate::table::Fdb;
 use crate::wire::{is_group, Mac};
@@ -25,6 +27,19 @@ pub fn decide(dst: &Mac, ingress: u16, fdb: &Fdb, now: u32) -> Disposition {
         Some(p) if p == ingress => Disposition::Drop(DropReason::SamePort),
         Some(p) => Disposition::Unicast(p),
         None => Disposition::Flood,
+    }
+}
+
+/// Storm control: the frames of a burst from one port that would be flooded pass its budget
+/// ([`Storm`]) in order, or become `Drop(StormControl)`. A GSO super-frame to an unknown MAC
+/// (a TCP stream to a MAC that aged out) is legitimate and still flooded, counted whole in the
+/// byte budget. The ingress port's rx worker is the only one that runs this for a port.
+#[inline]
+pub fn storm_control(storm: &Storm, frames: &[Frame], out: &mut [Disposition], now_ns: u64) {
+    for (disp, frame) in out.iter_mut().zip(frames) {
+        if *disp == Disposition::Flood && !storm.allow(frame.ethernet().len(), now_ns) {
+            *disp = Disposition::Drop(DropReason::StormControl);
+        }
     }
 }
 

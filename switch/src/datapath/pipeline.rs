@@ -7,6 +7,7 @@ use crate::datapath::{antispoof, forward, Disposition};
 use crate::pool::Frame;
 use crate::stats::{bump, DropReason, SwitchCounters};
 use crate::table::{Fdb, Learned, PortEntry};
+use crate::wire::vnet::VnetError;
 use crate::wire::{is_group, parse_frame, FrameMeta, L3Src, VnetHdr};
 
 /// Shared state a batch is processed against.
@@ -76,6 +77,9 @@ impl Pipeline<'_> {
                 *disp = forward::decide(&m.dst, ingress.id, self.fdb, self.now);
             }
         }
+        if let Some(storm) = &ingress.police.storm {
+            forward::storm_control(storm, frames, out, self.now_ns);
+        }
         for disp in out.iter() {
             match disp {
                 Disposition::Drop(reason) => ingress.counters.drop_frame(*reason),
@@ -85,29 +89,47 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Parse: vnet header and frame headers. Counts rx packets/bytes on the ingress port.
+    /// Parse: vnet header and frame headers. The vnet header is validated against the frame
+    /// ([`VnetHdr::validate`]) before anything is forwarded or segmented: a header that does not
+    /// describe its frame is `gso_invalid`, a frame too short for one `malformed`. Counts rx
+    /// packets/bytes on the ingress port.
     fn stage_parse(
         &self,
         ingress: &PortEntry,
-        frames: &[Frame],
+        frames: &mut [Frame],
         metas: &mut Vec<Option<FrameMeta>>,
         out: &mut Vec<Disposition>,
     ) {
         let c = &ingress.counters;
         let (mut bytes, mut gso) = (0u64, 0u64);
-        for f in frames {
+        for f in frames.iter_mut() {
             bytes += f.ethernet().len() as u64;
-            let parsed = VnetHdr::parse(f.bytes()).ok().and_then(|h| {
-                gso += u64::from(h.is_gso());
-                parse_frame(f.ethernet()).ok()
+            let checked = VnetHdr::parse(f.bytes()).and_then(|mut h| {
+                let hint = h.hdr_len;
+                h.validate(f.ethernet())?;
+                if h.hdr_len != hint {
+                    h.emit(f.bytes_mut());
+                }
+                Ok(h)
             });
-            // A source MAC must be a unicast address: group or zero sources are malformed.
-            let parsed = parsed.filter(|m| !is_group(&m.src) && m.src != [0; 6]);
+            let parsed = match checked {
+                Err(VnetError::Truncated) => Err(DropReason::Malformed),
+                Err(_) => Err(DropReason::GsoInvalid),
+                Ok(h) => {
+                    gso += u64::from(h.is_gso());
+                    parse_frame(f.ethernet())
+                        .ok()
+                        // A source MAC must be a unicast address: group or zero sources are
+                        // malformed.
+                        .filter(|m| !is_group(&m.src) && m.src != [0; 6])
+                        .ok_or(DropReason::Malformed)
+                }
+            };
             out.push(match parsed {
-                Some(_) => Disposition::Flood, // placeholder, decided by the forward stage
-                None => Disposition::Drop(DropReason::Malformed),
+                Ok(_) => Disposition::Flood, // placeholder, decided by the forward stage
+                Err(reason) => Disposition::Drop(reason),
             });
-            metas.push(parsed);
+            metas.push(parsed.ok());
         }
         bump(&c.rx_packets, frames.len() as u64);
         bump(&c.rx_bytes, bytes);
@@ -236,5 +258,119 @@ mod tests {
         let mut out = Vec::new();
         pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
         assert_eq!(fdb.lookup(&B, 1), None);
+    }
+
+    /// `raw` behind the vnet header `hdr`.
+    fn with_hdr(local: &mut LocalPool, hdr: VnetHdr, raw: &[u8]) -> Frame {
+        let mut f = local.get().unwrap();
+        assert!(hdr.emit(f.buffer_mut()));
+        f.buffer_mut()[VNET_HDR_LEN..VNET_HDR_LEN + raw.len()].copy_from_slice(raw);
+        f.set_len(VNET_HDR_LEN + raw.len());
+        f
+    }
+
+    /// A UDP super-frame from A of `payload` bytes, and its valid USO header for `gso_size`.
+    fn uso(payload: usize, gso_size: u16) -> (Vec<u8>, VnetHdr) {
+        let b = etherparse::PacketBuilder::ethernet2(A, B).ipv4([10, 0, 0, 2], [10, 0, 0, 3], 64).udp(1, 2);
+        let mut f = Vec::new();
+        b.write(&mut f, &vec![7u8; payload]).unwrap();
+        let h = VnetHdr {
+            flags: crate::wire::vnet::F_NEEDS_CSUM,
+            gso_type: crate::wire::vnet::GSO_UDP_L4,
+            hdr_len: 42,
+            gso_size,
+            csum_start: 34,
+            csum_offset: 6,
+        };
+        (f, h)
+    }
+
+    /// Bad vnet headers from a pod (which the pod's kernel does not let through a TAP, see
+    /// switch/tests/hostile_flood.rs) are dropped as `gso_invalid` at parse, never forwarded nor
+    /// segmented; good ones pass.
+    #[test]
+    fn invalid_vnet_headers_are_dropped_at_parse() {
+        use crate::wire::vnet::{GSO_ECN, GSO_TCPV4, GSO_UDP};
+        let fdb = Fdb::new(64, 300);
+        let counters = SwitchCounters::default();
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None, now_ns: 0 };
+        let mut local = LocalPool::new(FramePool::new(16, 70_000), 8);
+        let ingress = port(1, Some(SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()])));
+        fdb.learn(&B, 2, 5);
+        let (f, good) = uso(6400, 100);
+        let (tiny, one) = uso(1000, 1);
+        let mut batch = vec![
+            with_hdr(&mut local, good, &f),   // 64 segments: fine
+            with_hdr(&mut local, one, &tiny), // 1000 segments
+            with_hdr(&mut local, VnetHdr { gso_type: GSO_TCPV4, ..good }, &f), // TCP on UDP
+            with_hdr(&mut local, VnetHdr { gso_type: GSO_UDP, ..good }, &f), // UFO
+            with_hdr(&mut local, VnetHdr { gso_type: good.gso_type | GSO_ECN, ..good }, &f),
+            with_hdr(&mut local, VnetHdr { hdr_len: 9000, ..good }, &f), // beyond the frame
+            with_hdr(&mut local, VnetHdr { csum_offset: 16, ..good }, &f), // not the UDP csum
+            with_hdr(&mut local, VnetHdr { gso_size: 0, ..good }, &f),
+            with_hdr(&mut local, VnetHdr { gso_type: 9, ..good }, &f), // unknown type
+        ];
+        let mut out = Vec::new();
+        pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
+        let bad = Disposition::Drop(DropReason::GsoInvalid);
+        assert_eq!(out[0], Disposition::Unicast(2));
+        assert!(out[1..].iter().all(|d| *d == bad), "{out:?}");
+        assert_eq!(ingress.counters.dropped(DropReason::GsoInvalid), 8);
+        assert_eq!(ingress.counters.rx_gso_packets.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A short hdr_len is raised to the end of the headers in the frame itself.
+        let mut short = vec![with_hdr(&mut local, VnetHdr { hdr_len: 30, ..good }, &f)];
+        pipe.run(&ingress, &mut short, &mut Scratch::default(), &mut out);
+        assert_eq!(out, vec![Disposition::Unicast(2)]);
+        assert_eq!(VnetHdr::parse(short[0].bytes()).unwrap(), good);
+        batch.extend(short);
+        for f in batch {
+            local.put(f);
+        }
+    }
+
+    /// A pod floods beyond its budget: the burst passes, the rest is `storm_control` on its
+    /// port; unicast is never touched; the budget refills with the (fake) clock.
+    #[test]
+    fn storm_control_bounds_floods() {
+        use crate::datapath::police::{PortPolice, StormConfig};
+        let fdb = Fdb::new(64, 300);
+        let counters = SwitchCounters::default();
+        let mut pool = LocalPool::new(FramePool::new(64, 2048), 8);
+        let mut ingress = port(1, Some(SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()])));
+        let cfg = StormConfig { pps: 10, pps_burst: 20, bytes: 0, bytes_burst: 0 };
+        ingress.police = PortPolice::new(None).with_storm(&cfg);
+        fdb.learn(&B, 2, 5);
+        let unknown = [2, 9, 9, 9, 9, 9];
+        let mut run = |now_ns: u64, raw: &[Vec<u8>]| {
+            let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None, now_ns };
+            let mut batch = frames(&mut pool, raw);
+            let mut out = Vec::new();
+            pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
+            for f in batch {
+                pool.put(f);
+            }
+            out
+        };
+        let storm: Vec<Vec<u8>> = (0..16)
+            .map(|i| {
+                if i % 2 == 0 {
+                    arp(A, [10, 0, 0, 2])
+                } else {
+                    udp4(A, unknown, [10, 0, 0, 2], [10, 0, 0, 9])
+                }
+            })
+            .collect();
+        let flood = |out: &[Disposition]| out.iter().filter(|d| **d == Disposition::Flood).count();
+        assert_eq!(flood(&run(0, &storm)), 16);
+        let out = run(0, &storm);
+        assert_eq!(flood(&out), 4, "the burst of 20 is spent");
+        assert_eq!(ingress.counters.dropped(DropReason::StormControl), 12);
+        // Known unicast is not storm-controlled.
+        let uni = vec![udp4(A, B, [10, 0, 0, 2], [10, 0, 0, 3]); 8];
+        assert!(run(0, &uni).iter().all(|d| *d == Disposition::Unicast(2)));
+        // Half a second later, 5 more floods pass.
+        assert_eq!(flood(&run(500_000_000, &storm)), 5);
+        assert_eq!(ingress.counters.dropped(DropReason::StormControl), 23);
+        assert_eq!(counters.flooded.load(std::sync::atomic::Ordering::Relaxed), 25);
     }
 }
