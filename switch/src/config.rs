@@ -49,6 +49,10 @@ pub struct Args {
     /// Seconds after which an unseen MAC is forgotten [default: 300].
     #[arg(long)]
     pub fdb_aging: Option<u32>,
+    /// Most neighbours (ARP/NDP entries) one port may put into the neighbour table, trusted
+    /// ports included; pod ports only ever teach their own addresses [default: 4096].
+    #[arg(long)]
+    pub neigh_per_port: Option<u32>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -105,6 +109,7 @@ pub struct FileConfig {
     mtu: Option<u32>,
     fdb_max: Option<usize>,
     fdb_aging: Option<u32>,
+    neigh_per_port: Option<u32>,
     log_level: Option<String>,
     allow_uid: Option<Vec<u32>>,
     host_port: Option<String>,
@@ -188,6 +193,10 @@ impl DaemonConfig {
         sw.poll_mode = args.poll_mode.or(file.poll_mode).unwrap_or(sw.poll_mode);
         sw.fdb_max = args.fdb_max.or(file.fdb_max).unwrap_or(sw.fdb_max);
         sw.fdb_aging_secs = args.fdb_aging.or(file.fdb_aging).unwrap_or(sw.fdb_aging_secs);
+        sw.neigh_per_port = args.neigh_per_port.or(file.neigh_per_port).unwrap_or(sw.neigh_per_port);
+        if sw.neigh_per_port == 0 {
+            return Err(ConfigError::Invalid("neigh-per-port must be positive".into()));
+        }
         sw.pool_frames = args.pool_frames.or(file.pool_frames).unwrap_or(sw.pool_frames);
         sw.batch = args.batch.or(file.batch).unwrap_or(sw.batch);
         sw.conntrack_max = args.conntrack_max.or(file.conntrack_max).unwrap_or(sw.conntrack_max);

@@ -268,6 +268,7 @@ impl Control {
         let Some(entry) = self.find(sel) else { return Ok(DetachResult { detached: false }) };
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
+        self.switch.neigh.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
         drop(pods);
         // Delete the interface here, so the kernel's slow unregistering happens on this
@@ -436,6 +437,8 @@ fn configure(nl: &mut Netlink, plan: &AttachPlan) -> Result<u32, ApiError> {
         ..Default::default()
     };
     nl.set_link(index, &changes)?;
+    // Before up: the link-local address is then the EUI-64 one anti-spoofing expects.
+    nl.set_addr_gen_eui64(index)?;
     nl.set_link(index, &LinkChanges { up: Some(true), ..Default::default() })?;
     for ip in &plan.ips {
         nl.add_addr(index, *ip)?;

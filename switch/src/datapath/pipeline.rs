@@ -2,12 +2,16 @@
 //! stages one stage at a time (parse → anti-spoof → learn → service → forward), VPP style, and
 //! each frame ends with a [`Disposition`]. A bad frame never stops the batch.
 
+use std::net::IpAddr;
+
 use crate::datapath::service::{self, Services};
 use crate::datapath::{antispoof, forward, Disposition};
 use crate::pool::Frame;
 use crate::stats::{bump, DropReason, SwitchCounters};
+use crate::table::neigh::NeighLearn;
 use crate::table::{Fdb, Learned, PortEntry};
-use crate::wire::{is_group, parse_frame, FrameMeta, L3Src, VnetHdr};
+use crate::wire::ndp::{parse_ndp, NdpRepr, NdpScan};
+use crate::wire::{is_group, parse_frame, FrameMeta, L3Src, Mac, VnetHdr};
 
 /// Shared state a batch is processed against.
 pub struct Pipeline<'a> {
@@ -19,7 +23,9 @@ pub struct Pipeline<'a> {
     pub now: u32,
     /// Current time, ns of the switch clock (for rate limits).
     pub now_ns: u64,
-    /// The service stage's tables; `None` skips the stage (and ARP snooping).
+    /// The tables shared with the service stage (the port table, neighbours, conntrack);
+    /// `None` (unit tests of other stages) skips the service stage, neighbour learning and
+    /// MAC pinning.
     pub services: Option<&'a Services<'a>>,
 }
 
@@ -27,6 +33,9 @@ pub struct Pipeline<'a> {
 #[derive(Default)]
 pub struct Scratch {
     metas: Vec<Option<FrameMeta>>,
+    /// Neighbour discovery found in each frame (parsed once, read by anti-spoofing and
+    /// learning).
+    ndp: Vec<NdpScan>,
 }
 
 impl Pipeline<'_> {
@@ -41,14 +50,31 @@ impl Pipeline<'_> {
     ) {
         out.clear();
         scratch.metas.clear();
-        self.stage_parse(ingress, frames, &mut scratch.metas, out);
+        scratch.ndp.clear();
+        self.stage_parse(ingress, frames, scratch, out);
+        let ports = self.services.map(|s| s.ports);
         if let Some(guard) = &ingress.guard {
-            for (meta, disp) in scratch.metas.iter_mut().zip(out.iter_mut()) {
+            for ((meta, disp), ndp) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(&scratch.ndp) {
                 if let Some(m) = meta {
-                    if let Err(reason) = antispoof::check(guard, m) {
+                    if let Err(reason) = antispoof::check(guard, m, ndp) {
                         *disp = Disposition::Drop(reason);
                         *meta = None;
                     }
+                }
+            }
+        } else if let Some(t) = ports {
+            // MAC pinning: a trusted port (host, uplink) may not send from a pod's MAC.
+            let mut last: Option<(Mac, bool)> = None;
+            for (meta, disp) in scratch.metas.iter_mut().zip(out.iter_mut()) {
+                let Some(m) = meta else { continue };
+                let pinned = match last {
+                    Some((mac, p)) if mac == m.src => p,
+                    _ => t.pinned(&m.src).is_some_and(|p| p != ingress.id),
+                };
+                last = Some((m.src, pinned));
+                if pinned {
+                    *disp = Disposition::Drop(DropReason::MacPinned);
+                    *meta = None;
                 }
             }
         }
@@ -60,7 +86,7 @@ impl Pipeline<'_> {
                 }
             }
         }
-        self.stage_learn(ingress.id, frames, &scratch.metas);
+        self.stage_learn(ingress, &scratch.metas, &scratch.ndp);
         let svc = self.services.filter(|s| !s.table.is_empty()).map(|s| service::Ctx {
             svc: s,
             fdb: self.fdb,
@@ -73,7 +99,7 @@ impl Pipeline<'_> {
                     *disp = d;
                     continue;
                 }
-                *disp = forward::decide(&m.dst, ingress.id, self.fdb, self.now);
+                *disp = forward::decide(&m.dst, ingress.id, ports, self.fdb, self.now);
             }
         }
         for disp in out.iter() {
@@ -86,13 +112,7 @@ impl Pipeline<'_> {
     }
 
     /// Parse: vnet header and frame headers. Counts rx packets/bytes on the ingress port.
-    fn stage_parse(
-        &self,
-        ingress: &PortEntry,
-        frames: &[Frame],
-        metas: &mut Vec<Option<FrameMeta>>,
-        out: &mut Vec<Disposition>,
-    ) {
+    fn stage_parse(&self, ingress: &PortEntry, frames: &[Frame], scratch: &mut Scratch, out: &mut Vec<Disposition>) {
         let c = &ingress.counters;
         let (mut bytes, mut gso) = (0u64, 0u64);
         for f in frames {
@@ -107,29 +127,36 @@ impl Pipeline<'_> {
                 Some(_) => Disposition::Flood, // placeholder, decided by the forward stage
                 None => Disposition::Drop(DropReason::Malformed),
             });
-            metas.push(parsed);
+            scratch.ndp.push(match parsed {
+                Some(m) if m.ethertype == 0x86dd => parse_ndp(f.ethernet()),
+                _ => Ok(None),
+            });
+            scratch.metas.push(parsed);
         }
         bump(&c.rx_packets, frames.len() as u64);
         bump(&c.rx_bytes, bytes);
         bump(&c.rx_gso_packets, gso);
     }
 
-    /// Learn: source MAC → ingress port, for frames that passed anti-spoofing; and ARP
-    /// senders as neighbours, for the service stage to find backends behind other ports.
-    fn stage_learn(&self, ingress: u16, frames: &[Frame], metas: &[Option<FrameMeta>]) {
+    /// Learn: source MAC → ingress port, for frames that passed anti-spoofing (and MAC
+    /// pinning); and ARP/NDP senders as neighbours behind the ingress port, for the service
+    /// stage to find backends behind other ports. A pod port teaches only its own addresses.
+    fn stage_learn(&self, ingress: &PortEntry, metas: &[Option<FrameMeta>], ndp: &[NdpScan]) {
         let mut last = None;
-        for (m, f) in metas.iter().zip(frames).filter_map(|(m, f)| m.as_ref().map(|m| (m, f))) {
+        for (m, ndp) in metas.iter().zip(ndp).filter_map(|(m, n)| m.as_ref().map(|m| (m, n))) {
             if let Some(s) = self.services {
-                match m.l3 {
-                    L3Src::Arp { sender_mac, sender_ip } => {
-                        s.neigh.learn(sender_ip.into(), sender_mac, self.now)
+                let claim: Option<(IpAddr, Mac)> = match (m.l3, ndp) {
+                    (L3Src::Arp { sender_mac, sender_ip }, _) => Some((sender_ip.into(), sender_mac)),
+                    (L3Src::Ipv6(src), Ok(Some(NdpRepr::NeighborSolicit { source_lladdr, .. }))) => {
+                        Some((src.into(), source_lladdr.unwrap_or(m.src)))
                     }
-                    L3Src::Ipv6(_) => {
-                        if let Some((ip, mac)) = service::ndp_sender(f.ethernet()) {
-                            s.neigh.learn(ip, mac, self.now);
-                        }
+                    (_, Ok(Some(NdpRepr::NeighborAdvert { target, target_lladdr, .. }))) => {
+                        Some(((*target).into(), target_lladdr.unwrap_or(m.src)))
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some((ip, mac)) = claim {
+                    self.learn_neighbour(s, ingress, ip, mac);
                 }
             }
             // A burst usually comes from one MAC: learn it once.
@@ -137,9 +164,23 @@ impl Pipeline<'_> {
                 continue;
             }
             last = Some(m.src);
-            if self.fdb.learn(&m.src, ingress, self.now) == Learned::Full {
+            if self.fdb.learn(&m.src, ingress.id, self.now) == Learned::Full {
                 bump(&self.counters.fdb_full, 1);
             }
+        }
+    }
+
+    fn learn_neighbour(&self, s: &Services<'_>, ingress: &PortEntry, ip: IpAddr, mac: Mac) {
+        if ingress.guard.as_ref().is_some_and(|g| !g.owns(&ip) || g.mac != mac) {
+            if !ip.is_unspecified() {
+                bump(&self.counters.neigh_foreign, 1);
+            }
+            return;
+        }
+        match s.neigh.learn(ip, mac, ingress.id, self.now) {
+            NeighLearn::Quota => bump(&self.counters.neigh_quota, 1),
+            NeighLearn::Full => bump(&self.counters.neigh_full, 1),
+            _ => {}
         }
     }
 }
