@@ -192,7 +192,12 @@ impl Switch {
             services: ArcSwap::from_pointee(ServiceTable::default()),
             conntrack: Conntrack::new(config.conntrack_max, config.conntrack_timeouts),
             affinity: AffinityTable::new(config.conntrack_max),
-            neigh: Neighbours::new(config.fdb_max, config.neigh_per_port, config.max_ports, config.fdb_aging_secs),
+            neigh: Neighbours::new(
+                config.fdb_max,
+                config.neigh_per_port,
+                config.max_ports,
+                config.fdb_aging_secs,
+            ),
             table: ArcSwap::from_pointee(PortTable::default()),
             generation: AtomicU64::new(0),
             writer: Mutex::new(()),

@@ -26,7 +26,9 @@ pub fn check(guard: &SpoofGuard, meta: &FrameMeta, ndp: &NdpScan) -> Result<(), 
     match meta.l3 {
         L3Src::Ipv4(ip) if guard.v4.contains(&ip) => Ok(()),
         L3Src::Ipv4(_) => Err(DropReason::SpoofedIp),
-        L3Src::Ipv6(ip) if ip.is_unspecified() || guard.owns_v6(&ip) => check_ndp(guard, ip.is_unspecified(), ndp),
+        L3Src::Ipv6(ip) if ip.is_unspecified() || guard.owns_v6(&ip) => {
+            check_ndp(guard, ip.is_unspecified(), ndp)
+        }
         L3Src::Ipv6(_) => Err(DropReason::SpoofedIp),
         L3Src::Arp { sender_mac, .. } if sender_mac != guard.mac => Err(DropReason::SpoofedMac),
         L3Src::Arp { sender_ip, .. } if sender_ip.is_unspecified() || guard.v4.contains(&sender_ip) => Ok(()),
@@ -111,7 +113,10 @@ mod tests {
         let g = guard();
         let own = L3Src::Ipv4(Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(plain(&g, &meta(OTHER, own)), Err(DropReason::SpoofedMac));
-        assert_eq!(plain(&g, &meta(MAC, L3Src::Ipv4(Ipv4Addr::new(10, 0, 0, 3)))), Err(DropReason::SpoofedIp));
+        assert_eq!(
+            plain(&g, &meta(MAC, L3Src::Ipv4(Ipv4Addr::new(10, 0, 0, 3)))),
+            Err(DropReason::SpoofedIp)
+        );
         assert_eq!(plain(&g, &meta(MAC, L3Src::Ipv4(Ipv4Addr::UNSPECIFIED))), Err(DropReason::SpoofedIp));
         assert_eq!(plain(&g, &meta(MAC, L3Src::Ipv6(v6("fd00::3")))), Err(DropReason::SpoofedIp));
         // Another link-local address than its own (another pod's, the gateway's).
@@ -132,7 +137,11 @@ mod tests {
 
     #[test]
     fn neighbour_advertisements() {
-        let na = |target: &str, tll: Option<[u8; 6]>| NeighborAdvert { flags: OVERRIDE, target: v6(target), target_lladdr: tll };
+        let na = |target: &str, tll: Option<[u8; 6]>| NeighborAdvert {
+            flags: OVERRIDE,
+            target: v6(target),
+            target_lladdr: tll,
+        };
         assert_eq!(ndp("fd00::2", na("fd00::2", Some(MAC))), Ok(()));
         assert_eq!(ndp("fe80::ff:fe00:1", na("fe80::ff:fe00:1", None)), Ok(()));
         assert_eq!(ndp("fd00::2", na("fd00::2", None)), Ok(()));
@@ -147,7 +156,8 @@ mod tests {
 
     #[test]
     fn neighbour_solicitations() {
-        let ns = |target: &str, sll: Option<[u8; 6]>| NeighborSolicit { target: v6(target), source_lladdr: sll };
+        let ns =
+            |target: &str, sll: Option<[u8; 6]>| NeighborSolicit { target: v6(target), source_lladdr: sll };
         // Resolving anyone is fine, with its own MAC.
         assert_eq!(ndp("fd00::2", ns("fd00::3", Some(MAC))), Ok(()));
         assert_eq!(ndp("fe80::ff:fe00:1", ns("fe80::1", None)), Ok(()));
@@ -156,7 +166,11 @@ mod tests {
         assert_eq!(ndp("::", ns("fd00::2", None)), Ok(()));
         assert_eq!(ndp("::", ns("fe80::ff:fe00:1", None)), Ok(()));
         assert_eq!(ndp("::", ns("fd00::2", Some(MAC))), Err(DropReason::NdpSpoofed), "RFC 4861 7.2.2");
-        assert_eq!(ndp("::", ns("fd00::3", None)), Err(DropReason::NdpSpoofed), "a probe for another's address");
+        assert_eq!(
+            ndp("::", ns("fd00::3", None)),
+            Err(DropReason::NdpSpoofed),
+            "a probe for another's address"
+        );
     }
 
     #[test]

@@ -112,7 +112,13 @@ impl Pipeline<'_> {
     }
 
     /// Parse: vnet header and frame headers. Counts rx packets/bytes on the ingress port.
-    fn stage_parse(&self, ingress: &PortEntry, frames: &[Frame], scratch: &mut Scratch, out: &mut Vec<Disposition>) {
+    fn stage_parse(
+        &self,
+        ingress: &PortEntry,
+        frames: &[Frame],
+        scratch: &mut Scratch,
+        out: &mut Vec<Disposition>,
+    ) {
         let c = &ingress.counters;
         let (mut bytes, mut gso) = (0u64, 0u64);
         for f in frames {
@@ -193,16 +199,23 @@ mod tests {
     use crate::pool::{FramePool, LocalPool};
     use crate::port::mem::MemPort;
     use crate::stats::PortCounters;
+    use crate::table::affinity::AffinityTable;
+    use crate::table::conntrack::Conntrack;
+    use crate::table::neigh::Neighbours;
+    use crate::table::services::ServiceTable;
+    use crate::table::PortTable;
     use crate::table::{PortKind, PortMeta, SpoofGuard};
     use crate::wire::frame::tests::{arp, udp4, A, B};
     use crate::wire::VNET_HDR_LEN;
+    use std::net::Ipv6Addr;
 
     fn port(id: u16, guard: Option<SpoofGuard>) -> PortEntry {
+        let kind = if guard.is_some() { PortKind::Pod } else { PortKind::Host };
         PortEntry {
             id,
-            kind: PortKind::Pod,
+            kind,
             io: Arc::new(MemPort::new(1)),
-            mac: [2, 0, 0, 0, 0, id as u8],
+            mac: guard.as_ref().map_or([2, 0, 0, 0, 0, id as u8], |g| g.mac),
             guard,
             worker: 0,
             counters: PortCounters::default(),
@@ -277,5 +290,176 @@ mod tests {
         let mut out = Vec::new();
         pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
         assert_eq!(fdb.lookup(&B, 1), None);
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn ndp_frame(src_mac: Mac, src: &str, repr: NdpRepr) -> Vec<u8> {
+        let mut buf = [0u8; 128];
+        let n = repr.emit_frame(src_mac, [0x33, 0x33, 0, 0, 0, 1], v6(src), v6("ff02::1"), &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// The shared tables of a worker, with ports 0 (host), 1 (pod A) and 2 (pod B).
+    struct World {
+        ports: PortTable,
+        svc: ServiceTable,
+        ct: Conntrack,
+        affinity: AffinityTable,
+        neigh: Neighbours,
+    }
+
+    impl World {
+        fn new(per_port: u32) -> World {
+            let a = SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap(), "fd00::2/64".parse().unwrap()]);
+            let b = SpoofGuard::new(B, &["10.0.0.3/24".parse().unwrap(), "fd00::3/64".parse().unwrap()]);
+            let ports = PortTable::default()
+                .with(Arc::new(port(0, None)))
+                .with(Arc::new(port(1, Some(a))))
+                .with(Arc::new(port(2, Some(b))));
+            World {
+                ports,
+                svc: ServiceTable::default(),
+                ct: Conntrack::new(16, Default::default()),
+                affinity: AffinityTable::new(16),
+                neigh: Neighbours::new(64, per_port, 8, 300),
+            }
+        }
+
+        fn services(&self) -> Services<'_> {
+            Services {
+                table: &self.svc,
+                ct: &self.ct,
+                affinity: &self.affinity,
+                neigh: &self.neigh,
+                ports: &self.ports,
+            }
+        }
+    }
+
+    fn run_on(
+        world: &World,
+        fdb: &Fdb,
+        counters: &SwitchCounters,
+        id: u16,
+        raw: &[Vec<u8>],
+    ) -> Vec<Disposition> {
+        let services = world.services();
+        let pipe = Pipeline { fdb, counters, now: 1, now_ns: 0, services: Some(&services) };
+        let mut local = LocalPool::new(FramePool::new(64, 2048), 32);
+        let mut batch = frames(&mut local, raw);
+        let mut out = Vec::new();
+        let ingress = world.ports.get(id).unwrap().clone();
+        pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
+        for f in batch {
+            local.put(f);
+        }
+        out
+    }
+
+    #[test]
+    fn pod_ndp_is_checked_and_teaches_only_its_own_addresses() {
+        let (world, fdb, counters) = (World::new(16), Fdb::new(64, 300), SwitchCounters::default());
+        let na = |target: &str, tll| NdpRepr::NeighborAdvert {
+            flags: crate::wire::ndp::na_flags::OVERRIDE,
+            target: v6(target),
+            target_lladdr: Some(tll),
+        };
+        let mut ra = ndp_frame(A, "fe80::ff:fe00:a", na("fe80::1", A))[..70].to_vec();
+        ra[18..20].copy_from_slice(&16u16.to_be_bytes());
+        ra[54] = 134;
+        let dad = NdpRepr::NeighborSolicit { target: v6("fd00::2"), source_lladdr: None };
+        let ns = NdpRepr::NeighborSolicit { target: v6("fd00::3"), source_lladdr: Some(A) };
+        let out = run_on(
+            &world,
+            &fdb,
+            &counters,
+            1,
+            &[
+                ndp_frame(A, "fd00::2", na("fd00::2", A)),         // its own: fine
+                ndp_frame(A, "fd00::2", na("fd00::3", A)),         // B's address
+                ndp_frame(A, "fe80::ff:fe00:a", na("fe80::1", A)), // the gateway's
+                ndp_frame(A, "fe80::ff:fe00:b", na("fe80::ff:fe00:b", A)), // B's link-local as source
+                ra,
+                ndp_frame(A, "::", dad),
+                ndp_frame(A, "fe80::ff:fe00:a", ns),
+            ],
+        );
+        use DropReason::*;
+        let d = Disposition::Drop;
+        assert_eq!(
+            out,
+            vec![
+                Disposition::Flood,
+                d(NdpSpoofed),
+                d(NdpSpoofed),
+                d(SpoofedIp),
+                d(NdpRouterOnly),
+                Disposition::Flood,
+                Disposition::Flood
+            ]
+        );
+        let c = &world.ports.get(1).unwrap().counters;
+        assert_eq!((c.dropped(NdpSpoofed), c.dropped(NdpRouterOnly), c.dropped(SpoofedIp)), (2, 1, 1));
+        // Learned: its global address (the NA) and its link-local one (the NS's source).
+        assert_eq!(world.neigh.lookup(v6("fd00::2").into(), 1), Some(A));
+        assert_eq!(world.neigh.lookup(v6("fe80::ff:fe00:a").into(), 1), Some(A));
+        assert_eq!(world.neigh.lookup(v6("fd00::3").into(), 1), None);
+        assert_eq!((world.neigh.len(), world.neigh.port_len(1)), (2, 2));
+        assert_eq!(counters.neigh_foreign.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn trusted_ports_learn_anything_within_their_quota() {
+        let (world, fdb, counters) = (World::new(3), Fdb::new(64, 300), SwitchCounters::default());
+        let raw: Vec<Vec<u8>> = (1..=5u8)
+            .map(|i| {
+                let na = NdpRepr::NeighborAdvert {
+                    flags: 0,
+                    target: v6(&format!("fd00::1:{i}")),
+                    target_lladdr: None,
+                };
+                ndp_frame([2, 9, 9, 9, 9, i], &format!("fd00::1:{i}"), na)
+            })
+            .chain([arp([2, 9, 9, 9, 9, 9], [10, 1, 0, 9])])
+            .collect();
+        let out = run_on(&world, &fdb, &counters, 0, &raw);
+        assert!(out.iter().all(|d| *d == Disposition::Flood), "{out:?}");
+        assert_eq!((world.neigh.len(), world.neigh.port_len(0)), (3, 3));
+        assert_eq!(world.neigh.lookup(v6("fd00::1:1").into(), 1), Some([2, 9, 9, 9, 9, 1]));
+        assert_eq!(counters.neigh_quota.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn pod_macs_are_pinned_to_their_ports() {
+        let (world, fdb, counters) = (World::new(16), Fdb::new(64, 300), SwitchCounters::default());
+        fdb.learn(&B, 0, 1); // a stale belief that B is behind the host port
+        let host_mac = [2, 0, 0, 0, 0, 0];
+        let out = run_on(
+            &world,
+            &fdb,
+            &counters,
+            0,
+            &[
+                udp4(B, host_mac, [10, 0, 0, 3], [10, 0, 0, 1]), // the host port sends as pod B
+                udp4(B, host_mac, [10, 0, 0, 3], [10, 0, 0, 1]),
+                udp4(host_mac, B, [10, 0, 0, 1], [10, 0, 0, 3]), // to B: B's port, not the FDB's
+                udp4(host_mac, A, [10, 0, 0, 1], [10, 0, 0, 2]),
+            ],
+        );
+        let pinned = Disposition::Drop(DropReason::MacPinned);
+        assert_eq!(out, vec![pinned, pinned, Disposition::Unicast(2), Disposition::Unicast(1)]);
+        assert_eq!(world.ports.get(0).unwrap().counters.dropped(DropReason::MacPinned), 2);
+        assert_eq!(fdb.lookup(&B, 1), Some(0), "not learned from the pinned frames either");
+        assert_eq!(fdb.lookup(&host_mac, 1), Some(0));
+        // The pod itself still sends from its MAC, and to its own MAC is the same port.
+        let out = run_on(&world, &fdb, &counters, 2, &[udp4(B, B, [10, 0, 0, 3], [10, 0, 0, 3])]);
+        assert_eq!(out, vec![Disposition::Drop(DropReason::SamePort)]);
+        assert_eq!(fdb.lookup(&B, 1), Some(2));
+        // Pins follow the published table.
+        assert_eq!((world.ports.pinned(&B), world.ports.pinned(&host_mac)), (Some(2), None));
+        assert_eq!(world.ports.without(2).pinned(&B), None);
     }
 }

@@ -56,8 +56,12 @@ pub struct SpoofGuard {
 impl SpoofGuard {
     /// A guard allowing `mac`, its link-local address and the host addresses of `ips`.
     pub fn new(mac: Mac, ips: &[IpNet]) -> SpoofGuard {
-        let mut g =
-            SpoofGuard { mac, v4: Vec::new(), v6: Vec::new(), link_local: crate::wire::ndp::eui64_link_local(&mac) };
+        let mut g = SpoofGuard {
+            mac,
+            v4: Vec::new(),
+            v6: Vec::new(),
+            link_local: crate::wire::ndp::eui64_link_local(&mac),
+        };
         for ip in ips {
             match ip {
                 IpNet::V4(n) => g.v4.push(n.addr()),
@@ -167,7 +171,8 @@ impl PortTable {
     }
 
     fn rebuild_pins(&mut self) {
-        let pins: Vec<(Mac, u16)> = self.iter().filter(|p| p.kind == PortKind::Pod).map(|p| (p.mac, p.id)).collect();
+        let pins: Vec<(Mac, u16)> =
+            self.iter().filter(|p| p.kind == PortKind::Pod).map(|p| (p.mac, p.id)).collect();
         self.pins = pins;
         // Sorted by MAC; of two pods with one MAC (which attach refuses) the lower port wins.
         self.pins.sort_unstable();

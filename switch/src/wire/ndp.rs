@@ -284,7 +284,9 @@ impl NdpRepr {
         Ok(match p.msg_type() {
             ROUTER_SOLICIT => NdpRepr::RouterSolicit { source_lladdr: p.source_lladdr() },
             ROUTER_ADVERT => NdpRepr::RouterAdvert,
-            NEIGHBOR_SOLICIT => NdpRepr::NeighborSolicit { target: target()?, source_lladdr: p.source_lladdr() },
+            NEIGHBOR_SOLICIT => {
+                NdpRepr::NeighborSolicit { target: target()?, source_lladdr: p.source_lladdr() }
+            }
             NEIGHBOR_ADVERT => NdpRepr::NeighborAdvert {
                 flags: p.na_flags(),
                 target: target()?,
@@ -360,8 +362,8 @@ pub fn parse_ndp(eth: &[u8]) -> NdpScan {
     let (icmp, hidden) = if next == NEXT_ICMPV6 {
         (payload, false)
     } else if IpNumber(next).is_ipv6_ext_header_value() {
-        let (exts, last, rest) =
-            Ipv6ExtensionsSlice::from_slice(IpNumber(next), payload).map_err(|_| NdpError::ExtensionHeader)?;
+        let (exts, last, rest) = Ipv6ExtensionsSlice::from_slice(IpNumber(next), payload)
+            .map_err(|_| NdpError::ExtensionHeader)?;
         if last.0 != NEXT_ICMPV6 || later_fragment(&exts) {
             return Ok(None);
         }
@@ -460,7 +462,13 @@ pub(crate) mod tests {
         let ns = NdpRepr::NeighborSolicit { target: "fd00::b".parse().unwrap(), source_lladdr: Some(MAC) };
         let mut buf = [0u8; 128];
         let n = ns
-            .emit_frame(MAC, [0x33, 0x33, 0xff, 0, 0, 0x0b], "fd00::a".parse().unwrap(), "ff02::1:ff00:b".parse().unwrap(), &mut buf)
+            .emit_frame(
+                MAC,
+                [0x33, 0x33, 0xff, 0, 0, 0x0b],
+                "fd00::a".parse().unwrap(),
+                "ff02::1:ff00:b".parse().unwrap(),
+                &mut buf,
+            )
             .unwrap();
         assert_eq!(n, 86);
         assert_eq!(parse_ndp(&buf[..n]), Ok(Some(ns)));
@@ -472,7 +480,9 @@ pub(crate) mod tests {
         dst.copy_from_slice(&buf[38..54]);
         assert_eq!(!fold(sum(icmp, pseudo_v6(src, dst, 58, 32))), 0);
         let dad = NdpRepr::NeighborSolicit { target: "fd00::b".parse().unwrap(), source_lladdr: None };
-        let n = dad.emit_frame(MAC, [0x33; 6], Ipv6Addr::UNSPECIFIED, "ff02::1:ff00:b".parse().unwrap(), &mut buf).unwrap();
+        let n = dad
+            .emit_frame(MAC, [0x33; 6], Ipv6Addr::UNSPECIFIED, "ff02::1:ff00:b".parse().unwrap(), &mut buf)
+            .unwrap();
         assert_eq!(n, 78);
         assert_eq!(parse_ndp(&buf[..n]), Ok(Some(dad)));
         assert_eq!(NdpRepr::RouterAdvert.emit_frame(MAC, MAC, dad_src(), dad_src(), &mut buf), None);
@@ -486,7 +496,10 @@ pub(crate) mod tests {
     #[test]
     fn every_type() {
         let rs = with_icmp(&[133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 1]);
-        assert_eq!(parse_ndp(&rs), Ok(Some(NdpRepr::RouterSolicit { source_lladdr: Some([2, 0, 0, 0, 0, 1]) })));
+        assert_eq!(
+            parse_ndp(&rs),
+            Ok(Some(NdpRepr::RouterSolicit { source_lladdr: Some([2, 0, 0, 0, 0, 1]) }))
+        );
         let mut ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
         ra.extend_from_slice(&[3, 4]); // a prefix information option (32 bytes)
         ra.extend_from_slice(&[0; 30]);

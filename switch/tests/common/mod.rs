@@ -29,6 +29,8 @@ use tapway_api::{
     StatusInfo,
 };
 
+pub mod learn;
+
 /// How long a wait may take before the test calls it broken. Generous on purpose: only a
 /// broken switch gets anywhere near it.
 pub const DEADLINE: Duration = Duration::from_secs(20);
