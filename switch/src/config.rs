@@ -337,6 +337,7 @@ mod tests {
             &["--pod-cidr", "10.96.1.0/24", "--service-cidr", "10.96.0.0/12"],
             &["--uplink", "eth1", "--uplink-ring-size", "1000"],
             &["--uplink", "eth1", "--uplink-umem-frames", "64"],
+            &["--neigh-per-port", "0"],
         ] {
             let mut argv = vec!["tapwayd"];
             argv.extend_from_slice(bad);
@@ -346,6 +347,9 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
         assert!(c.uplink.is_none());
+        assert_eq!(c.switch.neigh_per_port, crate::table::neigh::DEFAULT_PER_PORT);
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd", "--neigh-per-port", "64"])).unwrap();
+        assert_eq!(c.switch.neigh_per_port, 64);
     }
 
     #[test]
