@@ -52,32 +52,7 @@ impl Pipeline<'_> {
         scratch.metas.clear();
         scratch.ndp.clear();
         self.stage_parse(ingress, frames, scratch, out);
-        let ports = self.services.map(|s| s.ports);
-        if let Some(guard) = &ingress.guard {
-            for ((meta, disp), ndp) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(&scratch.ndp) {
-                if let Some(m) = meta {
-                    if let Err(reason) = antispoof::check(guard, m, ndp) {
-                        *disp = Disposition::Drop(reason);
-                        *meta = None;
-                    }
-                }
-            }
-        } else if let Some(t) = ports {
-            // MAC pinning: a trusted port (host, uplink) may not send from a pod's MAC.
-            let mut last: Option<(Mac, bool)> = None;
-            for (meta, disp) in scratch.metas.iter_mut().zip(out.iter_mut()) {
-                let Some(m) = meta else { continue };
-                let pinned = match last {
-                    Some((mac, p)) if mac == m.src => p,
-                    _ => t.pinned(&m.src).is_some_and(|p| p != ingress.id),
-                };
-                last = Some((m.src, pinned));
-                if pinned {
-                    *disp = Disposition::Drop(DropReason::MacPinned);
-                    *meta = None;
-                }
-            }
-        }
+        self.stage_antispoof(ingress, scratch, out);
         if let Some(p) = &ingress.police.from_pod {
             for ((meta, disp), frame) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(frames.iter()) {
                 if meta.is_some() && !p.allow(frame.ethernet().len(), self.now_ns) {
@@ -93,6 +68,7 @@ impl Pipeline<'_> {
             counters: self.counters,
             now: self.now,
         });
+        let ports = self.services.map(|s| s.ports);
         for ((meta, disp), frame) in scratch.metas.iter().zip(out.iter_mut()).zip(frames.iter_mut()) {
             if let Some(m) = meta {
                 if let Some(d) = svc.as_ref().and_then(|c| c.process(ingress, frame, m)) {
@@ -142,6 +118,35 @@ impl Pipeline<'_> {
         bump(&c.rx_packets, frames.len() as u64);
         bump(&c.rx_bytes, bytes);
         bump(&c.rx_gso_packets, gso);
+    }
+
+    /// Anti-spoof: a pod port's frames against its guard (NDP included); on a trusted port
+    /// (host, uplink), MAC pinning: it may not send from a pod's MAC.
+    fn stage_antispoof(&self, ingress: &PortEntry, scratch: &mut Scratch, out: &mut [Disposition]) {
+        if let Some(guard) = &ingress.guard {
+            for ((meta, disp), ndp) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(&scratch.ndp) {
+                if let Some(m) = meta {
+                    if let Err(reason) = antispoof::check(guard, m, ndp) {
+                        *disp = Disposition::Drop(reason);
+                        *meta = None;
+                    }
+                }
+            }
+        } else if let Some(t) = self.services.map(|s| s.ports) {
+            let mut last: Option<(Mac, bool)> = None;
+            for (meta, disp) in scratch.metas.iter_mut().zip(out.iter_mut()) {
+                let Some(m) = meta else { continue };
+                let pinned = match last {
+                    Some((mac, p)) if mac == m.src => p,
+                    _ => t.pinned(&m.src).is_some_and(|p| p != ingress.id),
+                };
+                last = Some((m.src, pinned));
+                if pinned {
+                    *disp = Disposition::Drop(DropReason::MacPinned);
+                    *meta = None;
+                }
+            }
+        }
     }
 
     /// Learn: source MAC → ingress port, for frames that passed anti-spoofing (and MAC
