@@ -19,12 +19,13 @@ use crate::wire::Mac;
 /// What kind of port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
-    /// The host port (`tapway0`): the node's gateway. Trusted, not anti-spoofed.
+    /// The host port (`tapway0`): the node's gateway. Trusted, not anti-spoofed, but it may
+    /// not send from a pod's MAC (MAC pinning).
     Host,
     /// A pod's interface. Anti-spoofed.
     Pod,
     /// The AF_XDP uplink to other nodes. Trusted (frames of remote pods), learns and floods
-    /// like any port.
+    /// like any port; like the host port, it may not send from a local pod's MAC.
     Uplink,
 }
 

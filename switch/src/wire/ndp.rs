@@ -485,12 +485,9 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(n, 78);
         assert_eq!(parse_ndp(&buf[..n]), Ok(Some(dad)));
-        assert_eq!(NdpRepr::RouterAdvert.emit_frame(MAC, MAC, dad_src(), dad_src(), &mut buf), None);
-        assert_eq!(ns.emit_frame(MAC, MAC, dad_src(), dad_src(), &mut buf[..40]), None, "too small");
-    }
-
-    fn dad_src() -> Ipv6Addr {
-        Ipv6Addr::UNSPECIFIED
+        let any = Ipv6Addr::UNSPECIFIED;
+        assert_eq!(NdpRepr::RouterAdvert.emit_frame(MAC, MAC, any, any, &mut buf), None);
+        assert_eq!(ns.emit_frame(MAC, MAC, any, any, &mut buf[..40]), None, "too small");
     }
 
     #[test]
