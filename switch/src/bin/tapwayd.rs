@@ -96,6 +96,10 @@ fn run(cfg: DaemonConfig) -> Result<(), String> {
             if aged > 0 {
                 tracing::debug!(aged, "FDB entries aged out");
             }
+            let neigh = sw.neigh.sweep(sw.now());
+            if neigh > 0 {
+                tracing::debug!(neigh, "neighbour entries aged out");
+            }
         }
     }
     tracing::info!("stopping; pod interfaces stay in place");

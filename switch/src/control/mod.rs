@@ -118,6 +118,8 @@ impl Control {
         let mut switch = self.switch.counters.to_map();
         switch.extend(self.service_counters());
         switch.extend(self.uplink_stats());
+        // A gauge beside the counters: entries in the neighbour table now.
+        switch.insert("neigh_entries".into(), self.switch.neigh.len() as u64);
         StatsReport { ports, switch }
     }
 
