@@ -49,6 +49,10 @@ pub struct Args {
     /// Seconds after which an unseen MAC is forgotten [default: 300].
     #[arg(long)]
     pub fdb_aging: Option<u32>,
+    /// Most neighbours (ARP/NDP entries) one port may put into the neighbour table, trusted
+    /// ports included; pod ports only ever teach their own addresses [default: 4096].
+    #[arg(long)]
+    pub neigh_per_port: Option<u32>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -124,6 +128,7 @@ pub struct FileConfig {
     mtu: Option<u32>,
     fdb_max: Option<usize>,
     fdb_aging: Option<u32>,
+    neigh_per_port: Option<u32>,
     log_level: Option<String>,
     allow_uid: Option<Vec<u32>>,
     host_port: Option<String>,
@@ -212,6 +217,10 @@ impl DaemonConfig {
         sw.poll_mode = args.poll_mode.or(file.poll_mode).unwrap_or(sw.poll_mode);
         sw.fdb_max = args.fdb_max.or(file.fdb_max).unwrap_or(sw.fdb_max);
         sw.fdb_aging_secs = args.fdb_aging.or(file.fdb_aging).unwrap_or(sw.fdb_aging_secs);
+        sw.neigh_per_port = args.neigh_per_port.or(file.neigh_per_port).unwrap_or(sw.neigh_per_port);
+        if sw.neigh_per_port == 0 {
+            return Err(ConfigError::Invalid("neigh-per-port must be positive".into()));
+        }
         sw.pool_frames = args.pool_frames.or(file.pool_frames).unwrap_or(sw.pool_frames);
         sw.batch = args.batch.or(file.batch).unwrap_or(sw.batch);
         sw.conntrack_max = args.conntrack_max.or(file.conntrack_max).unwrap_or(sw.conntrack_max);
@@ -363,6 +372,7 @@ mod tests {
             &["--pod-cidr", "10.96.1.0/24", "--service-cidr", "10.96.0.0/12"],
             &["--uplink", "eth1", "--uplink-ring-size", "1000"],
             &["--uplink", "eth1", "--uplink-umem-frames", "64"],
+            &["--neigh-per-port", "0"],
         ] {
             let mut argv = vec!["tapwayd"];
             argv.extend_from_slice(bad);
@@ -372,6 +382,9 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
         assert!(c.uplink.is_none());
+        assert_eq!(c.switch.neigh_per_port, crate::table::neigh::DEFAULT_PER_PORT);
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd", "--neigh-per-port", "64"])).unwrap();
+        assert_eq!(c.switch.neigh_per_port, 64);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct SwitchConfig {
     pub conntrack_per_client: u32,
     /// Storm control of what each pod port floods.
     pub storm: crate::datapath::police::StormConfig,
+    /// Most neighbour entries one port may hold.
+    pub neigh_per_port: u32,
 }
 
 impl Default for SwitchConfig {
@@ -65,6 +67,7 @@ impl Default for SwitchConfig {
             conntrack_timeouts: Timeouts::default(),
             conntrack_per_client: crate::table::conntrack::DEFAULT_PER_CLIENT,
             storm: Default::default(),
+            neigh_per_port: crate::table::neigh::DEFAULT_PER_PORT,
         }
     }
 }
@@ -114,7 +117,7 @@ pub struct Switch {
     pub conntrack: Conntrack,
     /// Client-IP affinity pins.
     pub affinity: AffinityTable,
-    /// Neighbours learned from ARP.
+    /// Neighbours learned from ARP and NDP.
     pub neigh: Neighbours,
     table: ArcSwap<PortTable>,
     generation: AtomicU64,
@@ -199,7 +202,12 @@ impl Switch {
                 config.conntrack_per_client,
             ),
             affinity: AffinityTable::new(config.conntrack_max),
-            neigh: Neighbours::new(config.fdb_max, config.fdb_aging_secs),
+            neigh: Neighbours::new(
+                config.fdb_max,
+                config.neigh_per_port,
+                config.max_ports,
+                config.fdb_aging_secs,
+            ),
             table: ArcSwap::from_pointee(PortTable::default()),
             generation: AtomicU64::new(0),
             writer: Mutex::new(()),

@@ -114,6 +114,10 @@ fn run(cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
             if aged > 0 {
                 tracing::debug!(aged, "FDB entries aged out");
             }
+            let neigh = sw.neigh.sweep(sw.now());
+            if neigh > 0 {
+                tracing::debug!(neigh, "neighbour entries aged out");
+            }
         }
     }
     tracing::info!("stopping; pod interfaces stay in place");

@@ -128,6 +128,8 @@ impl Control {
         switch.extend(self.service_counters());
         switch.extend(self.uplink_stats());
         switch.extend(self.conns.counters());
+        // A gauge beside the counters: entries in the neighbour table now.
+        switch.insert("neigh_entries".into(), self.switch.neigh.len() as u64);
         StatsReport { ports, switch }
     }
 

@@ -311,6 +311,7 @@ impl Control {
         // rather than be sent to a MAC no port has any more.
         let port_ips: Vec<std::net::IpAddr> = entry.meta.ips.iter().map(|n| n.addr()).collect();
         self.forget_backend_ips(&port_ips);
+        self.switch.neigh.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
         drop(pods);
         // Delete the interface here, so the kernel's slow unregistering happens on this
@@ -552,6 +553,8 @@ fn configure(nl: &mut Netlink, plan: &AttachPlan) -> Result<u32, ApiError> {
         ..Default::default()
     };
     nl.set_link(index, &changes)?;
+    // Before up: the link-local address is then the EUI-64 one anti-spoofing expects.
+    nl.set_addr_gen_eui64(index)?;
     nl.set_link(index, &LinkChanges { up: Some(true), ..Default::default() })?;
     for ip in &plan.ips {
         nl.add_addr(index, *ip)?;

@@ -32,6 +32,7 @@ use tapway_api::{
 };
 
 pub mod flood;
+pub mod learn;
 
 /// How long a wait may take before the test calls it broken. Generous on purpose: only a
 /// broken switch gets anywhere near it.

@@ -483,25 +483,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The sender of an IPv6 neighbour advertisement or solicitation carried by `eth`, if it is
-/// one: (its address, its MAC). For the neighbour table, like ARP snooping.
-pub fn ndp_sender(eth: &[u8]) -> Option<(IpAddr, Mac)> {
-    if eth.get(12..14)? != [0x86, 0xdd] || *eth.get(14 + 6)? != PROTO_ICMPV6 {
-        return None;
-    }
-    let ty = *eth.get(54)?;
-    if ty != 135 && ty != 136 {
-        return None;
-    }
-    let src: [u8; 16] = eth.get(22..38)?.try_into().ok()?;
-    let src = Ipv6Addr::from(src);
-    if src.is_unspecified() {
-        return None; // duplicate address detection
-    }
-    let mac: Mac = eth.get(6..12)?.try_into().ok()?;
-    Some((IpAddr::V6(src), mac))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashSet};
@@ -591,7 +572,7 @@ mod tests {
                 table: ServiceTable::new(all, &HashSet::new(), GW),
                 ct: Conntrack::new(1024, Timeouts::default(), per_client),
                 affinity: AffinityTable::new(64),
-                neigh: Neighbours::new(64, 300),
+                neigh: Neighbours::new(64, 64, 8, 300),
                 ports,
                 entries,
                 fdb: Fdb::new(64, 300),
@@ -690,25 +671,5 @@ mod tests {
         bed.ports = bed.ports.without(1);
         let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40001), tcp_flags::ACK);
         assert_eq!(bed.run(2, &reply).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
-    }
-
-    #[test]
-    fn ndp_senders_are_recognised() {
-        let src: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-        let mac = [2, 0, 0, 0, 0, 7];
-        let na = |ty: u8, from: [u8; 16]| {
-            let mut f = Vec::new();
-            etherparse::PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
-                .ipv6(from, [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 255)
-                .icmpv6(etherparse::Icmpv6Type::Unknown { type_u8: ty, code_u8: 0, bytes5to8: [0; 4] })
-                .write(&mut f, &[0u8; 16])
-                .unwrap();
-            f
-        };
-        assert_eq!(ndp_sender(&na(136, src)), Some((IpAddr::from(src), mac)));
-        assert_eq!(ndp_sender(&na(135, src)), Some((IpAddr::from(src), mac)));
-        assert_eq!(ndp_sender(&na(128, src)), None, "echo request is not NDP");
-        assert_eq!(ndp_sender(&na(135, [0; 16])), None, "DAD probes claim nothing");
-        assert_eq!(ndp_sender(&[0u8; 20]), None);
     }
 }
