@@ -32,6 +32,9 @@ use tapway_api::{
     StatusInfo,
 };
 
+pub mod flood;
+pub mod learn;
+
 /// How long a wait may take before the test calls it broken. Generous on purpose: only a
 /// broken switch gets anywhere near it.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -742,3 +745,5 @@ pub fn recv_until(sock: &UdpSocket, marker: &[u8]) -> Vec<Vec<u8>> {
         before.push(buf[..n].to_vec());
     }
 }
+pub mod conntrack;
+pub mod persist;
