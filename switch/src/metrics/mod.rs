@@ -283,7 +283,7 @@ fn with(mut l: Labels, k: &'static str, v: impl Into<Cow<'static, str>>) -> Labe
 
 /// Names and help of the switch-wide counters; a counter missing here (added later) is still
 /// served, as `tapway_switch_<key>_total`.
-const SWITCH_COUNTERS: [(&str, &str, &str); 6] = [
+const SWITCH_COUNTERS: [(&str, &str, &str); 9] = [
     ("fdb_full", "fdb_full", "Source MACs not learned because the FDB was full"),
     ("pool_empty", "pool_empty", "Receive bursts cut short because the frame pool was empty"),
     ("ring_handoffs", "ring_handoff_frames", "Frames handed from one worker to another"),
@@ -294,6 +294,9 @@ const SWITCH_COUNTERS: [(&str, &str, &str); 6] = [
         "service_arp_requests",
         "New service flows whose backend MAC was unknown (ARP sent)",
     ),
+    ("neigh_quota", "neigh_quota", "Neighbours not learned: their port held its --neigh-per-port quota"),
+    ("neigh_full", "neigh_full", "Neighbours not learned: the neighbour table was full"),
+    ("neigh_foreign", "neigh_foreign", "Neighbours not learned: a pod claimed an address or MAC not its own"),
 ];
 
 /// Uplink figures that are levels, not counts; every other uplink figure is a counter.
@@ -385,25 +388,6 @@ impl Collector for SwitchCollector {
             }
         }
 
-        // FDB and frame pool.
-        gauge(
-            e,
-            "fdb_entries",
-            "MAC addresses in the FDB (aged ones until the next sweep)",
-            None,
-            sw.fdb.len() as f64,
-        )?;
-        gauge(e, "fdb_max_entries", "Most MAC addresses the FDB holds", None, sw.fdb.max_entries() as f64)?;
-        let pool = &sw.pool;
-        gauge(e, "pool_frames", "Frame buffers in the pool", None, pool.total() as f64)?;
-        gauge(
-            e,
-            "pool_free_frames",
-            "Frame buffers free (in the pool or a worker's cache)",
-            None,
-            pool.total().saturating_sub(pool.outstanding()) as f64,
-        )?;
-
         // Workers.
         let workers = || 0..sw.lanes.len();
         family(
@@ -429,7 +413,7 @@ impl Collector for SwitchCollector {
             }),
         )?;
 
-        // Services and conntrack.
+        // Tables, pool, services, conntrack, the control socket.
         let services = sw.services.load();
         let (mut backends, mut usable, mut without) = (0usize, 0usize, 0usize);
         for s in services.all.values() {
@@ -437,59 +421,81 @@ impl Collector for SwitchCollector {
             usable += s.usable.len();
             without += usize::from(s.usable.is_empty());
         }
-        gauge(
-            e,
-            "services",
-            "Service ports (VIP, port, protocol) programmed",
-            None,
-            services.all.len() as f64,
-        )?;
-        gauge(e, "service_backends", "Backends over all service ports", None, backends as f64)?;
-        gauge(
-            e,
-            "service_usable_backends",
-            "Backends that take new flows, over all service ports",
-            None,
-            usable as f64,
-        )?;
-        gauge(
-            e,
-            "services_without_backends",
-            "Service ports with no backend that takes new flows",
-            None,
-            without as f64,
-        )?;
-        let ct = &sw.conntrack;
-        gauge(e, "conntrack_entries", "Service flows tracked", None, ct.len() as f64)?;
-        gauge(e, "conntrack_max_entries", "Most service flows tracked", None, ct.max() as f64)?;
-        counter(
-            e,
-            "conntrack_created_flows",
-            "Service flows created",
-            None,
-            ct.counters.created.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "conntrack_expired_flows",
-            "Service flows timed out",
-            None,
-            ct.counters.expired.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "conntrack_evicted_flows",
-            "Service flows removed to make room (table full)",
-            None,
-            ct.counters.evicted.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "affinity_full",
-            "ClientIP affinity pins refused (table full)",
-            None,
-            sw.affinity.full.load(Relaxed),
-        )?;
+        let (pool, ct, conns) = (&sw.pool, &sw.conntrack, &ctl.conns);
+        let n = |v: usize| v as f64;
+        let gauges: [(&str, &str, f64); 15] = [
+            ("fdb_entries", "MAC addresses in the FDB (aged ones until the next sweep)", n(sw.fdb.len())),
+            ("fdb_max_entries", "Most MAC addresses the FDB holds", n(sw.fdb.max_entries())),
+            ("neighbours", "Neighbours learned from ARP and NDP (backends behind ports)", n(sw.neigh.len())),
+            ("pool_frames", "Frame buffers in the pool", n(pool.total())),
+            (
+                "pool_free_frames",
+                "Frame buffers free (in the pool or a worker's cache)",
+                n(pool.total().saturating_sub(pool.outstanding())),
+            ),
+            ("services", "Service ports (VIP, port, protocol) programmed", n(services.all.len())),
+            ("service_backends", "Backends over all service ports", n(backends)),
+            ("service_usable_backends", "Backends that take new flows, over all service ports", n(usable)),
+            ("services_without_backends", "Service ports with no backend that takes new flows", n(without)),
+            ("conntrack_entries", "Service flows tracked", n(ct.len())),
+            ("conntrack_max_entries", "Most service flows tracked", n(ct.max())),
+            (
+                "conntrack_per_client_max_entries",
+                "Most service flows one client may hold",
+                f64::from(ct.per_client()),
+            ),
+            ("control_connections", "Control socket connections open", n(conns.in_use())),
+            ("control_max_connections", "Most control socket connections at once", n(conns.max())),
+            (
+                "lost_ports",
+                "Pod ports whose TAP could not be re-opened after a restart (retried)",
+                n(ctl.lost_ports().len()),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            gauge(e, name, help, None, v)?;
+        }
+        let c = &ct.counters;
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 9] = [
+            ("conntrack_created_flows", "Service flows created", &c.created),
+            ("conntrack_expired_flows", "Service flows timed out", &c.expired),
+            (
+                "conntrack_evicted_flows",
+                "Unconfirmed or expired flows removed to make room (table full)",
+                &c.evicted,
+            ),
+            ("conntrack_quota_refused_flows", "New flows refused: their client held its quota", &c.quota),
+            (
+                "conntrack_full_refused_flows",
+                "New flows refused: the table held only confirmed live flows",
+                &c.full,
+            ),
+            (
+                "conntrack_backend_flushed_flows",
+                "Flows of removed backends or detached pods flushed",
+                &c.backend_flushed,
+            ),
+            (
+                "conntrack_backend_ended_flows",
+                "TCP flows of removed backends or detached pods ended",
+                &c.backend_ended,
+            ),
+            ("conntrack_resets", "RSTs the service stage sent for ended flows", &c.resets),
+            ("affinity_full", "ClientIP affinity pins refused (table full)", &sw.affinity.full),
+        ];
+        for (name, help, v) in counters {
+            counter(e, name, help, None, v.load(Relaxed))?;
+        }
+        for (key, v) in conns.counters() {
+            let name = key.strip_prefix("ctl_").unwrap_or(&key);
+            let help = match name {
+                "timed_out" => "Control connections cut off at a request or answer deadline",
+                "evicted" => "Waiting control connections closed to make room for a new one",
+                "refused" => "Control connections refused: every slot busy",
+                _ => "Control socket counter",
+            };
+            counter(e, &format!("control_{name}"), help, None, v)?;
+        }
 
         // The uplink (and any other port with counters of its own).
         let mut up_counters: Vec<(String, Labels, u64)> = Vec::new();
