@@ -5,8 +5,9 @@
 //!
 //! Points: `attach:before_tap` (checked, nothing made yet), `attach:after_tap` (the persistent
 //! TAP exists, unconfigured), `attach:after_config`
-//! (configured, not yet published), `attach:after_publish` (published, state file not yet
-//! written), `attach:after_save` (state written, no answer sent yet).
+//! (configured, not yet recorded), `attach:after_save` (recorded in the state file, not yet
+//! published: an attach is written before it is published), `attach:after_publish`
+//! (published, no answer sent yet).
 
 use std::sync::OnceLock;
 

@@ -12,7 +12,9 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -250,6 +252,22 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::NetNsFd(fd));
         }
         self.request("set link", RouteNetlinkMessage::SetLink(msg), 0).map(|_| ())
+    }
+
+    /// Makes the kernel derive link `index`'s IPv6 link-local address from its MAC (EUI-64,
+    /// `IN6_ADDR_GEN_MODE_EUI64`) whatever the netns' default (`stable_secret`, random), so the
+    /// switch knows it in advance. A link without IPv6 has nothing to set: not an error.
+    pub fn set_addr_gen_eui64(&mut self, index: u32) -> Result<(), NlError> {
+        const IN6_ADDR_GEN_MODE_EUI64: u8 = 0;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+            AfSpecInet6::AddrGenMode(IN6_ADDR_GEN_MODE_EUI64),
+        ])]));
+        match self.request("set addr_gen_mode", RouteNetlinkMessage::SetLink(msg), 0) {
+            Err(e) if matches!(e.errno(), Some(libc::EAFNOSUPPORT | libc::EOPNOTSUPP)) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Deletes link `index`. A link that is already gone is not an error.

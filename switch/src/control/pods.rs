@@ -12,7 +12,9 @@
 //!    there under its final name (`IFF_TUN_EXCL`), set MAC/MTU, bring it up, add addresses
 //!    and routes. Creating it in place avoids a netns move, which costs tens of milliseconds
 //!    of RCU synchronisation in the kernel;
-//! 4. publish the new port to the workers and save the state file.
+//! 4. write the state file with the new port, then publish it to the workers (a failed write
+//!    is the attach's error, and undoes it: no pod is attached without a record that
+//!    survives a restart).
 //!
 //! Rollback is one move: the TAP is made non-persistent and closed, which deletes the device.
 //! A kill -9 at any point leaves either nothing, a TAP that step 3 of the retry replaces, or a
@@ -69,7 +71,7 @@ impl From<NlError> for ApiError {
 impl From<NetnsError> for ApiError {
     fn from(e: NetnsError) -> Self {
         let code = match e {
-            NetnsError::Open { .. } | NetnsError::NotNetns(_) => ErrorCode::InvalidArgument,
+            NetnsError::Open { .. } | NetnsError::NotNetns { .. } => ErrorCode::InvalidArgument,
             _ => ErrorCode::System,
         };
         api_err(code, e.to_string())
@@ -223,6 +225,8 @@ impl Control {
         if let Some(p) = table.iter().find(same_place) {
             if is_repeat(p, &req, &plan) {
                 tracing::info!(port = p.id, netns = %req.netns, ifname = %req.ifname, "attach repeated; same port");
+                // A lost port is tried again now: the runtime says its netns is there.
+                self.revive_lost(p.id, &mut pods)?;
                 return Ok(port_info(p));
             }
             let whose = match &p.meta.owner.container_id {
@@ -262,7 +266,8 @@ impl Control {
             guard: Some(SpoofGuard::new(plan.mac, &plan.ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(req.bandwidth),
+            police: crate::datapath::police::PortPolice::new(req.bandwidth)
+                .with_storm(&self.switch.config.storm),
             meta: PortMeta {
                 name: plan.ifname.clone(),
                 netns: req.netns.clone(),
@@ -274,12 +279,15 @@ impl Control {
             },
         });
         let info = port_info(&entry);
-        self.switch.update(|t| (t.with(entry), ()));
+        if let Err(e) = self.publish_recorded(entry) {
+            // Unrecorded, the pod would be forgotten by the next restart: undo (non-persistent
+            // + closed = deleted).
+            let _ = tap.release();
+            return Err(api_err(e.code, format!("{}; the attach was undone", e.message)));
+        }
         pods.insert(id, tap);
         failpoint::hit("attach:after_publish");
         drop(pods);
-        self.save_state();
-        failpoint::hit("attach:after_save");
         tracing::info!(port = id, netns = %req.netns, ifname = %req.ifname, mac = %info.mac, ips = ?info.ips, "attached");
         Ok(info)
     }
@@ -293,9 +301,17 @@ impl Control {
             return Err(api_err(ErrorCode::InvalidArgument, "detach needs netns or container_id"));
         }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = self.find(sel) else { return Ok(DetachResult { detached: false }) };
+        let Some(entry) = self.find(sel) else {
+            self.resave_if_dirty()?;
+            return Ok(DetachResult { detached: false });
+        };
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
+        // Service flows to and from the pod end now (UDP flushed, TCP reset; control/services.rs),
+        // rather than be sent to a MAC no port has any more.
+        let port_ips: Vec<std::net::IpAddr> = entry.meta.ips.iter().map(|n| n.addr()).collect();
+        self.forget_backend_ips(&port_ips);
+        self.switch.neigh.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
         drop(pods);
         // Delete the interface here, so the kernel's slow unregistering happens on this
@@ -318,7 +334,8 @@ impl Control {
             // Fallback when the delete failed: the device goes with the last fd.
             let _ = tap.release();
         }
-        self.save_state();
+        self.save_state()
+            .map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
         tracing::info!(port = entry.id, netns = %entry.meta.netns, ifname = %entry.meta.ifname, "detached");
         Ok(DetachResult { detached: true })
     }
@@ -329,6 +346,9 @@ impl Control {
         let entry = self.find(&req.port).ok_or_else(|| {
             api_err(ErrorCode::NotFound, format!("no port {} for this container/netns", req.port.ifname))
         })?;
+        if let Some(lost) = self.lost_info(entry.id) {
+            return Err(api_err(ErrorCode::Mismatch, format!("port {} is lost: {}", entry.id, lost.reason)));
+        }
         let want_mac = match &req.mac {
             Some(m) => Some(validate::mac(m).map_err(invalid)?),
             None => None,
@@ -533,6 +553,8 @@ fn configure(nl: &mut Netlink, plan: &AttachPlan) -> Result<u32, ApiError> {
         ..Default::default()
     };
     nl.set_link(index, &changes)?;
+    // Before up: the link-local address is then the EUI-64 one anti-spoofing expects.
+    nl.set_addr_gen_eui64(index)?;
     nl.set_link(index, &LinkChanges { up: Some(true), ..Default::default() })?;
     for ip in &plan.ips {
         nl.add_addr(index, *ip)?;
