@@ -10,6 +10,7 @@
 #     seccomp profile, the manifest's host paths bind-mounted (/run/netns with slave
 #     propagation, so a pod netns made after tapwayd started is visible to it), and an AF_XDP
 #     uplink (a veth in generic mode) to a "far" netns;
+#   - the probes' /readyz and /healthz answer 200 on the manifest's metrics address;
 #   - the cni-conf container's command: it takes the range from tapwayd's status and writes the
 #     conflist (also with a cluster CIDR, for nodes on one L2), and stops on SIGTERM;
 #   - a pod attached with tapwayctl from the image, and one through the installed plugin and
@@ -147,13 +148,25 @@ ip -n "$NODE" link set "${TAG}u0" up
 ip -n "$FAR" link set "${TAG}u1" up
 ip -n "$FAR" addr add "$SUBNET_PREFIX.200/24" dev "${TAG}u1"
 UPLINK=(--uplink "${TAG}u0" --xdp-mode generic)
+# The manifest's metrics address, where its probes go.
+METRICS=$(awk '/- --metrics-address/ { getline; print $2; exit }' "$DS")
+[ -n "$METRICS" ] || rt_die "no --metrics-address in $DS"
 pm run -d --name "${TAG}d" --network "ns:/run/netns/$NODE" --read-only --cap-drop all --cap-add "$CAPS" "${NODE_MOUNTS[@]}" \
-  "$IMG" --pod-cidr "$SUBNET" "${UPLINK[@]}" --log-level info >>"$WORK/podman.log" 2>&1 \
+  "$IMG" --pod-cidr "$SUBNET" "${UPLINK[@]}" --metrics-address "$METRICS" --log-level info >>"$WORK/podman.log" 2>&1 \
   || rt_die "podman run tapwayd: $(tail -5 "$WORK/podman.log")"
 SOCK=$HOST/run/tapway/tapway.sock
 wait_until 30 tctl status >/dev/null 2>&1 || rt_die "tapwayd from the image did not come up: $(pm logs "${TAG}d" 2>&1 | tail -5)"
 status=$(tctl status 2>&1 || true)
 case "$status" in *"pod range $SUBNET"*"uplink ${TAG}u0"*) ;; *) rt_die "status: $status" ;; esac
+# The probes, as the kubelet makes them on the node (the node netns here).
+http_get() {
+  printf 'GET %s HTTP/1.0\r\n\r\n' "$1" | in_node timeout 5 /bin/busybox nc "${METRICS%:*}" "${METRICS##*:}" 2>&1 || true
+}
+for probe in /readyz /healthz; do
+  wait_until 30 eval "http_get $probe | head -1 | grep -q ' 200'" || rt_die "$probe on $METRICS: $(http_get $probe)"
+done
+case "$(http_get /metrics)" in *tapway_port_rx_frames_total*) ;; *) rt_die "/metrics on $METRICS: $(http_get /metrics | head -5)" ;; esac
+rt_log "the probes' /readyz and /healthz answer 200 on $METRICS, /metrics serves"
 
 rt_log "cni-conf container: the conflist with the range tapwayd reports"
 # Its command as in the manifest: it stays, checking the range (stopped at the end).
