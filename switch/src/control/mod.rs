@@ -6,12 +6,12 @@
 //! port-table snapshot.
 
 pub mod host;
-pub mod kube;
 pub mod pods;
 pub mod server;
 pub mod services;
 pub mod state;
 pub mod uplink;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,6 +52,12 @@ pub struct Control {
     save_lock: Mutex<()>,
     /// The AF_XDP uplink and its port number, once set up ([`uplink`]).
     uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
+    /// The Kubernetes watch, when tapwayd follows the API ([`watch`]).
+    pub kube: std::sync::OnceLock<Arc<tapway_kube::watch::Watch>>,
+    /// Updates from the watch applied to the service table.
+    pub watch_syncs: std::sync::atomic::AtomicU64,
+    /// The watch changed the services since the services file was last written.
+    services_unsaved: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -68,6 +74,9 @@ impl Control {
             services: Mutex::new(services::ServiceState::default()),
             save_lock: Mutex::new(()),
             uplink: Mutex::new(None),
+            kube: std::sync::OnceLock::new(),
+            watch_syncs: Default::default(),
+            services_unsaved: Default::default(),
         }
     }
 
@@ -162,6 +171,7 @@ impl Control {
             pool_free: sw.pool.total() - sw.pool.outstanding(),
             not_ready: self.not_ready(&table),
             uplink: self.uplink_status(),
+            kube: self.kube.get().map(|w| w.status()),
         }
     }
 

@@ -195,7 +195,7 @@ fn serve_connection(ctl: &Control, stream: UnixStream, allowed: &[u32]) {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let result = parse_request(&line).and_then(|req| ctl.handle(req.op));
+        let result = parse_request(&line).and_then(|req| ctl.handle_request(req));
         if let Err(e) = &result {
             tracing::debug!(error = %e, "request failed");
         }

@@ -139,8 +139,15 @@ impl Control {
         self.switch.services.store(Arc::new(table));
     }
 
-    /// Applies a new desired set to `st`: `replace` removes the services not in `desired`.
-    fn apply(&self, st: &mut ServiceState, desired: Vec<ServiceSpec>, replace: bool) -> SyncResult {
+    /// Applies a new desired set to `st`: `replace` removes the services not in `desired`;
+    /// `removes` are removed too.
+    fn apply(
+        &self,
+        st: &mut ServiceState,
+        desired: Vec<ServiceSpec>,
+        replace: bool,
+        removes: &[ServiceKey],
+    ) -> SyncResult {
         let start = Instant::now();
         let mut r = SyncResult::default();
         let mut next = if replace { BTreeMap::new() } else { st.services.clone() };
@@ -162,7 +169,10 @@ impl Control {
                 }
             }
         }
-        if replace {
+        for k in removes {
+            next.remove(k);
+        }
+        if replace || !removes.is_empty() {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
         // Backends that left keep getting their replies reverse-NATed until their flows end.
@@ -186,7 +196,7 @@ impl Control {
                 format!("at most {MAX_SERVICES} service ports"),
             ));
         }
-        let r = self.apply(&mut st, vec![spec], false);
+        let r = self.apply(&mut st, vec![spec], false, &[]);
         self.save_services(specs_of(&st));
         Ok(r)
     }
@@ -196,7 +206,7 @@ impl Control {
         let mut st = self.svc_state();
         let desired: Vec<ServiceSpec> =
             st.services.iter().filter(|(k, _)| *k != key).map(|(_, s)| s.spec.clone()).collect();
-        let r = self.apply(&mut st, desired, true);
+        let r = self.apply(&mut st, desired, true, &[]);
         if r.removed > 0 {
             self.save_services(specs_of(&st));
         }
@@ -219,11 +229,47 @@ impl Control {
             }
         }
         let mut st = self.svc_state();
-        let r = self.apply(&mut st, services, true);
+        let r = self.apply(&mut st, services, true, &[]);
         if r.added + r.updated + r.removed > 0 {
             self.save_services(specs_of(&st));
         }
         Ok(r)
+    }
+
+    /// Applies one update of the Kubernetes watch. A spec that fails validation is left out
+    /// (and logged): one odd object must not hold up the others. The services file is written
+    /// by the next sweep, not on every update of a burst.
+    pub fn watch_apply(&self, u: tapway_kube::store::Update) -> SyncResult {
+        let ok = |s: &ServiceSpec| match validate_spec(s) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(service = %s.name, error = %e.message, "service from the Kubernetes API not served");
+                false
+            }
+        };
+        let mut st = self.svc_state();
+        let r = if u.full {
+            let mut specs: Vec<ServiceSpec> = u.upserts.into_iter().filter(ok).collect();
+            if specs.len() > MAX_SERVICES {
+                tracing::warn!(ports = specs.len(), "more than {MAX_SERVICES} service ports; the rest are not served");
+                specs.truncate(MAX_SERVICES);
+            }
+            self.apply(&mut st, specs, true, &[])
+        } else {
+            let mut removes = u.removes;
+            let mut ups = Vec::with_capacity(u.upserts.len());
+            for s in u.upserts {
+                if ok(&s) {
+                    ups.push(s);
+                } else {
+                    removes.push(s.key);
+                }
+            }
+            self.apply(&mut st, ups, false, &removes)
+        };
+        self.watch_syncs.fetch_add(1, Relaxed);
+        self.services_unsaved.store(true, Relaxed);
+        r
     }
 
     /// `service_list`.
@@ -278,7 +324,7 @@ impl Control {
             })
             .collect();
         let mut st = self.svc_state();
-        self.apply(&mut st, ok, true).added
+        self.apply(&mut st, ok, true, &[]).added
     }
 
     /// `conntrack_list`.
@@ -297,6 +343,10 @@ impl Control {
 
     /// Once a second: expire flows and pins, retire backends whose last flow ended.
     pub fn sweep_services(&self) {
+        if self.services_unsaved.swap(false, Relaxed) {
+            let specs = specs_of(&self.svc_state());
+            self.save_services(specs);
+        }
         let now = self.switch.now();
         let sweep = self.switch.conntrack.sweep(now);
         self.switch.affinity.sweep(now);
