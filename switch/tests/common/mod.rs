@@ -14,6 +14,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod attach;
+pub mod watch;
 
 use std::fs::File;
 use std::io::{Read, Write};
