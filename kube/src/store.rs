@@ -122,8 +122,10 @@ impl Store {
     }
 
     /// A complete list of Services (the initial list or a relist): what is not in it was
-    /// deleted meanwhile. Returns how many Services went.
+    /// deleted meanwhile. The next update is a full one, which also takes back what a forced
+    /// `service set`/`sync` changed behind the watch. Returns how many Services went.
     pub fn replace_services(&mut self, all: HashMap<ObjKey, Option<Svc>>) -> usize {
+        self.synced = false;
         let gone: Vec<ObjKey> = self.services.keys().filter(|k| !all.contains_key(*k)).cloned().collect();
         for k in &gone {
             self.delete_service(k);
@@ -137,6 +139,7 @@ impl Store {
 
     /// A complete list of EndpointSlices; as [`Store::replace_services`].
     pub fn replace_slices(&mut self, all: HashMap<ObjKey, Option<Slice>>) -> usize {
+        self.synced = false;
         let gone: Vec<ObjKey> = self.slices.keys().filter(|k| !all.contains_key(*k)).cloned().collect();
         for k in &gone {
             self.delete_slice(k);
@@ -332,10 +335,13 @@ mod tests {
             vec![("a-1", slice("a", &["10.0.0.1"])), ("new-1", slice("new", &["10.0.0.3"]))],
         );
         let u = st.take_update().unwrap();
-        assert_eq!(u.removes, [ServiceKey { vip: "10.96.0.9".parse().unwrap(), port: 80, protocol: Protocol::Tcp }]);
-        assert_eq!(u.upserts.len(), 1);
-        assert_eq!(u.upserts[0].name, "d/new");
+        // A full update: the whole table, so what was not in the list goes.
+        assert!(u.full);
+        assert_eq!(u.rebuilt, 2, "only gone and new were rebuilt");
+        let names: Vec<&str> = u.upserts.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["d/a", "d/new"]);
         assert_eq!((st.service_count(), st.slice_count(), st.port_count()), (2, 2, 2));
+        assert_eq!(st.take_update(), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -320,20 +320,31 @@ async fn client(opts: &WatchOptions) -> Result<(Client, String), WatchError> {
 
 async fn run(client: Client, node: Option<String>, sh: Arc<Shared>) {
     let cfg = watcher::Config::default().page_size(PAGE_SIZE);
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone()).default_backoff().boxed();
-    let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone()).default_backoff().boxed();
+    let services = || watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone()).default_backoff().boxed();
+    let slices = || watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone()).default_backoff().boxed();
     let node_watch = async {
         if let Some(name) = &node {
             let cfg = cfg.clone().fields(&format!("metadata.name={name}"));
-            follow_node(watcher::watcher(Api::<Node>::all(client.clone()), cfg).default_backoff().boxed(), &sh).await;
+            let make = || watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone()).default_backoff().boxed();
+            follow_node(make, &sh).await;
         }
     };
     tokio::join!(follow_services(services, &sh), follow_slices(slices, &sh), node_watch, apply_loop(&sh));
 }
 
-/// One kind's events into the store, with the bookkeeping shared by all kinds.
+/// Whether the API server answered a watch request with HTTP 410 Gone: kube-runtime 5 retries
+/// such a watch from the same resourceVersion forever (it relists only after an in-stream
+/// ERROR 410), so the caller starts a fresh watcher, which lists.
+fn is_gone(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
+}
+
+type Events<K> = futures_util::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
+
+/// One kind's events into the store, with the bookkeeping shared by all kinds. `make` starts
+/// a watcher (list, then watch); it is called again after an HTTP 410.
 async fn follow<K, T>(
-    mut events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
+    make: impl Fn() -> Events<K>,
     sh: &Shared,
     kind: &'static str,
     reduce: impl Fn(&K) -> (crate::convert::ObjKey, Option<T>),
@@ -342,6 +353,7 @@ async fn follow<K, T>(
     replace: impl Fn(&mut Store, HashMap<crate::convert::ObjKey, Option<T>>) -> usize,
 ) {
     let mut buffer: Option<HashMap<crate::convert::ObjKey, Option<T>>> = None;
+    let mut events = make();
     while let Some(ev) = events.next().await {
         match ev {
             Ok(Event::Init) => {
@@ -374,10 +386,22 @@ async fn follow<K, T>(
                 delete(&mut lock(&sh.store), &k);
                 sh.changed.notify_one();
             }
-            Err(e) => sh.error(kind, &e),
+            Err(e) => {
+                sh.error(kind, &e);
+                if is_gone(&e) {
+                    tracing::info!(kind, "resourceVersion expired (410 Gone): listing again");
+                    tokio::time::sleep(GONE_PAUSE).await;
+                    buffer = None;
+                    events = make();
+                }
+            }
         }
     }
 }
+
+/// The pause before listing again after a 410, so a server that answers every watch with 410
+/// is not hammered (the watcher's own backoff starts afresh with a new watcher).
+const GONE_PAUSE: Duration = Duration::from_millis(200);
 
 /// Logs what a conversion left out, once per object change.
 fn log_report(rep: Report) {
@@ -386,7 +410,7 @@ fn log_report(rep: Report) {
     }
 }
 
-async fn follow_services(events: impl Stream<Item = Result<Event<Service>, watcher::Error>> + Unpin, sh: &Shared) {
+async fn follow_services(events: impl Fn() -> Events<Service>, sh: &Shared) {
     let reduce = |s: &Service| {
         let mut rep = Report::default();
         let v = parse_service(s, &mut rep);
@@ -397,10 +421,7 @@ async fn follow_services(events: impl Stream<Item = Result<Event<Service>, watch
         .await;
 }
 
-async fn follow_slices(
-    events: impl Stream<Item = Result<Event<EndpointSlice>, watcher::Error>> + Unpin,
-    sh: &Shared,
-) {
+async fn follow_slices(events: impl Fn() -> Events<EndpointSlice>, sh: &Shared) {
     let reduce = |s: &EndpointSlice| {
         let mut rep = Report::default();
         let v = parse_slice(s, &mut rep);
@@ -428,8 +449,9 @@ pub fn node_pod_cidrs(node: &Node) -> Vec<IpNet> {
     out
 }
 
-async fn follow_node(mut events: impl Stream<Item = Result<Event<Node>, watcher::Error>> + Unpin, sh: &Shared) {
+async fn follow_node(make: impl Fn() -> Events<Node>, sh: &Shared) {
     let mut count = 0u64;
+    let mut events = make();
     while let Some(ev) = events.next().await {
         let node = match ev {
             Ok(Event::Init) => {
@@ -457,6 +479,10 @@ async fn follow_node(mut events: impl Stream<Item = Result<Event<Node>, watcher:
             }
             Err(e) => {
                 sh.error(KIND_NODE, &e);
+                if is_gone(&e) {
+                    tokio::time::sleep(GONE_PAUSE).await;
+                    events = make();
+                }
                 continue;
             }
         };

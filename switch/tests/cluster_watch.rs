@@ -113,13 +113,11 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     let out = ctl(&["service", "delete", &tcp]);
     assert_eq!(out.status.code(), Some(10), "service delete refused: {out:?}");
     assert_eq!(kube_status(&node).service_ports, 4, "nothing changed");
-    let out = ctl(&["sync", "--force", fixture]);
-    assert!(out.status.success(), "sync --force: {out:?}");
-    let forced: Vec<tapway_api::ServiceInfo> = node.call(Op::ServiceList);
-    assert!(forced.iter().any(|s| s.spec.name == "default/web:http"), "the forced sync was applied");
-    // The watch's own state comes back at its next change: touch the Services.
-    fake.apply(service("web", "front", &v, 80)).expect("touch");
-    fake.apply(service("old", "gone", &vip(150, 20), 80)).expect("touch");
+    // Forced, a write goes through; the watch takes it back at its next relist.
+    let extra = format!("{}:80", vip(150, 40));
+    let out = ctl(&["service", "set", "--force", &extra, "--backend", &format!("{b1_ip}:8080")]);
+    assert!(out.status.success(), "service set --force: {out:?}");
+    assert_eq!(who_answers(&client, &extra), b1_ip);
 
     // The API server is killed: traffic keeps flowing and nothing is removed.
     let port = fake.addr().expect("address").port();
@@ -141,12 +139,22 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     fake.restart(listen_in(&node.ns, port)).expect("restart on the same port");
     let st = wait_kube(&node, "the relist converges", |s| s.connected && s.relists.values().sum::<u64>() > relists_before);
     let list = wait_services(&node, "gone went, came came", |l| {
-        l.iter().any(|s| s.spec.name == "new/came:http") && !l.iter().any(|s| s.spec.name.starts_with("old/"))
+        l.iter().any(|s| s.spec.name == "new/came:http" && s.spec.backends.len() == 1)
+            && !l.iter().any(|s| s.spec.name.starts_with("old/"))
     });
-    assert!(!list.iter().any(|s| s.spec.name.starts_with("default/")), "the forced sync's services went: {list:?}");
+    assert!(!list.iter().any(|s| s.spec.key.vip.to_string() == vip(150, 40)), "the forced service went: {list:?}");
     assert_eq!(who_answers(&client, &format!("{}:80", vip(150, 30))), b2_ip);
     assert!(fake.requests().keys().any(|k| k.ends_with("watch")), "{:?}", fake.requests());
     eprintln!("after the outage: {st:?}");
+
+    // History compacted under open watches: an in-stream ERROR 410, and a relist.
+    let relists_before: u64 = st.relists.values().sum();
+    fake.compact();
+    wait_kube(&node, "the in-stream 410 relists", |s| s.relists.values().sum::<u64>() >= relists_before + 2);
+    fake.apply(slice("new", "came-a", "came", &[b1_ip.clone()])).expect("modify");
+    wait_services(&node, "the change after the relist", |l| {
+        l.iter().any(|s| s.spec.name == "new/came:http" && s.spec.backends.len() == 1 && s.spec.backends[0].ip.to_string() == b1_ip)
+    });
 
     // The endpoints go: TCP gets an RST, UDP an ICMP port unreachable.
     fake.delete("EndpointSlice", "web", "front-a");
@@ -163,6 +171,12 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     // The Service goes: so does its VIP.
     fake.delete("Service", "web", "front");
     wait_services(&node, "the Service went", |l| !l.iter().any(|s| s.spec.name.starts_with("web/")));
+
+    // `tapwayctl sync --force` is accepted (it was refused above).
+    let out = ctl(&["sync", "--force", fixture]);
+    assert!(out.status.success(), "sync --force: {out:?}");
+    let forced: Vec<tapway_api::ServiceInfo> = node.call(Op::ServiceList);
+    assert!(forced.iter().any(|s| s.spec.name == "default/web:http"), "the forced sync was applied");
 }
 
 #[test]
