@@ -530,7 +530,8 @@ mod tests {
     fn wire_shape_is_stable() {
         let line = serde_json::to_string(&Request { v: 1, op: Op::Status, force: false }).unwrap();
         assert_eq!(line, r#"{"v":1,"op":"status"}"#);
-        let forced: Request = serde_json::from_str(r#"{"v":1,"op":"service_sync","services":[],"force":true}"#).unwrap();
+        let forced: Request =
+            serde_json::from_str(r#"{"v":1,"op":"service_sync","services":[],"force":true}"#).unwrap();
         assert!(forced.force);
         assert!(matches!(forced.op, Op::ServiceSync(ref s) if s.services.is_empty()));
         let line = serde_json::to_string(&forced).unwrap();

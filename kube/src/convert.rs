@@ -155,7 +155,8 @@ pub fn import(json: &Value) -> Result<KubeImport, KubeError> {
                 let svc = match Service::deserialize(*item) {
                     Ok(s) => s,
                     Err(e) => {
-                        rep.skipped.push(format!("Service {}: not a valid v1 Service: {e}", ns_label(&label)));
+                        rep.skipped
+                            .push(format!("Service {}: not a valid v1 Service: {e}", ns_label(&label)));
                         continue;
                     }
                 };
@@ -313,8 +314,9 @@ impl Label {
 }
 
 fn head_label(meta: Option<&Value>) -> Label {
-    let field =
-        |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let field = |f: &str| {
+        meta.and_then(|m| m.get(f)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    };
     Label { namespace: field("namespace"), name: field("name") }
 }
 
@@ -421,7 +423,11 @@ pub fn parse_service(obj: &Service, rep: &mut Report) -> Option<Svc> {
 
     let affinity = match spec.session_affinity.as_deref() {
         Some("ClientIP") => {
-            let t = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+            let t = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
             let timeout = match t {
                 None => DEFAULT_AFFINITY_TIMEOUT,
                 Some(v) => match u32::try_from(v) {
@@ -512,7 +518,8 @@ pub fn parse_slice(obj: &EndpointSlice, rep: &mut Report) -> Option<Slice> {
         skip("no metadata.name".to_string());
         return None;
     }
-    let service = obj.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).filter(|s| !s.is_empty());
+    let service =
+        obj.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).filter(|s| !s.is_empty());
     let Some(service) = service else {
         skip(format!("no {SERVICE_NAME_LABEL} label"));
         return None;
@@ -571,7 +578,13 @@ pub fn parse_slice(obj: &EndpointSlice, rep: &mut Report) -> Option<Slice> {
 
 /// The backends of service port `port` on `vip`, from the Service's slices: sorted, one per
 /// address and port.
-fn backends_of(name: &str, vip: IpAddr, port: &SvcPort, slices: &[&Slice], notes: &mut Vec<String>) -> Vec<BackendSpec> {
+fn backends_of(
+    name: &str,
+    vip: IpAddr,
+    port: &SvcPort,
+    slices: &[&Slice],
+    notes: &mut Vec<String>,
+) -> Vec<BackendSpec> {
     let mut found: BTreeMap<(IpAddr, u16), BackendSpec> = BTreeMap::new();
     let mut conflicts: Vec<(IpAddr, u16)> = Vec::new();
     for slice in slices {
@@ -1117,14 +1130,7 @@ mod tests {
                    "metadata": {"namespace": "d", "name": "nolabel"}, "endpoints": [ep("10.244.0.1")]}),
             slice("d", "s-fqdn", "s", "FQDN", json!([{"port": 80}]), json!([ep("a.example")])),
             slice("d", "s-what", "s", "IPv5", json!([{"port": 80}]), json!([])),
-            slice(
-                "d",
-                "s-bad",
-                "s",
-                "IPv4",
-                json!([{"port": 8080}]),
-                json!([ep("nope"), ep("10.244.0.7")]),
-            ),
+            slice("d", "s-bad", "s", "IPv4", json!([{"port": 8080}]), json!([ep("nope"), ep("10.244.0.7")])),
             slice("d", "s-null", "s", "IPv4", Value::Null, Value::Null),
         ]));
         assert_eq!(got.services[0].backends, vec![up("10.244.0.7", 8080)]);
@@ -1198,8 +1204,14 @@ mod tests {
             service("d", "typed", json!({"clusterIP": "10.96.0.2", "ports": [{"port": "80"}, 7]})),
             service("d", "kind", json!({"type": 3, "clusterIP": "10.96.0.3", "ports": [{"port": 80}]})),
             slice("d", "s-typed", "s", "IPv4", json!([{"port": 8080}]), json!([{"addresses": [1]}])),
-            slice("d", "s-cond", "s", "IPv4", json!([{"port": 8080}]),
-                  json!([{"addresses": ["10.244.0.6"], "conditions": {"ready": "yes"}}])),
+            slice(
+                "d",
+                "s-cond",
+                "s",
+                "IPv4",
+                json!([{"port": 8080}]),
+                json!([{"addresses": ["10.244.0.6"], "conditions": {"ready": "yes"}}]),
+            ),
             slice("d", "s-ok", "s", "IPv4", json!([{"port": 8080}]), json!([ep("10.244.0.7")])),
         ]));
         assert_eq!(got.services.len(), 1);
@@ -1218,7 +1230,8 @@ mod tests {
 
     #[test]
     fn a_missing_service_port_number_is_skipped() {
-        let got = run(service("d", "s", json!({"clusterIP": "10.96.0.1", "ports": [{"name": "a"}, {"port": 81}]})));
+        let got =
+            run(service("d", "s", json!({"clusterIP": "10.96.0.1", "ports": [{"name": "a"}, {"port": 81}]})));
         assert_eq!(got.services.len(), 1, "{:?}", got.skipped);
         assert_eq!(got.services[0].key.port, 81);
         assert_eq!(got.skipped, ["Service d/s: port a (0): port is missing or not in 1-65535"]);

@@ -290,7 +290,11 @@ mod tests {
     #[test]
     fn a_burst_is_one_update_rebuilding_only_what_changed() {
         let mut st = Store::new();
-        listed(&mut st, vec![svc("a", "10.96.0.1"), svc("b", "10.96.0.2")], vec![("a-1", slice("a", &["10.0.0.1"]))]);
+        listed(
+            &mut st,
+            vec![svc("a", "10.96.0.1"), svc("b", "10.96.0.2")],
+            vec![("a-1", slice("a", &["10.0.0.1"]))],
+        );
         st.take_update().unwrap();
         // 100 endpoint changes to a, none to b.
         for i in 0..100u8 {

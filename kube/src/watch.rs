@@ -281,7 +281,10 @@ impl Watch {
             server: st.server.clone(),
             node: st.node.clone(),
             connected: st.connected,
-            since_unix_secs: st.since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs()),
+            since_unix_secs: st
+                .since
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs()),
             last_event_age_secs: st.last_event.map(|t| t.elapsed().as_secs_f64()),
             objects: name(&st.objects),
             events: name(&st.events),
@@ -320,12 +323,15 @@ async fn client(opts: &WatchOptions) -> Result<(Client, String), WatchError> {
 
 async fn run(client: Client, node: Option<String>, sh: Arc<Shared>) {
     let cfg = watcher::Config::default().page_size(PAGE_SIZE);
-    let services = || watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone()).default_backoff().boxed();
-    let slices = || watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone()).default_backoff().boxed();
+    let services =
+        || watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone()).default_backoff().boxed();
+    let slices =
+        || watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone()).default_backoff().boxed();
     let node_watch = async {
         if let Some(name) = &node {
             let cfg = cfg.clone().fields(&format!("metadata.name={name}"));
-            let make = || watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone()).default_backoff().boxed();
+            let make =
+                || watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone()).default_backoff().boxed();
             follow_node(make, &sh).await;
         }
     };
@@ -417,8 +423,16 @@ async fn follow_services(events: impl Fn() -> Events<Service>, sh: &Shared) {
         log_report(rep);
         (key_of(&s.metadata), v)
     };
-    follow(events, sh, KIND_SERVICE, reduce, Store::upsert_service, Store::delete_service, Store::replace_services)
-        .await;
+    follow(
+        events,
+        sh,
+        KIND_SERVICE,
+        reduce,
+        Store::upsert_service,
+        Store::delete_service,
+        Store::replace_services,
+    )
+    .await;
 }
 
 async fn follow_slices(events: impl Fn() -> Events<EndpointSlice>, sh: &Shared) {
@@ -428,7 +442,8 @@ async fn follow_slices(events: impl Fn() -> Events<EndpointSlice>, sh: &Shared) 
         log_report(rep);
         (key_of(&s.metadata), v)
     };
-    follow(events, sh, KIND_SLICE, reduce, Store::upsert_slice, Store::delete_slice, Store::replace_slices).await;
+    follow(events, sh, KIND_SLICE, reduce, Store::upsert_slice, Store::delete_slice, Store::replace_slices)
+        .await;
 }
 
 /// The pod ranges of a Node: `spec.podCIDRs`, else `spec.podCIDR`.

@@ -257,7 +257,7 @@ impl DaemonConfig {
         let kubeconfig = args.kubeconfig.or(file.kubeconfig);
         let node_name = args.node_name.or(file.node_name).filter(|n| !n.is_empty());
         let kube = (kubeconfig.is_some() || tapway_kube::watch::in_cluster())
-            .then(|| KubeConfig { kubeconfig, node_name });
+            .then_some(KubeConfig { kubeconfig, node_name });
         let uplink = match args.uplink.or(file.uplink) {
             None => None,
             Some(ifname) => {

@@ -41,7 +41,8 @@ fn tapwayctl_links_no_datapath() {
         .lines()
         .filter_map(|l| l.split_whitespace().last())
         .filter(|s| {
-            ["xsk_", "xdp_", "libxdp_", "bpf_"].iter().any(|p| s.starts_with(p)) || s.contains("tapway_switch")
+            ["xsk_", "xdp_", "libxdp_", "bpf_"].iter().any(|p| s.starts_with(p))
+                || s.contains("tapway_switch")
         })
         .take(5)
         .collect();
@@ -89,7 +90,8 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     // A MODIFIED EndpointSlice adds a backend: new flows reach it.
     fake.apply(slice("web", "front-a", "front", &[b1_ip.clone(), b2_ip.clone()])).expect("modify");
     wait_services(&node, "the second backend", |l| {
-        l.iter().any(|s| s.spec.key.port == 80 && s.spec.name == "web/front:http" && s.spec.backends.len() == 2)
+        l.iter()
+            .any(|s| s.spec.key.port == 80 && s.spec.name == "web/front:http" && s.spec.backends.len() == 2)
     });
     let start = Instant::now();
     let mut seen = std::collections::BTreeSet::new();
@@ -137,12 +139,17 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     fake.compact();
     let relists_before: u64 = kube_status(&node).relists.values().sum();
     fake.restart(listen_in(&node.ns, port)).expect("restart on the same port");
-    let st = wait_kube(&node, "the relist converges", |s| s.connected && s.relists.values().sum::<u64>() > relists_before);
+    let st = wait_kube(&node, "the relist converges", |s| {
+        s.connected && s.relists.values().sum::<u64>() > relists_before
+    });
     let list = wait_services(&node, "gone went, came came", |l| {
         l.iter().any(|s| s.spec.name == "new/came:http" && s.spec.backends.len() == 1)
             && !l.iter().any(|s| s.spec.name.starts_with("old/"))
     });
-    assert!(!list.iter().any(|s| s.spec.key.vip.to_string() == vip(150, 40)), "the forced service went: {list:?}");
+    assert!(
+        !list.iter().any(|s| s.spec.key.vip.to_string() == vip(150, 40)),
+        "the forced service went: {list:?}"
+    );
     assert_eq!(who_answers(&client, &format!("{}:80", vip(150, 30))), b2_ip);
     assert!(fake.requests().keys().any(|k| k.ends_with("watch")), "{:?}", fake.requests());
     eprintln!("after the outage: {st:?}");
@@ -151,16 +158,24 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     let relists_before: u64 = st.relists.values().sum();
     fake.compact();
     wait_kube(&node, "the in-stream 410 relists", |s| s.relists.values().sum::<u64>() >= relists_before + 2);
-    fake.apply(slice("new", "came-a", "came", &[b1_ip.clone()])).expect("modify");
+    fake.apply(slice("new", "came-a", "came", std::slice::from_ref(&b1_ip))).expect("modify");
     wait_services(&node, "the change after the relist", |l| {
-        l.iter().any(|s| s.spec.name == "new/came:http" && s.spec.backends.len() == 1 && s.spec.backends[0].ip.to_string() == b1_ip)
+        l.iter().any(|s| {
+            s.spec.name == "new/came:http"
+                && s.spec.backends.len() == 1
+                && s.spec.backends[0].ip.to_string() == b1_ip
+        })
     });
 
     // The endpoints go: TCP gets an RST, UDP an ICMP port unreachable.
     fake.delete("EndpointSlice", "web", "front-a");
-    wait_services(&node, "no backends", |l| l.iter().any(|s| s.spec.name == "web/front:http" && s.spec.backends.is_empty()));
+    wait_services(&node, "no backends", |l| {
+        l.iter().any(|s| s.spec.name == "web/front:http" && s.spec.backends.is_empty())
+    });
     let addr: SocketAddr = tcp.parse().expect("addr");
-    let err = client.ns.enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map(|_| ()));
+    let err = client
+        .ns
+        .enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map(|_| ()));
     assert_eq!(err.expect_err("connect must fail").kind(), std::io::ErrorKind::ConnectionRefused, "RST");
     let sock = udp_in(&client.ns, "0.0.0.0:0");
     sock.connect(&udp).expect("connect udp");
@@ -188,16 +203,20 @@ fn pod_range_comes_from_the_node_object() {
     let kc = kubeconfig_path("kn");
     let kcs = kc.display().to_string();
     let f = fake.clone();
-    let mut node = start_without_pod_cidr("kn", 151, &["--kubeconfig", &kcs, "--node-name", "node-151"], move |ns| {
-        serve_fake_in(ns, &f, &kc)
-    });
+    let mut node =
+        start_without_pod_cidr("kn", 151, &["--kubeconfig", &kcs, "--node-name", "node-151"], move |ns| {
+            serve_fake_in(ns, &f, &kc)
+        });
     // No Node yet: tapwayd waits, and says so.
     let start = Instant::now();
     while !node.log().contains("waiting for Node node-151") {
         assert!(start.elapsed() < DEADLINE, "no word of the wait:\n{}", node.log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(std::os::unix::net::UnixStream::connect(&node.socket).is_err(), "not serving without a pod range");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&node.socket).is_err(),
+        "not serving without a pod range"
+    );
     // A Node without podCIDRs yet, then with them (dual stack).
     fake.apply(node_object("node-151", &[])).expect("node");
     fake.apply(node_object("other", &["10.231.99.0/24"])).expect("another node");
@@ -282,7 +301,10 @@ fn bench_watch_latency_and_memory() {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objs.clone()});
     let file = plain.dir.join("bulk.json");
     std::fs::write(&file, list.to_string()).expect("write");
-    let out = run(env!("CARGO_BIN_EXE_tapwayctl"), &["--socket", &plain.socket.display().to_string(), "sync", &file.display().to_string()]);
+    let out = run(
+        env!("CARGO_BIN_EXE_tapwayctl"),
+        &["--socket", &plain.socket.display().to_string(), "sync", &file.display().to_string()],
+    );
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_secs(2));
     let rss_sync = rss_kib(plain.pid());
@@ -311,7 +333,12 @@ fn bench_watch_latency_and_memory() {
         wait_services(&node, "the new backend", |l| {
             l.iter().any(|s| {
                 s.spec.name == "bulk/s7:http"
-                    && s.spec.backends.iter().map(|b| b.ip.to_string()).collect::<std::collections::BTreeSet<_>>() == want
+                    && s.spec
+                        .backends
+                        .iter()
+                        .map(|b| b.ip.to_string())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        == want
             })
         });
         lat.push(t.elapsed());

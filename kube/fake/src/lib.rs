@@ -249,7 +249,8 @@ impl FakeApiServer {
         for mut obj in objs {
             let kind_s = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
             let kind = Kind::of(&kind_s).ok_or(FakeError::Kind(kind_s))?;
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).ok_or(FakeError::NoName)?.to_string();
+            let name =
+                obj.pointer("/metadata/name").and_then(Value::as_str).ok_or(FakeError::NoName)?.to_string();
             let ns = if kind == Kind::Node {
                 String::new()
             } else {
@@ -393,11 +394,18 @@ fn serve_conn(inner: &Inner, s: TcpStream, epoch: u64) {
     let _ = s.set_nodelay(true);
     let Some(req) = read_request(&s) else { return };
     let Some(kind) = Kind::of_path(&req.path) else {
-        respond(&s, 404, "Not Found", &status(404, "NotFound", &format!("the server could not find {}", req.path)));
+        respond(
+            &s,
+            404,
+            "Not Found",
+            &status(404, "NotFound", &format!("the server could not find {}", req.path)),
+        );
         return;
     };
     let watch = matches!(req.query.get("watch").map(String::as_str), Some("true" | "1"));
-    *lock(&inner.requests).entry(format!("{} {}", kind.name(), if watch { "watch" } else { "list" })).or_default() += 1;
+    *lock(&inner.requests)
+        .entry(format!("{} {}", kind.name(), if watch { "watch" } else { "list" }))
+        .or_default() += 1;
     if watch {
         serve_watch(inner, &s, kind, &req, epoch);
     } else {
@@ -414,7 +422,11 @@ fn serve_list(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req) {
             Some(p) => p,
             None => {
                 drop(w);
-                let st = status(410, "Expired", "The provided continue parameter is too old to display a consistent list result.");
+                let st = status(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result.",
+                );
                 respond(s, 410, "Gone", &st);
                 return;
             }

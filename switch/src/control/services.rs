@@ -251,7 +251,10 @@ impl Control {
         let r = if u.full {
             let mut specs: Vec<ServiceSpec> = u.upserts.into_iter().filter(ok).collect();
             if specs.len() > MAX_SERVICES {
-                tracing::warn!(ports = specs.len(), "more than {MAX_SERVICES} service ports; the rest are not served");
+                tracing::warn!(
+                    ports = specs.len(),
+                    "more than {MAX_SERVICES} service ports; the rest are not served"
+                );
                 specs.truncate(MAX_SERVICES);
             }
             self.apply(&mut st, specs, true, &[])

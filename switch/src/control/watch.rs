@@ -18,7 +18,13 @@ impl ServiceSink for Sink {
     fn apply(&self, update: Update) -> Result<(), String> {
         let ctl = self.0.upgrade().ok_or("tapwayd is stopping")?;
         let r = ctl.watch_apply(update);
-        tracing::debug!(added = r.added, updated = r.updated, removed = r.removed, us = r.elapsed_us, "watch sync");
+        tracing::debug!(
+            added = r.added,
+            updated = r.updated,
+            removed = r.removed,
+            us = r.elapsed_us,
+            "watch sync"
+        );
         Ok(())
     }
 }

@@ -16,14 +16,11 @@ use super::{tcp_connect_in, tcp_listen_in, udp_in, Netns, Node, Pod, DEADLINE};
 
 /// Binds 127.0.0.1:`port` (0: any) inside `ns`, where tapwayd will reach it on loopback.
 pub fn listen_in(ns: &Netns, port: u16) -> TcpListener {
-    ns.enter(move || {
-        let l = TcpListener::bind(("127.0.0.1", port)).expect("bind the fake API server");
-        l
-    })
+    ns.enter(move || TcpListener::bind(("127.0.0.1", port)).expect("bind the fake API server"))
 }
 
 /// A fake API server serving in `ns`, and the kubeconfig naming it (at `kubeconfig`).
-pub fn serve_fake_in(ns: &Netns, fake: &FakeApiServer, kubeconfig: &PathBuf) {
+pub fn serve_fake_in(ns: &Netns, fake: &FakeApiServer, kubeconfig: &std::path::Path) {
     fake.serve(listen_in(ns, 0)).expect("serve the fake API server");
     fake.write_kubeconfig(kubeconfig).expect("write the kubeconfig");
 }
@@ -44,8 +41,10 @@ pub fn service(ns: &str, name: &str, vip: &str, port: u16) -> Value {
 
 /// The EndpointSlice `name` of Service `svc` with `ips` ready on 8080/TCP and 5353/UDP.
 pub fn slice(ns: &str, name: &str, svc: &str, ips: &[String]) -> Value {
-    let eps: Vec<Value> =
-        ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true, "serving": true}})).collect();
+    let eps: Vec<Value> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true, "serving": true}}))
+        .collect();
     json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
            "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": svc}},
            "addressType": "IPv4", "endpoints": eps,

@@ -17,7 +17,11 @@ fn main() -> ExitCode {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()));
         let objs = match objs {
             Ok(serde_json::Value::Array(a)) => a,
-            Ok(mut v) => v.get_mut("items").map(serde_json::Value::take).and_then(|i| i.as_array().cloned()).unwrap_or_default(),
+            Ok(mut v) => v
+                .get_mut("items")
+                .map(serde_json::Value::take)
+                .and_then(|i| i.as_array().cloned())
+                .unwrap_or_default(),
             Err(e) => {
                 eprintln!("tapway-fake-apiserver: {file}: {e}");
                 return ExitCode::FAILURE;
@@ -31,7 +35,9 @@ fn main() -> ExitCode {
     let served = std::net::TcpListener::bind(listen.as_str())
         .and_then(|l| fake.serve(l))
         .map_err(|e| e.to_string())
-        .and_then(|a| fake.write_kubeconfig(std::path::Path::new(kubeconfig)).map(|()| a).map_err(|e| e.to_string()));
+        .and_then(|a| {
+            fake.write_kubeconfig(std::path::Path::new(kubeconfig)).map(|()| a).map_err(|e| e.to_string())
+        });
     match served {
         Ok(addr) => println!("serving on http://{addr}"),
         Err(e) => {
