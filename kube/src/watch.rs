@@ -545,3 +545,109 @@ async fn apply_loop(sh: &Shared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{Slice, Svc, SvcPort};
+    use std::sync::atomic::AtomicUsize;
+    use tapway_api::{Affinity, Protocol};
+
+    struct Counting(AtomicUsize, Mutex<Vec<Update>>);
+
+    impl ServiceSink for Counting {
+        fn apply(&self, update: Update) -> Result<(), String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            lock(&self.1).push(update);
+            Ok(())
+        }
+    }
+
+    fn shared(window: Duration) -> Arc<Shared> {
+        Arc::new(Shared {
+            store: Mutex::new(Store::new()),
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
+            sink: OnceLock::new(),
+            pod_cidrs: Mutex::new(None),
+            pod_cidrs_seen: Condvar::new(),
+            window,
+        })
+    }
+
+    fn slice(n: u8) -> Slice {
+        Slice {
+            ns: "d".into(),
+            label: "d/a-1".into(),
+            service: "a".into(),
+            ports: vec![(String::new(), Protocol::Tcp, 8080)],
+            endpoints: (0..n).map(|i| (IpAddr::from([10, 0, 0, i]), true, true, false)).collect(),
+        }
+    }
+
+    use std::net::IpAddr;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_of_100_changes_is_coalesced_into_few_syncs() {
+        let sh = shared(Duration::from_millis(20));
+        let sink = Arc::new(Counting(AtomicUsize::new(0), Mutex::new(Vec::new())));
+        let _ = sh.sink.set(sink.clone());
+        let svc = Svc {
+            ns: "d".into(),
+            name: "a".into(),
+            vips: vec!["10.96.0.1".parse().unwrap()],
+            ports: vec![SvcPort { name: String::new(), port: 80, protocol: Protocol::Tcp }],
+            affinity: Affinity::None,
+        };
+        {
+            let mut st = lock(&sh.store);
+            st.replace_services([(("d".to_string(), "a".to_string()), Some(svc))].into());
+            st.replace_slices(HashMap::new());
+        }
+        sh.changed.notify_one();
+        let applier = tokio::spawn({
+            let sh = sh.clone();
+            async move { apply_loop(&sh).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sink.0.load(Ordering::SeqCst), 1, "the initial full sync");
+        // 100 changes, as a rolling update delivers them: all inside one window.
+        for n in 1..=100u8 {
+            lock(&sh.store).upsert_slice(("d".into(), "a-1".into()), Some(slice(n)));
+            sh.changed.notify_one();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        applier.abort();
+        let updates = lock(&sink.1);
+        assert_eq!(updates.len(), 2, "one sync for the 100 changes: {updates:?}");
+        assert!(updates[0].full && !updates[1].full);
+        assert_eq!(updates[1].rebuilt, 1);
+        assert_eq!(updates[1].upserts[0].backends.len(), 100);
+        assert_eq!(sh.state().syncs, 2);
+    }
+
+    #[test]
+    fn node_pod_cidrs_both_families_and_fallback() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"},
+            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:244:1::/64", "junk"]}
+        }))
+        .unwrap();
+        let want: Vec<IpNet> = vec!["10.244.1.0/24".parse().unwrap(), "fd00:244:1::/64".parse().unwrap()];
+        assert_eq!(node_pod_cidrs(&node), want);
+        let old: Node = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.244.2.0/24"}}),
+        )
+        .unwrap();
+        assert_eq!(node_pod_cidrs(&old), vec!["10.244.2.0/24".parse::<IpNet>().unwrap()]);
+        let none: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}})).unwrap();
+        assert!(node_pod_cidrs(&none).is_empty());
+    }
+
+    #[test]
+    fn watcher_access_is_read_only() {
+        for a in crate::WATCHER_ACCESS {
+            assert!(a.verbs.iter().all(|v| ["get", "list", "watch"].contains(v)), "{a:?}");
+        }
+    }
+}

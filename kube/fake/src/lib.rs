@@ -543,3 +543,102 @@ fn serve_watch(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req, epoch: u64) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(addr: SocketAddr, target: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
+    }
+
+    fn svc(name: &str) -> Value {
+        json!({"kind": "Service", "metadata": {"namespace": "d", "name": name}, "spec": {}})
+    }
+
+    fn served() -> (FakeApiServer, SocketAddr) {
+        let fake = FakeApiServer::new();
+        let addr = fake.serve(TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+        (fake, addr)
+    }
+
+    #[test]
+    fn paged_list_follows_continue_on_one_snapshot() {
+        let (fake, addr) = served();
+        fake.apply_all((0..5).map(|i| svc(&format!("s{i}"))).collect()).unwrap();
+        let (code, body) = get(addr, "/api/v1/services?limit=2");
+        assert_eq!(code, 200);
+        let page: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 2);
+        assert!(page["items"][0].get("kind").is_none(), "list items carry no kind");
+        let rv = page["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let mut token = page["metadata"]["continue"].as_str().unwrap().to_string();
+        // A change between pages does not show in the snapshot.
+        fake.apply(svc("late")).unwrap();
+        let mut names = vec![];
+        while !token.is_empty() {
+            let (_, body) = get(addr, &format!("/api/v1/services?limit=2&continue={token}"));
+            let page: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(page["metadata"]["resourceVersion"].as_str().unwrap(), rv);
+            names.extend(page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].to_string()));
+            token = page["metadata"]["continue"].as_str().unwrap_or("").to_string();
+        }
+        assert_eq!(names.len(), 3, "{names:?}");
+        fake.stop();
+    }
+
+    #[test]
+    fn watch_streams_events_then_410_after_compaction() {
+        let (fake, addr) = served();
+        let rv0 = fake.apply(svc("a")).unwrap();
+        fake.apply(svc("a")).unwrap();
+        fake.delete("Service", "d", "a").unwrap();
+        let (code, body) =
+            get(addr, &format!("/api/v1/services?watch=true&resourceVersion={rv0}&timeoutSeconds=1"));
+        assert_eq!(code, 200);
+        assert!(body.contains("\"type\":\"MODIFIED\"") && body.contains("\"type\":\"DELETED\""), "{body}");
+        assert!(!body.contains("\"type\":\"ADDED\""), "events at or before the RV are not sent: {body}");
+        fake.compact();
+        let (code, body) = get(addr, &format!("/api/v1/services?watch=true&resourceVersion={rv0}"));
+        assert_eq!(code, 410, "{body}");
+        assert!(body.contains("\"Expired\""));
+        // An open watch gets an in-stream ERROR 410 on compaction.
+        let now = fake.resource_version();
+        let f2 = fake.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            f2.compact();
+        });
+        let (code, body) = get(addr, &format!("/api/v1/services?watch=true&resourceVersion={now}"));
+        t.join().unwrap();
+        assert_eq!(code, 200);
+        assert!(body.contains("\"type\":\"ERROR\"") && body.contains("410"), "{body}");
+        fake.stop();
+    }
+
+    #[test]
+    fn bookmarks_and_field_selectors() {
+        let (fake, addr) = served();
+        fake.apply(json!({"kind": "Node", "metadata": {"name": "n1"}})).unwrap();
+        fake.apply(json!({"kind": "Node", "metadata": {"name": "n2"}})).unwrap();
+        let (_, body) = get(addr, "/api/v1/nodes?fieldSelector=metadata.name%3Dn2");
+        let list: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+        assert_eq!(list["items"][0]["metadata"]["name"], "n2");
+        let (_, body) = get(addr, "/api/v1/nodes?watch=true&resourceVersion=1&allowWatchBookmarks=true&timeoutSeconds=2&fieldSelector=metadata.name%3Dn2");
+        assert!(body.contains("\"BOOKMARK\""), "{body}");
+        assert!(!body.contains("\"n1\""), "{body}");
+        let (code, _) = get(addr, "/api/v1/pods");
+        assert_eq!(code, 404);
+        fake.stop();
+        assert!(TcpStream::connect(addr).is_err(), "stopped means refused");
+    }
+}
