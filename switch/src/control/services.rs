@@ -30,6 +30,19 @@ pub const MAX_SERVICES: usize = 100_000;
 /// Longest affinity timeout Kubernetes allows (one day).
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
+/// A sync of at least this many service ports gives freed heap back to the kernel after.
+const TRIM_AFTER: usize = 1000;
+
+/// Returns free heap pages to the kernel (after a large sync, whose transient buffers would
+/// otherwise stay resident in the arena of the thread that freed them).
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps; no pointer
+    // is invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Flows listed when the request sets no limit.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
@@ -228,10 +241,16 @@ impl Control {
                 return Err(invalid(format!("{} is listed twice", s.key)));
             }
         }
+        let large = services.len() >= TRIM_AFTER;
         let mut st = self.svc_state();
         let r = self.apply(&mut st, services, true, &[]);
         if r.added + r.updated + r.removed > 0 {
             self.save_services(specs_of(&st));
+        }
+        drop(st);
+        if large {
+            // The request (megabytes of JSON) and its parse are freed by now.
+            trim_heap();
         }
         Ok(r)
     }
@@ -270,8 +289,15 @@ impl Control {
             }
             self.apply(&mut st, ups, false, &removes)
         };
+        let full = u.full;
         self.watch_syncs.fetch_add(1, Relaxed);
         self.services_unsaved.store(true, Relaxed);
+        drop(st);
+        if full {
+            // A full update follows a list: the list's pages, the objects and the update were
+            // freed on the watch thread, whose malloc arena keeps them otherwise.
+            trim_heap();
+        }
         r
     }
 

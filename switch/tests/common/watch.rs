@@ -72,7 +72,7 @@ pub fn wait_kube(node: &Node, what: &str, f: impl Fn(&KubeStatus) -> bool) -> Ku
             return s;
         }
         assert!(start.elapsed() < DEADLINE * 3, "{what}: {s:?}\n{}", node.log());
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
