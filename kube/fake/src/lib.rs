@@ -18,7 +18,7 @@
 //! [`FakeApiServer::restart`] brings it back on a new socket with the same history.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -131,6 +131,8 @@ struct Inner {
     running: AtomicBool,
     conns: Mutex<Vec<TcpStream>>,
     addr: Mutex<Option<SocketAddr>>,
+    /// TLS: the server config, the CA's PEM and the bearer token every request must carry.
+    tls: Mutex<Option<Tls>>,
     /// Requests served, by kind and `list`/`watch`.
     pub requests: Mutex<BTreeMap<String, u64>>,
 }
@@ -138,6 +140,28 @@ struct Inner {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    ca_pem: String,
+    token: String,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating the certificates.
+    #[error("certificates: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// Building the server config.
+    #[error("TLS config: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Anything a connection can be served over: plain TCP or TLS over it.
+trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
 
 /// The fake API server. Cloning gives another handle to the same server.
 #[derive(Clone)]
@@ -162,6 +186,7 @@ impl FakeApiServer {
                 running: AtomicBool::new(false),
                 conns: Mutex::new(Vec::new()),
                 addr: Mutex::new(None),
+                tls: Mutex::new(None),
                 requests: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -183,9 +208,23 @@ impl FakeApiServer {
                             lock(&inner.conns).push(c);
                         }
                         let inner = inner.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("fake-apiserver-conn".into())
-                            .spawn(move || serve_conn(&inner, s, epoch));
+                        let _ =
+                            std::thread::Builder::new().name("fake-apiserver-conn".into()).spawn(move || {
+                                let _ = s.set_nonblocking(false);
+                                let _ = s.set_nodelay(true);
+                                let tls = lock(&inner.tls).clone();
+                                match tls {
+                                    None => serve_conn(&inner, Box::new(s.try_clone().ok()), s, None, epoch),
+                                    Some(t) => {
+                                        let Ok(conn) = rustls::ServerConnection::new(t.config.clone()) else {
+                                            return;
+                                        };
+                                        let raw = s.try_clone().ok();
+                                        let stream = rustls::StreamOwned::new(conn, s);
+                                        serve_conn(&inner, Box::new(raw), stream, Some(t.token), epoch)
+                                    }
+                                }
+                            });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -197,6 +236,34 @@ impl FakeApiServer {
     /// The address it serves on (the last one).
     pub fn addr(&self) -> Option<SocketAddr> {
         *lock(&self.inner.addr)
+    }
+
+    /// Serves HTTPS on `listener`: a fresh CA signs a certificate for 127.0.0.1 and ::1, and
+    /// every request must carry `Authorization: Bearer TOKEN` (401 otherwise).
+    /// [`FakeApiServer::write_kubeconfig`] then writes the CA and the token.
+    pub fn serve_tls(&self, listener: TcpListener, token: &str) -> Result<SocketAddr, TlsError> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tapway fake CA");
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let params = rcgen::CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "localhost".to_string(),
+        ])?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone(), ca_cert.der().clone()], key_der)?;
+        *lock(&self.inner.tls) =
+            Some(Tls { config: Arc::new(config), ca_pem: ca_cert.pem(), token: token.to_string() });
+        Ok(self.serve(listener).map_err(|e| rustls::Error::General(e.to_string()))?)
     }
 
     /// Kills it: the listener closes and every connection is cut; the objects and history stay.
@@ -216,13 +283,26 @@ impl FakeApiServer {
         self.serve(listener)
     }
 
-    /// Writes a kubeconfig whose server is this one (plain http).
+    /// Writes a kubeconfig whose server is this one: plain http, or with TLS the CA (as
+    /// `certificate-authority-data`) and the bearer token.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), FakeError> {
+        use base64::Engine;
         let addr = self.addr().map(|a| a.to_string()).unwrap_or_default();
+        let (server, ca, user) = match lock(&self.inner.tls).as_ref() {
+            None => (format!("http://{addr}"), String::new(), "{}".to_string()),
+            Some(t) => (
+                format!("https://{addr}"),
+                format!(
+                    "    certificate-authority-data: {}\n",
+                    base64::engine::general_purpose::STANDARD.encode(&t.ca_pem)
+                ),
+                format!("\n    token: {}", t.token),
+            ),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n{ca}\
              contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+             current-context: fake\nusers:\n- name: fake\n  user: {user}\n"
         );
         std::fs::write(path, text)?;
         Ok(())
@@ -313,6 +393,8 @@ impl FakeApiServer {
 struct Req {
     path: String,
     query: HashMap<String, String>,
+    /// The `Authorization` header.
+    auth: Option<String>,
 }
 
 fn decode(s: &str) -> String {
@@ -338,16 +420,21 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn read_request(s: &TcpStream) -> Option<Req> {
-    let mut r = BufReader::new(s.try_clone().ok()?);
+fn read_request(r: &mut BufReader<impl Read>) -> Option<Req> {
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
     let target = line.split_whitespace().nth(1)?.to_string();
     // Headers: read to the blank line; a GET has no body.
+    let mut auth = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h).ok()? == 0 || h == "\r\n" || h == "\n" {
             break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                auth = Some(v.trim().to_string());
+            }
         }
     }
     let (path, q) = target.split_once('?').unwrap_or((&target, ""));
@@ -359,10 +446,10 @@ fn read_request(s: &TcpStream) -> Option<Req> {
             (decode(k), decode(v))
         })
         .collect();
-    Some(Req { path: path.to_string(), query })
+    Some(Req { path: path.to_string(), query, auth })
 }
 
-fn respond(mut s: &TcpStream, code: u16, reason: &str, body: &Value) {
+fn respond(s: &mut dyn Write, code: u16, reason: &str, body: &Value) {
     let body = body.to_string();
     let _ = write!(
         s,
@@ -390,12 +477,22 @@ fn selected(obj: &Value, selector: Option<&String>) -> bool {
     })
 }
 
-fn serve_conn(inner: &Inner, s: TcpStream, epoch: u64) {
-    let _ = s.set_nodelay(true);
-    let Some(req) = read_request(&s) else { return };
+/// Serves one request on `s`; `raw` is the TCP socket under it, shut down at the end.
+fn serve_conn(inner: &Inner, raw: Box<Option<TcpStream>>, s: impl Conn, token: Option<String>, epoch: u64) {
+    let mut reader = BufReader::new(s);
+    let Some(req) = read_request(&mut reader) else { return };
+    let mut s = reader.into_inner();
+    let s: &mut dyn Conn = &mut s;
+    if let Some(t) = token {
+        if req.auth.as_deref() != Some(format!("Bearer {t}").as_str()) {
+            respond(s, 401, "Unauthorized", &status(401, "Unauthorized", "Unauthorized"));
+            let _ = s.flush();
+            return;
+        }
+    }
     let Some(kind) = Kind::of_path(&req.path) else {
         respond(
-            &s,
+            s,
             404,
             "Not Found",
             &status(404, "NotFound", &format!("the server could not find {}", req.path)),
@@ -407,14 +504,17 @@ fn serve_conn(inner: &Inner, s: TcpStream, epoch: u64) {
         .entry(format!("{} {}", kind.name(), if watch { "watch" } else { "list" }))
         .or_default() += 1;
     if watch {
-        serve_watch(inner, &s, kind, &req, epoch);
+        serve_watch(inner, s, kind, &req, epoch);
     } else {
-        serve_list(inner, &s, kind, &req);
+        serve_list(inner, s, kind, &req);
     }
-    let _ = s.shutdown(Shutdown::Both);
+    let _ = s.flush();
+    if let Some(r) = raw.as_ref() {
+        let _ = r.shutdown(Shutdown::Both);
+    }
 }
 
-fn serve_list(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req) {
+fn serve_list(inner: &Inner, s: &mut dyn Conn, kind: Kind, req: &Req) {
     let limit = req.query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|&l| l > 0);
     let mut w = lock(&inner.world);
     let (rv, mut items) = match req.query.get("continue").filter(|c| !c.is_empty()) {
@@ -468,11 +568,11 @@ fn serve_list(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req) {
     respond(s, 200, "OK", &body);
 }
 
-fn chunk(mut s: &TcpStream, line: &str) -> bool {
+fn chunk(s: &mut dyn Conn, line: &str) -> bool {
     write!(s, "{:x}\r\n{line}\n\r\n", line.len() + 1).and_then(|_| s.flush()).is_ok()
 }
 
-fn serve_watch(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req, epoch: u64) {
+fn serve_watch(inner: &Inner, s: &mut dyn Conn, kind: Kind, req: &Req, epoch: u64) {
     let from: u64 = req.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
@@ -488,8 +588,7 @@ fn serve_watch(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req, epoch: u64) 
     }
     let gen = w.expire_gen;
     drop(w);
-    let mut head = s;
-    if write!(head, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    if write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return;
@@ -504,7 +603,7 @@ fn serve_watch(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req, epoch: u64) 
             drop(w);
             let ev = json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version")});
             chunk(s, &ev.to_string());
-            let _ = head.write_all(b"0\r\n\r\n");
+            let _ = s.write_all(b"0\r\n\r\n");
             return;
         }
         let events: Vec<String> = w
@@ -519,7 +618,7 @@ fn serve_watch(inner: &Inner, s: &TcpStream, kind: Kind, req: &Req, epoch: u64) 
             let now = Instant::now();
             if now >= deadline {
                 drop(w);
-                let _ = head.write_all(b"0\r\n\r\n");
+                let _ = s.write_all(b"0\r\n\r\n");
                 return;
             }
             let wait = BOOKMARK_EVERY.saturating_sub(last_bookmark.elapsed()).min(deadline - now);
