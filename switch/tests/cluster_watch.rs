@@ -48,6 +48,12 @@ fn tapwayctl_links_no_datapath() {
         .collect();
     assert!(!syms.is_empty(), "nm printed nothing");
     assert!(bad.is_empty(), "tapwayctl links the datapath: {bad:?}");
+    if let Ok(out) = std::process::Command::new("ldd").arg(env!("CARGO_BIN_EXE_tapwayctl")).output() {
+        let libs = String::from_utf8_lossy(&out.stdout);
+        for lib in ["libxdp", "libbpf", "libelf", "libz."] {
+            assert!(!libs.contains(lib), "tapwayctl needs {lib}: {libs}");
+        }
+    }
 }
 
 #[test]
