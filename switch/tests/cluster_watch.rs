@@ -114,6 +114,15 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
         all.extend_from_slice(args);
         run(env!("CARGO_BIN_EXE_tapwayctl"), &all)
     };
+    let out = ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status: {out:?}");
+    assert!(text.contains("kubernetes http://127.0.0.1:") && text.contains(" connected for "), "{text}");
+    assert!(text.contains("Service 2") && text.contains("(owned by the watch)"), "{text}");
+    let out = ctl(&["--json", "status"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(json["kube"]["connected"], true, "{json}");
+    assert!(json["kube"]["last_event_age_secs"].as_f64().is_some(), "{json}");
     let out = ctl(&["sync", fixture]);
     assert_eq!(out.status.code(), Some(10), "sync refused: {out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
