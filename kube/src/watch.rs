@@ -81,10 +81,19 @@ pub enum WatchError {
     Gone,
 }
 
-/// Whether the in-cluster configuration is there (`KUBERNETES_SERVICE_HOST` set, as client-go
-/// checks first).
+/// Where a pod's service-account token and CA are mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Whether the in-cluster configuration is there, as client-go reads it:
+/// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` set, and the service account's
+/// `token` and `ca.crt` mounted.
 pub fn in_cluster() -> bool {
-    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty())
+    let set = |v: &str| std::env::var_os(v).is_some_and(|h| !h.is_empty());
+    let dir = std::path::Path::new(SERVICE_ACCOUNT_DIR);
+    set("KUBERNETES_SERVICE_HOST")
+        && set("KUBERNETES_SERVICE_PORT")
+        && dir.join("token").is_file()
+        && dir.join("ca.crt").is_file()
 }
 
 /// Where updates go: tapwayd's control plane.
