@@ -61,7 +61,12 @@ impl Client {
 
     /// Sends `op` and decodes the result as `T`.
     pub fn call<T: DeserializeOwned>(&self, op: Op) -> Result<T, ClientError> {
-        let resp = self.raw(&Request { v: PROTOCOL_VERSION, op })?;
+        self.call_with(op, false)
+    }
+
+    /// [`Client::call`] with the request's `force` flag set as given.
+    pub fn call_with<T: DeserializeOwned>(&self, op: Op, force: bool) -> Result<T, ClientError> {
+        let resp = self.raw(&Request { v: PROTOCOL_VERSION, op, force })?;
         match (resp.ok, resp.result, resp.error) {
             (true, Some(v), _) => Ok(serde_json::from_value(v)?),
             (true, None, _) => Ok(serde_json::from_value(serde_json::Value::Null)?),

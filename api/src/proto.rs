@@ -13,6 +13,11 @@ pub struct Request {
     /// The operation and its arguments.
     #[serde(flatten)]
     pub op: Op,
+    /// Do it even though another writer owns what it changes: `service_set`, `service_delete`
+    /// and `service_sync` while tapwayd follows the Kubernetes API (the watch puts its own
+    /// state back on its next change or relist). Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Every operation of the control API, tagged by `"op"`.
@@ -255,6 +260,9 @@ pub enum ErrorCode {
     /// An address asked for belongs to someone else: another pod's IP or MAC, the gateway's IP
     /// or the host port's MAC.
     AddressConflict,
+    /// The request conflicts with the daemon's state: the service table is owned by the
+    /// Kubernetes watch (retry with `force` to write anyway).
+    FailedPrecondition,
 }
 
 impl ErrorCode {
@@ -272,6 +280,7 @@ impl ErrorCode {
             ErrorCode::System => "system",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::AddressConflict => "address_conflict",
+            ErrorCode::FailedPrecondition => "failed_precondition",
         }
     }
 }
@@ -450,6 +459,45 @@ pub struct StatusInfo {
     /// The bound on `control_connections`.
     #[serde(default)]
     pub control_max: usize,
+    /// The Kubernetes API watch, when tapwayd follows the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeStatus>,
+}
+
+/// The Kubernetes API watch as `status` shows it (and the metrics export).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct KubeStatus {
+    /// The API server's URL.
+    pub server: String,
+    /// The node whose Node object is followed, if any.
+    pub node: Option<String>,
+    /// Whether the last request to the API server succeeded (the watches are up).
+    pub connected: bool,
+    /// When `connected` last changed, in seconds since the Unix epoch.
+    pub since_unix_secs: u64,
+    /// Seconds since the last event (object added, changed, deleted or listed); absent before
+    /// the first.
+    pub last_event_age_secs: Option<f64>,
+    /// Objects held, by kind (`Service`, `EndpointSlice`, `Node`).
+    pub objects: BTreeMap<String, u64>,
+    /// Events received, by kind (list items included).
+    pub events: BTreeMap<String, u64>,
+    /// Lists after the first, by kind: after a 410 Gone, or a reconnection.
+    pub relists: BTreeMap<String, u64>,
+    /// Syncs applied to the service table (each a coalesced batch of events).
+    pub syncs: u64,
+    /// Service ports programmed by the watch.
+    pub service_ports: u64,
+    /// The last error from the API server (absent once nothing failed since start).
+    pub last_error: Option<String>,
+    /// Seconds since the last error.
+    pub last_error_age_secs: Option<f64>,
+    /// What tapwayd waits for before it can serve (e.g. the Node's `spec.podCIDRs`).
+    pub waiting: Option<String>,
+    /// Whether the watch owns the service table (then `sync` and `service set/delete` need
+    /// `--force`).
+    pub owns_services: bool,
 }
 
 /// The uplink as `status` shows it.
@@ -516,7 +564,7 @@ mod tests {
             }),
         ];
         for op in ops {
-            let req = Request { v: 1, op };
+            let req = Request { v: 1, op, force: false };
             let line = serde_json::to_string(&req).unwrap();
             let back: Request = serde_json::from_str(&line).unwrap();
             assert_eq!(back, req, "{line}");
@@ -525,8 +573,14 @@ mod tests {
 
     #[test]
     fn wire_shape_is_stable() {
-        let line = serde_json::to_string(&Request { v: 1, op: Op::Status }).unwrap();
+        let line = serde_json::to_string(&Request { v: 1, op: Op::Status, force: false }).unwrap();
         assert_eq!(line, r#"{"v":1,"op":"status"}"#);
+        let forced: Request =
+            serde_json::from_str(r#"{"v":1,"op":"service_sync","services":[],"force":true}"#).unwrap();
+        assert!(forced.force);
+        assert!(matches!(forced.op, Op::ServiceSync(ref s) if s.services.is_empty()));
+        let line = serde_json::to_string(&forced).unwrap();
+        assert!(line.contains(r#""force":true"#), "{line}");
         let req: Request =
             serde_json::from_str(r#"{"v":1,"op":"detach","container_id":"abc","ifname":"eth0"}"#).unwrap();
         assert_eq!(

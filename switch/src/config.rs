@@ -117,6 +117,15 @@ pub struct Args {
     /// [default: 1048576].
     #[arg(long)]
     pub storm_bytes_burst: Option<u64>,
+    /// Follow the Kubernetes API server this kubeconfig names (Services, EndpointSlices, this
+    /// node's Node). Without it, tapwayd follows the API when it runs in a pod
+    /// (`KUBERNETES_SERVICE_HOST`/`PORT` and the service-account files), and not otherwise.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name in the Kubernetes API: with no `--pod-cidr`, the pod range is its
+    /// Node's `spec.podCIDRs`.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -154,6 +163,8 @@ pub struct FileConfig {
     storm_pps_burst: Option<u64>,
     storm_bytes: Option<u64>,
     storm_bytes_burst: Option<u64>,
+    kubeconfig: Option<PathBuf>,
+    node_name: Option<String>,
 }
 
 /// Why the configuration is unusable.
@@ -205,6 +216,32 @@ pub struct DaemonConfig {
     pub uplink: Option<XdpConfig>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// How to reach the Kubernetes API, when tapwayd follows it.
+    pub kube: Option<KubeConfig>,
+}
+
+/// Following the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeConfig {
+    /// The kubeconfig; `None`: in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name.
+    pub node_name: Option<String>,
+}
+
+/// Checks the pod ranges against themselves and the service ranges.
+pub fn check_pod_cidrs(pod_cidrs: &[IpNet], service_cidrs: &[IpNet]) -> Result<(), ConfigError> {
+    for c in pod_cidrs {
+        if c.prefix_len() >= c.max_prefix_len() - 1 {
+            return Err(ConfigError::Invalid(format!("pod CIDR {c} is too small")));
+        }
+    }
+    for s in service_cidrs {
+        if let Some(p) = pod_cidrs.iter().find(|p| p.contains(&s.network()) || s.contains(&p.network())) {
+            return Err(ConfigError::Invalid(format!("service CIDR {s} overlaps pod CIDR {p}")));
+        }
+    }
+    Ok(())
 }
 
 impl DaemonConfig {
@@ -261,18 +298,13 @@ impl DaemonConfig {
         let host_port = args.host_port.or(file.host_port).unwrap_or_else(|| "tapway0".into());
         tapway_api::validate::ifname(&host_port).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let pod_cidrs = args.pod_cidr.or(file.pod_cidr).unwrap_or_default();
-        for c in &pod_cidrs {
-            if c.prefix_len() >= c.max_prefix_len() - 1 {
-                return Err(ConfigError::Invalid(format!("pod CIDR {c} is too small")));
-            }
-        }
         let service_cidrs: Vec<IpNet> =
             args.service_cidr.or(file.service_cidr).unwrap_or_default().iter().map(|c| c.trunc()).collect();
-        for s in &service_cidrs {
-            if let Some(p) = pod_cidrs.iter().find(|p| p.contains(&s.network()) || s.contains(&p.network())) {
-                return Err(ConfigError::Invalid(format!("service CIDR {s} overlaps pod CIDR {p}")));
-            }
-        }
+        check_pod_cidrs(&pod_cidrs, &service_cidrs)?;
+        let kubeconfig = args.kubeconfig.or(file.kubeconfig);
+        let node_name = args.node_name.or(file.node_name).filter(|n| !n.is_empty());
+        let kube = (kubeconfig.is_some() || tapway_kube::watch::in_cluster())
+            .then_some(KubeConfig { kubeconfig, node_name });
         let uplink = match args.uplink.or(file.uplink) {
             None => None,
             Some(ifname) => {
@@ -305,6 +337,7 @@ impl DaemonConfig {
             switch: sw,
             uplink,
             metrics_address: args.metrics_address.or(file.metrics_address),
+            kube,
         })
     }
 }

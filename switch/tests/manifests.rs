@@ -17,13 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tapway_switch::config::{Args, DaemonConfig};
 
-/// What the API watcher lists and watches, as (API group, resource, verbs). The one place
-/// the expected RBAC is written: point it at the watcher's exported list when that lands.
-const WATCHER_RBAC: &[(&str, &str, &[&str])] = &[
-    ("", "services", &["list", "watch"]),
-    ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
-    ("", "nodes", &["get", "list", "watch"]),
-];
+/// What the API watcher lists and watches: the watcher's own list, so the ClusterRole grants
+/// exactly what the code uses.
+use tapway_kube::WATCHER_ACCESS as WATCHER_RBAC;
 
 /// tapwayd flags the DaemonSet passes that this tree's tapwayd does not have yet (another
 /// part of issue 11 adds them). Once a flag exists the test fails until it is taken off this
@@ -308,7 +304,7 @@ fn the_cluster_role_grants_exactly_what_the_watcher_reads() {
         .collect();
     let expected: BTreeSet<(String, String, String)> = WATCHER_RBAC
         .iter()
-        .flat_map(|(g, r, verbs)| verbs.iter().map(|v| (g.to_string(), r.to_string(), v.to_string())))
+        .flat_map(|a| a.verbs.iter().map(|v| (a.group.to_string(), a.resource.to_string(), v.to_string())))
         .collect();
     assert_eq!(granted, expected);
 

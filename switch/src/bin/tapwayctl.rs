@@ -104,6 +104,10 @@ enum Cmd {
         /// Show what would be programmed without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Write even though tapwayd follows the Kubernetes API, which owns the service table
+        /// (the watch puts its state back at its next change or relist).
+        #[arg(long)]
+        force: bool,
     },
     /// Verify that a port exists and its interface still has its MAC, addresses and routes.
     Check {
@@ -135,6 +139,9 @@ enum ServiceCmd {
         /// ClientIP session affinity with this timeout in seconds (Kubernetes default 10800).
         #[arg(long)]
         affinity_timeout: Option<u32>,
+        /// Write even though the Kubernetes watch owns the service table.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove one service port (its flows go on until they end).
     Delete {
@@ -143,6 +150,9 @@ enum ServiceCmd {
         /// Protocol.
         #[arg(long, default_value = "tcp")]
         proto: tapway_api::Protocol,
+        /// Write even though the Kubernetes watch owns the service table.
+        #[arg(long)]
+        force: bool,
     },
     /// Every service port with its backends, their share of new flows and counters.
     List,
@@ -201,14 +211,14 @@ fn service_cmd(cli: &Cli, client: &Client, cmd: &ServiceCmd) -> Result<(), Clien
     let key =
         |vip: &std::net::SocketAddr, proto| ServiceKey { vip: vip.ip(), port: vip.port(), protocol: proto };
     match cmd {
-        ServiceCmd::Set { vip, proto, name, backends, affinity_timeout } => {
+        ServiceCmd::Set { vip, proto, name, backends, affinity_timeout, force } => {
             let backends =
                 backends.iter().map(|b| parse_backend(b)).collect::<Result<Vec<_>, _>>().map_err(|m| {
                     ClientError::Api(tapway_api::ApiError::new(ErrorCode::InvalidArgument, m))
                 })?;
             let affinity = affinity_timeout.map(|timeout| Affinity::ClientIp { timeout }).unwrap_or_default();
             let spec = ServiceSpec { name: name.clone(), key: key(vip, *proto), affinity, backends };
-            let r: SyncResult = client.call(Op::ServiceSet(spec))?;
+            let r: SyncResult = client.call_with(Op::ServiceSet(spec), *force)?;
             if cli.json {
                 return print_json(&r);
             }
@@ -223,8 +233,8 @@ fn service_cmd(cli: &Cli, client: &Client, cmd: &ServiceCmd) -> Result<(), Clien
                 }
             );
         }
-        ServiceCmd::Delete { vip, proto } => {
-            let r: SyncResult = client.call(Op::ServiceDelete(key(vip, *proto)))?;
+        ServiceCmd::Delete { vip, proto, force } => {
+            let r: SyncResult = client.call_with(Op::ServiceDelete(key(vip, *proto)), *force)?;
             if cli.json {
                 return print_json(&r);
             }
@@ -313,7 +323,7 @@ fn conntrack_cmd(cli: &Cli, client: &Client, cmd: &ConntrackCmd) -> Result<(), C
     Ok(())
 }
 
-fn sync_cmd(cli: &Cli, client: &Client, file: &str, dry_run: bool) -> Result<(), ClientError> {
+fn sync_cmd(cli: &Cli, client: &Client, file: &str, dry_run: bool, force: bool) -> Result<(), ClientError> {
     use std::io::Read;
     let bad = |m: String| ClientError::Api(tapway_api::ApiError::new(ErrorCode::InvalidArgument, m));
     let mut text = String::new();
@@ -325,7 +335,7 @@ fn sync_cmd(cli: &Cli, client: &Client, file: &str, dry_run: bool) -> Result<(),
     read.map_err(|e| bad(format!("reading {file}: {e}")))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("{file}: not JSON: {e}")))?;
-    let import = tapway_switch::control::kube::import(&value).map_err(|e| bad(format!("{file}: {e}")))?;
+    let import = tapway_kube::import(&value).map_err(|e| bad(format!("{file}: {e}")))?;
     for s in &import.skipped {
         eprintln!("skipped: {s}");
     }
@@ -349,7 +359,7 @@ fn sync_cmd(cli: &Cli, client: &Client, file: &str, dry_run: bool) -> Result<(),
         return Ok(());
     }
     let r: tapway_api::SyncResult =
-        client.call(Op::ServiceSync(tapway_api::ServiceSync { services: import.services }))?;
+        client.call_with(Op::ServiceSync(tapway_api::ServiceSync { services: import.services }), force)?;
     if cli.json {
         return print_json(&r);
     }
@@ -375,6 +385,7 @@ fn exit_code(e: &ClientError) -> u8 {
             ErrorCode::Mismatch => 7,
             ErrorCode::PermissionDenied => 8,
             ErrorCode::AddressConflict => 9,
+            ErrorCode::FailedPrecondition => 10,
             _ => 1,
         },
         _ => 1,
@@ -390,6 +401,38 @@ fn main() -> ExitCode {
             eprintln!("tapwayctl: {e}");
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The Kubernetes watch part of `status`.
+fn print_kube(k: &tapway_api::KubeStatus) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let since = now.saturating_sub(k.since_unix_secs);
+    let age = |a: Option<f64>| a.map(|s| format!("{s:.1}s ago")).unwrap_or_else(|| "never".into());
+    println!(
+        "kubernetes {}  {} for {since}s  last event {}  node {}",
+        k.server,
+        if k.connected { "connected" } else { "DISCONNECTED" },
+        age(k.last_event_age_secs),
+        k.node.as_deref().unwrap_or("-"),
+    );
+    let per = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    };
+    println!(
+        "  objects: {}  events: {}  relists: {}  syncs {}  service ports {}{}",
+        per(&k.objects),
+        per(&k.events),
+        per(&k.relists),
+        k.syncs,
+        k.service_ports,
+        if k.owns_services { " (owned by the watch)" } else { "" }
+    );
+    if let Some(w) = &k.waiting {
+        println!("  {w}");
+    }
+    if let Some(e) = &k.last_error {
+        println!("  last error ({}): {e}", age(k.last_error_age_secs));
     }
 }
 
@@ -438,6 +481,9 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                     l.lost.next_retry_secs,
                     l.lost.reason
                 );
+            }
+            if let Some(k) = &s.kube {
+                print_kube(k);
             }
             if !s.not_ready.is_empty() {
                 println!("NOT READY: {}", s.not_ready.join("; "));
@@ -572,7 +618,7 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
         }
         Cmd::Service(cmd) => service_cmd(cli, client, cmd)?,
         Cmd::Conntrack(cmd) => conntrack_cmd(cli, client, cmd)?,
-        Cmd::Sync { file, dry_run } => sync_cmd(cli, client, file, *dry_run)?,
+        Cmd::Sync { file, dry_run, force } => sync_cmd(cli, client, file, *dry_run, *force)?,
         Cmd::Check { netns, ifname } => {
             let req = CheckRequest {
                 port: PortSelector { netns: Some(netns.clone()), container_id: None, ifname: ifname.clone() },

@@ -54,11 +54,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
+fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("installing signal handler: {e}"))?;
+    }
+    // The watch starts first: without --pod-cidr the pod range is the Node's, and the host
+    // port, the gateway and the attaches all follow from it.
+    let watch = match cfg.kube.clone() {
+        Some(k) => Some(start_watch(&k, &mut cfg, &stop)?),
+        None => None,
+    };
+    if stop.load(Ordering::SeqCst) {
+        return Ok(());
     }
     // The uplink is bound first: the switch's frame pool lives in its UMEM.
     tapway_switch::port::xdp::quiet_bpf_libraries(matches!(cfg.log_level.as_str(), "debug" | "trace"));
@@ -95,6 +104,9 @@ fn run(cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
         return Err(format!("host port {}: {e}", cfg.host_port));
     }
     ctl.restore(saved);
+    if let Some(w) = &watch {
+        ctl.attach_watch(w.clone());
+    }
     if let Some(up) = uplink {
         let ifname = cfg.uplink.as_ref().map(|u| u.ifname.clone()).unwrap_or_default();
         if let Err(e) = ctl.attach_uplink(up) {
@@ -138,6 +150,9 @@ fn run(cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
         }
     }
     tracing::info!("stopping; pod interfaces stay in place");
+    if let Some(w) = &watch {
+        w.stop();
+    }
     if let Some(m) = metrics {
         m.stop();
     }
@@ -154,4 +169,32 @@ fn run(cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
         "frame pool at shutdown"
     );
     Ok(())
+}
+
+/// Starts following the Kubernetes API and, with a node name and no `--pod-cidr`, waits for
+/// the Node's pod ranges.
+fn start_watch(
+    k: &tapway_switch::config::KubeConfig,
+    cfg: &mut DaemonConfig,
+    stop: &AtomicBool,
+) -> Result<Arc<tapway_kube::watch::Watch>, String> {
+    let opts = tapway_kube::watch::WatchOptions {
+        kubeconfig: k.kubeconfig.clone(),
+        node_name: k.node_name.clone(),
+        window: tapway_kube::watch::DEFAULT_WINDOW,
+    };
+    let watch = tapway_kube::watch::Watch::start(opts).map_err(|e| e.to_string())?;
+    if cfg.pod_cidrs.is_empty() {
+        match &k.node_name {
+            Some(_) => {
+                if let Some(cidrs) = watch.wait_pod_cidrs(stop) {
+                    tapway_switch::config::check_pod_cidrs(&cidrs, &cfg.service_cidrs)
+                        .map_err(|e| format!("the Node's spec.podCIDRs: {e}"))?;
+                    cfg.pod_cidrs = cidrs;
+                }
+            }
+            None => tracing::warn!("no --pod-cidr and no --node-name (NODE_NAME): pods get no gateway"),
+        }
+    }
+    Ok(watch)
 }

@@ -6,12 +6,12 @@
 //! port-table snapshot.
 
 pub mod host;
-pub mod kube;
 pub mod pods;
 pub mod server;
 pub mod services;
 pub mod state;
 pub mod uplink;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,6 +60,12 @@ pub struct Control {
     uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
     /// Attach/detach counts and latency, the watcher's report ([`crate::metrics`]).
     pub metrics: crate::metrics::ControlMetrics,
+    /// The Kubernetes watch, when tapwayd follows the API ([`watch`]).
+    pub kube: std::sync::OnceLock<Arc<tapway_kube::watch::Watch>>,
+    /// Updates from the watch applied to the service table.
+    pub watch_syncs: std::sync::atomic::AtomicU64,
+    /// The watch changed the services since the services file was last written.
+    services_unsaved: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -80,6 +86,9 @@ impl Control {
             conns: server::Slots::new(server::MAX_CONNECTIONS),
             uplink: Mutex::new(None),
             metrics: Default::default(),
+            kube: std::sync::OnceLock::new(),
+            watch_syncs: Default::default(),
+            services_unsaved: Default::default(),
         }
     }
 
@@ -184,6 +193,7 @@ impl Control {
             lost: self.lost_ports(),
             control_connections: self.conns.in_use(),
             control_max: self.conns.max(),
+            kube: self.kube.get().map(|w| w.status()),
         }
     }
 

@@ -314,7 +314,7 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
         // The slot moves into the thread; if the spawn fails the closure is dropped unrun,
         // and the slot with it.
         let spawned = std::thread::Builder::new().name("tapway-conn".into()).spawn(move || {
-            serve_connection(stream, &allowed, &slot, Limits::default(), |req| ctl.handle(req.op));
+            serve_connection(stream, &allowed, &slot, Limits::default(), |req| ctl.handle_request(req));
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot spawn a connection thread");

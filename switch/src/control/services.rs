@@ -30,6 +30,19 @@ pub const MAX_SERVICES: usize = 100_000;
 /// Longest affinity timeout Kubernetes allows (one day).
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
+/// A sync of at least this many service ports gives freed heap back to the kernel after.
+const TRIM_AFTER: usize = 1000;
+
+/// Returns free heap pages to the kernel (after a large sync, whose transient buffers would
+/// otherwise stay resident in the arena of the thread that freed them).
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps; no pointer
+    // is invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Flows listed when the request sets no limit.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
@@ -187,8 +200,15 @@ impl Control {
         self.switch.services.store(Arc::new(table));
     }
 
-    /// Applies a new desired set to `st`: `replace` removes the services not in `desired`.
-    fn apply(&self, st: &mut ServiceState, desired: Vec<ServiceSpec>, replace: bool) -> SyncResult {
+    /// Applies a new desired set to `st`: `replace` removes the services not in `desired`;
+    /// `removes` are removed too.
+    fn apply(
+        &self,
+        st: &mut ServiceState,
+        desired: Vec<ServiceSpec>,
+        replace: bool,
+        removes: &[ServiceKey],
+    ) -> SyncResult {
         let start = Instant::now();
         let mut r = SyncResult::default();
         let mut next = if replace { BTreeMap::new() } else { st.services.clone() };
@@ -210,7 +230,10 @@ impl Control {
                 }
             }
         }
-        if replace {
+        for k in removes {
+            next.remove(k);
+        }
+        if replace || !removes.is_empty() {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
         let gone = removed_backends(&st.services, &next);
@@ -267,7 +290,7 @@ impl Control {
             ));
         }
         self.save_services(specs_with(&st, Some(&spec), None))?;
-        Ok(self.apply(&mut st, vec![spec], false))
+        Ok(self.apply(&mut st, vec![spec], false, &[]))
     }
 
     /// `service_delete`: removes one service port (absent: nothing to do).
@@ -278,7 +301,7 @@ impl Control {
         if desired.len() < st.services.len() {
             self.save_services(specs_with(&st, None, Some(key)))?;
         }
-        let r = self.apply(&mut st, desired, true);
+        let r = self.apply(&mut st, desired, true, &[]);
         Ok(SyncResult { unchanged: 0, ..r })
     }
 
@@ -297,6 +320,7 @@ impl Control {
                 return Err(invalid(format!("{} is listed twice", s.key)));
             }
         }
+        let large = services.len() >= TRIM_AFTER;
         let mut st = self.svc_state();
         let changed = services.len() != st.services.len()
             || services.iter().any(|s| st.services.get(&s.key).is_none_or(|p| p.spec != *s));
@@ -305,7 +329,59 @@ impl Control {
             specs.sort_by_key(|s| s.key);
             self.save_services(specs)?;
         }
-        Ok(self.apply(&mut st, services, true))
+        let r = self.apply(&mut st, services, true, &[]);
+        drop(st);
+        if large {
+            // The request (megabytes of JSON) and its parse are freed by now.
+            trim_heap();
+        }
+        Ok(r)
+    }
+
+    /// Applies one update of the Kubernetes watch. A spec that fails validation is left out
+    /// (and logged): one odd object must not hold up the others. The services file is written
+    /// by the next sweep, not on every update of a burst.
+    pub fn watch_apply(&self, u: tapway_kube::store::Update) -> SyncResult {
+        let ok = |s: &ServiceSpec| match validate_spec(s) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(service = %s.name, error = %e.message, "service from the Kubernetes API not served");
+                false
+            }
+        };
+        let mut st = self.svc_state();
+        let r = if u.full {
+            let mut specs: Vec<ServiceSpec> = u.upserts.into_iter().filter(ok).collect();
+            if specs.len() > MAX_SERVICES {
+                tracing::warn!(
+                    ports = specs.len(),
+                    "more than {MAX_SERVICES} service ports; the rest are not served"
+                );
+                specs.truncate(MAX_SERVICES);
+            }
+            self.apply(&mut st, specs, true, &[])
+        } else {
+            let mut removes = u.removes;
+            let mut ups = Vec::with_capacity(u.upserts.len());
+            for s in u.upserts {
+                if ok(&s) {
+                    ups.push(s);
+                } else {
+                    removes.push(s.key);
+                }
+            }
+            self.apply(&mut st, ups, false, &removes)
+        };
+        let full = u.full;
+        self.watch_syncs.fetch_add(1, Relaxed);
+        self.services_unsaved.store(true, Relaxed);
+        drop(st);
+        if full {
+            // A full update follows a list: the list's pages, the objects and the update were
+            // freed on the watch thread, whose malloc arena keeps them otherwise.
+            trim_heap();
+        }
+        r
     }
 
     /// `service_list`.
@@ -360,7 +436,7 @@ impl Control {
             })
             .collect();
         let mut st = self.svc_state();
-        self.apply(&mut st, ok, true).added
+        self.apply(&mut st, ok, true, &[]).added
     }
 
     /// `conntrack_list`.
@@ -379,6 +455,14 @@ impl Control {
 
     /// Once a second: expire flows and pins, retire backends whose last flow ended.
     pub fn sweep_services(&self) {
+        if self.services_unsaved.swap(false, Relaxed) {
+            let st = self.svc_state();
+            // The API server holds the truth: a failed write is tried again next second.
+            if let Err(e) = self.save_services(specs_with(&st, None, None)) {
+                tracing::warn!(error = %e.message, "services from the Kubernetes API not saved; retrying");
+                self.services_unsaved.store(true, Relaxed);
+            }
+        }
         let now = self.switch.now();
         let sweep = self.switch.conntrack.sweep(now);
         self.switch.affinity.sweep(now);

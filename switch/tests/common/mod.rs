@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod metrics;
+pub mod watch;
 
 use std::fs::File;
 use std::io::{Read, Write};

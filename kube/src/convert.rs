@@ -1,7 +1,5 @@
-//! Kubernetes objects → service ports: what `tapwayctl sync` feeds tapwayd.
-//!
-//! [`import`] reads what `kubectl get services,endpointslices -A -o json` prints and turns it
-//! into the [`ServiceSpec`]s of a `service_sync`, following kube-proxy's rules:
+//! Kubernetes objects → service ports, over the k8s-openapi types: the one code path that both
+//! `tapwayctl sync` and tapwayd's watcher use. It follows kube-proxy's rules:
 //!
 //! * Services of type `ClusterIP` (the default), `NodePort` and `LoadBalancer` are served on
 //!   their cluster IPs (`spec.clusterIPs`, else `spec.clusterIP`), IPv4 and IPv6 alike; node
@@ -16,14 +14,19 @@
 //! * A Service without EndpointSlices is still programmed, with no backends: clients get a TCP
 //!   RST or ICMP unreachable, as with kube-proxy.
 //!
-//! Nothing here fails on one bad object: it is listed in [`KubeImport::skipped`] with the
-//! reason, and the rest is imported. Only an input that is not a Kubernetes object, a List or
-//! an array of objects is an error.
+//! The objects are first reduced to [`Svc`] and [`Slice`] (what tapway needs of them, small
+//! and comparable, which is what the watcher keeps), then [`specs_of`] turns one Service and
+//! its slices into service ports. Nothing fails on one bad object: it is listed in
+//! [`KubeImport::skipped`] with the reason, and the rest is imported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use serde_json::{Map, Value};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+use serde_json::Value;
 use tapway_api::{Affinity, BackendSpec, Protocol, ServiceKey, ServiceSpec, DEFAULT_AFFINITY_TIMEOUT};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -43,6 +46,15 @@ pub struct KubeImport {
     pub notes: Vec<String>,
 }
 
+/// What a conversion has to say besides its result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What was left out, and why.
+    pub skipped: Vec<String>,
+    /// What is served only in part.
+    pub notes: Vec<String>,
+}
+
 /// Why the input as a whole could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KubeError {
@@ -57,64 +69,152 @@ pub enum KubeError {
     NoItems,
 }
 
+/// `(namespace, name)` of an object.
+pub type ObjKey = (String, String);
+
+/// A Service worth programming: what tapway needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Svc {
+    /// Namespace.
+    pub ns: String,
+    /// Name.
+    pub name: String,
+    /// The cluster IPs, without duplicates.
+    pub vips: Vec<IpAddr>,
+    /// The usable ports.
+    pub ports: Vec<SvcPort>,
+    /// Session affinity.
+    pub affinity: Affinity,
+}
+
+/// One usable `spec.ports[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvcPort {
+    /// `name` (empty when absent).
+    pub name: String,
+    /// `port`.
+    pub port: u16,
+    /// `protocol`.
+    pub protocol: Protocol,
+}
+
+impl SvcPort {
+    fn label(&self) -> String {
+        let proto = self.protocol.name().to_ascii_uppercase();
+        if self.name.is_empty() {
+            format!("{}/{proto}", self.port)
+        } else {
+            format!("{} ({}/{proto})", self.name, self.port)
+        }
+    }
+}
+
+/// An EndpointSlice of addresses of one family: what tapway needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// Namespace.
+    pub ns: String,
+    /// `ns/name`, for messages.
+    pub label: String,
+    /// The Service it belongs to (its `kubernetes.io/service-name` label).
+    pub service: String,
+    /// Ports: (name, protocol, port).
+    pub ports: Vec<(String, Protocol, u16)>,
+    /// Addresses with their conditions: (ip, ready, serving, terminating).
+    pub endpoints: Vec<(IpAddr, bool, bool, bool)>,
+}
+
+impl Slice {
+    /// The Service this slice belongs to.
+    pub fn owner(&self) -> ObjKey {
+        (self.ns.clone(), self.service.clone())
+    }
+}
+
 /// Converts `kubectl get services,endpointslices -A -o json` output (a `List`, a single object
 /// or a bare array of objects) into service ports. See the [module docs](self).
 pub fn import(json: &Value) -> Result<KubeImport, KubeError> {
     let items = top_level_items(json)?;
-    let mut out = KubeImport::default();
+    let mut rep = Report::default();
     let mut services: Vec<Svc> = Vec::new();
     let mut slices: Vec<Slice> = Vec::new();
     // Every Service seen, programmed or skipped, by (namespace, name).
-    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut seen: HashSet<ObjKey> = HashSet::new();
 
     for (i, item) in items.iter().enumerate() {
         let Some(obj) = item.as_object() else {
-            out.skipped.push(format!("item {i}: a JSON {}, not an object", type_name(item)));
+            rep.skipped.push(format!("item {i}: a JSON {}, not an object", type_name(item)));
             continue;
         };
+        // Which type to read the object as: the only fields looked at before it is typed.
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         let api_version = obj.get("apiVersion").and_then(Value::as_str);
-        let meta = Meta::of(obj);
+        let label = head_label(obj.get("metadata"));
         match kind {
             "Service" if matches!(api_version, None | Some("v1")) => {
-                let Some(name) = meta.name.clone() else {
-                    out.skipped.push(format!("Service {}: no metadata.name", meta.ns_label()));
+                let svc = match Service::deserialize(*item) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        rep.skipped
+                            .push(format!("Service {}: not a valid v1 Service: {e}", ns_label(&label)));
+                        continue;
+                    }
+                };
+                let Some(name) = nonempty(&svc.metadata.name) else {
+                    rep.skipped.push(format!("Service {}: no metadata.name", ns_label(&label)));
                     continue;
                 };
-                let ns = meta.namespace();
-                if !seen.insert((ns.clone(), name.clone())) {
-                    out.skipped
-                        .push(format!("Service {}: listed twice, the first one is used", meta.ns_label()));
+                let ns = namespace_of(&svc.metadata);
+                if !seen.insert((ns.clone(), name.to_string())) {
+                    rep.skipped.push(format!("Service {ns}/{name}: listed twice, the first one is used"));
                     continue;
                 }
-                if let Some(svc) = parse_service(obj, ns, name, &mut out) {
+                if let Some(svc) = parse_service(&svc, &mut rep) {
                     services.push(svc);
                 }
             }
             "EndpointSlice"
                 if matches!(api_version, None | Some("discovery.k8s.io/v1" | "discovery.k8s.io/v1beta1")) =>
             {
-                if let Some(slice) = parse_slice(obj, &meta, &mut out) {
-                    slices.push(slice);
+                // v1beta1 has the fields tapway reads under the same names.
+                let parsed = if api_version == Some("discovery.k8s.io/v1beta1") {
+                    let mut item = (*item).clone();
+                    if let Some(o) = item.as_object_mut() {
+                        o.remove("apiVersion");
+                    }
+                    EndpointSlice::deserialize(item)
+                } else {
+                    EndpointSlice::deserialize(*item)
+                };
+                match parsed {
+                    Ok(s) => {
+                        if let Some(slice) = parse_slice(&s, &mut rep) {
+                            slices.push(slice);
+                        }
+                    }
+                    Err(e) => rep.skipped.push(format!(
+                        "EndpointSlice {}: not a valid discovery.k8s.io/v1 EndpointSlice: {e}",
+                        ns_label(&label)
+                    )),
                 }
             }
-            "" => out.skipped.push(format!("item {i} ({}): no kind", meta.label())),
+            "" => rep.skipped.push(format!("item {i} ({}): no kind", label.display())),
             _ => {
                 let version = api_version.map(|v| format!(" ({v})")).unwrap_or_default();
-                out.skipped.push(format!(
+                rep.skipped.push(format!(
                     "{kind}{version} {}: not a Service (v1) or EndpointSlice (discovery.k8s.io/v1)",
-                    meta.label()
+                    label.display()
                 ));
             }
         }
     }
 
     // Slices by the Service they belong to.
-    let mut by_service: HashMap<(String, String), Vec<&Slice>> = HashMap::new();
+    let mut by_service: HashMap<ObjKey, Vec<&Slice>> = HashMap::new();
     for slice in &slices {
-        let owner = (slice.ns.clone(), slice.service.clone());
+        let owner = slice.owner();
         if !seen.contains(&owner) {
-            out.skipped.push(format!(
+            rep.skipped.push(format!(
                 "EndpointSlice {}: no Service {}/{} in the input",
                 slice.label, slice.ns, slice.service
             ));
@@ -127,31 +227,44 @@ pub fn import(json: &Value) -> Result<KubeImport, KubeError> {
     for svc in &services {
         let owned = by_service.get(&(svc.ns.clone(), svc.name.clone()));
         let owned: &[&Slice] = owned.map(Vec::as_slice).unwrap_or(&[]);
-        for port in &svc.ports {
-            let name = if port.name.is_empty() {
-                format!("{}/{}", svc.ns, svc.name)
-            } else {
-                format!("{}/{}:{}", svc.ns, svc.name, port.name)
-            };
-            for &vip in &svc.vips {
-                let key = ServiceKey { vip, port: port.port, protocol: port.protocol };
-                if let Some(other) = table.get(&key) {
-                    out.skipped.push(format!(
-                        "Service {}/{} port {}: {key} is already served for {}",
-                        svc.ns,
-                        svc.name,
-                        port.label(),
-                        other.name
-                    ));
-                    continue;
-                }
-                let backends = backends_of(&name, vip, port, owned, &mut out.notes);
-                table.insert(key, ServiceSpec { name: name.clone(), key, affinity: svc.affinity, backends });
+        for spec in specs_of(svc, owned, &mut rep.notes) {
+            if let Some(other) = table.get(&spec.key) {
+                rep.skipped.push(already_served(svc, &spec, &other.name));
+                continue;
             }
+            table.insert(spec.key, spec);
         }
     }
-    out.services = table.into_values().collect();
-    Ok(out)
+    Ok(KubeImport { services: table.into_values().collect(), skipped: rep.skipped, notes: rep.notes })
+}
+
+/// The message for a service port whose key another Service's port already has.
+pub fn already_served(svc: &Svc, spec: &ServiceSpec, other: &str) -> String {
+    let port = svc
+        .ports
+        .iter()
+        .find(|p| p.port == spec.key.port && p.protocol == spec.key.protocol && spec.name.ends_with(&p.name))
+        .map(SvcPort::label)
+        .unwrap_or_else(|| spec.key.port.to_string());
+    format!("Service {}/{} port {port}: {} is already served for {other}", svc.ns, svc.name, spec.key)
+}
+
+/// The service ports of one Service, from its slices: one per port × VIP, sorted by key.
+pub fn specs_of(svc: &Svc, slices: &[&Slice], notes: &mut Vec<String>) -> Vec<ServiceSpec> {
+    let mut out = Vec::with_capacity(svc.ports.len() * svc.vips.len());
+    for port in &svc.ports {
+        let name = if port.name.is_empty() {
+            format!("{}/{}", svc.ns, svc.name)
+        } else {
+            format!("{}/{}:{}", svc.ns, svc.name, port.name)
+        };
+        for &vip in &svc.vips {
+            let key = ServiceKey { vip, port: port.port, protocol: port.protocol };
+            let backends = backends_of(&name, vip, port, slices, notes);
+            out.push(ServiceSpec { name: name.clone(), key, affinity: svc.affinity, backends });
+        }
+    }
+    out
 }
 
 /// The objects of the input.
@@ -183,88 +296,69 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// `metadata.namespace` and `metadata.name`.
-struct Meta {
+/// `metadata.namespace` and `metadata.name` of an object not typed yet, for messages only.
+struct Label {
     namespace: Option<String>,
     name: Option<String>,
 }
 
-impl Meta {
-    fn of(obj: &Map<String, Value>) -> Meta {
-        let meta = obj.get("metadata");
-        let field = |f: &str| {
-            meta.and_then(|m| m.get(f)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
-        };
-        Meta { namespace: field("namespace"), name: field("name") }
-    }
-
-    /// The namespace; `default` when absent, as kubectl assumes.
-    fn namespace(&self) -> String {
-        self.namespace.clone().unwrap_or_else(|| "default".to_string())
-    }
-
-    /// `ns/name` for messages.
-    fn label(&self) -> String {
+impl Label {
+    /// `ns/name`, or `name` without a namespace.
+    fn display(&self) -> String {
         let name = self.name.as_deref().unwrap_or("?");
         match &self.namespace {
             Some(ns) => format!("{ns}/{name}"),
             None => name.to_string(),
         }
     }
-
-    /// `ns/name` of a namespaced object, the namespace defaulted.
-    fn ns_label(&self) -> String {
-        format!("{}/{}", self.namespace(), self.name.as_deref().unwrap_or("?"))
-    }
 }
 
-/// A Service worth programming.
-struct Svc {
-    ns: String,
-    name: String,
-    vips: Vec<IpAddr>,
-    ports: Vec<SvcPort>,
-    affinity: Affinity,
+fn head_label(meta: Option<&Value>) -> Label {
+    let field = |f: &str| {
+        meta.and_then(|m| m.get(f)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    };
+    Label { namespace: field("namespace"), name: field("name") }
 }
 
-/// One usable `spec.ports[]` entry.
-struct SvcPort {
-    name: String,
-    port: u16,
-    protocol: Protocol,
+/// `ns/name` of a namespaced object, the namespace defaulted.
+fn ns_label(l: &Label) -> String {
+    format!("{}/{}", l.namespace.as_deref().unwrap_or("default"), l.name.as_deref().unwrap_or("?"))
 }
 
-impl SvcPort {
-    fn label(&self) -> String {
-        let proto = self.protocol.name().to_ascii_uppercase();
-        if self.name.is_empty() {
-            format!("{}/{proto}", self.port)
-        } else {
-            format!("{} ({}/{proto})", self.name, self.port)
-        }
-    }
+fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
 }
 
-fn parse_service(obj: &Map<String, Value>, ns: String, name: String, out: &mut KubeImport) -> Option<Svc> {
+/// The namespace; `default` when absent, as kubectl assumes.
+pub fn namespace_of(meta: &ObjectMeta) -> String {
+    nonempty(&meta.namespace).unwrap_or("default").to_string()
+}
+
+/// `(namespace, name)` of an object; the name empty when absent.
+pub fn key_of(meta: &ObjectMeta) -> ObjKey {
+    (namespace_of(meta), meta.name.clone().unwrap_or_default())
+}
+
+/// Reduces a Service to what tapway serves of it, or `None` (with the reason in `rep`) when
+/// nothing of it is served.
+pub fn parse_service(obj: &Service, rep: &mut Report) -> Option<Svc> {
+    let ns = namespace_of(&obj.metadata);
+    let Some(name) = nonempty(&obj.metadata.name).map(str::to_string) else {
+        rep.skipped.push(format!("Service {ns}/?: no metadata.name"));
+        return None;
+    };
     let label = format!("{ns}/{name}");
-    let mut skip = |why: String| out.skipped.push(format!("Service {label}: {why}"));
-    let Some(spec) = obj.get("spec").and_then(Value::as_object) else {
+    let mut skip = |why: String| rep.skipped.push(format!("Service {label}: {why}"));
+    let Some(spec) = &obj.spec else {
         skip("no spec".to_string());
         return None;
     };
 
-    let kind = match spec.get("type") {
-        None | Some(Value::Null) => "ClusterIP",
-        Some(Value::String(t)) => t.as_str(),
-        Some(other) => {
-            skip(format!("spec.type is a JSON {}", type_name(other)));
-            return None;
-        }
-    };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
     match kind {
         "ClusterIP" | "NodePort" | "LoadBalancer" => {}
         "ExternalName" => {
-            let target = spec.get("externalName").and_then(Value::as_str).unwrap_or("?");
+            let target = spec.external_name.as_deref().unwrap_or("?");
             skip(format!("type ExternalName (a DNS alias of {target}): no cluster IP to serve"));
             return None;
         }
@@ -275,26 +369,24 @@ fn parse_service(obj: &Map<String, Value>, ns: String, name: String, out: &mut K
     }
 
     // The VIPs: spec.clusterIPs, else spec.clusterIP.
-    let raw: Vec<&Value> = match spec.get("clusterIPs").and_then(Value::as_array) {
+    let raw: Vec<&String> = match &spec.cluster_ips {
         Some(ips) if !ips.is_empty() => ips.iter().collect(),
-        _ => spec.get("clusterIP").into_iter().collect(),
+        _ => spec.cluster_ip.iter().collect(),
     };
-    if raw.iter().any(|v| v.as_str() == Some("None")) {
+    if raw.iter().any(|v| v.as_str() == "None") {
         skip("headless (clusterIP None): no cluster IP to serve".to_string());
         return None;
     }
     let mut vips: Vec<IpAddr> = Vec::new();
     let mut bad: Vec<String> = Vec::new();
-    for v in raw {
-        match v {
-            Value::Null => {}
-            Value::String(s) if s.trim().is_empty() => {}
-            Value::String(s) => match parse_ip(s.trim()) {
-                Some(ip) if !vips.contains(&ip) => vips.push(ip),
-                Some(_) => {}
-                None => bad.push(format!("{s:?}")),
-            },
-            other => bad.push(other.to_string()),
+    for s in raw {
+        if s.trim().is_empty() {
+            continue;
+        }
+        match parse_ip(s.trim()) {
+            Some(ip) if !vips.contains(&ip) => vips.push(ip),
+            Some(_) => {}
+            None => bad.push(format!("{s:?}")),
         }
     }
     if vips.is_empty() {
@@ -309,7 +401,7 @@ fn parse_service(obj: &Map<String, Value>, ns: String, name: String, out: &mut K
         skip(format!("clusterIP {b} is not an IP address, ignored"));
     }
 
-    let ports_raw = spec.get("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let ports_raw = spec.ports.as_deref().unwrap_or(&[]);
     if ports_raw.is_empty() {
         skip("no ports".to_string());
         return None;
@@ -319,30 +411,29 @@ fn parse_service(obj: &Map<String, Value>, ns: String, name: String, out: &mut K
         match parse_service_port(p) {
             Ok(port) => ports.push(port),
             Err(why) => {
-                let pname = p.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
-                let at = match (pname, p.get("port").and_then(Value::as_u64)) {
-                    (Some(n), Some(num)) => format!("port {n} ({num})"),
-                    (Some(n), None) => format!("port {n}"),
-                    (None, Some(num)) => format!("port {num}"),
-                    (None, None) => format!("ports[{j}]"),
+                let at = match nonempty(&p.name) {
+                    Some(n) => format!("port {n} ({})", p.port),
+                    None if p.port != 0 => format!("port {}", p.port),
+                    None => format!("ports[{j}]"),
                 };
                 skip(format!("{at}: {why}"));
             }
         }
     }
 
-    let affinity = match spec.get("sessionAffinity").and_then(Value::as_str) {
+    let affinity = match spec.session_affinity.as_deref() {
         Some("ClientIP") => {
             let t = spec
-                .get("sessionAffinityConfig")
-                .and_then(|c| c.get("clientIP"))
-                .and_then(|c| c.get("timeoutSeconds"));
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
             let timeout = match t {
-                None | Some(Value::Null) => DEFAULT_AFFINITY_TIMEOUT,
-                Some(v) => match v.as_u64().and_then(|s| u32::try_from(s).ok()) {
-                    Some(s) if (1..=MAX_AFFINITY_TIMEOUT).contains(&s) => s,
+                None => DEFAULT_AFFINITY_TIMEOUT,
+                Some(v) => match u32::try_from(v) {
+                    Ok(s) if (1..=MAX_AFFINITY_TIMEOUT).contains(&s) => s,
                     _ => {
-                        out.notes.push(format!(
+                        rep.notes.push(format!(
                             "Service {label}: sessionAffinityConfig.clientIP.timeoutSeconds {v} is not \
                              in 1-{MAX_AFFINITY_TIMEOUT}, using {DEFAULT_AFFINITY_TIMEOUT}"
                         ));
@@ -356,20 +447,20 @@ fn parse_service(obj: &Map<String, Value>, ns: String, name: String, out: &mut K
     };
 
     match kind {
-        "NodePort" => out.notes.push(format!(
+        "NodePort" => rep.notes.push(format!(
             "Service {label}: type NodePort, only the cluster IP is served, not the node ports"
         )),
-        "LoadBalancer" => out.notes.push(format!(
+        "LoadBalancer" => rep.notes.push(format!(
             "Service {label}: type LoadBalancer, only the cluster IP is served, not the node ports \
              nor the load-balancer addresses"
         )),
         _ => {}
     }
-    if spec.get("externalIPs").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-        out.notes.push(format!("Service {label}: externalIPs are not served"));
+    if spec.external_ips.as_ref().is_some_and(|a| !a.is_empty()) {
+        rep.notes.push(format!("Service {label}: externalIPs are not served"));
     }
-    if spec.get("internalTrafficPolicy").and_then(Value::as_str) == Some("Local") {
-        out.notes.push(format!(
+    if spec.internal_traffic_policy.as_deref() == Some("Local") {
+        rep.notes.push(format!(
             "Service {label}: internalTrafficPolicy Local is not applied, every endpoint is a backend"
         ));
     }
@@ -380,36 +471,25 @@ fn parse_service(obj: &Map<String, Value>, ns: String, name: String, out: &mut K
     Some(Svc { ns, name, vips, ports, affinity })
 }
 
-fn parse_service_port(p: &Value) -> Result<SvcPort, String> {
-    let Some(p) = p.as_object() else {
-        return Err(format!("a JSON {}, not an object", type_name(p)));
-    };
-    let name = p.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-    let protocol = parse_protocol(p.get("protocol"))?;
-    let port = match p.get("port") {
-        Some(v) => v.as_u64().and_then(|n| u16::try_from(n).ok()).filter(|&n| n != 0),
-        None => None,
-    };
-    let Some(port) = port else {
+fn parse_service_port(p: &ServicePort) -> Result<SvcPort, String> {
+    let protocol = parse_protocol(p.protocol.as_deref())?;
+    let Some(port) = u16::try_from(p.port).ok().filter(|&n| n != 0) else {
         return Err("port is missing or not in 1-65535".to_string());
     };
-    Ok(SvcPort { name, port, protocol })
+    Ok(SvcPort { name: p.name.clone().unwrap_or_default(), port, protocol })
 }
 
 /// `protocol` of a Service or EndpointSlice port: TCP when absent.
-fn parse_protocol(v: Option<&Value>) -> Result<Protocol, String> {
+fn parse_protocol(v: Option<&str>) -> Result<Protocol, String> {
     match v {
-        None | Some(Value::Null) => Ok(Protocol::Tcp),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("sctp") => {
-            Err("protocol SCTP is not supported".to_string())
-        }
-        Some(Value::String(s)) => s.parse().map_err(|_| format!("unknown protocol {s:?}")),
-        Some(other) => Err(format!("protocol is a JSON {}", type_name(other))),
+        None => Ok(Protocol::Tcp),
+        Some(s) if s.eq_ignore_ascii_case("sctp") => Err("protocol SCTP is not supported".to_string()),
+        Some(s) => s.parse().map_err(|_| format!("unknown protocol {s:?}")),
     }
 }
 
 /// An IP address as Kubernetes accepts it: IPv4 octets may have leading zeros (decimal).
-fn parse_ip(s: &str) -> Option<IpAddr> {
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse() {
         return Some(ip);
     }
@@ -428,47 +508,35 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::from(octets)))
 }
 
-/// An EndpointSlice of addresses of one family.
-struct Slice {
-    ns: String,
-    label: String,
-    service: String,
-    /// Ports: (name, protocol, port).
-    ports: Vec<(String, Protocol, u16)>,
-    /// Addresses with their conditions: (ip, ready, serving, terminating).
-    endpoints: Vec<(IpAddr, bool, bool, bool)>,
-}
-
-fn parse_slice(obj: &Map<String, Value>, meta: &Meta, out: &mut KubeImport) -> Option<Slice> {
-    let label = meta.ns_label();
-    let mut skip = |why: String| out.skipped.push(format!("EndpointSlice {label}: {why}"));
-    if meta.name.is_none() {
+/// Reduces an EndpointSlice to its addresses and ports, or `None` (with the reason in `rep`)
+/// when it backs nothing tapway serves.
+pub fn parse_slice(obj: &EndpointSlice, rep: &mut Report) -> Option<Slice> {
+    let ns = namespace_of(&obj.metadata);
+    let label = format!("{ns}/{}", nonempty(&obj.metadata.name).unwrap_or("?"));
+    let mut skip = |why: String| rep.skipped.push(format!("EndpointSlice {label}: {why}"));
+    if nonempty(&obj.metadata.name).is_none() {
         skip("no metadata.name".to_string());
         return None;
     }
-    let service = obj
-        .get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
+    let service =
+        obj.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).filter(|s| !s.is_empty());
     let Some(service) = service else {
         skip(format!("no {SERVICE_NAME_LABEL} label"));
         return None;
     };
-    let v6 = match obj.get("addressType").and_then(Value::as_str) {
-        Some("IPv4") => false,
-        Some("IPv6") => true,
-        Some("FQDN") => {
+    let v6 = match obj.address_type.as_str() {
+        "IPv4" => false,
+        "IPv6" => true,
+        "FQDN" => {
             skip("addressType FQDN is not supported (IPv4 and IPv6 only)".to_string());
             return None;
         }
-        Some(other) => {
-            skip(format!("unknown addressType {other:?}"));
+        "" => {
+            skip("no addressType".to_string());
             return None;
         }
-        None => {
-            skip("no addressType".to_string());
+        other => {
+            skip(format!("unknown addressType {other:?}"));
             return None;
         }
     };
@@ -476,45 +544,36 @@ fn parse_slice(obj: &Map<String, Value>, meta: &Meta, out: &mut KubeImport) -> O
     // A slice port without a number, or of a protocol we do not serve, matches no service
     // port; kube-proxy ignores it too.
     let ports = obj
-        .get("ports")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
+        .ports
+        .as_deref()
         .unwrap_or(&[])
         .iter()
         .filter_map(|p| {
-            let name = match p.get("name") {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(_) => return None,
-            };
-            let protocol = parse_protocol(p.get("protocol")).ok()?;
-            let port = p.get("port").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok())?;
-            (port != 0).then_some((name, protocol, port))
+            let protocol = parse_protocol(p.protocol.as_deref()).ok()?;
+            let port = p.port.and_then(|n| u16::try_from(n).ok()).filter(|&n| n != 0)?;
+            Some((p.name.clone().unwrap_or_default(), protocol, port))
         })
         .collect();
 
     let mut endpoints = Vec::new();
     let mut bad: Vec<String> = Vec::new();
     let family = if v6 { "IPv6" } else { "IPv4" };
-    let eps = obj.get("endpoints").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-    for ep in eps {
-        let cond = ep.get("conditions");
-        let flag = |f: &str| cond.and_then(|c| c.get(f)).and_then(Value::as_bool);
-        let ready = flag("ready").unwrap_or(true);
-        let serving = flag("serving").unwrap_or(ready);
-        let terminating = flag("terminating").unwrap_or(false);
-        let addrs = ep.get("addresses").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-        for a in addrs {
-            match a.as_str().and_then(|s| parse_ip(s.trim())) {
+    for ep in &obj.endpoints {
+        let cond = ep.conditions.as_ref();
+        let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+        let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
+        let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+        for a in &ep.addresses {
+            match parse_ip(a.trim()) {
                 Some(ip) if ip.is_ipv6() == v6 => endpoints.push((ip, ready, serving, terminating)),
-                _ => bad.push(a.to_string()),
+                _ => bad.push(format!("{a:?}")),
             }
         }
     }
     if !bad.is_empty() {
         skip(format!("address {} is not an {family} address, ignored", bad.join(", ")));
     }
-    Some(Slice { ns: meta.namespace(), label, service: service.to_string(), ports, endpoints })
+    Some(Slice { ns, label, service: service.clone(), ports, endpoints })
 }
 
 /// The backends of service port `port` on `vip`, from the Service's slices: sorted, one per
@@ -581,7 +640,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FIXTURE: &str = include_str!("../../tests/fixtures/kube-services.json");
+    const FIXTURE: &str = include_str!("../../switch/tests/fixtures/kube-services.json");
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -860,8 +919,6 @@ mod tests {
                     {"name": "odd", "port": 5, "protocol": "ICMP"},
                     {"name": "zero", "port": 0},
                     {"name": "big", "port": 70000},
-                    {"port": "80"},
-                    7,
                     {"name": "ok", "port": 8080, "protocol": "UDP"}
                 ]}),
             ),
@@ -881,8 +938,6 @@ mod tests {
                 "Service d/mixed: port odd (5): unknown protocol \"ICMP\"",
                 "Service d/mixed: port zero (0): port is missing or not in 1-65535",
                 "Service d/mixed: port big (70000): port is missing or not in 1-65535",
-                "Service d/mixed: ports[4]: port is missing or not in 1-65535",
-                "Service d/mixed: ports[5]: a JSON number, not an object",
                 "Service d/onlysctp: port 9: protocol SCTP is not supported",
             ]
         );
@@ -933,7 +988,7 @@ mod tests {
                     {"addresses": ["10.244.0.2"], "conditions": {"ready": false}},
                     {"addresses": ["10.244.0.3"], "conditions": {"terminating": true, "serving": true, "ready": false}},
                     {"addresses": ["10.244.0.4", "10.244.0.5"], "conditions": {"serving": false}},
-                    {"addresses": ["10.244.0.6"], "conditions": {"ready": "yes"}}
+                    {"addresses": ["10.244.0.6"], "conditions": {}}
                 ]),
             ),
         ]));
@@ -1075,14 +1130,7 @@ mod tests {
                    "metadata": {"namespace": "d", "name": "nolabel"}, "endpoints": [ep("10.244.0.1")]}),
             slice("d", "s-fqdn", "s", "FQDN", json!([{"port": 80}]), json!([ep("a.example")])),
             slice("d", "s-what", "s", "IPv5", json!([{"port": 80}]), json!([])),
-            slice(
-                "d",
-                "s-bad",
-                "s",
-                "IPv4",
-                json!([{"port": 8080}]),
-                json!([ep("nope"), {"addresses": [1]}, ep("10.244.0.7")]),
-            ),
+            slice("d", "s-bad", "s", "IPv4", json!([{"port": 8080}]), json!([ep("nope"), ep("10.244.0.7")])),
             slice("d", "s-null", "s", "IPv4", Value::Null, Value::Null),
         ]));
         assert_eq!(got.services[0].backends, vec![up("10.244.0.7", 8080)]);
@@ -1092,7 +1140,7 @@ mod tests {
                 "EndpointSlice d/nolabel: no kubernetes.io/service-name label",
                 "EndpointSlice d/s-fqdn: addressType FQDN is not supported (IPv4 and IPv6 only)",
                 "EndpointSlice d/s-what: unknown addressType \"IPv5\"",
-                "EndpointSlice d/s-bad: address \"nope\", 1 is not an IPv4 address, ignored",
+                "EndpointSlice d/s-bad: address \"nope\" is not an IPv4 address, ignored",
             ]
         );
     }
@@ -1147,6 +1195,46 @@ mod tests {
         assert_eq!(got.services[0].name, "default/s");
         assert_eq!(got.services[0].backends, vec![up("10.244.0.1", 8080)]);
         assert_eq!(got.skipped, ["EndpointSlice default/s-2: no kubernetes.io/service-name label"]);
+    }
+
+    #[test]
+    fn objects_that_are_not_their_type_are_skipped_whole() {
+        let got = run(list(vec![
+            service("d", "s", json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]})),
+            service("d", "typed", json!({"clusterIP": "10.96.0.2", "ports": [{"port": "80"}, 7]})),
+            service("d", "kind", json!({"type": 3, "clusterIP": "10.96.0.3", "ports": [{"port": 80}]})),
+            slice("d", "s-typed", "s", "IPv4", json!([{"port": 8080}]), json!([{"addresses": [1]}])),
+            slice(
+                "d",
+                "s-cond",
+                "s",
+                "IPv4",
+                json!([{"port": 8080}]),
+                json!([{"addresses": ["10.244.0.6"], "conditions": {"ready": "yes"}}]),
+            ),
+            slice("d", "s-ok", "s", "IPv4", json!([{"port": 8080}]), json!([ep("10.244.0.7")])),
+        ]));
+        assert_eq!(got.services.len(), 1);
+        assert_eq!(got.services[0].backends, vec![up("10.244.0.7", 8080)]);
+        let prefixes = [
+            "Service d/typed: not a valid v1 Service: ",
+            "Service d/kind: not a valid v1 Service: ",
+            "EndpointSlice d/s-typed: not a valid discovery.k8s.io/v1 EndpointSlice: ",
+            "EndpointSlice d/s-cond: not a valid discovery.k8s.io/v1 EndpointSlice: ",
+        ];
+        assert_eq!(got.skipped.len(), prefixes.len(), "{:?}", got.skipped);
+        for (s, p) in got.skipped.iter().zip(prefixes) {
+            assert!(s.starts_with(p), "{s:?} does not start with {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_service_port_number_is_skipped() {
+        let got =
+            run(service("d", "s", json!({"clusterIP": "10.96.0.1", "ports": [{"name": "a"}, {"port": 81}]})));
+        assert_eq!(got.services.len(), 1, "{:?}", got.skipped);
+        assert_eq!(got.services[0].key.port, 81);
+        assert_eq!(got.skipped, ["Service d/s: port a (0): port is missing or not in 1-65535"]);
     }
 
     // ---- never panics ----

@@ -1,0 +1,11 @@
+//! tapway's Kubernetes side: the typed conversion of Services and EndpointSlices into service
+//! ports ([`convert`], used by `tapwayctl sync` and by the watcher), and the watcher tapwayd
+//! runs against the API server ([`watch`]). Nothing here links the datapath.
+
+pub mod access;
+pub mod convert;
+pub mod store;
+pub mod watch;
+
+pub use access::{Access, WATCHER_ACCESS};
+pub use convert::{import, KubeError, KubeImport};
