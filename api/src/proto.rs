@@ -483,6 +483,11 @@ pub struct KubeStatus {
     pub objects: BTreeMap<String, u64>,
     /// Events received, by kind (list items included).
     pub events: BTreeMap<String, u64>,
+    /// The same by kind and type: `listed` (an item of a list), `applied` (added or
+    /// modified), `deleted`.
+    pub event_types: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Errors from the API server so far (failed connections, lists and watches, 410 Gone).
+    pub errors: u64,
     /// Lists after the first, by kind: after a 410 Gone, or a reconnection.
     pub relists: BTreeMap<String, u64>,
     /// Syncs applied to the service table (each a coalesced batch of events).

@@ -113,6 +113,11 @@ struct State {
     last_event: Option<Instant>,
     objects: BTreeMap<&'static str, u64>,
     events: BTreeMap<&'static str, u64>,
+    /// Events by kind and type (`listed`, `applied`, `deleted`: kube-runtime's watcher folds
+    /// ADDED and MODIFIED into one, and keeps BOOKMARKs to itself).
+    event_types: BTreeMap<(&'static str, &'static str), u64>,
+    /// Errors from the API so far (failed connections, lists, watches, 410s).
+    errors: u64,
     lists: BTreeMap<&'static str, u64>,
     syncs: u64,
     service_ports: u64,
@@ -142,9 +147,10 @@ impl Shared {
     }
 
     /// An event (or list item) arrived: the connection works.
-    fn event(&self, kind: &'static str) {
+    fn event(&self, kind: &'static str, ty: &'static str) {
         let mut st = self.state();
         *st.events.entry(kind).or_default() += 1;
+        *st.event_types.entry((kind, ty)).or_default() += 1;
         st.last_event = Some(Instant::now());
         Self::set_connected(&mut st, true);
     }
@@ -161,6 +167,7 @@ impl Shared {
         let mut st = self.state();
         let repeated = st.last_error.as_ref().is_some_and(|(m, _)| *m == msg);
         Self::set_connected(&mut st, false);
+        st.errors += 1;
         st.last_error = Some((msg.clone(), Instant::now()));
         drop(st);
         if repeated {
@@ -297,6 +304,11 @@ impl Watch {
             last_event_age_secs: st.last_event.map(|t| t.elapsed().as_secs_f64()),
             objects: name(&st.objects),
             events: name(&st.events),
+            event_types: st.event_types.iter().fold(BTreeMap::new(), |mut m, ((k, t), n)| {
+                m.entry(k.to_string()).or_insert_with(BTreeMap::new).insert(t.to_string(), *n);
+                m
+            }),
+            errors: st.errors,
             relists: st.lists.iter().map(|(k, v)| (k.to_string(), v.saturating_sub(1))).collect(),
             syncs: st.syncs,
             service_ports: st.service_ports,
@@ -377,7 +389,7 @@ async fn follow<K, T>(
                 Shared::set_connected(&mut sh.state(), true);
             }
             Ok(Event::InitApply(obj)) => {
-                sh.event(kind);
+                sh.event(kind, EVENT_LISTED);
                 let (k, v) = reduce(&obj);
                 buffer.get_or_insert_with(HashMap::new).insert(k, v);
             }
@@ -390,13 +402,13 @@ async fn follow<K, T>(
                 sh.changed.notify_one();
             }
             Ok(Event::Apply(obj)) => {
-                sh.event(kind);
+                sh.event(kind, EVENT_APPLIED);
                 let (k, v) = reduce(&obj);
                 upsert(&mut lock(&sh.store), k, v);
                 sh.changed.notify_one();
             }
             Ok(Event::Delete(obj)) => {
-                sh.event(kind);
+                sh.event(kind, EVENT_DELETED);
                 let (k, _) = reduce(&obj);
                 delete(&mut lock(&sh.store), &k);
                 sh.changed.notify_one();
@@ -413,6 +425,11 @@ async fn follow<K, T>(
         }
     }
 }
+
+/// Event types in [`KubeStatus::event_types`].
+const EVENT_LISTED: &str = "listed";
+const EVENT_APPLIED: &str = "applied";
+const EVENT_DELETED: &str = "deleted";
 
 /// The pause before listing again after a 410, so a server that answers every watch with 410
 /// is not hammered (the watcher's own backoff starts afresh with a new watcher).
@@ -493,11 +510,11 @@ async fn follow_node(make: impl Fn() -> Events<Node>, sh: &Shared) {
             }
             Ok(Event::InitApply(n)) => {
                 count += 1;
-                n
+                (n, EVENT_LISTED)
             }
-            Ok(Event::Apply(n)) => n,
+            Ok(Event::Apply(n)) => (n, EVENT_APPLIED),
             Ok(Event::Delete(_)) => {
-                sh.event(KIND_NODE);
+                sh.event(KIND_NODE, EVENT_DELETED);
                 sh.state().objects.insert(KIND_NODE, 0);
                 continue;
             }
@@ -510,7 +527,8 @@ async fn follow_node(make: impl Fn() -> Events<Node>, sh: &Shared) {
                 continue;
             }
         };
-        sh.event(KIND_NODE);
+        let (node, ty) = node;
+        sh.event(KIND_NODE, ty);
         sh.state().objects.insert(KIND_NODE, 1);
         let cidrs = node_pod_cidrs(&node);
         if cidrs.is_empty() {

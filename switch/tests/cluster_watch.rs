@@ -20,13 +20,15 @@ fn vip(subnet: u8, host: u8) -> String {
 }
 
 /// Starts a node whose tapwayd follows `fake`, served inside the node netns.
+/// Where a watched node serves its metrics (inside its own netns).
+const WATCH_METRICS: &str = "127.0.0.1:9172";
+
 fn watched_node(tag: &str, subnet: u8, fake: &FakeApiServer) -> Node {
     let kc = kubeconfig_path(tag);
     let kcs = kc.display().to_string();
     let f = fake.clone();
-    Node::start_prepared(tag, subnet, &["--kubeconfig", &kcs, "--node-name", "n"], move |ns| {
-        serve_fake_in(ns, &f, &kc)
-    })
+    let args = ["--kubeconfig", &kcs, "--node-name", "n", "--metrics-address", WATCH_METRICS];
+    Node::start_prepared(tag, subnet, &args, move |ns| serve_fake_in(ns, &f, &kc))
 }
 
 #[test]
@@ -88,6 +90,17 @@ fn follows_services_endpoints_and_converges_after_an_outage() {
     assert!(st.connected && st.owns_services, "{st:?}");
     assert_eq!(st.objects["Service"], 2);
     assert_eq!(st.objects["EndpointSlice"], 1);
+    // The metrics serve the same watch state.
+    let (code, text) =
+        common::metrics::http_get(&node.ns, WATCH_METRICS, "/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    for want in [
+        "tapway_watch_connected 1.0",
+        "tapway_watch_objects{kind=\"Service\"} 2.0",
+        "tapway_watch_events_total{kind=\"Service\",type=\"listed\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} missing from:\n{}", grep_watch(&text));
+    }
     let tcp = format!("{v}:80");
     let udp = format!("{v}:53");
     assert_eq!(who_answers(&client, &tcp), b1_ip);
@@ -368,4 +381,9 @@ fn bench_watch_latency_and_memory() {
         ms(lat[98]),
         ms(lat[99])
     );
+}
+
+/// The `tapway_watch_` lines of a scrape (for a failure message).
+fn grep_watch(text: &str) -> String {
+    text.lines().filter(|l| l.starts_with("tapway_watch_")).collect::<Vec<_>>().join("\n")
 }

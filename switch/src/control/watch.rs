@@ -5,11 +5,12 @@
 
 use std::sync::{Arc, Weak};
 
-use tapway_api::{ApiError, ErrorCode, Op, Request};
+use tapway_api::{ApiError, ErrorCode, KubeStatus, Op, Request};
 use tapway_kube::store::Update;
 use tapway_kube::watch::{ServiceSink, Watch};
 
 use super::{api_err, Control};
+use crate::metrics::{WatchKind, WatchReport};
 
 /// Hands the watch's updates to the control plane.
 struct Sink(Weak<Control>);
@@ -29,10 +30,43 @@ impl ServiceSink for Sink {
     }
 }
 
+/// The watch state as the metrics serve it.
+fn watch_report(k: &KubeStatus) -> WatchReport {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let kinds = k
+        .objects
+        .keys()
+        .chain(k.events.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|kind| WatchKind {
+            kind: kind.clone(),
+            objects: k.objects.get(kind).copied().unwrap_or(0),
+            // `relists` counts the lists after the first.
+            lists: k.relists.get(kind).copied().unwrap_or(0) + 1,
+            events: k
+                .event_types
+                .get(kind)
+                .map(|t| t.iter().map(|(ty, n)| (ty.clone(), *n)).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    WatchReport {
+        connected: k.connected,
+        state_age_seconds: now.saturating_sub(k.since_unix_secs) as f64,
+        last_event_age_seconds: k.last_event_age_secs,
+        errors: k.errors,
+        kinds,
+    }
+}
+
 impl Control {
     /// Lets `watch` own the service table from now on.
     pub fn attach_watch(self: &Arc<Self>, watch: Arc<Watch>) {
         watch.set_sink(Arc::new(Sink(Arc::downgrade(self))));
+        let w = Arc::downgrade(&watch);
+        // Read at each scrape: `status()` takes only the watch's short state lock.
+        self.metrics.set_watch(move || w.upgrade().map(|w| watch_report(&w.status())).unwrap_or_default());
         let _ = self.kube.set(watch);
     }
 

@@ -73,7 +73,7 @@ pub struct WatchKind {
     pub objects: u64,
     /// Full lists done (the initial one and every relist, e.g. after a 410).
     pub lists: u64,
-    /// Watch events so far by type (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`, `ERROR`).
+    /// Objects received so far by type (`listed`, `applied`, `deleted`; see `KubeStatus::event_types`).
     pub events: Vec<(String, u64)>,
 }
 

@@ -302,7 +302,7 @@ fn watch_report_is_served_once_registered() {
             kind: "EndpointSlice".into(),
             objects: 40,
             lists: 3,
-            events: vec![("ADDED".into(), 40), ("MODIFIED".into(), 9)],
+            events: vec![("listed".into(), 40), ("applied".into(), 9)],
         }],
     });
     let m = parse(&rig.scrape(Format::Prometheus));
@@ -313,7 +313,7 @@ fn watch_report_is_served_once_registered() {
     assert_eq!(m.value("tapway_watch_objects", &[("kind", "EndpointSlice")]), Some(40.0));
     assert_eq!(m.value("tapway_watch_lists_total", &[("kind", "EndpointSlice")]), Some(3.0));
     assert_eq!(
-        m.value("tapway_watch_events_total", &[("kind", "EndpointSlice"), ("type", "MODIFIED")]),
+        m.value("tapway_watch_events_total", &[("kind", "EndpointSlice"), ("type", "applied")]),
         Some(9.0)
     );
 }
