@@ -168,6 +168,17 @@ impl PortSel {
     }
 }
 
+/// A payload length: mostly what fits an MTU, sometimes a GSO super-frame's.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum PayloadLen {
+    /// Up to 255 bytes.
+    Small(u8),
+    /// Up to a 9000-byte jumbo frame.
+    Mtu(u16),
+    /// Up to 64 KiB.
+    Super(u16),
+}
+
 /// A payload: `pattern` repeated to `len` bytes, so a 64 KiB super-frame costs a few input
 /// bytes.
 #[derive(Arbitrary, Debug, Clone)]
@@ -175,16 +186,27 @@ pub struct Payload {
     /// Repeated; zeros when empty.
     pub pattern: Vec<u8>,
     /// Bytes.
-    pub len: u16,
+    pub len: PayloadLen,
 }
 
 impl Payload {
     fn write(&self, out: &mut Vec<u8>, room: usize) {
-        let len = usize::from(self.len).min(room);
+        let len = match self.len {
+            PayloadLen::Small(n) => usize::from(n),
+            PayloadLen::Mtu(n) => usize::from(n) % 9001,
+            PayloadLen::Super(n) => usize::from(n),
+        }
+        .min(room);
+        let start = out.len();
         if self.pattern.is_empty() {
-            out.resize(out.len() + len, 0);
-        } else {
-            out.extend(self.pattern.iter().cycle().take(len));
+            out.resize(start + len, 0);
+            return;
+        }
+        // Doubling copies rather than a byte loop: large payloads stay cheap to build.
+        out.extend_from_slice(&self.pattern[..self.pattern.len().min(len)]);
+        while out.len() - start < len {
+            let have = out.len() - start;
+            out.extend_from_within(start..start + have.min(len - have));
         }
     }
 }
