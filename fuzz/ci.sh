@@ -27,6 +27,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
+echo "==> cargo test (fuzz/: the pipeline target's node reaches every stage)"
+cargo test --lib --quiet
 flags=(--debug-assertions)
 echo "==> cargo fuzz build (nightly, ASan, debug assertions)"
 start=$(date +%s)

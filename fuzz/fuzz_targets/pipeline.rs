@@ -33,9 +33,12 @@ struct Input {
     bursts: Vec<Burst>,
 }
 
+/// Bursts to run: (ingress port, clock step, frames).
+type Bursts = Vec<(u8, u8, Vec<Vec<u8>>)>;
+
 /// Raw records: consecutive frames of one port with clock step 0 share a burst.
-fn raw_bursts(mut data: &[u8]) -> (u16, Vec<(u8, u8, Vec<Vec<u8>>)>) {
-    let mut out: Vec<(u8, u8, Vec<Vec<u8>>)> = Vec::new();
+fn raw_bursts(mut data: &[u8]) -> (u16, Bursts) {
+    let mut out: Bursts = Vec::new();
     while let [port, step, lo, hi, rest @ ..] = data {
         let n = usize::from(u16::from_le_bytes([*lo, *hi])).min(rest.len());
         let frame = rest[..n].to_vec();

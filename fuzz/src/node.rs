@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tapway_api::{Affinity, Bandwidth, BackendSpec, Protocol, ServiceKey, ServiceSpec};
+use tapway_api::{Affinity, BackendSpec, Bandwidth, Protocol, ServiceKey, ServiceSpec};
 use tapway_switch::datapath::pipeline::Scratch;
 use tapway_switch::datapath::police::PortPolice;
 use tapway_switch::datapath::service::Services;
@@ -75,8 +75,19 @@ fn backend(ip: IpAddr, port: u16) -> BackendSpec {
     BackendSpec { ip, port, weight: 1, ready: true, serving: true, terminating: false }
 }
 
-fn spec(vip: IpAddr, port: u16, protocol: Protocol, affinity: Affinity, backends: Vec<BackendSpec>) -> ServiceSpec {
-    ServiceSpec { name: format!("fuzz/{vip}:{port}"), key: ServiceKey { vip, port, protocol }, affinity, backends }
+fn spec(
+    vip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    affinity: Affinity,
+    backends: Vec<BackendSpec>,
+) -> ServiceSpec {
+    ServiceSpec {
+        name: format!("fuzz/{vip}:{port}"),
+        key: ServiceKey { vip, port, protocol },
+        affinity,
+        backends,
+    }
 }
 
 /// The services, compiled once (their counters change, their decisions do not).
@@ -85,8 +96,10 @@ pub fn services() -> &'static ServiceTable {
     TABLE.get_or_init(|| {
         let pin = |timeout| Affinity::ClientIp { timeout };
         let (tcp, udp) = (Protocol::Tcp, Protocol::Udp);
-        let terminating = BackendSpec { ready: false, serving: true, terminating: true, ..backend(v4([10, 0, 0, 2]), 80) };
-        let not_serving = BackendSpec { ready: false, serving: false, terminating: true, ..backend(v4([10, 0, 1, 7]), 80) };
+        let terminating =
+            BackendSpec { ready: false, serving: true, terminating: true, ..backend(v4([10, 0, 0, 2]), 80) };
+        let not_serving =
+            BackendSpec { ready: false, serving: false, terminating: true, ..backend(v4([10, 0, 1, 7]), 80) };
         let unready6 = BackendSpec { ready: false, ..backend(v6([0xfd00, 0, 0, 1, 0, 0, 0, 7]), 53) };
         let specs = vec![
             spec(
@@ -94,22 +107,39 @@ pub fn services() -> &'static ServiceTable {
                 80,
                 tcp,
                 Affinity::None,
-                vec![backend(v4([10, 0, 0, 2]), 8080), backend(v4([10, 0, 0, 3]), 8080), backend(v4([10, 0, 1, 5]), 8080)],
+                vec![
+                    backend(v4([10, 0, 0, 2]), 8080),
+                    backend(v4([10, 0, 0, 3]), 8080),
+                    backend(v4([10, 0, 1, 5]), 8080),
+                ],
             ),
-            spec(v4([10, 96, 0, 53]), 53, udp, pin(10_800), vec![backend(v4([10, 0, 0, 4]), 53), backend(v4([10, 0, 1, 6]), 53)]),
+            spec(
+                v4([10, 96, 0, 53]),
+                53,
+                udp,
+                pin(10_800),
+                vec![backend(v4([10, 0, 0, 4]), 53), backend(v4([10, 0, 1, 6]), 53)],
+            ),
             spec(
                 v6([0xfd00, 0, 0x96, 0, 0, 0, 0, 0x10]),
                 443,
                 tcp,
                 pin(60),
-                vec![backend(v6([0xfd00, 0, 0, 0, 0, 0, 0, 2]), 8443), backend(v6([0xfd00, 0, 0, 1, 0, 0, 0, 5]), 8443)],
+                vec![
+                    backend(v6([0xfd00, 0, 0, 0, 0, 0, 0, 2]), 8443),
+                    backend(v6([0xfd00, 0, 0, 1, 0, 0, 0, 5]), 8443),
+                ],
             ),
             spec(
                 v6([0xfd00, 0, 0x96, 0, 0, 0, 0, 0x53]),
                 53,
                 udp,
                 Affinity::None,
-                vec![backend(v6([0xfd00, 0, 0, 0, 0, 0, 0, 3]), 53), backend(v6([0xfd00, 0, 0, 1, 0, 0, 0, 6]), 53), unready6],
+                vec![
+                    backend(v6([0xfd00, 0, 0, 0, 0, 0, 0, 3]), 53),
+                    backend(v6([0xfd00, 0, 0, 1, 0, 0, 0, 6]), 53),
+                    unready6,
+                ],
             ),
             spec(v4([10, 96, 0, 99]), 80, tcp, Affinity::None, vec![]),
             spec(v4([10, 96, 0, 99]), 81, udp, Affinity::None, vec![]),
@@ -148,7 +178,11 @@ impl UplinkSim {
 }
 
 impl PortIo for UplinkSim {
-    fn recv_frame(&self, _: usize, _: &mut LocalPool) -> Result<Option<tapway_switch::pool::Frame>, PortError> {
+    fn recv_frame(
+        &self,
+        _: usize,
+        _: &mut LocalPool,
+    ) -> Result<Option<tapway_switch::pool::Frame>, PortError> {
         Ok(None)
     }
 
@@ -241,7 +275,9 @@ impl Node {
             // Pod 2 has an egress limit, pod 3 an ingress one (CNI bandwidth).
             let bw = match id {
                 2 => Some(Bandwidth { egress_rate: 1_000_000, egress_burst: 200_000, ..Default::default() }),
-                3 => Some(Bandwidth { ingress_rate: 1_000_000, ingress_burst: 200_000, ..Default::default() }),
+                3 => {
+                    Some(Bandwidth { ingress_rate: 1_000_000, ingress_burst: 200_000, ..Default::default() })
+                }
                 _ => None,
             };
             ports = ports.with(Arc::new(PortEntry {
@@ -402,7 +438,13 @@ impl Node {
     }
 
     /// What the worker does with a frame's disposition (`worker.rs`'s `deliver`, one worker).
-    fn deliver(&self, ingress: &PortEntry, frame: tapway_switch::pool::Frame, d: Disposition, local: &mut LocalPool) {
+    fn deliver(
+        &self,
+        ingress: &PortEntry,
+        frame: tapway_switch::pool::Frame,
+        d: Disposition,
+        local: &mut LocalPool,
+    ) {
         match d {
             Disposition::Drop(_) => local.put(frame),
             Disposition::Unicast(p) => match self.ports.get(p) {
@@ -427,6 +469,18 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The dispositions of the last burst's frames.
+    pub fn dispositions(&self) -> &[Disposition] {
+        &self.disp
+    }
+
+    /// Port `id`.
+    pub fn port(&self, id: u16) -> Option<&Arc<PortEntry>> {
+        self.ports.get(id)
+    }
+}
+
 impl Default for Node {
     fn default() -> Self {
         Node::new()
@@ -441,4 +495,76 @@ pub fn report() {
         INPUTS.load(Relaxed),
         SEGMENTS.load(Relaxed)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! The node is what the target claims: frames built by `frames` reach the service stage,
+    //! tracked flows, rejects, anti-spoofing and the uplink's segmentation.
+    use tapway_switch::stats::DropReason;
+
+    use super::*;
+    use crate::frames::{FrameSpec, Ip4Sel, L3, L4, MacSel, Payload, PayloadLen, PortSel, Vnet};
+
+    fn tcp4(vnet: Vnet, src: (u8, u8), dst: (u8, u8), sport: PortSel, dport: PortSel, len: PayloadLen) -> Vec<u8> {
+        let spec = FrameSpec::Built {
+            vnet,
+            dst: MacSel::Book(dst.0),
+            src: MacSel::Book(src.0),
+            vlan: None,
+            l3: L3::V4 {
+                src: Ip4Sel::Book(src.1),
+                dst: Ip4Sel::Book(dst.1),
+                ttl: 64,
+                frag: 0,
+                options: vec![],
+                l4: L4::Tcp { sport, dport, seq: 1, flags: 0x02, options: vec![], payload: Payload { pattern: vec![7], len } },
+            },
+            mangle: vec![],
+        };
+        let mut out = Vec::new();
+        spec.build(&mut out);
+        out
+    }
+
+    #[test]
+    fn frames_reach_every_stage_and_the_pool_balances() {
+        let mut local = LocalPool::new(pool().clone(), 8);
+        let mut node = Node::new();
+        let small = PayloadLen::Small(10);
+        // MAC book: 0 gateway, 2-4 pods 1-3, 5 remote 1. IPv4 book: 1-3 pods, 4 remote 1,
+        // 8 the TCP VIP, 10 the VIP without endpoints.
+        let batch = [
+            // Pod 2 → TCP VIP: DNAT to a backend, unicast.
+            tcp4(Vnet::Plain, (3, 2), (0, 8), PortSel::Any(40001), PortSel::Book(0), small),
+            // Pod 1's reply of the tracked flow pod 2 → VIP → pod 1: back to pod 2.
+            tcp4(Vnet::Plain, (2, 1), (0, 2), PortSel::Book(1), PortSel::Book(7), small),
+            // To a VIP without endpoints: a RST back out of the ingress port.
+            tcp4(Vnet::Plain, (2, 1), (0, 10), PortSel::Any(1234), PortSel::Book(0), small),
+            // Pod 1 with pod 2's address.
+            tcp4(Vnet::Plain, (2, 2), (3, 2), PortSel::Any(1), PortSel::Any(2), small),
+        ];
+        let vip = services().lookup(v4([10, 96, 0, 10]), 80, PROTO_TCP).map(|s| s.counters.clone());
+        let new_flows = || vip.as_ref().map(|c| c.new_flows.load(Relaxed));
+        let flows = new_flows();
+        node.burst(2, &batch[..1], &mut local);
+        // Any of the three backends (pod 2 itself: hairpin).
+        assert!(matches!(node.dispositions(), [Disposition::Unicast(1..=UPLINK)]), "{:?}", node.dispositions());
+        assert_eq!(new_flows(), flows.map(|n| n + 1), "a new service flow");
+        node.burst(1, &batch[1..], &mut local);
+        assert_eq!(
+            node.dispositions(),
+            [Disposition::Unicast(2), Disposition::Unicast(1), Disposition::Drop(DropReason::SpoofedIp)]
+        );
+        assert_eq!(node.port(1).map(|p| p.counters.dropped(DropReason::SpoofedIp)), Some(1));
+        // A 20 kB GSO super-frame from pod 1 to a remote pod: out of the uplink, in segments.
+        let before = SEGMENTS.load(Relaxed);
+        let gso = Vnet::Partial { gso: crate::frames::Gso::Fit, ecn: false, gso_size: 1448, hdr_len: None };
+        let big = tcp4(gso, (2, 1), (5, 4), PortSel::Any(40000), PortSel::Book(1), PayloadLen::Super(20_000));
+        node.burst(1, &[big], &mut local);
+        assert_eq!(node.dispositions(), [Disposition::Unicast(UPLINK)]);
+        assert_eq!(SEGMENTS.load(Relaxed) - before, 14, "20000 bytes in 1448-byte segments");
+        drop(local);
+        assert_eq!(pool().outstanding(), 0);
+    }
 }
