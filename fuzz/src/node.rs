@@ -504,9 +504,16 @@ mod tests {
     use tapway_switch::stats::DropReason;
 
     use super::*;
-    use crate::frames::{FrameSpec, Ip4Sel, L3, L4, MacSel, Payload, PayloadLen, PortSel, Vnet};
+    use crate::frames::{FrameSpec, Ip4Sel, MacSel, Payload, PayloadLen, PortSel, Vnet, L3, L4};
 
-    fn tcp4(vnet: Vnet, src: (u8, u8), dst: (u8, u8), sport: PortSel, dport: PortSel, len: PayloadLen) -> Vec<u8> {
+    fn tcp4(
+        vnet: Vnet,
+        src: (u8, u8),
+        dst: (u8, u8),
+        sport: PortSel,
+        dport: PortSel,
+        len: PayloadLen,
+    ) -> Vec<u8> {
         let spec = FrameSpec::Built {
             vnet,
             dst: MacSel::Book(dst.0),
@@ -518,7 +525,14 @@ mod tests {
                 ttl: 64,
                 frag: 0,
                 options: vec![],
-                l4: L4::Tcp { sport, dport, seq: 1, flags: 0x02, options: vec![], payload: Payload { pattern: vec![7], len } },
+                l4: L4::Tcp {
+                    sport,
+                    dport,
+                    seq: 1,
+                    flags: 0x02,
+                    options: vec![],
+                    payload: Payload { pattern: vec![7], len },
+                },
             },
             mangle: vec![],
         };
@@ -549,7 +563,11 @@ mod tests {
         let flows = new_flows();
         node.burst(2, &batch[..1], &mut local);
         // Any of the three backends (pod 2 itself: hairpin).
-        assert!(matches!(node.dispositions(), [Disposition::Unicast(1..=UPLINK)]), "{:?}", node.dispositions());
+        assert!(
+            matches!(node.dispositions(), [Disposition::Unicast(1..=UPLINK)]),
+            "{:?}",
+            node.dispositions()
+        );
         assert_eq!(new_flows(), flows.map(|n| n + 1), "a new service flow");
         node.burst(1, &batch[1..], &mut local);
         assert_eq!(
