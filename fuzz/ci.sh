@@ -41,6 +41,7 @@ failed=()
 for t in $(cargo +nightly fuzz list); do
   mkdir -p "corpus/$t" "artifacts/$t" "$scratch/$t"
   echo "==> fuzz $t (${secs} s)"
+  touch "$scratch/$t.start"
   # New inputs go to the scratch directory: the corpus in the repository only changes by
   # hand (cargo fuzz cmin), so a CI run leaves the tree clean.
   if cargo +nightly fuzz run "${flags[@]}" "$t" "$scratch/$t" "corpus/$t" -- \
@@ -50,8 +51,8 @@ for t in $(cargo +nightly fuzz list); do
   else
     failed+=("$t")
     tail -n 60 "$scratch/$t.log" >&2
-    for a in "artifacts/$t"/*; do
-      [ -f "$a" ] || continue
+    # Only this run's findings (older ones may still lie there).
+    find "artifacts/$t" -type f -newer "$scratch/$t.start" | while read -r a; do
       echo "fuzz: $t: finding kept in fuzz/$a ($(stat -c %s "$a") bytes); first bytes:" >&2
       od -A x -t x1z -N 512 "$a" >&2
       echo "fuzz: replay with: (cd fuzz && cargo +nightly fuzz run ${flags[*]} $t $a)" >&2
