@@ -50,7 +50,9 @@ for t in $(cargo +nightly fuzz list); do
     grep -E '^(Done|pipeline:|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' "$scratch/$t.log" | sed 's/^/    /'
   else
     failed+=("$t")
-    tail -n 60 "$scratch/$t.log" >&2
+    # The panic or sanitizer report, then the end of the log (input, replay command).
+    grep -E -A3 'panicked at|^==[0-9]+==ERROR|^ERROR: libFuzzer' "$scratch/$t.log" | head -n 30 >&2 || true
+    tail -n 40 "$scratch/$t.log" >&2
     # Only this run's findings (older ones may still lie there).
     find "artifacts/$t" -type f -newer "$scratch/$t.start" | while read -r a; do
       echo "fuzz: $t: finding kept in fuzz/$a ($(stat -c %s "$a") bytes); first bytes:" >&2
