@@ -25,3 +25,7 @@ echo "==> CNI plugin under real runtimes (podman, containerd CRI)"
 for t in plugin/tests/runtimes/podman.sh plugin/tests/runtimes/containerd.sh; do
   bash "$t"
 done
+# Built from the debug binaries above (a release build would add minutes); scripts/image.sh
+# without --debug builds the release image.
+echo "==> the container image, run with podman as deploy/daemonset.yaml runs it"
+bash scripts/image-test.sh

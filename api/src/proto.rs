@@ -309,6 +309,41 @@ pub struct PortInfo {
     /// Rate limits, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<Bandwidth>,
+    /// Set when the port is recorded but could not be re-opened after a restart (see
+    /// [`LostInfo`]); absent for a working port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<LostInfo>,
+}
+
+/// Why a recorded pod port is not working: after a restart its netns or interface could not
+/// be re-opened. The port keeps its number, MAC and addresses and stays in the state file;
+/// tapwayd retries it and publishes it again once it opens, until a DEL or GC removes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LostInfo {
+    /// The last attempt's error.
+    pub reason: String,
+    /// When it was first found lost (Unix seconds).
+    pub since: u64,
+    /// Attempts to re-open it so far.
+    pub attempts: u32,
+    /// Seconds until the next attempt.
+    pub next_retry_secs: u64,
+}
+
+/// A lost pod port as `status` lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LostPort {
+    /// Switch port number (kept for it).
+    pub id: u16,
+    /// Netns path.
+    pub netns: String,
+    /// Interface name in the netns.
+    pub ifname: String,
+    /// Why and since when.
+    #[serde(flatten)]
+    pub lost: LostInfo,
 }
 
 /// Counters of one port. Drop reasons are keys of `drops` (see docs/operations.md).
@@ -405,6 +440,16 @@ pub struct StatusInfo {
     /// The AF_XDP uplink, when the node has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkStatus>,
+    /// Pod ports recorded in the state file that could not be re-opened (they count in
+    /// `ports`); absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostPort>,
+    /// Control connections being served now (the one asking included).
+    #[serde(default)]
+    pub control_connections: usize,
+    /// The bound on `control_connections`.
+    #[serde(default)]
+    pub control_max: usize,
 }
 
 /// The uplink as `status` shows it.

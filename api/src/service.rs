@@ -217,8 +217,16 @@ pub struct FlowInfo {
     /// Source address the backend sees when it differs from the client (hairpin SNAT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snat: Option<String>,
-    /// Tracking state: `syn_sent`, `established`, `closing`, `closed` or `udp`.
+    /// Tracking state: `syn_sent`, `established`, `closing`, `closed`, `udp`, or `ended`
+    /// (the backend was removed or a pod detached: segments either way get a RST).
     pub state: String,
+    /// Whether the backend answered yet. Until it does the entry lives at most the
+    /// `unreplied` timeout, and a full table may evict it.
+    #[serde(default)]
+    pub replied: bool,
+    /// Confirmed (replied and established, or replied UDP): never evicted while live.
+    #[serde(default)]
+    pub confirmed: bool,
     /// Seconds until the entry expires unless traffic refreshes it.
     pub expires_in: u32,
 }

@@ -1,4 +1,5 @@
-//! Any bytes a TAP can hand over (vnet header + frame) must classify or fail, never panic.
+//! Any bytes a TAP can hand over (vnet header + frame) must classify or fail, never panic,
+//! neighbour discovery included.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tapway_switch::wire::{parse_frame, VnetHdr, VNET_HDR_LEN};
@@ -9,4 +10,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_frame(data.get(VNET_HDR_LEN..).unwrap_or(&[]));
     let _ = parse_frame(data);
+    let _ = tapway_switch::wire::ndp::parse_ndp(data);
+    let _ = tapway_switch::wire::ndp::parse_ndp(data.get(VNET_HDR_LEN..).unwrap_or(&[]));
 });

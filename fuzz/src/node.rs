@@ -1,5 +1,5 @@
 //! The node the `pipeline` target runs frames through: a host port, three anti-spoofed pods and
-//! an uplink on in-memory ports; services over IPv4 and IPv6 with backends on local pods,
+//! an uplink on in-memory ports (rate limits and storm control on some pods); services over IPv4 and IPv6 with backends on local pods,
 //! remote pods and the host network, some with ClientIP affinity, some without endpoints;
 //! conntrack, FDB and neighbour entries already there. Every input gets a fresh node (only
 //! the service table and the frame pool are shared, and both start each input the same), so
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tapway_api::{Affinity, BackendSpec, Bandwidth, Protocol, ServiceKey, ServiceSpec};
 use tapway_switch::datapath::pipeline::Scratch;
-use tapway_switch::datapath::police::PortPolice;
+use tapway_switch::datapath::police::{PortPolice, StormConfig};
 use tapway_switch::datapath::service::Services;
 use tapway_switch::datapath::{Disposition, Pipeline};
 use tapway_switch::pool::{FramePool, LocalPool, FRAME_CAPACITY};
@@ -256,6 +256,7 @@ impl Node {
         let uplink = Arc::new(UplinkSim::new());
         let mut mem = Vec::new();
         let mut ports = PortTable::default();
+        let storm = StormConfig { pps: 100, pps_burst: 20, bytes: 1_000_000, bytes_burst: 1 << 16 };
         for id in 0..PORTS {
             let (kind, mac, guard, meta_ips, io): (_, _, _, _, Arc<dyn PortIo>) = match id {
                 0 => {
@@ -288,7 +289,11 @@ impl Node {
                 guard,
                 worker: 0,
                 counters: PortCounters::default(),
-                police: PortPolice::new(bw),
+                police: match id {
+                    // Pods 1 and 3 with a small storm-control budget, so it runs out.
+                    1 | 3 => PortPolice::new(bw).with_storm(&storm),
+                    _ => PortPolice::new(bw),
+                },
                 meta: PortMeta { ips: meta_ips, ..Default::default() },
             }));
         }
@@ -298,11 +303,13 @@ impl Node {
             fdb.learn(&pod_mac(i), u16::from(i), now);
             fdb.learn(&remote_mac(i), UPLINK, now);
         }
-        let neigh = Neighbours::new(64, 300);
-        neigh.learn(v4([10, 0, 1, 5]), remote_mac(1), now);
-        neigh.learn(v6([0xfd00, 0, 0, 1, 0, 0, 0, 5]), remote_mac(1), now);
-        neigh.learn(v4([10, 0, 1, 8]), remote_mac(2), now);
-        let ct = Conntrack::new(512, Timeouts::default());
+        // At most 16 neighbours behind one port: the quota is reachable.
+        let neigh = Neighbours::new(64, 16, usize::from(PORTS), 300);
+        neigh.learn(v4([10, 0, 1, 5]), remote_mac(1), UPLINK, now);
+        neigh.learn(v6([0xfd00, 0, 0, 1, 0, 0, 0, 5]), remote_mac(1), UPLINK, now);
+        neigh.learn(v4([10, 0, 1, 8]), remote_mac(2), UPLINK, now);
+        // At most 8 flows per client: the quota is reachable.
+        let ct = Conntrack::new(512, Timeouts::default(), 8);
         let flow = |proto, client, vip, backend, snat, client_mac, backend_mac, state| Flow {
             proto,
             client,
@@ -312,6 +319,7 @@ impl Node {
             client_mac,
             vip_mac: GATEWAY_MAC,
             backend_mac,
+            replied: state != CtState::SynSent,
             state,
             last_seen: now,
         };
@@ -373,7 +381,7 @@ impl Node {
             ),
         ];
         for f in flows {
-            let _ = ct.insert(f);
+            let _ = ct.insert(f, true);
         }
         Node {
             fdb,

@@ -24,6 +24,15 @@ impl Daemon {
         Daemon { client: Client::new(socket) }
     }
 
+    /// tapwayd as the netconf names it: its socket, and its `daemonTimeoutSeconds` if set.
+    pub fn for_conf(loaded: &crate::netconf::Loaded) -> Daemon {
+        let d = Daemon::new(loaded.socket());
+        match loaded.daemon_timeout() {
+            Some(t) => d.with_timeout(t),
+            None => d,
+        }
+    }
+
     /// The same socket with a shorter per-call timeout (STATUS must answer quickly).
     pub fn with_timeout(self, timeout: Duration) -> Daemon {
         Daemon { client: self.client.with_timeout(timeout) }
@@ -88,10 +97,27 @@ impl Daemon {
     }
 
     /// Detaches what earlier DELs could not, for this socket. Best effort: failures are
-    /// logged and left for the next invocation.
-    pub fn drain_pending(&self, state: &StateDir) -> Vec<PendingDetach> {
+    /// logged and left for the next invocation. Entries whose addresses are still held are
+    /// left to invocations of their own `network`, which can release them.
+    pub fn drain_pending(&self, state: &StateDir, network: &str) -> Vec<PendingDetach> {
         let socket = self.socket();
-        let drained = state.drain(&socket, |p| match self.detach(&p.container_id, &p.ifname) {
+        let drained = state.drain(&socket, |p| {
+            if p.release_ip && p.network != network {
+                return Drained::Keep;
+            }
+            self.drain_one(p)
+        });
+        match drained {
+            Ok(done) => done,
+            Err(e) => {
+                crate::log_warn!("cannot process pending detaches: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn drain_one(&self, p: &PendingDetach) -> Drained {
+        match self.detach(&p.container_id, &p.ifname) {
             Ok(detached) => {
                 crate::log_info!(
                     "pending detach of {}/{} done (port {})",
@@ -105,13 +131,6 @@ impl Daemon {
             Err(e) => {
                 crate::log_warn!("pending detach of {}/{} failed: {e}", p.container_id, p.ifname);
                 Drained::Keep
-            }
-        });
-        match drained {
-            Ok(done) => done,
-            Err(e) => {
-                crate::log_warn!("cannot process pending detaches: {e}");
-                Vec::new()
             }
         }
     }

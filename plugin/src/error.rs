@@ -39,7 +39,14 @@ pub mod code {
     pub const MISMATCH: u32 = 104;
     /// CNI_NETNS does not exist or is not a network namespace.
     pub const NETNS: u32 = 105;
+    /// The requested IP or MAC belongs to another pod, a gateway, the host port or the uplink.
+    pub const ADDRESS_CONFLICT: u32 = 106;
 }
+
+/// `details` of [`CniError::AddressConflict`]: where such an address comes from.
+pub const ADDRESS_CONFLICT_DETAILS: &str = "tapwayd error code: address_conflict; the IP or MAC \
+     came from CNI_ARGS IP=/MAC=, runtimeConfig ips/mac, args.cni.mac, the netconf's mac or a \
+     static IPAM; give this pod addresses no other pod, gateway or port of the node has";
 
 /// Everything that can go wrong in one invocation.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,9 @@ pub enum CniError {
     /// The interface already exists in the container's netns.
     #[error("{0}")]
     IfaceExists(String),
+    /// tapwayd refused an IP or MAC that another port owns.
+    #[error("address conflict: {0}")]
+    AddressConflict(String),
     /// The IPAM plugin could not be found, run, or understood.
     #[error("IPAM plugin {plugin}: {msg}")]
     Ipam {
@@ -122,6 +132,7 @@ impl CniError {
             CniError::Unavailable(_) => code::UNAVAILABLE,
             CniError::Daemon(_) | CniError::DaemonProtocol(_) => code::DAEMON,
             CniError::IfaceExists(_) => code::IFACE_EXISTS,
+            CniError::AddressConflict(_) => code::ADDRESS_CONFLICT,
             CniError::Ipam { .. } => code::IPAM,
             // A plugin must not hand back codes it does not own: pass the well-known ones and
             // the IPAM plugin's own (>= 100, e.g. the Go plugins' 999) through unchanged, but
@@ -144,6 +155,7 @@ impl CniError {
         match self {
             CniError::Daemon(e) => format!("tapwayd error code: {}", e.code),
             CniError::IpamFailed { details, .. } => details.clone(),
+            CniError::AddressConflict(_) => ADDRESS_CONFLICT_DETAILS.to_string(),
             _ => String::new(),
         }
     }
@@ -154,6 +166,7 @@ impl CniError {
         match e {
             ClientError::Api(api) => match api.code {
                 ErrorCode::Exists => CniError::IfaceExists(api.message),
+                ErrorCode::AddressConflict => CniError::AddressConflict(api.message),
                 _ => CniError::Daemon(api),
             },
             ClientError::Decode(_) => CniError::DaemonProtocol(e.to_string()),
@@ -222,6 +235,7 @@ mod tests {
             (CniError::NotAttached(String::new()), 103),
             (CniError::Mismatch(String::new()), 104),
             (CniError::Netns(String::new()), 105),
+            (CniError::AddressConflict(String::new()), 106),
             (
                 CniError::IpamFailed { plugin: "h".into(), code: 999, msg: "m".into(), details: "d".into() },
                 999,
@@ -247,6 +261,15 @@ mod tests {
         let exists = ClientError::Api(ApiError::new(ErrorCode::Exists, "eth0 exists"));
         assert!(!is_unreachable(&exists));
         assert_eq!(CniError::from_client(exists, CniError::TryAgainLater).code(), 101);
+        let taken = ClientError::Api(ApiError::new(
+            ErrorCode::AddressConflict,
+            "MAC 02:00:00:00:00:05 belongs to port 2",
+        ));
+        let e = CniError::from_client(taken, CniError::TryAgainLater);
+        let v = e.to_json("1.0.0");
+        assert_eq!(v["code"], 106);
+        assert_eq!(v["msg"], "address conflict: MAC 02:00:00:00:00:05 belongs to port 2");
+        assert!(v["details"].as_str().unwrap().contains("address_conflict"), "{v}");
         let sys = ClientError::Api(ApiError::new(ErrorCode::System, "netlink said no"));
         let e = CniError::from_client(sys, CniError::TryAgainLater);
         assert_eq!(e.code(), 100);

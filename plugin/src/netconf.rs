@@ -15,6 +15,9 @@ use crate::version::{Version, SUPPORTED};
 /// otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tapway/cni";
 
+/// The longest `daemonTimeoutSeconds` accepted: runtimes time a whole CNI call out well before.
+pub const MAX_DAEMON_TIMEOUT_SECS: u64 = 300;
+
 /// The keys the plugin reads. Unknown keys are ignored (and still passed on to the IPAM
 /// plugin, which reads the same stdin).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -31,6 +34,10 @@ pub struct NetConf {
     /// tapwayd's control socket.
     #[serde(default)]
     pub socket: Option<String>,
+    /// How long one call to tapwayd may take, in seconds (default 30). A call that times out
+    /// has an unknown outcome: DEL then keeps the addresses and asks to be retried.
+    #[serde(rename = "daemonTimeoutSeconds", default)]
+    pub daemon_timeout_secs: Option<u64>,
     /// MTU of the pod interface; tapwayd's default when absent.
     #[serde(default)]
     pub mtu: Option<u32>,
@@ -292,6 +299,11 @@ impl Loaded {
                 return bad(format!("socket {sock:?} is not an absolute path"));
             }
         }
+        if let (true, Some(t)) = (strict, c.daemon_timeout_secs) {
+            if !(1..=MAX_DAEMON_TIMEOUT_SECS).contains(&t) {
+                return bad(format!("daemonTimeoutSeconds {t} is not in 1..={MAX_DAEMON_TIMEOUT_SECS}"));
+            }
+        }
         if let Some(dir) = &c.state_dir {
             if !dir.starts_with('/') {
                 return bad(format!("stateDir {dir:?} is not an absolute path"));
@@ -320,6 +332,13 @@ impl Loaded {
     /// The socket path.
     pub fn socket(&self) -> &str {
         self.conf.socket.as_deref().unwrap_or(tapway_api::DEFAULT_SOCKET)
+    }
+
+    /// The per-call timeout of calls to tapwayd, when the netconf sets a valid one (DEL does
+    /// not refuse a bad one: it uses the default).
+    pub fn daemon_timeout(&self) -> Option<std::time::Duration> {
+        let t = self.conf.daemon_timeout_secs.filter(|t| (1..=MAX_DAEMON_TIMEOUT_SECS).contains(t))?;
+        Some(std::time::Duration::from_secs(t))
     }
 
     /// The state directory.
@@ -465,6 +484,8 @@ mod tests {
             ("mac", json!("01:00:5e:00:00:01")),
             ("socket", json!("relative.sock")),
             ("stateDir", json!("rel")),
+            ("daemonTimeoutSeconds", json!(0)),
+            ("daemonTimeoutSeconds", json!(301)),
             ("ipam", json!({"type": "../evil"})),
             ("ipam", json!({"type": ""})),
             ("ipam", json!({})),
@@ -485,6 +506,14 @@ mod tests {
         odd["runtimeConfig"] = json!({"mac": "zz", "portMappings": "not a list"});
         assert!(parse(odd, Command::Del).is_ok(), "DEL ignores values it does not use");
         assert_eq!(parse(base(), Command::Gc).unwrap_err().code(), 7, "GC needs valid-attachments");
+        let mut timeout = base();
+        timeout["daemonTimeoutSeconds"] = json!(2);
+        let l = parse(timeout, Command::Del).unwrap();
+        assert_eq!(l.daemon_timeout(), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(parse(base(), Command::Add).unwrap().daemon_timeout(), None);
+        let mut bad = base();
+        bad["daemonTimeoutSeconds"] = json!(0);
+        assert_eq!(parse(bad, Command::Del).unwrap().daemon_timeout(), None, "DEL uses the default");
     }
 
     #[test]

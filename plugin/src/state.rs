@@ -36,6 +36,10 @@ pub struct PendingDetach {
     /// When the DEL recorded it (seconds since the epoch).
     #[serde(default)]
     pub since: u64,
+    /// The DEL got no answer and kept the addresses: once the detach is done (the port is
+    /// known gone), an invocation of the same network releases them (IPAM DEL).
+    #[serde(default)]
+    pub release_ip: bool,
 }
 
 /// What to do with a pending entry after trying it.
@@ -145,11 +149,16 @@ impl StateDir {
         std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))
     }
 
-    /// Records a port to detach later. Recording the same port twice keeps one entry.
+    /// Records a port to detach later. Recording the same port twice keeps one entry (which
+    /// releases the addresses if either recording asked for it).
     pub fn record(&self, mut entry: PendingDetach) -> Result<(), CniError> {
         let lock = self.lock()?;
         let mut list = self.read(&lock)?;
-        if list.iter().any(|p| same_port(p, &entry)) {
+        if let Some(p) = list.iter_mut().find(|p| same_port(p, &entry)) {
+            if entry.release_ip && !p.release_ip {
+                p.release_ip = true;
+                return self.write(&lock, &list);
+            }
             return Ok(());
         }
         if entry.since == 0 {
@@ -248,6 +257,7 @@ mod tests {
             ifname: "eth0".into(),
             network: "n".into(),
             since: 0,
+            release_ip: false,
         }
     }
 
@@ -284,6 +294,21 @@ mod tests {
         assert_eq!(s.drain("/a", |_| Drained::Done).unwrap().len(), 2);
         assert_eq!(s.drain("/b", |_| Drained::Done).unwrap().len(), 1);
         assert!(!s.pending_path().exists(), "empty list removes the file");
+    }
+
+    #[test]
+    fn a_kept_address_survives_a_second_record() {
+        let s = scratch("hold");
+        s.record(entry("/a", "c1")).unwrap();
+        s.record(PendingDetach { release_ip: true, ..entry("/a", "c1") }).unwrap();
+        s.record(entry("/a", "c1")).unwrap();
+        let p = s.pending().unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].release_ip, "the DEL that kept the address is not forgotten");
+        // Files written before the field existed read as "released already".
+        let old: PendingDetach =
+            serde_json::from_str(r#"{"socket":"/a","container_id":"c","ifname":"eth0"}"#).unwrap();
+        assert!(!old.release_ip);
     }
 
     #[test]

@@ -363,7 +363,10 @@ fn gc_removes_exactly_the_stale_attachments() {
     let r = ready_or_skip!();
     let node = Node::start(&r);
     let conf = node.conf("1.1.0", "gcnet");
-    let other_conf = node.conf("1.1.0", "othernet");
+    let mut other_conf = node.conf("1.1.0", "othernet");
+    // Its own part of the range: tapwayd refuses an address another pod has (address_conflict),
+    // and the two host-local stores know nothing of each other.
+    other_conf["ipam"]["ranges"][0][0]["rangeStart"] = json!("10.88.0.200");
     let pods: Vec<Netns> = (0..4).map(|_| Netns::new("pod")).collect();
     let cids: Vec<String> = (0..4).map(|i| unique(&format!("gc{i}"))).collect();
     for i in 0..3 {
@@ -712,4 +715,133 @@ fn install_script_dry_run_writes_a_valid_conflist() {
     assert_eq!(conflist["plugins"][1]["type"], "portmap");
     let missing = std::process::Command::new("sh").arg(&script).arg("--dry-run").output().unwrap();
     assert!(!missing.status.success(), "--subnet is required");
+}
+
+/// Runs install-cni.sh with `args` and returns the conflist it would write (dry run).
+fn install_script_conflist(args: &[&str]) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--dry-run", "--binary", env!("CARGO_BIN_EXE_tapway")])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap()
+}
+
+#[test]
+fn install_script_dual_stack_and_ranges_from_tapwayd() {
+    let c = install_script_conflist(&["--subnet", "10.244.3.0/24", "--subnet", "fd00:10:244:3::/64"]);
+    let ipam = &c["plugins"][0]["ipam"];
+    // IPv6 gets host-local's default gateway, network + 1, which is tapwayd's too.
+    assert_eq!(
+        ipam["ranges"],
+        json!([[{"subnet": "10.244.3.0/24", "gateway": "10.244.3.1"}], [{"subnet": "fd00:10:244:3::/64"}]])
+    );
+    assert_eq!(ipam["routes"], json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]));
+    // Nodes on one L2 (uplinks): the node's range with the cluster's prefix.
+    let c = install_script_conflist(&["--subnet", "10.244.3.0/26", "--cluster-cidr", "10.244.0.0/16"]);
+    assert_eq!(
+        c["plugins"][0]["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.0.0/16", "rangeStart": "10.244.3.2", "rangeEnd": "10.244.3.62", "gateway": "10.244.3.1"}]])
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let outside = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--dry-run", "--skip-binary", "--subnet", "10.244.3.0/24", "--cluster-cidr", "10.245.0.0/16"])
+        .output()
+        .unwrap();
+    assert!(!outside.status.success(), "a node range outside the cluster CIDR is refused");
+
+    // --from-tapwayd reads `tapwayctl --json status`: today's `pod_cidr`, and a `pod_cidrs`
+    // list (dual-stack) when tapwayd reports one.
+    let dir = std::env::temp_dir().join(format!("tapway-install-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("tapwayctl");
+    for (status, want) in [
+        ("{\n  \"pod_cidr\": \"10.244.7.0/24\",\n  \"gateway\": \"10.244.7.1/24\"\n}", json!([[{"subnet": "10.244.7.0/24", "gateway": "10.244.7.1"}]])),
+        (
+            "{\n  \"pod_cidr\": \"10.244.8.0/24\",\n  \"pod_cidrs\": [\n    \"10.244.8.0/24\",\n    \"fd00:8::/64\"\n  ],\n  \"uptime_secs\": 3\n}",
+            json!([[{"subnet": "10.244.8.0/24", "gateway": "10.244.8.1"}], [{"subnet": "fd00:8::/64"}]]),
+        ),
+    ] {
+        std::fs::write(&fake, format!("#!/bin/sh\ncat <<'EOF'\n{status}\nEOF\n")).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let c = install_script_conflist(&["--skip-binary", "--from-tapwayd", "--tapwayctl", fake.to_str().unwrap()]);
+        assert_eq!(c["plugins"][0]["ipam"]["ranges"], want, "{status}");
+    }
+    // No range yet: a dry run says so instead of waiting.
+    std::fs::write(&fake, "#!/bin/sh\necho '{\"pod_cidr\": null}'\n").unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--dry-run", "--skip-binary", "--from-tapwayd", "--tapwayctl", fake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no pod range"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn install_script_keep_running_follows_the_range_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("tapway-install-keep-{}", std::process::id()));
+    let conf_dir = dir.join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let fake = dir.join("tapwayctl");
+    let set_range = |cidr: &str| {
+        let tmp = dir.join("tapwayctl.new");
+        std::fs::write(&tmp, format!("#!/bin/sh\nprintf '{{\\n  \"pod_cidr\": \"{cidr}\"\\n}}\\n'\n"))
+            .unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &fake).unwrap();
+    };
+    set_range("10.244.9.0/24");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install-cni.sh");
+    let mut child = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["--skip-binary", "--from-tapwayd", "--keep-running", "--interval", "1", "--tapwayctl"])
+        .arg(&fake)
+        .arg("--conf-dir")
+        .arg(&conf_dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conflist = conf_dir.join("10-tapway.conflist");
+    let subnet = || -> Option<String> {
+        let c: Value = serde_json::from_str(&std::fs::read_to_string(&conflist).ok()?).ok()?;
+        c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"].as_str().map(String::from)
+    };
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while subnet().as_deref() != Some(want) {
+            assert!(std::time::Instant::now() < deadline, "conflist never got {want}: {:?}", subnet());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("10.244.9.0/24");
+    set_range("10.244.10.0/24");
+    wait_for("10.244.10.0/24");
+    // SIGTERM ends it with 0 (it is PID 1 of the DaemonSet's cni-conf container).
+    sigterm(child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM to a child, through kill(1).
+fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    assert!(ok.success());
 }

@@ -49,6 +49,10 @@ pub struct Args {
     /// Seconds after which an unseen MAC is forgotten [default: 300].
     #[arg(long)]
     pub fdb_aging: Option<u32>,
+    /// Most neighbours (ARP/NDP entries) one port may put into the neighbour table, trusted
+    /// ports included; pod ports only ever teach their own addresses [default: 4096].
+    #[arg(long)]
+    pub neigh_per_port: Option<u32>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -67,6 +71,10 @@ pub struct Args {
     /// Most service flows tracked; the oldest go first when full [default: 262144].
     #[arg(long)]
     pub conntrack_max: Option<usize>,
+    /// Most service flows one client address holds; a new flow over it is dropped
+    /// (`conntrack_quota`); 0: no quota [default: 16384].
+    #[arg(long)]
+    pub conntrack_per_client: Option<u32>,
     /// The NIC dedicated to the pod network, bound with AF_XDP as the uplink to other nodes.
     /// Without it the node is standalone.
     #[arg(long)]
@@ -90,6 +98,25 @@ pub struct Args {
     /// [default: 2048].
     #[arg(long)]
     pub uplink_fill_size: Option<u32>,
+    /// Serve Prometheus metrics on `/metrics`, plus `/healthz` and `/readyz`, at this
+    /// address, e.g. `0.0.0.0:9190`. Off by default.
+    #[arg(long)]
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Storm control: frames per second a pod port may flood (broadcast, multicast, unknown
+    /// unicast); 0 = no packet budget [default: 1000].
+    #[arg(long)]
+    pub storm_pps: Option<u64>,
+    /// Storm control: flooded frames a pod port may save up [default: 2000].
+    #[arg(long)]
+    pub storm_pps_burst: Option<u64>,
+    /// Storm control: bytes per second a pod port may flood, super-frames counted whole; 0 = no
+    /// byte budget [default: 12500000, 100 Mbit/s].
+    #[arg(long)]
+    pub storm_bytes: Option<u64>,
+    /// Storm control: flooded bytes a pod port may save up, at least one 64 KiB super-frame
+    /// [default: 1048576].
+    #[arg(long)]
+    pub storm_bytes_burst: Option<u64>,
 }
 
 /// The config file: the same keys as the long flags, in kebab-case.
@@ -105,14 +132,16 @@ pub struct FileConfig {
     mtu: Option<u32>,
     fdb_max: Option<usize>,
     fdb_aging: Option<u32>,
+    neigh_per_port: Option<u32>,
     log_level: Option<String>,
     allow_uid: Option<Vec<u32>>,
     host_port: Option<String>,
     pool_frames: Option<usize>,
     batch: Option<usize>,
     conntrack_max: Option<usize>,
+    conntrack_per_client: Option<u32>,
     /// Conntrack idle timeouts, seconds (`[conntrack-timeouts]`: tcp-syn, tcp-established,
-    /// tcp-closing, tcp-closed, udp).
+    /// tcp-closing, tcp-closed, udp, unreplied).
     conntrack_timeouts: Option<crate::table::conntrack::Timeouts>,
     uplink: Option<String>,
     xdp_mode: Option<XdpMode>,
@@ -120,6 +149,11 @@ pub struct FileConfig {
     uplink_umem_frames: Option<u32>,
     uplink_ring_size: Option<u32>,
     uplink_fill_size: Option<u32>,
+    metrics_address: Option<std::net::SocketAddr>,
+    storm_pps: Option<u64>,
+    storm_pps_burst: Option<u64>,
+    storm_bytes: Option<u64>,
+    storm_bytes_burst: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -169,6 +203,8 @@ pub struct DaemonConfig {
     pub switch: SwitchConfig,
     /// The AF_XDP uplink, if any.
     pub uplink: Option<XdpConfig>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl DaemonConfig {
@@ -188,14 +224,20 @@ impl DaemonConfig {
         sw.poll_mode = args.poll_mode.or(file.poll_mode).unwrap_or(sw.poll_mode);
         sw.fdb_max = args.fdb_max.or(file.fdb_max).unwrap_or(sw.fdb_max);
         sw.fdb_aging_secs = args.fdb_aging.or(file.fdb_aging).unwrap_or(sw.fdb_aging_secs);
+        sw.neigh_per_port = args.neigh_per_port.or(file.neigh_per_port).unwrap_or(sw.neigh_per_port);
+        if sw.neigh_per_port == 0 {
+            return Err(ConfigError::Invalid("neigh-per-port must be positive".into()));
+        }
         sw.pool_frames = args.pool_frames.or(file.pool_frames).unwrap_or(sw.pool_frames);
         sw.batch = args.batch.or(file.batch).unwrap_or(sw.batch);
         sw.conntrack_max = args.conntrack_max.or(file.conntrack_max).unwrap_or(sw.conntrack_max);
         if sw.conntrack_max == 0 {
             return Err(ConfigError::Invalid("conntrack-max must be positive".into()));
         }
+        sw.conntrack_per_client =
+            args.conntrack_per_client.or(file.conntrack_per_client).unwrap_or(sw.conntrack_per_client);
         if let Some(t) = file.conntrack_timeouts {
-            if [t.tcp_syn, t.tcp_established, t.tcp_closing, t.tcp_closed, t.udp].contains(&0) {
+            if t.all().contains(&0) {
                 return Err(ConfigError::Invalid("conntrack timeouts must be positive".into()));
             }
             sw.conntrack_timeouts = t;
@@ -206,6 +248,11 @@ impl DaemonConfig {
         if sw.fdb_max == 0 || sw.fdb_aging_secs == 0 {
             return Err(ConfigError::Invalid("fdb-max and fdb-aging must be positive".into()));
         }
+        let st = &mut sw.storm;
+        st.pps = args.storm_pps.or(file.storm_pps).unwrap_or(st.pps);
+        st.pps_burst = args.storm_pps_burst.or(file.storm_pps_burst).unwrap_or(st.pps_burst);
+        st.bytes = args.storm_bytes.or(file.storm_bytes).unwrap_or(st.bytes);
+        st.bytes_burst = args.storm_bytes_burst.or(file.storm_bytes_burst).unwrap_or(st.bytes_burst);
         if sw.pool_frames < 64 {
             return Err(ConfigError::Invalid("pool-frames must be at least 64".into()));
         }
@@ -257,6 +304,7 @@ impl DaemonConfig {
             host_port,
             switch: sw,
             uplink,
+            metrics_address: args.metrics_address.or(file.metrics_address),
         })
     }
 }
@@ -300,11 +348,15 @@ mod tests {
         assert_eq!(c.switch.cores, vec![Some(0), Some(1)]);
         assert_eq!(c.switch.poll_mode, PollMode::Busy);
         assert_eq!(gateway_of(&c.pod_cidrs[0]), Some("10.1.0.1/24".parse::<IpNet>().unwrap()));
-        std::fs::write(&f, "conntrack-max = 1000\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "conntrack-max = 1000\nconntrack-per-client = 50\n[conntrack-timeouts]\ntcp-established = 3600\nudp = 30\nunreplied = 5\n",
+        )
+        .unwrap();
         let c =
             DaemonConfig::resolve(Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()])).unwrap();
         assert_eq!(c.switch.conntrack_max, 1000);
+        assert_eq!((c.switch.conntrack_per_client, c.switch.conntrack_timeouts.unreplied), (50, 5));
         assert_eq!(c.switch.conntrack_timeouts.tcp_established, 3600);
         assert_eq!(c.switch.conntrack_timeouts.udp, 30);
         assert_eq!(c.switch.conntrack_timeouts.tcp_syn, 120, "unset timeouts keep their default");
@@ -328,6 +380,7 @@ mod tests {
             &["--pod-cidr", "10.96.1.0/24", "--service-cidr", "10.96.0.0/12"],
             &["--uplink", "eth1", "--uplink-ring-size", "1000"],
             &["--uplink", "eth1", "--uplink-umem-frames", "64"],
+            &["--neigh-per-port", "0"],
         ] {
             let mut argv = vec!["tapwayd"];
             argv.extend_from_slice(bad);
@@ -337,6 +390,10 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/tapway/tapway.sock"));
         assert_eq!(c.mtu, 1500);
         assert!(c.uplink.is_none());
+        assert!(c.metrics_address.is_none(), "metrics are off by default");
+        assert_eq!(c.switch.neigh_per_port, crate::table::neigh::DEFAULT_PER_PORT);
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd", "--neigh-per-port", "64"])).unwrap();
+        assert_eq!(c.switch.neigh_per_port, 64);
     }
 
     #[test]
@@ -350,6 +407,28 @@ mod tests {
         assert_eq!(up.ifname, "eth1");
         assert_eq!(up.mode, XdpMode::Generic);
         assert_eq!(up.queues, vec![0, 1]);
+        std::fs::write(&f, "metrics-address = \"127.0.0.1:9190\"\n").unwrap();
+        let args = Args::parse_from(["tapwayd", "--config", f.to_str().unwrap()]);
+        assert_eq!(
+            DaemonConfig::resolve(args).unwrap().metrics_address,
+            Some("127.0.0.1:9190".parse().unwrap())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn storm_flags_and_file() {
+        use crate::datapath::police::StormConfig;
+        let c = DaemonConfig::resolve(Args::parse_from(["tapwayd"])).unwrap();
+        assert_eq!(c.switch.storm, StormConfig::default());
+        let dir = std::env::temp_dir().join(format!("tapway-cfg-storm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tapwayd.toml");
+        std::fs::write(&f, "storm-pps = 50\nstorm-pps-burst = 60\nstorm-bytes = 0\n").unwrap();
+        let args =
+            Args::parse_from(["tapwayd", "--config", f.to_str().unwrap(), "--storm-bytes-burst", "70000"]);
+        let s = DaemonConfig::resolve(args).unwrap().switch.storm;
+        assert_eq!(s, StormConfig { pps: 50, pps_burst: 60, bytes: 0, bytes_burst: 70_000 });
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -14,10 +14,13 @@
 //! | [`netlink`], [`netns`] | configuring interfaces inside pod namespaces |
 //! | [`config`] | tapwayd flags and config file |
 //! | [`stats`] | per-port and switch counters |
+//! | [`metrics`] | Prometheus `/metrics`, `/healthz`, `/readyz` (`--metrics-address`) |
 
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod failpoint;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod pool;

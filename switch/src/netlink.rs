@@ -12,7 +12,9 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -51,6 +53,59 @@ pub struct Link {
     pub mtu: u32,
     /// Administratively up.
     pub up: bool,
+    /// Carrier (`IFLA_CARRIER`): for a TUN/TAP, on while some process has it open.
+    pub carrier: Option<bool>,
+    /// TUN/TAP flags, when the link is one (`IFLA_INFO_KIND` "tun").
+    pub tun: Option<TunInfo>,
+}
+
+/// The flags of a TUN/TAP device (`IFLA_INFO_DATA` of kind "tun").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunInfo {
+    /// A TAP (Ethernet frames), not a TUN.
+    pub tap: bool,
+    /// Frames carry the packet-information prefix (no `IFF_NO_PI`).
+    pub pi: bool,
+    /// Frames carry a virtio-net header (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// Survives its last fd (`TUNSETPERSIST`).
+    pub persist: bool,
+    /// Multi-queue (`IFF_MULTI_QUEUE`).
+    pub multi_queue: bool,
+}
+
+impl TunInfo {
+    /// `IFLA_TUN_*` attributes (linux/if_link.h).
+    const TYPE: u16 = 3;
+    const PI: u16 = 4;
+    const VNET_HDR: u16 = 5;
+    const PERSIST: u16 = 6;
+    const MULTI_QUEUE: u16 = 7;
+    /// `IFF_TAP`, the value of `IFLA_TUN_TYPE` for a TAP.
+    const IFF_TAP: u8 = 2;
+
+    fn from_nlas(nlas: &[netlink_packet_route::link::InfoTun]) -> TunInfo {
+        use netlink_packet_utils::nla::Nla;
+        let mut info = TunInfo::default();
+        for nla in nlas {
+            // Each of these is one byte; anything else is left alone.
+            let mut v = [0u8; 1];
+            if nla.value_len() != 1 {
+                continue;
+            }
+            nla.emit_value(&mut v);
+            let on = v[0] != 0;
+            match nla.kind() {
+                Self::TYPE => info.tap = v[0] == Self::IFF_TAP,
+                Self::PI => info.pi = on,
+                Self::VNET_HDR => info.vnet_hdr = on,
+                Self::PERSIST => info.persist = on,
+                Self::MULTI_QUEUE => info.multi_queue = on,
+                _ => {}
+            }
+        }
+        info
+    }
 }
 
 /// Changes to apply to a link in one request.
@@ -199,6 +254,22 @@ impl Netlink {
         self.request("set link", RouteNetlinkMessage::SetLink(msg), 0).map(|_| ())
     }
 
+    /// Makes the kernel derive link `index`'s IPv6 link-local address from its MAC (EUI-64,
+    /// `IN6_ADDR_GEN_MODE_EUI64`) whatever the netns' default (`stable_secret`, random), so the
+    /// switch knows it in advance. A link without IPv6 has nothing to set: not an error.
+    pub fn set_addr_gen_eui64(&mut self, index: u32) -> Result<(), NlError> {
+        const IN6_ADDR_GEN_MODE_EUI64: u8 = 0;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+            AfSpecInet6::AddrGenMode(IN6_ADDR_GEN_MODE_EUI64),
+        ])]));
+        match self.request("set addr_gen_mode", RouteNetlinkMessage::SetLink(msg), 0) {
+            Err(e) if matches!(e.errno(), Some(libc::EAFNOSUPPORT | libc::EOPNOTSUPP)) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Deletes link `index`. A link that is already gone is not an error.
     pub fn del_link(&mut self, index: u32) -> Result<(), NlError> {
         let mut msg = LinkMessage::default();
@@ -333,14 +404,54 @@ fn link_from(l: LinkMessage) -> Link {
         mac: None,
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
+        carrier: None,
+        tun: None,
     };
     for a in l.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Address(a) => link.mac = a.as_slice().try_into().ok(),
+            LinkAttribute::Carrier(c) => link.carrier = Some(c != 0),
+            LinkAttribute::LinkInfo(infos) => {
+                let is_tun = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun)));
+                if is_tun {
+                    let nlas = infos.iter().find_map(|i| match i {
+                        LinkInfo::Data(InfoData::Tun(n)) => Some(n.as_slice()),
+                        _ => None,
+                    });
+                    link.tun = Some(nlas.map(TunInfo::from_nlas).unwrap_or_default());
+                }
+            }
             _ => {}
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::InfoTun;
+    use netlink_packet_utils::nla::DefaultNla;
+
+    #[test]
+    fn tun_info_from_attributes() {
+        let nla = |kind: u16, v: Vec<u8>| InfoTun::Other(DefaultNla::new(kind, v));
+        // What the kernel reports for `ip tuntap add mode tap vnet_hdr` (owner is a u32).
+        let nlas = [
+            nla(1, vec![0; 4]),
+            nla(3, vec![2]),
+            nla(4, vec![0]),
+            nla(5, vec![1]),
+            nla(6, vec![1]),
+            nla(7, vec![0]),
+        ];
+        let info = TunInfo::from_nlas(&nlas);
+        assert_eq!(info, TunInfo { tap: true, pi: false, vnet_hdr: true, persist: true, multi_queue: false });
+        let tun = TunInfo::from_nlas(&[nla(3, vec![1]), nla(4, vec![1])]);
+        assert_eq!(tun, TunInfo { tap: false, pi: true, ..Default::default() });
+        // A malformed (too long) flag is ignored, not read.
+        assert_eq!(TunInfo::from_nlas(&[nla(6, vec![1, 1])]), TunInfo::default());
+    }
 }

@@ -170,6 +170,12 @@ pub struct SwitchCounters {
     pub svc_rejected: AtomicU64,
     /// New service flows whose backend MAC was unknown (turned into an ARP request).
     pub svc_arp_requests: AtomicU64,
+    /// Neighbours not learned because their port holds its `--neigh-per-port` quota.
+    pub neigh_quota: AtomicU64,
+    /// Neighbours not learned because the neighbour table is full.
+    pub neigh_full: AtomicU64,
+    /// Neighbours not learned because a pod port claimed an address or MAC not its own.
+    pub neigh_foreign: AtomicU64,
 }
 
 impl SwitchCounters {
@@ -182,6 +188,9 @@ impl SwitchCounters {
             ("flooded", &self.flooded),
             ("svc_rejected", &self.svc_rejected),
             ("svc_arp_requests", &self.svc_arp_requests),
+            ("neigh_quota", &self.neigh_quota),
+            ("neigh_full", &self.neigh_full),
+            ("neigh_foreign", &self.neigh_foreign),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Relaxed)))

@@ -1,6 +1,6 @@
 //! The switch: state shared by the workers and the control plane, and the workers' lifecycle.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -43,6 +43,12 @@ pub struct SwitchConfig {
     pub conntrack_max: usize,
     /// Conntrack idle timeouts.
     pub conntrack_timeouts: Timeouts,
+    /// Most service flows one client address holds (0: no quota).
+    pub conntrack_per_client: u32,
+    /// Storm control of what each pod port floods.
+    pub storm: crate::datapath::police::StormConfig,
+    /// Most neighbour entries one port may hold.
+    pub neigh_per_port: u32,
 }
 
 impl Default for SwitchConfig {
@@ -59,6 +65,9 @@ impl Default for SwitchConfig {
             max_ports: 4096,
             conntrack_max: 262_144,
             conntrack_timeouts: Timeouts::default(),
+            conntrack_per_client: crate::table::conntrack::DEFAULT_PER_CLIENT,
+            storm: Default::default(),
+            neigh_per_port: crate::table::neigh::DEFAULT_PER_PORT,
         }
     }
 }
@@ -77,6 +86,11 @@ pub struct Lane {
     pub inbox: ArrayQueue<Handoff>,
     /// Set while the worker sleeps in epoll; senders then wake it.
     pub sleeping: AtomicBool,
+    /// Nanoseconds the worker spent in loop iterations that had work (for the busy
+    /// fraction of `/metrics`); written once per such iteration by the worker only.
+    pub busy_ns: AtomicU64,
+    /// [`Switch::now`] at the top of the worker's latest loop iteration (`/healthz`).
+    pub heartbeat: AtomicU32,
     waker: mio::Waker,
 }
 
@@ -108,7 +122,7 @@ pub struct Switch {
     pub conntrack: Conntrack,
     /// Client-IP affinity pins.
     pub affinity: AffinityTable,
-    /// Neighbours learned from ARP.
+    /// Neighbours learned from ARP and NDP.
     pub neigh: Neighbours,
     table: ArcSwap<PortTable>,
     generation: AtomicU64,
@@ -177,6 +191,8 @@ impl Switch {
             lanes.push(Lane {
                 inbox: ArrayQueue::new(config.ring_size.max(1)),
                 sleeping: AtomicBool::new(false),
+                busy_ns: AtomicU64::new(0),
+                heartbeat: AtomicU32::new(0),
                 waker,
             });
             polls.push(poll);
@@ -187,9 +203,18 @@ impl Switch {
             pool,
             lanes,
             services: ArcSwap::from_pointee(ServiceTable::default()),
-            conntrack: Conntrack::new(config.conntrack_max, config.conntrack_timeouts),
+            conntrack: Conntrack::new(
+                config.conntrack_max,
+                config.conntrack_timeouts,
+                config.conntrack_per_client,
+            ),
             affinity: AffinityTable::new(config.conntrack_max),
-            neigh: Neighbours::new(config.fdb_max, config.fdb_aging_secs),
+            neigh: Neighbours::new(
+                config.fdb_max,
+                config.neigh_per_port,
+                config.max_ports,
+                config.fdb_aging_secs,
+            ),
             table: ArcSwap::from_pointee(PortTable::default()),
             generation: AtomicU64::new(0),
             writer: Mutex::new(()),

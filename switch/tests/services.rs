@@ -254,19 +254,26 @@ fn long_lived_connection_survives_backend_changes() {
     // A backend added and the other removed: the connection goes on.
     node.call::<SyncResult>(Op::ServiceSet(spec(&v, 80, Protocol::Tcp, &[&pods[pinned], &pods[2]], 8080)));
     echo(&mut conn, "after an add and a remove");
-    // Its own backend removed from the service: existing flows keep going (graceful).
-    let r: SyncResult = node.call(Op::ServiceSet(spec(&v, 80, Protocol::Tcp, &[&pods[2]], 8080)));
+    // Its own backend terminating (still listed, as Kubernetes keeps a terminating endpoint
+    // until the pod is gone): existing flows keep going (graceful). Removing it from the
+    // list would end them (hostile_conntrack.rs).
+    let mut s = spec(&v, 80, Protocol::Tcp, &[&pods[pinned], &pods[2]], 8080);
+    s.backends[0].ready = false;
+    s.backends[0].terminating = true;
+    let r: SyncResult = node.call(Op::ServiceSet(s));
     assert_eq!(r.updated, 1);
-    echo(&mut conn, "after its backend left");
+    echo(&mut conn, "after its backend started terminating");
     // New connections only go to the remaining backend.
     for _ in 0..10 {
         let (who, _c) = tcp_hello(&client, &format!("{v}:80"));
         assert_eq!(who, pods[2].ip.to_string());
     }
     // Terminating backends get no new flows while a ready one exists.
-    let mut s = spec(&v, 80, Protocol::Tcp, &[&pods[other], &pods[2]], 8080);
-    s.backends[1].ready = false;
-    s.backends[1].terminating = true;
+    let mut s = spec(&v, 80, Protocol::Tcp, &[&pods[other], &pods[2], &pods[pinned]], 8080);
+    for b in &mut s.backends[1..] {
+        b.ready = false;
+        b.terminating = true;
+    }
     node.call::<SyncResult>(Op::ServiceSet(s));
     for _ in 0..10 {
         let (who, _c) = tcp_hello(&client, &format!("{v}:80"));

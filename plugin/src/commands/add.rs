@@ -52,6 +52,7 @@ impl Drop for Rollback<'_> {
                         ifname: ifname.clone(),
                         network: self.loaded.conf.name.clone(),
                         since: 0,
+                        release_ip: false,
                     };
                     if let Err(e) = self.state.record(entry) {
                         log_error!("rollback: cannot record pending detach: {e}");
@@ -106,11 +107,11 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
     let args = CniArgs::parse(&env.args)?;
     super::check_netns(&env.netns)?;
     let prev = loaded.prev_result()?;
-    let daemon = Daemon::new(loaded.socket());
+    let daemon = Daemon::for_conf(loaded);
     let state = StateDir::new(loaded.state_dir());
     // Before attaching: an old entry for this same container/interface must not remove the
     // port made now.
-    daemon.drain_pending(&state);
+    super::drain_pending(&daemon, loaded, &env.path);
     let ipam = Ipam::open(loaded, &env.path)?;
 
     let mut guard =
@@ -244,6 +245,7 @@ mod tests {
         use tapway_api::ApiError;
         assert!(!attach_may_have_created(&ClientError::Api(ApiError::new(ErrorCode::Exists, "x"))));
         assert!(!attach_may_have_created(&ClientError::Api(ApiError::new(ErrorCode::InvalidArgument, "x"))));
+        assert!(!attach_may_have_created(&ClientError::Api(ApiError::new(ErrorCode::AddressConflict, "x"))));
         assert!(attach_may_have_created(&ClientError::Api(ApiError::new(ErrorCode::System, "x"))));
         assert!(attach_may_have_created(&ClientError::NoAnswer));
         let refused = ClientError::Connect { path: "/x".into(), source: std::io::ErrorKind::NotFound.into() };

@@ -60,7 +60,7 @@ pub fn cmd_check(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
         ips,
         routes,
     };
-    Daemon::new(loaded.socket()).check(req).map_err(|e| match e {
+    Daemon::for_conf(loaded).check(req).map_err(|e| match e {
         ClientError::Api(api) if api.code == ErrorCode::NotFound => CniError::NotAttached(format!(
             "tapwayd has no port for {}/{}: {}",
             env.container_id, env.ifname, api.message

@@ -7,7 +7,6 @@ use crate::env::CniEnv;
 use crate::error::CniError;
 use crate::ipam::Ipam;
 use crate::netconf::Loaded;
-use crate::state::StateDir;
 use crate::version::Version;
 use crate::{log_info, log_warn};
 
@@ -20,8 +19,8 @@ pub fn cmd_gc(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
         )));
     }
     let valid = loaded.conf.valid_attachments.clone().unwrap_or_default();
-    let daemon = Daemon::new(loaded.socket());
-    daemon.drain_pending(&StateDir::new(loaded.state_dir()));
+    let daemon = Daemon::for_conf(loaded);
+    super::drain_pending(&daemon, loaded, &env.path);
     let removed = daemon
         .gc(&loaded.conf.name, valid)
         .map_err(|e| CniError::from_client(e, CniError::TryAgainLater))?

@@ -16,7 +16,40 @@ pub use gc::cmd_gc;
 pub use status::cmd_status;
 pub use version::cmd_version;
 
+use crate::daemon::Daemon;
 use crate::error::CniError;
+use crate::ipam::Ipam;
+use crate::netconf::Loaded;
+use crate::state::StateDir;
+use crate::{log_error, log_info};
+
+/// Does the pending detaches of this socket (ADD, DEL and GC start with it), then releases the
+/// addresses that the DELs of those ports kept because tapwayd's answer was unknown: the
+/// detach is now done, so no port forwards with them any more. A failed release is logged;
+/// the address then stays reserved until the IPAM plugin's own GC.
+pub fn drain_pending(daemon: &Daemon, loaded: &Loaded, cni_path: &str) {
+    let done = daemon.drain_pending(&StateDir::new(loaded.state_dir()), &loaded.conf.name);
+    let held: Vec<_> = done.iter().filter(|p| p.release_ip).collect();
+    if held.is_empty() {
+        return;
+    }
+    let ipam = match Ipam::open(loaded, cni_path) {
+        Ok(Some(ipam)) => ipam,
+        Ok(None) => return,
+        Err(e) => {
+            log_error!("cannot release the addresses of {} detached port(s): {e}", held.len());
+            return;
+        }
+    };
+    for p in held {
+        match ipam.del(Some((&p.container_id, &p.ifname))) {
+            Ok(()) => {
+                log_info!("port of {}/{} is gone: IPAM released its addresses", p.container_id, p.ifname)
+            }
+            Err(e) => log_error!("IPAM DEL for {}/{} failed: {e}", p.container_id, p.ifname),
+        }
+    }
+}
 
 /// `NSFS_MAGIC`: what `statfs` reports for a netns file (a bind mount under /run/netns, or
 /// /proc/PID/ns/net).

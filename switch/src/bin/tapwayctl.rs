@@ -18,7 +18,7 @@ use tapway_api::{
 #[command(
     name = "tapwayctl",
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 tapwayd unreachable, 4 not found, 5 invalid argument, 6 exists, 7 mismatch, 8 permission denied."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 tapwayd unreachable, 4 not found, 5 invalid argument, 6 exists, 7 mismatch, 8 permission denied, 9 address conflict (an IP or MAC that another pod, the gateway, the host port or the uplink owns)."
 )]
 struct Cli {
     /// Control socket of tapwayd.
@@ -283,18 +283,19 @@ fn conntrack_cmd(cli: &Cli, client: &Client, cmd: &ConntrackCmd) -> Result<(), C
                 return print_json(&l);
             }
             println!(
-                "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:>8}",
-                "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "EXPIRES"
+                "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:<9} {:>8}",
+                "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "REPLIED", "EXPIRES"
             );
             for f in &l.flows {
                 println!(
-                    "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:>7}s",
+                    "{:<5} {:<21} {:<21} {:<21} {:<21} {:<12} {:<9} {:>7}s",
                     f.protocol.name(),
                     f.client,
                     f.vip,
                     f.backend,
                     f.snat.as_deref().unwrap_or("-"),
                     f.state,
+                    if f.replied { "yes" } else { "no" },
                     f.expires_in
                 );
             }
@@ -425,6 +426,19 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 let core = w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
                 println!("worker {}  core {:>2}  ports {:?}", w.id, core, w.ports);
             }
+            println!("control connections {}/{}", s.control_connections, s.control_max);
+            for l in &s.lost {
+                println!(
+                    "LOST port {}: {} in {} since {} (unix), {} attempts, next in {}s: {}",
+                    l.id,
+                    l.ifname,
+                    l.netns,
+                    l.lost.since,
+                    l.lost.attempts,
+                    l.lost.next_retry_secs,
+                    l.lost.reason
+                );
+            }
             if !s.not_ready.is_empty() {
                 println!("NOT READY: {}", s.not_ready.join("; "));
             }
@@ -452,7 +466,7 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                 println!(
                     "{:>4} {:<5} {:<8} {:<17} {:<18} {:>5} {:>2}  {:<28} {}",
                     p.id,
-                    p.kind,
+                    if p.lost.is_some() { "lost" } else { p.kind.as_str() },
                     p.ifname,
                     p.mac,
                     p.ips.join(","),

@@ -50,8 +50,16 @@ pub struct Control {
     services: Mutex<services::ServiceState>,
     /// Serializes writes of the state file.
     save_lock: Mutex<()>,
+    /// The last write of the state file failed ([`Control::resave_if_dirty`]).
+    state_dirty: std::sync::atomic::AtomicBool,
+    /// Recorded pod ports that could not be re-opened ([`state`]).
+    lost: Mutex<state::LostPorts>,
+    /// The control connections' slots ([`server`]).
+    pub conns: Arc<server::Slots>,
     /// The AF_XDP uplink and its port number, once set up ([`uplink`]).
     uplink: Mutex<Option<(u16, Arc<crate::port::xdp::XdpPort>)>>,
+    /// Attach/detach counts and latency, the watcher's report ([`crate::metrics`]).
+    pub metrics: crate::metrics::ControlMetrics,
 }
 
 impl Control {
@@ -67,20 +75,28 @@ impl Control {
             pods: Mutex::new(HashMap::new()),
             services: Mutex::new(services::ServiceState::default()),
             save_lock: Mutex::new(()),
+            state_dirty: Default::default(),
+            lost: Default::default(),
+            conns: server::Slots::new(server::MAX_CONNECTIONS),
             uplink: Mutex::new(None),
+            metrics: Default::default(),
         }
     }
 
     /// Runs one operation.
     pub fn handle(&self, op: Op) -> Result<serde_json::Value, ApiError> {
         let value = match op {
-            Op::Attach(req) => to_json(self.attach(req)?),
-            Op::Detach(sel) => to_json(self.detach(&sel)?),
+            Op::Attach(req) => to_json(self.metrics.attach(|| self.attach(req))?),
+            Op::Detach(sel) => {
+                let res = self.detach(&sel);
+                self.metrics.detach(&res);
+                to_json(res?)
+            }
             Op::Check(req) => {
                 self.check(&req)?;
                 serde_json::json!({})
             }
-            Op::Ports => to_json(self.switch.ports().iter().map(|p| port_info(p)).collect::<Vec<_>>()),
+            Op::Ports => to_json(self.port_list()),
             Op::Stats => to_json(self.stats()),
             Op::Fdb => to_json(self.fdb()),
             Op::Status => to_json(self.status()),
@@ -118,6 +134,9 @@ impl Control {
         let mut switch = self.switch.counters.to_map();
         switch.extend(self.service_counters());
         switch.extend(self.uplink_stats());
+        switch.extend(self.conns.counters());
+        // A gauge beside the counters: entries in the neighbour table now.
+        switch.insert("neigh_entries".into(), self.switch.neigh.len() as u64);
         StatsReport { ports, switch }
     }
 
@@ -162,6 +181,9 @@ impl Control {
             pool_free: sw.pool.total() - sw.pool.outstanding(),
             not_ready: self.not_ready(&table),
             uplink: self.uplink_status(),
+            lost: self.lost_ports(),
+            control_connections: self.conns.in_use(),
+            control_max: self.conns.max(),
         }
     }
 
@@ -196,5 +218,6 @@ pub fn port_info(p: &PortEntry) -> PortInfo {
         worker: p.worker,
         owner: p.meta.owner.clone(),
         bandwidth: p.police.config,
+        lost: None,
     }
 }

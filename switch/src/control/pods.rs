@@ -3,14 +3,23 @@
 //!
 //! Attach order, each step undone if a later one fails:
 //! 1. validate everything (a bad request changes nothing);
-//! 2. refuse a port already attached as this netns + ifname or container + ifname;
-//! 3. on a thread inside the pod netns: refuse an existing ifname, create the persistent TAP
+//! 2. under the attach mutex, against the port table: a port already attached as this netns +
+//!    ifname or container + ifname is the answer again if the request matches it (a retried
+//!    ADD), `exists` otherwise; an address, or MAC, that another port owns (another pod's
+//!    IP or MAC, a gateway IP, the host port's or the uplink's MAC) is `address_conflict`;
+//! 3. on a thread inside the pod netns: refuse an existing ifname (but replace a persistent TAP
+//!    that nobody holds, which a tapwayd killed mid-attach leaves), create the persistent TAP
 //!    there under its final name (`IFF_TUN_EXCL`), set MAC/MTU, bring it up, add addresses
 //!    and routes. Creating it in place avoids a netns move, which costs tens of milliseconds
 //!    of RCU synchronisation in the kernel;
-//! 4. publish the new port to the workers and save the state file.
+//! 4. write the state file with the new port, then publish it to the workers (a failed write
+//!    is the attach's error, and undoes it: no pod is attached without a record that
+//!    survives a restart).
 //!
 //! Rollback is one move: the TAP is made non-persistent and closed, which deletes the device.
+//! A kill -9 at any point leaves either nothing, a TAP that step 3 of the retry replaces, or a
+//! port in the state file that the restarted daemon restores and step 2 of the retry returns
+//! (the crash points of [`crate::failpoint`] test each).
 
 use std::io::Read;
 use std::net::IpAddr;
@@ -25,7 +34,8 @@ use tapway_api::{
 };
 
 use super::{api_err, port_info, Control};
-use crate::netlink::{LinkChanges, Netlink, NlError};
+use crate::failpoint;
+use crate::netlink::{Link, LinkChanges, Netlink, NlError, TunInfo};
 use crate::netns::{self, NetnsError};
 use crate::port::tap::{TapError, TapPort};
 use crate::stats::PortCounters;
@@ -61,7 +71,7 @@ impl From<NlError> for ApiError {
 impl From<NetnsError> for ApiError {
     fn from(e: NetnsError) -> Self {
         let code = match e {
-            NetnsError::Open { .. } | NetnsError::NotNetns(_) => ErrorCode::InvalidArgument,
+            NetnsError::Open { .. } | NetnsError::NotNetns { .. } => ErrorCode::InvalidArgument,
             _ => ErrorCode::System,
         };
         api_err(code, e.to_string())
@@ -203,30 +213,50 @@ impl Control {
 
     /// Attaches a pod port.
     pub fn attach(&self, req: AttachRequest) -> Result<PortInfo, ApiError> {
-        let plan = plan_attach(&req, self.mtu)?;
+        let mut plan = plan_attach(&req, self.mtu)?;
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
         let table = self.switch.ports();
-        if let Some(p) = table.iter().find(|p| p.meta.netns == req.netns && p.meta.ifname == req.ifname) {
+        let same_place = |p: &&Arc<PortEntry>| {
+            p.meta.ifname == req.ifname
+                && (p.meta.netns == req.netns
+                    || req.owner.container_id.is_some()
+                        && p.meta.owner.container_id == req.owner.container_id)
+        };
+        if let Some(p) = table.iter().find(same_place) {
+            if is_repeat(p, &req, &plan) {
+                tracing::info!(port = p.id, netns = %req.netns, ifname = %req.ifname, "attach repeated; same port");
+                // A lost port is tried again now: the runtime says its netns is there.
+                self.revive_lost(p.id, &mut pods)?;
+                return Ok(port_info(p));
+            }
+            let whose = match &p.meta.owner.container_id {
+                Some(c) if p.meta.netns != req.netns => format!("container {c} already has"),
+                _ => format!("{} already has", req.netns),
+            };
             return Err(api_err(
                 ErrorCode::Exists,
-                format!("port {} is already attached as {} in {}", p.id, req.ifname, req.netns),
+                format!("{whose} {} (port {}), attached with other settings", req.ifname, p.id),
             ));
         }
-        if let Some(c) = &req.owner.container_id {
-            if let Some(p) = table
-                .iter()
-                .find(|p| p.meta.owner.container_id.as_ref() == Some(c) && p.meta.ifname == req.ifname)
-            {
-                return Err(api_err(
-                    ErrorCode::Exists,
-                    format!("container {c} already has {} (port {})", req.ifname, p.id),
-                ));
+        if req.mac.is_none() {
+            // A generated MAC that some port has (1 in 2^46 per port) is generated again.
+            for _ in 0..8 {
+                if !table.iter().any(|p| p.mac == plan.mac) {
+                    break;
+                }
+                plan.mac = random_mac();
             }
+        }
+        if let Some(why) = address_conflict(table.iter(), &self.gateways(), &plan.mac, &plan.ips) {
+            tracing::warn!(netns = %req.netns, ifname = %req.ifname, "attach refused: {why}");
+            return Err(api_err(ErrorCode::AddressConflict, why));
         }
         let id = table
             .free_id(self.switch.config.max_ports)
             .ok_or_else(|| api_err(ErrorCode::ResourceExhausted, "the switch has no free port"))?;
+        failpoint::hit("attach:before_tap");
         let (tap, ifindex) = create_pod_port(&plan)?;
+        failpoint::hit("attach:after_config");
         let tap = Arc::new(tap);
         let entry = Arc::new(PortEntry {
             id,
@@ -236,7 +266,8 @@ impl Control {
             guard: Some(SpoofGuard::new(plan.mac, &plan.ips)),
             worker: self.switch.least_loaded_worker(),
             counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(req.bandwidth),
+            police: crate::datapath::police::PortPolice::new(req.bandwidth)
+                .with_storm(&self.switch.config.storm),
             meta: PortMeta {
                 name: plan.ifname.clone(),
                 netns: req.netns.clone(),
@@ -248,10 +279,15 @@ impl Control {
             },
         });
         let info = port_info(&entry);
-        self.switch.update(|t| (t.with(entry), ()));
+        if let Err(e) = self.publish_recorded(entry) {
+            // Unrecorded, the pod would be forgotten by the next restart: undo (non-persistent
+            // + closed = deleted).
+            let _ = tap.release();
+            return Err(api_err(e.code, format!("{}; the attach was undone", e.message)));
+        }
         pods.insert(id, tap);
+        failpoint::hit("attach:after_publish");
         drop(pods);
-        self.save_state();
         tracing::info!(port = id, netns = %req.netns, ifname = %req.ifname, mac = %info.mac, ips = ?info.ips, "attached");
         Ok(info)
     }
@@ -265,9 +301,17 @@ impl Control {
             return Err(api_err(ErrorCode::InvalidArgument, "detach needs netns or container_id"));
         }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = self.find(sel) else { return Ok(DetachResult { detached: false }) };
+        let Some(entry) = self.find(sel) else {
+            self.resave_if_dirty()?;
+            return Ok(DetachResult { detached: false });
+        };
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
+        // Service flows to and from the pod end now (UDP flushed, TCP reset; control/services.rs),
+        // rather than be sent to a MAC no port has any more.
+        let port_ips: Vec<std::net::IpAddr> = entry.meta.ips.iter().map(|n| n.addr()).collect();
+        self.forget_backend_ips(&port_ips);
+        self.switch.neigh.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
         drop(pods);
         // Delete the interface here, so the kernel's slow unregistering happens on this
@@ -290,7 +334,8 @@ impl Control {
             // Fallback when the delete failed: the device goes with the last fd.
             let _ = tap.release();
         }
-        self.save_state();
+        self.save_state()
+            .map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
         tracing::info!(port = entry.id, netns = %entry.meta.netns, ifname = %entry.meta.ifname, "detached");
         Ok(DetachResult { detached: true })
     }
@@ -301,6 +346,9 @@ impl Control {
         let entry = self.find(&req.port).ok_or_else(|| {
             api_err(ErrorCode::NotFound, format!("no port {} for this container/netns", req.port.ifname))
         })?;
+        if let Some(lost) = self.lost_info(entry.id) {
+            return Err(api_err(ErrorCode::Mismatch, format!("port {} is lost: {}", entry.id, lost.reason)));
+        }
         let want_mac = match &req.mac {
             Some(m) => Some(validate::mac(m).map_err(invalid)?),
             None => None,
@@ -392,6 +440,66 @@ impl Control {
     }
 }
 
+/// Why attaching `mac` and `ips` would take what belongs to another port: another pod's MAC
+/// or address, a gateway address (on the host port, of each pod range), the host port's or
+/// the uplink's MAC. `None` when it takes nothing. Anti-spoofing would otherwise let the pod
+/// use them and the FDB move the MAC to it.
+pub fn address_conflict<'a>(
+    ports: impl IntoIterator<Item = &'a Arc<PortEntry>>,
+    gateways: &[IpNet],
+    mac: &Mac,
+    ips: &[IpNet],
+) -> Option<String> {
+    let same_addr = |a: &IpNet| ips.iter().find(|ip| ip.addr() == a.addr());
+    if let Some(ip) = gateways.iter().find_map(same_addr) {
+        return Some(format!("address {} is the gateway's", ip.addr()));
+    }
+    for p in ports {
+        let whose = || match p.kind {
+            PortKind::Host => format!("the host port {}", p.meta.ifname),
+            PortKind::Uplink => format!("the uplink {}", p.meta.ifname),
+            PortKind::Pod => format!("port {} ({} in {})", p.id, p.meta.ifname, p.meta.netns),
+        };
+        if p.mac == *mac {
+            return Some(format!("MAC {} belongs to {}", validate::format_mac(mac), whose()));
+        }
+        if let Some(ip) = p.meta.ips.iter().find_map(same_addr) {
+            return Some(format!("address {} belongs to {}", ip.addr(), whose()));
+        }
+    }
+    None
+}
+
+/// Whether `req` asks again for the port `p` already is (same netns, interface, owner and,
+/// where the request sets them, MAC, MTU, addresses and rate limits): a retried ADD, e.g.
+/// after tapwayd died between saving the port and answering.
+fn is_repeat(p: &PortEntry, req: &AttachRequest, plan: &AttachPlan) -> bool {
+    let mut want = plan.ips.clone();
+    let mut have = p.meta.ips.clone();
+    want.sort();
+    have.sort();
+    p.kind == PortKind::Pod
+        && p.meta.netns == req.netns
+        && p.meta.ifname == req.ifname
+        && p.meta.owner.container_id == req.owner.container_id
+        && (req.mac.is_none() || p.mac == plan.mac)
+        && (req.mtu.is_none() || p.meta.mtu == plan.mtu)
+        && want == have
+        && p.police.config == req.bandwidth
+}
+
+/// tapwayd's own pod TAP, as the kernel describes it: a persistent TAP with a vnet header and
+/// no packet-information prefix, single-queue.
+const OUR_TAP: TunInfo = TunInfo { tap: true, pi: false, vnet_hdr: true, persist: true, multi_queue: false };
+
+/// Whether `link` is a pod TAP that a tapwayd killed mid-attach left behind: a TAP made the
+/// way tapwayd makes them that no process holds open (a TAP's carrier is on exactly while an
+/// fd is attached). Such a device forwards nothing and belongs to no port, so an attach of its
+/// name replaces it; anything else of that name (a veth, a TAP in use) is the runtime's.
+fn left_behind(link: &Link) -> bool {
+    link.tun == Some(OUR_TAP) && link.carrier == Some(false)
+}
+
 /// Creates the pod's TAP inside its netns and configures it; returns the TAP and its ifindex.
 fn create_pod_port(plan: &AttachPlan) -> Result<(TapPort, u32), ApiError> {
     let exists = || {
@@ -402,8 +510,16 @@ fn create_pod_port(plan: &AttachPlan) -> Result<(TapPort, u32), ApiError> {
     };
     netns::run_in(&plan.netns, || -> Result<(TapPort, u32), ApiError> {
         let mut nl = Netlink::new()?;
-        if nl.link_by_name(&plan.ifname)?.is_some() {
-            return Err(exists());
+        if let Some(link) = nl.link_by_name(&plan.ifname)? {
+            if !left_behind(&link) {
+                return Err(exists());
+            }
+            tracing::warn!(
+                netns = %plan.netns.display(),
+                ifname = %plan.ifname,
+                "replacing a persistent TAP that no process holds (left by a tapwayd killed mid-attach)"
+            );
+            nl.del_link(link.index)?;
         }
         let tap = TapPort::open(&plan.ifname, true, true).map_err(|e| {
             if TapPort::is_busy(&e) {
@@ -412,6 +528,7 @@ fn create_pod_port(plan: &AttachPlan) -> Result<(TapPort, u32), ApiError> {
                 e.into()
             }
         })?;
+        failpoint::hit("attach:after_tap");
         match configure(&mut nl, plan) {
             Ok(index) => Ok((tap, index)),
             Err(e) => {
@@ -436,6 +553,8 @@ fn configure(nl: &mut Netlink, plan: &AttachPlan) -> Result<u32, ApiError> {
         ..Default::default()
     };
     nl.set_link(index, &changes)?;
+    // Before up: the link-local address is then the EUI-64 one anti-spoofing expects.
+    nl.set_addr_gen_eui64(index)?;
     nl.set_link(index, &LinkChanges { up: Some(true), ..Default::default() })?;
     for ip in &plan.ips {
         nl.add_addr(index, *ip)?;
@@ -484,6 +603,130 @@ mod tests {
             Some("10.0.0.1".parse().unwrap()),
             "route without gw uses the address' gateway"
         );
+    }
+
+    fn entry(id: u16, kind: PortKind, mac: Mac, ips: &[&str]) -> Arc<PortEntry> {
+        Arc::new(PortEntry {
+            id,
+            kind,
+            io: Arc::new(crate::port::mem::MemPort::new(1)),
+            mac,
+            guard: None,
+            worker: 0,
+            counters: PortCounters::default(),
+            police: Default::default(),
+            meta: PortMeta {
+                ifname: format!("if{id}"),
+                netns: format!("/run/netns/p{id}"),
+                ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+                ..Default::default()
+            },
+        })
+    }
+
+    #[test]
+    fn conflicts_with_every_owned_address() {
+        const HOST: Mac = [2, 0, 0, 0, 0, 0xaa];
+        const UPLINK: Mac = [2, 0, 0, 0, 0, 0xbb];
+        const POD: Mac = [2, 0, 0, 0, 0, 0x05];
+        let ports = [
+            entry(0, PortKind::Host, HOST, &["10.0.0.1/24", "fd00::1/64"]),
+            entry(1, PortKind::Uplink, UPLINK, &[]),
+            entry(2, PortKind::Pod, POD, &["10.0.0.5/24", "fd00::5/64"]),
+        ];
+        let gateways: Vec<IpNet> = vec!["10.0.0.1/24".parse().unwrap(), "fd00::1/64".parse().unwrap()];
+        let check = |mac: Mac, ips: &[&str]| {
+            let ips: Vec<IpNet> = ips.iter().map(|i| i.parse().unwrap()).collect();
+            address_conflict(ports.iter(), &gateways, &mac, &ips)
+        };
+        let fresh: Mac = [2, 0, 0, 0, 0, 0x06];
+        assert_eq!(check(fresh, &["10.0.0.6/24", "fd00::6/64"]), None);
+        let cases: [(&str, Mac, &[&str], &str); 7] = [
+            ("another pod's IPv4", fresh, &["10.0.0.5/24"], "address 10.0.0.5 belongs to port 2"),
+            ("another pod's IPv4, other prefix", fresh, &["10.0.0.5/32"], "belongs to port 2"),
+            ("another pod's IPv6", fresh, &["10.0.0.6/24", "fd00::5/128"], "address fd00::5 belongs"),
+            ("IPv4 gateway", fresh, &["10.0.0.1/24"], "10.0.0.1 is the gateway's"),
+            ("IPv6 gateway", fresh, &["fd00::1/64"], "fd00::1 is the gateway's"),
+            ("host MAC", HOST, &["10.0.0.6/24"], "MAC 02:00:00:00:00:aa belongs to the host port"),
+            ("uplink MAC", UPLINK, &["10.0.0.6/24"], "belongs to the uplink"),
+        ];
+        for (what, mac, ips, want) in cases {
+            let got = check(mac, ips).unwrap_or_else(|| panic!("{what}: accepted"));
+            assert!(got.contains(want), "{what}: {got}");
+        }
+        let got = check(POD, &["10.0.0.6/24"]).expect("another pod's MAC");
+        assert!(got.contains("MAC 02:00:00:00:00:05 belongs to port 2 (if2 in /run/netns/p2)"), "{got}");
+        // Gateways count even without a host port in the table.
+        let none: [Arc<PortEntry>; 0] = [];
+        let ips: Vec<IpNet> = vec!["10.0.0.1/32".parse().unwrap()];
+        assert!(address_conflict(none.iter(), &gateways, &fresh, &ips).is_some());
+    }
+
+    #[test]
+    fn repeat_matches_only_the_same_attachment() {
+        let mut r = req();
+        r.owner.container_id = Some("c1".into());
+        r.netns = "/run/netns/p2".into();
+        r.ifname = "if2".into();
+        r.mac = Some("02:00:00:00:00:05".into());
+        r.ips[0].address = "10.0.0.5/24".into();
+        let mut p = entry(2, PortKind::Pod, [2, 0, 0, 0, 0, 5], &["10.0.0.5/24"]);
+        Arc::get_mut(&mut p).unwrap().meta.owner.container_id = Some("c1".into());
+        Arc::get_mut(&mut p).unwrap().meta.mtu = 1500;
+        // plan_attach opens the netns; the plan is built by hand here.
+        let plan = |r: &AttachRequest| AttachPlan {
+            netns: r.netns.clone().into(),
+            ifname: r.ifname.clone(),
+            mac: r.mac.as_deref().map(|m| validate::mac(m).unwrap()).unwrap_or([2, 9, 9, 9, 9, 9]),
+            mtu: r.mtu.unwrap_or(1500),
+            ips: r.ips.iter().map(|i| i.address.parse().unwrap()).collect(),
+            routes: Vec::new(),
+        };
+        assert!(is_repeat(&p, &r, &plan(&r)));
+        let mut no_mac = r.clone();
+        no_mac.mac = None;
+        assert!(is_repeat(&p, &no_mac, &plan(&no_mac)), "a generated MAC is not a difference");
+        type Mutation = Box<dyn Fn(&mut AttachRequest)>;
+        let differ: Vec<(&str, Mutation)> = vec![
+            ("container", Box::new(|r| r.owner.container_id = Some("c2".into()))),
+            ("no container", Box::new(|r| r.owner.container_id = None)),
+            ("netns", Box::new(|r| r.netns = "/run/netns/p3".into())),
+            ("mac", Box::new(|r| r.mac = Some("02:00:00:00:00:06".into()))),
+            ("mtu", Box::new(|r| r.mtu = Some(9000))),
+            ("ip", Box::new(|r| r.ips[0].address = "10.0.0.6/24".into())),
+            ("bandwidth", Box::new(|r| r.bandwidth = Some(Default::default()))),
+        ];
+        for (what, mutate) in differ {
+            let mut r2 = r.clone();
+            mutate(&mut r2);
+            assert!(!is_repeat(&p, &r2, &plan(&r2)), "{what}");
+        }
+    }
+
+    #[test]
+    fn only_an_unheld_tap_of_ours_is_left_behind() {
+        let link = |tun: Option<TunInfo>, carrier: Option<bool>| Link {
+            index: 2,
+            name: "eth0".into(),
+            mac: None,
+            mtu: 1500,
+            up: false,
+            carrier,
+            tun,
+        };
+        assert!(left_behind(&link(Some(OUR_TAP), Some(false))));
+        assert!(!left_behind(&link(Some(OUR_TAP), Some(true))), "held open by a process");
+        assert!(!left_behind(&link(Some(OUR_TAP), None)), "carrier unknown");
+        assert!(!left_behind(&link(None, Some(false))), "a veth or bridge");
+        for other in [
+            TunInfo { tap: false, ..OUR_TAP },
+            TunInfo { pi: true, ..OUR_TAP },
+            TunInfo { vnet_hdr: false, ..OUR_TAP },
+            TunInfo { persist: false, ..OUR_TAP },
+            TunInfo { multi_queue: true, ..OUR_TAP },
+        ] {
+            assert!(!left_behind(&link(Some(other), Some(false))), "{other:?}");
+        }
     }
 
     #[test]

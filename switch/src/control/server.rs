@@ -1,19 +1,32 @@
 //! The control socket: a Unix stream socket (mode 0600) speaking newline-delimited JSON.
 //!
-//! Each connection gets its own thread (at most [`MAX_CONNECTIONS`] at once), so a slow attach
+//! Each connection gets its own thread and one of [`MAX_CONNECTIONS`] slots, so a slow attach
 //! does not hold up `tapwayctl stats`. Peers are checked with `SO_PEERCRED`: root, the daemon's
 //! own uid and the configured uids only. Every line is parsed defensively: oversized, non-JSON,
 //! wrong-version and unknown-op requests get an error answer and change nothing.
+//!
+//! No client can hold a slot for long without working:
+//! - a request line must arrive whole within [`READ_DEADLINE`] of the moment the connection
+//!   starts waiting for it (idle time included), and an answer must leave within
+//!   [`WRITE_DEADLINE`]: each `read`/`write` gets the time left, not a fresh timeout, so a
+//!   client trickling a byte at a time is cut off;
+//! - when every slot is taken, a new connection takes the slot of the connection that has
+//!   waited longest for its request line, if it has waited [`EVICT_AFTER`] (idle and trickling
+//!   clients lose their slot to one that talks); only when every slot is handling a request is
+//!   the new one answered `resource_exhausted`;
+//! - a slot is an RAII guard ([`Slot`]) owned by the connection's thread: it comes back when the
+//!   thread ends, however it ends (a panic included), and when the thread cannot be spawned.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, shutdown, sockopt::PeerCredentials, Shutdown};
 use tapway_api::{ApiError, ErrorCode, Request, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
@@ -23,8 +36,162 @@ use super::{api_err, Control};
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// How long a connection may stay silent.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send one whole request line, counted from when it starts
+/// waiting for it (after connecting, or after its previous answer).
+pub const READ_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long writing one whole answer may take.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A connection waiting this long for its request line gives its slot up to a new one when
+/// all are taken.
+pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+
+/// The deadlines one connection is served with.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// [`READ_DEADLINE`].
+    pub read: Duration,
+    /// [`WRITE_DEADLINE`].
+    pub write: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { read: READ_DEADLINE, write: WRITE_DEADLINE }
+    }
+}
+
+/// One connection in the slot table.
+struct Conn {
+    /// Since when it waits for a request line; `None` while a request is handled.
+    waiting_since: Option<Instant>,
+    /// A second fd of its socket, shut down to evict it.
+    closer: Option<UnixStream>,
+}
+
+#[derive(Default)]
+struct SlotTable {
+    next: u64,
+    conns: HashMap<u64, Conn>,
+}
+
+/// The connection slots: at most `max` connections are served at once.
+pub struct Slots {
+    max: usize,
+    evict_after: Duration,
+    table: Mutex<SlotTable>,
+    /// Connections cut off at a deadline.
+    timed_out: AtomicU64,
+    /// Waiting connections closed to make room for a new one.
+    evicted: AtomicU64,
+    /// Connections answered `resource_exhausted`.
+    refused: AtomicU64,
+}
+
+/// A taken slot; given back when dropped.
+pub struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+}
+
+impl Slots {
+    /// Slots for `max` connections.
+    pub fn new(max: usize) -> Arc<Slots> {
+        Slots::with_eviction(max, EVICT_AFTER)
+    }
+
+    /// Slots whose waiting connections may be evicted after `evict_after`.
+    pub fn with_eviction(max: usize, evict_after: Duration) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            evict_after,
+            table: Mutex::new(SlotTable::default()),
+            timed_out: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot for a new connection (`closer`: a second fd of its socket), evicting the
+    /// longest-waiting connection if all are taken; `None` when every slot is busy handling.
+    pub fn acquire(self: &Arc<Self>, closer: Option<UnixStream>) -> Option<Slot> {
+        let mut t = self.lock();
+        if t.conns.len() >= self.max {
+            let now = Instant::now();
+            let victim = t
+                .conns
+                .iter()
+                .filter_map(|(id, c)| c.waiting_since.map(|s| (s, *id)))
+                .filter(|(s, _)| now.saturating_duration_since(*s) >= self.evict_after)
+                .min()
+                .map(|(_, id)| id);
+            let Some(victim) = victim else {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            if let Some(c) = t.conns.remove(&victim).and_then(|c| c.closer) {
+                // Its thread's read returns at once and the thread ends.
+                let _ = shutdown(c.as_raw_fd(), Shutdown::Both);
+            }
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        let id = t.next;
+        t.next += 1;
+        t.conns.insert(id, Conn { waiting_since: Some(Instant::now()), closer });
+        Some(Slot { slots: self.clone(), id })
+    }
+
+    /// Connections holding a slot now.
+    pub fn in_use(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The counters, for `stats`.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        [("ctl_timed_out", &self.timed_out), ("ctl_evicted", &self.evicted), ("ctl_refused", &self.refused)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+impl Slot {
+    /// The connection waits for its next request line (it may be evicted from now on).
+    fn waiting(&self) {
+        if let Some(c) = self.slots.lock().conns.get_mut(&self.id) {
+            c.waiting_since = Some(Instant::now());
+        }
+    }
+
+    /// The connection has a request to handle; false when it was evicted meanwhile (its
+    /// socket is shut down: the request is dropped, unanswered, so no more than the bound
+    /// are ever handled at once).
+    fn busy(&self) -> bool {
+        match self.slots.lock().conns.get_mut(&self.id) {
+            Some(c) => {
+                c.waiting_since = None;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.lock().conns.remove(&self.id);
+    }
+}
 
 const OPS: [&str; 14] = [
     "attach",
@@ -121,7 +288,6 @@ pub fn ensure_free(path: &Path) -> Result<(), ServerError> {
 }
 
 fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>, allowed: Arc<Vec<u32>>) {
-    let active = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -136,16 +302,19 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = ctl.conns.acquire(stream.try_clone().ok()) else {
+            // Non-blocking: the answer fits the socket buffer, and a peer that reads nothing
+            // must not stall the acceptor.
             let mut s = stream;
+            let _ = s.set_nonblocking(true);
             let _ = reply(&mut s, Err(api_err(ErrorCode::ResourceExhausted, "too many control connections")));
             continue;
-        }
-        let (ctl, allowed, active) = (ctl.clone(), allowed.clone(), active.clone());
+        };
+        let (ctl, allowed) = (ctl.clone(), allowed.clone());
+        // The slot moves into the thread; if the spawn fails the closure is dropped unrun,
+        // and the slot with it.
         let spawned = std::thread::Builder::new().name("tapway-conn".into()).spawn(move || {
-            serve_connection(&ctl, stream, &allowed);
-            active.fetch_sub(1, Ordering::SeqCst);
+            serve_connection(stream, &allowed, &slot, Limits::default(), |req| ctl.handle(req.op));
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot spawn a connection thread");
@@ -154,52 +323,134 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
 }
 
 fn reply(stream: &mut UnixStream, result: Result<serde_json::Value, ApiError>) -> std::io::Result<()> {
+    let line = answer_line(result)?;
+    stream.write_all(&line)
+}
+
+fn answer_line(result: Result<serde_json::Value, ApiError>) -> std::io::Result<Vec<u8>> {
     let resp = match result {
         Ok(v) => Response { v: PROTOCOL_VERSION, ok: true, result: Some(v), error: None },
         Err(e) => Response { v: PROTOCOL_VERSION, ok: false, result: None, error: Some(e) },
     };
     let mut line = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)
+    Ok(line)
 }
 
-fn serve_connection(ctl: &Control, stream: UnixStream, allowed: &[u32]) {
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
-    let Ok(mut writer) = stream.try_clone() else { return };
+/// Reads from a socket until a deadline: each `read` waits at most for the time left.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline passed")
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+/// Writes all of `bytes` within `within`, or fails.
+fn write_within(stream: &UnixStream, mut bytes: &[u8], within: Duration) -> std::io::Result<()> {
+    let until = Instant::now() + within;
+    let mut s = stream;
+    while !bytes.is_empty() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        s.set_write_timeout(Some(left))?;
+        match s.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+}
+
+/// Serves one connection until it closes, errs or misses a deadline; `handle` runs each
+/// request. The socket is closed on return.
+fn serve_connection(
+    stream: UnixStream,
+    allowed: &[u32],
+    slot: &Slot,
+    limits: Limits,
+    handle: impl Fn(Request) -> Result<serde_json::Value, ApiError>,
+) {
+    let counted = |e: &std::io::Error| {
+        if is_timeout(e) {
+            slot.slots.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let uid = getsockopt(&stream, PeerCredentials).map(|c| c.uid()).ok();
     if !uid.is_some_and(|u| allowed.contains(&u)) {
         tracing::warn!(?uid, "control connection refused");
-        let _ = reply(
-            &mut writer,
-            Err(api_err(ErrorCode::PermissionDenied, "this uid may not use the tapway control socket")),
-        );
+        let answer = answer_line(Err(api_err(
+            ErrorCode::PermissionDenied,
+            "this uid may not use the tapway control socket",
+        )));
+        if let Err(e) = answer.and_then(|l| write_within(&stream, &l, limits.write)) {
+            counted(&e);
+        }
         return;
     }
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(DeadlineReader { stream: &stream, until: Instant::now() + limits.read });
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
+        slot.waiting();
+        reader.get_mut().until = Instant::now() + limits.read;
         // Read at most one byte past the limit, so an endless line cannot exhaust memory.
         let limit = (MAX_REQUEST_BYTES + 1) as u64;
         match reader.by_ref().take(limit).read_until(b'\n', &mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(_) => return, // timeout or reset
+            Err(e) => {
+                // A deadline, a reset, or an eviction.
+                counted(&e);
+                if is_timeout(&e) {
+                    tracing::debug!(
+                        bytes = line.len(),
+                        "control connection cut off: no whole request in time"
+                    );
+                }
+                return;
+            }
         }
-        if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES {
-            let msg = format!("request is longer than {MAX_REQUEST_BYTES} bytes");
-            let _ = reply(&mut writer, Err(api_err(ErrorCode::TooLarge, msg)));
+        if !slot.busy() {
             return;
         }
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
+        let result = if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES {
+            Err(api_err(ErrorCode::TooLarge, format!("request is longer than {MAX_REQUEST_BYTES} bytes")))
+        } else if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
-        }
-        let result = parse_request(&line).and_then(|req| ctl.handle(req.op));
+        } else {
+            parse_request(&line).and_then(&handle)
+        };
+        let too_large = matches!(&result, Err(e) if e.code == ErrorCode::TooLarge);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "request failed");
         }
-        if reply(&mut writer, result).is_err() {
+        if let Err(e) = answer_line(result).and_then(|l| write_within(&stream, &l, limits.write)) {
+            counted(&e);
+            return;
+        }
+        if too_large {
             return;
         }
         if line.capacity() > 1 << 20 {
@@ -280,6 +531,147 @@ mod tests {
         assert!(e.message.contains("unknown op"), "{}", e.message);
         assert!(parse_request(br#"{"v":1,"op":"status"}"#).is_ok());
         assert!(parse_request(b"{\"v\":1,\"op\":\"ports\"}\n").is_ok());
+    }
+
+    fn pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("socketpair")
+    }
+
+    #[test]
+    fn slots_always_come_back() {
+        let slots = Slots::with_eviction(2, Duration::from_secs(3600));
+        let a = slots.acquire(None).expect("a slot");
+        let b = slots.acquire(None).expect("a slot");
+        assert!(slots.acquire(None).is_none(), "full, and nobody has waited long enough");
+        assert_eq!(slots.counters()["ctl_refused"], 1);
+        drop(a);
+        assert_eq!(slots.in_use(), 1);
+        // A thread that panics gives its slot back.
+        let c = slots.acquire(None).expect("a slot");
+        let t = std::thread::spawn(move || {
+            let _slot = c;
+            panic!("handler panicked");
+        });
+        assert!(t.join().is_err());
+        assert_eq!(slots.in_use(), 1);
+        // A closure that never runs (a failed spawn drops it) gives its slot back too.
+        let d = slots.acquire(None).expect("a slot");
+        let never = move || drop(d);
+        drop(never);
+        assert_eq!(slots.in_use(), 1);
+        drop(b);
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn a_new_connection_evicts_the_longest_waiting_one() {
+        let slots = Slots::with_eviction(2, Duration::ZERO);
+        let (a_srv, mut a_cli) = pair();
+        let (b_srv, _b_cli) = pair();
+        let a = slots.acquire(a_srv.try_clone().ok()).expect("a slot");
+        let b = slots.acquire(b_srv.try_clone().ok()).expect("a slot");
+        // b is handling a request: not evictable. a waits for its line: evicted.
+        assert!(b.busy());
+        let c = slots.acquire(None).expect("the waiting connection's slot");
+        assert_eq!(slots.counters()["ctl_evicted"], 1);
+        assert_eq!(slots.in_use(), 2);
+        a_cli.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(a_cli.read(&mut buf).expect("EOF, not a timeout"), 0, "a was shut down");
+        assert!(!a.busy(), "an evicted connection handles nothing");
+        drop(a);
+        assert_eq!(slots.in_use(), 2, "its slot went to c already");
+        // All busy: refused.
+        assert!(c.busy());
+        assert!(slots.acquire(None).is_none());
+        assert_eq!(slots.counters()["ctl_refused"], 1);
+        drop((b, c));
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    fn serve(slots: &Arc<Slots>, limits: Limits, handled: Arc<AtomicU64>) -> (UnixStream, JoinHandle<()>) {
+        let (srv, cli) = pair();
+        let slot = slots.acquire(srv.try_clone().ok()).expect("a slot");
+        let me = nix::unistd::geteuid().as_raw();
+        let t = std::thread::spawn(move || {
+            serve_connection(srv, &[me], &slot, limits, |_| {
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok(serde_json::json!({}))
+            })
+        });
+        (cli, t)
+    }
+
+    #[test]
+    fn a_trickling_client_is_cut_off_and_its_slot_comes_back() {
+        let slots = Slots::new(4);
+        let handled = Arc::new(AtomicU64::new(0));
+        let limits = Limits { read: Duration::from_millis(300), write: Duration::from_secs(5) };
+        let (mut cli, server) = serve(&slots, limits, handled.clone());
+        // One byte every 20 ms never completes a line: a timeout per read() would never fire.
+        let line = br#"{"v":1,"op":"status"}"#;
+        let start = Instant::now();
+        let mut cut = false;
+        for b in line.iter().cycle() {
+            if cli.write_all(&[*b]).is_err() {
+                cut = true;
+                break;
+            }
+            if server.is_finished() {
+                cut = true;
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "the trickling client was never cut off");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(cut);
+        server.join().expect("the connection thread");
+        assert_eq!(handled.load(Ordering::SeqCst), 0);
+        assert_eq!(slots.in_use(), 0, "the slot is back");
+        assert_eq!(slots.counters()["ctl_timed_out"], 1);
+        cli.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut rest = Vec::new();
+        let _ = cli.read_to_end(&mut rest); // EOF or a reset: either way closed
+        assert!(rest.is_empty(), "no answer to a request that never came");
+    }
+
+    #[test]
+    fn whole_requests_are_served_and_an_idle_connection_ends() {
+        let slots = Slots::new(4);
+        let handled = Arc::new(AtomicU64::new(0));
+        let limits = Limits { read: Duration::from_millis(300), write: Duration::from_secs(5) };
+        let (mut cli, server) = serve(&slots, limits, handled.clone());
+        cli.write_all(b"{\"v\":1,\"op\":\"status\"}\n\n{\"v\":1,\"op\":\"ports\"}\n").unwrap();
+        cli.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut reader = BufReader::new(cli.try_clone().unwrap());
+        for _ in 0..2 {
+            let mut l = String::new();
+            reader.read_line(&mut l).expect("an answer");
+            assert!(serde_json::from_str::<Response>(&l).expect("a response").ok, "{l}");
+        }
+        // Then it idles past the read deadline: closed.
+        let mut l = String::new();
+        assert_eq!(reader.read_line(&mut l).expect("EOF"), 0);
+        server.join().expect("the connection thread");
+        assert_eq!(handled.load(Ordering::SeqCst), 2);
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn a_client_that_reads_no_answer_is_cut_off() {
+        let slots = Slots::new(4);
+        let limits = Limits { read: Duration::from_secs(30), write: Duration::from_millis(300) };
+        let (srv, mut cli) = pair();
+        let slot = slots.acquire(None).expect("a slot");
+        let me = nix::unistd::geteuid().as_raw();
+        let server = std::thread::spawn(move || {
+            // An answer far larger than the socket buffer.
+            serve_connection(srv, &[me], &slot, limits, |_| Ok(serde_json::json!("x".repeat(8 << 20))))
+        });
+        cli.write_all(b"{\"v\":1,\"op\":\"status\"}\n").unwrap();
+        server.join().expect("the connection thread ends without the client reading");
+        assert_eq!(slots.in_use(), 0);
+        assert_eq!(slots.counters()["ctl_timed_out"], 1);
     }
 
     proptest::proptest! {

@@ -39,6 +39,11 @@ pub struct ServiceState {
     services: BTreeMap<ServiceKey, Arc<Service>>,
     /// Backends no longer in any service whose flows still live.
     retired: HashSet<PackedKey>,
+    /// Removed backends, and addresses of detached pods, whose flows are ended once more at
+    /// the next sweep: a worker still on the previous snapshot may have placed a new flow on
+    /// them meanwhile.
+    again: HashSet<GoneKey>,
+    again_ips: HashSet<IpAddr>,
 }
 
 fn invalid(msg: String) -> ApiError {
@@ -84,9 +89,50 @@ pub fn validate_spec(s: &ServiceSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The specs of `st`, for the services file.
-fn specs_of(st: &ServiceState) -> Vec<ServiceSpec> {
-    st.services.values().map(|s| s.spec.clone()).collect()
+/// Flows' (VIP, VIP port, protocol, backend, backend port) for the backends `prev` lists and
+/// `next` no longer does, service by service (a removed service removes all of its backends).
+type GoneKey = (IpAddr, u16, u8, IpAddr, u16);
+
+/// Whether `g`'s service lists `g`'s backend (again).
+fn listed(services: &BTreeMap<ServiceKey, Arc<Service>>, g: &GoneKey) -> bool {
+    let key = ServiceKey { vip: g.0, port: g.1, protocol: proto_of(g.2) };
+    services.get(&key).is_some_and(|s| s.spec.backends.iter().any(|b| (b.ip, b.port) == (g.3, g.4)))
+}
+
+fn removed_backends(
+    prev: &BTreeMap<ServiceKey, Arc<Service>>,
+    next: &BTreeMap<ServiceKey, Arc<Service>>,
+) -> HashSet<GoneKey> {
+    let mut gone = HashSet::new();
+    for (k, old) in prev {
+        let new = next.get(k);
+        if new.is_some_and(|n| Arc::ptr_eq(n, old)) {
+            continue;
+        }
+        for b in &old.spec.backends {
+            let kept = new.is_some_and(|n| n.spec.backends.iter().any(|x| x.ip == b.ip && x.port == b.port));
+            if !kept {
+                gone.insert((k.vip, k.port, old.proto, b.ip, b.port));
+            }
+        }
+    }
+    gone
+}
+
+/// The specs of `st` with `change` applied (a spec to upsert, or a key to remove), for the
+/// services file. It is written before the change is applied, so a failed write changes
+/// nothing.
+fn specs_with<'a>(
+    st: &'a ServiceState,
+    set: Option<&'a ServiceSpec>,
+    remove: Option<&ServiceKey>,
+) -> Vec<&'a ServiceSpec> {
+    let mut specs: BTreeMap<ServiceKey, &ServiceSpec> =
+        st.services.iter().filter(|(k, _)| Some(*k) != remove).map(|(k, s)| (*k, &s.spec)).collect();
+    if let Some(s) = set {
+        specs.insert(s.key, s);
+    }
+    specs.into_values().collect()
 }
 
 fn proto_of(n: u8) -> Protocol {
@@ -110,6 +156,8 @@ fn flow_info(f: &Flow, expires_in: u32) -> FlowInfo {
         backend: ep(f.backend),
         snat: f.snat.map(ep),
         state: f.state.name().to_string(),
+        replied: f.replied,
+        confirmed: f.confirmed(),
         expires_in,
     }
 }
@@ -165,6 +213,9 @@ impl Control {
         if replace {
             r.removed = st.services.keys().filter(|k| !next.contains_key(k)).count();
         }
+        let gone = removed_backends(&st.services, &next);
+        st.again.retain(|g| !listed(&next, g));
+        st.again.extend(gone.iter().copied());
         // Backends that left keep getting their replies reverse-NATed until their flows end.
         let before = backends_of(&st.services);
         st.services = next;
@@ -172,8 +223,37 @@ impl Control {
         st.retired.extend(before.difference(&now_set));
         st.retired.retain(|b| !now_set.contains(b));
         self.publish_services(st);
+        // As kube-proxy clears UDP conntrack of removed endpoints: their UDP flows go, so the
+        // client's next datagram finds a current backend; their TCP flows end with a RST.
+        // (Terminating backends still listed keep their flows: graceful removal.)
+        self.end_gone(&gone, &HashSet::new());
         r.elapsed_us = start.elapsed().as_micros() as u64;
         r
+    }
+
+    /// Ends the service flows of a pod whose port is being detached, those it is the backend
+    /// of and those it is the client of, as for a backend removed from its service: UDP
+    /// flushed, TCP answered with a RST either way. Its addresses may still be listed as
+    /// backends until the control plane catches up; new flows to them then need ARP, and are
+    /// never flooded.
+    pub fn forget_backend_ips(&self, ips: &[IpAddr]) {
+        let ips: HashSet<IpAddr> = ips.iter().copied().collect();
+        self.end_gone(&HashSet::new(), &ips);
+        self.svc_state().again_ips.extend(ips);
+    }
+
+    /// Ends the flows of the backends in `gone` and of the pod addresses in `ips`.
+    fn end_gone(&self, gone: &HashSet<GoneKey>, ips: &HashSet<IpAddr>) {
+        if gone.is_empty() && ips.is_empty() {
+            return;
+        }
+        let ct = &self.switch.conntrack;
+        let clients = if ips.is_empty() { 0 } else { ct.flush(|f| ips.contains(&f.client.0)) };
+        let e = ct.end_flows(self.switch.now(), |f| {
+            ips.contains(&f.backend.0)
+                || gone.contains(&(f.vip.0, f.vip.1, f.proto, f.backend.0, f.backend.1))
+        });
+        tracing::debug!(clients, flushed = e.flushed, ended = e.ended, "flows of removed backends ended");
     }
 
     /// `service_set`: creates or replaces one service port.
@@ -186,9 +266,8 @@ impl Control {
                 format!("at most {MAX_SERVICES} service ports"),
             ));
         }
-        let r = self.apply(&mut st, vec![spec], false);
-        self.save_services(specs_of(&st));
-        Ok(r)
+        self.save_services(specs_with(&st, Some(&spec), None))?;
+        Ok(self.apply(&mut st, vec![spec], false))
     }
 
     /// `service_delete`: removes one service port (absent: nothing to do).
@@ -196,10 +275,10 @@ impl Control {
         let mut st = self.svc_state();
         let desired: Vec<ServiceSpec> =
             st.services.iter().filter(|(k, _)| *k != key).map(|(_, s)| s.spec.clone()).collect();
-        let r = self.apply(&mut st, desired, true);
-        if r.removed > 0 {
-            self.save_services(specs_of(&st));
+        if desired.len() < st.services.len() {
+            self.save_services(specs_with(&st, None, Some(key)))?;
         }
+        let r = self.apply(&mut st, desired, true);
         Ok(SyncResult { unchanged: 0, ..r })
     }
 
@@ -219,11 +298,14 @@ impl Control {
             }
         }
         let mut st = self.svc_state();
-        let r = self.apply(&mut st, services, true);
-        if r.added + r.updated + r.removed > 0 {
-            self.save_services(specs_of(&st));
+        let changed = services.len() != st.services.len()
+            || services.iter().any(|s| st.services.get(&s.key).is_none_or(|p| p.spec != *s));
+        if changed {
+            let mut specs: Vec<&ServiceSpec> = services.iter().collect();
+            specs.sort_by_key(|s| s.key);
+            self.save_services(specs)?;
         }
-        Ok(r)
+        Ok(self.apply(&mut st, services, true))
     }
 
     /// `service_list`.
@@ -301,6 +383,12 @@ impl Control {
         let sweep = self.switch.conntrack.sweep(now);
         self.switch.affinity.sweep(now);
         let mut st = self.svc_state();
+        let gone = std::mem::take(&mut st.again);
+        let mut ips = std::mem::take(&mut st.again_ips);
+        // An address given to a new pod since is not ended again.
+        let ports = self.switch.ports();
+        ips.retain(|ip| !ports.iter().any(|p| p.meta.ips.iter().any(|n| n.addr() == *ip)));
+        self.end_gone(&gone, &ips);
         let before = st.retired.len();
         st.retired.retain(|b| sweep.live_backends.contains(b));
         if st.retired.len() != before {
@@ -323,6 +411,12 @@ impl Control {
             ("ct_created", c.created.load(Relaxed)),
             ("ct_expired", c.expired.load(Relaxed)),
             ("ct_evicted", c.evicted.load(Relaxed)),
+            ("ct_per_client", u64::from(sw.conntrack.per_client())),
+            ("ct_quota", c.quota.load(Relaxed)),
+            ("ct_full", c.full.load(Relaxed)),
+            ("ct_backend_flushed", c.backend_flushed.load(Relaxed)),
+            ("ct_backend_ended", c.backend_ended.load(Relaxed)),
+            ("ct_resets", c.resets.load(Relaxed)),
             ("affinity_full", sw.affinity.full.load(Relaxed)),
         ]
         .into_iter()
@@ -344,6 +438,31 @@ mod tests {
             affinity: Affinity::None,
             backends: vec![BackendSpec::ready("10.244.0.2".parse().unwrap(), 6443)],
         }
+    }
+
+    #[test]
+    fn removed_backends_are_found_service_by_service() {
+        let compile = |s: ServiceSpec| (s.key, Arc::new(Service::compile(s, None)));
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut two = spec();
+        two.backends.push(BackendSpec::ready(ip("10.244.0.3"), 6443));
+        let mut other = spec();
+        other.key.port = 80;
+        let prev: BTreeMap<_, _> = [compile(two.clone()), compile(other.clone())].into_iter().collect();
+        // 10.244.0.3 leaves :443; :80 is deleted; a backend turning terminating is not removed.
+        let mut next_443 = spec();
+        next_443.backends[0].terminating = true;
+        let next: BTreeMap<_, _> = [compile(next_443)].into_iter().collect();
+        let gone = removed_backends(&prev, &next);
+        let vip = ip("10.96.0.1");
+        let want: HashSet<GoneKey> =
+            [(vip, 443, PROTO_TCP, ip("10.244.0.3"), 6443), (vip, 80, PROTO_TCP, ip("10.244.0.2"), 6443)]
+                .into();
+        assert_eq!(gone, want);
+        assert!(listed(&prev, &(vip, 443, PROTO_TCP, ip("10.244.0.3"), 6443)));
+        assert!(!listed(&next, &(vip, 443, PROTO_TCP, ip("10.244.0.3"), 6443)));
+        // Unchanged services cost nothing.
+        assert!(removed_backends(&prev, &prev).is_empty());
     }
 
     #[test]

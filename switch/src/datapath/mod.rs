@@ -4,7 +4,8 @@
 //!
 //! 1. **rx** ([`worker`]): the worker that owns the ingress port reads a burst of up to
 //!    `batch` frames into pool buffers.
-//! 2. **parse** ([`pipeline`] → [`crate::wire::frame`]): Ethernet, ARP, IPv4/IPv6 headers.
+//! 2. **parse** ([`pipeline`] → [`crate::wire::vnet`], [`crate::wire::frame`]): the vnet
+//!    header checked against the frame (`gso_invalid`), Ethernet, ARP, IPv4/IPv6 headers.
 //!    Malformed frames are dropped (`malformed`).
 //! 3. **anti-spoof** ([`antispoof`]): a pod may only send with its own MAC and addresses; then
 //!    its egress rate limit, if any ([`police`]).
@@ -12,7 +13,7 @@
 //! 5. **service** ([`service`]): frames to a Service VIP are DNATed to a backend chosen by
 //!    Maglev and pinned in conntrack; replies get their source turned back into the VIP.
 //! 6. **forward** ([`forward`]): FDB lookup → one port, or flood for group and unknown
-//!    destinations.
+//!    destinations, within the ingress pod port's storm-control budget ([`police`]).
 //! 7. **tx** ([`worker`]): written directly when this worker owns the egress port, otherwise
 //!    handed over through the owner's bounded lock-free ring.
 

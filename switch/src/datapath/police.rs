@@ -3,6 +3,11 @@
 //! ingress policing does; TCP senders back off from the drops. Policing rather than shaping
 //! keeps the datapath free of queues and timers.
 //!
+//! Storm control uses the same buckets: what a pod port floods (broadcast, multicast, unknown
+//! unicast) is bounded in packets and in bytes per second, each with a burst, like a hardware
+//! switch's storm control or an OVS meter on flooded traffic. Over either budget a flooded
+//! frame is dropped (`storm_control`) before it is copied to any port.
+//!
 //! Each bucket has one writer, the worker that owns the port (it reads the port and is the
 //! only one that transmits on it), so plain relaxed atomics suffice; the control thread only
 //! reads the configuration.
@@ -18,12 +23,13 @@ pub const MIN_BURST_BYTES: u64 = 65_536 + 64;
 /// Longest refill interval taken into account, ns (a bucket idle longer is simply full).
 const MAX_ELAPSED_NS: u64 = 10_000_000_000;
 
-/// One token bucket: `rate` bytes per second, at most `burst` bytes saved up.
+/// One token bucket: `rate` units (bytes, or packets) per second, at most `burst` units saved
+/// up.
 #[derive(Debug)]
 pub struct Policer {
     rate: u64,
     burst: u64,
-    /// Tokens, in bytes × 10⁹ (byte-nanoseconds per second), so refills need no division.
+    /// Tokens, in units × 10⁹ (unit-nanoseconds per second), so refills need no division.
     tokens: AtomicU64,
     last_ns: AtomicU64,
 }
@@ -31,11 +37,16 @@ pub struct Policer {
 impl Policer {
     /// A full bucket for `rate_bits` bits/s and `burst_bits` bits; `None` for rate 0 (no limit).
     pub fn new(rate_bits: u64, burst_bits: u64) -> Option<Policer> {
-        if rate_bits == 0 {
+        Policer::units((rate_bits / 8).max(u64::from(rate_bits > 0)), burst_bits / 8, MIN_BURST_BYTES)
+    }
+
+    /// A full bucket of `rate` units/s and `burst` units (at least `min_burst`); `None` for
+    /// rate 0 (no limit).
+    pub fn units(rate: u64, burst: u64, min_burst: u64) -> Option<Policer> {
+        if rate == 0 {
             return None;
         }
-        let rate = (rate_bits / 8).max(1);
-        let burst = (burst_bits / 8).max(MIN_BURST_BYTES);
+        let burst = burst.max(min_burst).max(1);
         Some(Policer {
             rate,
             burst,
@@ -44,21 +55,89 @@ impl Policer {
         })
     }
 
-    /// Whether a frame of `bytes` may pass at time `now_ns` (monotonic); takes its tokens if so.
+    /// Whether a frame of `units` may pass at time `now_ns` (monotonic); takes its tokens if so.
     #[inline]
-    pub fn allow(&self, bytes: usize, now_ns: u64) -> bool {
+    pub fn allow(&self, units: usize, now_ns: u64) -> bool {
+        let tokens = self.refill(now_ns);
+        match tokens.checked_sub(need(units)) {
+            Some(left) => {
+                self.tokens.store(left, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds the tokens earned since the last call, up to the burst; returns the tokens now held.
+    #[inline]
+    fn refill(&self, now_ns: u64) -> u64 {
         let cap = self.burst.saturating_mul(1_000_000_000);
         let elapsed = now_ns.saturating_sub(self.last_ns.load(Relaxed)).min(MAX_ELAPSED_NS);
         let tokens = self.tokens.load(Relaxed).saturating_add(elapsed.saturating_mul(self.rate)).min(cap);
         self.last_ns.store(now_ns, Relaxed);
-        let need = (bytes as u64).saturating_mul(1_000_000_000);
-        if tokens >= need {
-            self.tokens.store(tokens - need, Relaxed);
-            true
-        } else {
-            self.tokens.store(tokens, Relaxed);
-            false
+        self.tokens.store(tokens, Relaxed);
+        tokens
+    }
+}
+
+/// Tokens that `units` cost.
+#[inline]
+fn need(units: usize) -> u64 {
+    (units as u64).saturating_mul(1_000_000_000)
+}
+
+/// Storm-control budgets of a port (`--storm-*`): rates per second and bursts; a rate of 0
+/// turns that budget off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormConfig {
+    /// Flooded frames per second.
+    pub pps: u64,
+    /// Flooded frames saved up.
+    pub pps_burst: u64,
+    /// Flooded bytes (Ethernet, a super-frame counted whole) per second.
+    pub bytes: u64,
+    /// Flooded bytes saved up (at least one 64 KiB super-frame).
+    pub bytes_burst: u64,
+}
+
+impl Default for StormConfig {
+    /// 1000 frames/s (burst 2000) and 100 Mbit/s (burst 1 MiB): far above what ARP, NDP, DHCP
+    /// and mDNS need, far below what a pod can flood.
+    fn default() -> Self {
+        StormConfig { pps: 1000, pps_burst: 2000, bytes: 12_500_000, bytes_burst: 1 << 20 }
+    }
+}
+
+/// Storm control of one port: what it floods passes both budgets or is dropped.
+#[derive(Debug)]
+pub struct Storm {
+    packets: Option<Policer>,
+    bytes: Option<Policer>,
+}
+
+impl Storm {
+    /// Full buckets for `cfg`; `None` when both budgets are off.
+    pub fn new(cfg: &StormConfig) -> Option<Storm> {
+        let storm = Storm {
+            packets: Policer::units(cfg.pps, cfg.pps_burst, 1),
+            bytes: Policer::units(cfg.bytes, cfg.bytes_burst, MIN_BURST_BYTES),
+        };
+        (storm.packets.is_some() || storm.bytes.is_some()).then_some(storm)
+    }
+
+    /// Whether a flooded frame of `bytes` may pass at `now_ns`; takes its tokens from both
+    /// buckets only if it fits both, so dropped frames cost nothing.
+    #[inline]
+    pub fn allow(&self, bytes: usize, now_ns: u64) -> bool {
+        let p = self.packets.as_ref().map(|b| (b, b.refill(now_ns), need(1)));
+        let b = self.bytes.as_ref().map(|b| (b, b.refill(now_ns), need(bytes)));
+        if p.iter().chain(b.iter()).any(|(_, have, want)| have < want) {
+            return false;
         }
+        for (bucket, have, want) in p.iter().chain(b.iter()) {
+            bucket.tokens.store(have - want, Relaxed);
+        }
+        true
     }
 }
 
@@ -71,6 +150,8 @@ pub struct PortPolice {
     pub to_pod: Option<Policer>,
     /// Traffic the pod sends (CNI *egress*).
     pub from_pod: Option<Policer>,
+    /// What the port floods ([`Storm`]); `None`: not bounded.
+    pub storm: Option<Storm>,
 }
 
 impl PortPolice {
@@ -83,7 +164,13 @@ impl PortPolice {
             config: Some(b),
             to_pod: Policer::new(b.ingress_rate, b.ingress_burst),
             from_pod: Policer::new(b.egress_rate, b.egress_burst),
+            storm: None,
         }
+    }
+
+    /// The same, with storm control of what the port floods (pod ports).
+    pub fn with_storm(self, cfg: &StormConfig) -> PortPolice {
+        PortPolice { storm: Storm::new(cfg), ..self }
     }
 }
 
@@ -129,6 +216,48 @@ mod tests {
         // After an hour idle the bucket holds one burst, not an hour of tokens.
         assert!(p.allow(65_536, 3_600_000 * MS));
         assert!(!p.allow(65_536, 3_600_000 * MS));
+    }
+
+    #[test]
+    fn storm_budget_in_packets_refills_with_the_clock() {
+        let s = Storm::new(&StormConfig { pps: 1000, pps_burst: 2000, bytes: 0, bytes_burst: 0 }).unwrap();
+        // The burst passes at once, then nothing.
+        let passed = (0..5000).filter(|_| s.allow(60, 0)).count();
+        assert_eq!(passed, 2000);
+        assert!(!s.allow(60, 0));
+        // 100 ms later: 100 more frames.
+        assert_eq!((0..500).filter(|_| s.allow(60, 100 * MS)).count(), 100);
+        // A steady offer of 5000 frames/s for a second: the rate passes.
+        let passed = (0..5000u64).filter(|i| s.allow(60, 100 * MS + i * 200_000)).count();
+        assert!((995..=1005).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn storm_budget_in_bytes_bounds_super_frames() {
+        let cfg = StormConfig { pps: 1000, pps_burst: 2000, bytes: 1_000_000, bytes_burst: 200_000 };
+        let s = Storm::new(&cfg).unwrap();
+        // Three 64 KiB super-frames fit a 200 KB burst, the fourth does not, although the
+        // packet budget has room for 1997 more.
+        let passed = (0..10).filter(|_| s.allow(65_536, 0)).count();
+        assert_eq!(passed, 3);
+        // A dropped frame costs no packet tokens: small frames still pass.
+        assert!(s.allow(60, 0));
+        // A tiny byte burst is raised so that one super-frame always fits.
+        let tiny = Storm::new(&StormConfig { bytes_burst: 1, ..cfg }).unwrap();
+        assert!(tiny.allow(65_536, 0));
+        assert!(!tiny.allow(65_536, 0));
+    }
+
+    #[test]
+    fn storm_control_off_and_on() {
+        let off = StormConfig { pps: 0, pps_burst: 10, bytes: 0, bytes_burst: 10 };
+        assert!(Storm::new(&off).is_none());
+        assert!(PortPolice::new(None).with_storm(&off).storm.is_none());
+        let only_bytes = Storm::new(&StormConfig { bytes: 1000, ..off }).unwrap();
+        assert!(only_bytes.packets.is_none());
+        let p = PortPolice::new(Some(Bandwidth { egress_rate: 1_000_000, ..Default::default() }))
+            .with_storm(&StormConfig::default());
+        assert!(p.storm.is_some() && p.from_pod.is_some() && p.config.is_some());
     }
 
     #[test]

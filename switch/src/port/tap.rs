@@ -22,7 +22,8 @@ use super::{read_into_pool, PortError, PortIo};
 use crate::pool::{Frame, LocalPool};
 use crate::wire::VNET_HDR_LEN;
 
-const TUN_PATH: &str = "/dev/net/tun";
+/// The TUN/TAP clone device every TAP is opened through (the DaemonSet mounts it).
+pub const TUN_PATH: &str = "/dev/net/tun";
 
 // From <linux/if_tun.h>.
 const IFF_TAP: libc::c_short = 0x0002;

@@ -6,7 +6,7 @@
 //! the new snapshot at the top of its loop. A detached port's I/O stays valid until the last
 //! worker drops the old snapshot.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -19,12 +19,13 @@ use crate::wire::Mac;
 /// What kind of port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
-    /// The host port (`tapway0`): the node's gateway. Trusted, not anti-spoofed.
+    /// The host port (`tapway0`): the node's gateway. Trusted, not anti-spoofed, but it may
+    /// not send from a pod's MAC (MAC pinning).
     Host,
     /// A pod's interface. Anti-spoofed.
     Pod,
     /// The AF_XDP uplink to other nodes. Trusted (frames of remote pods), learns and floods
-    /// like any port.
+    /// like any port; like the host port, it may not send from a local pod's MAC.
     Uplink,
 }
 
@@ -40,20 +41,28 @@ impl PortKind {
 }
 
 /// What a pod port may send as: its own MAC and addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoofGuard {
     /// The pod interface's MAC.
     pub mac: Mac,
     /// Its IPv4 addresses.
     pub v4: Vec<Ipv4Addr>,
-    /// Its IPv6 addresses (link-local ones are always allowed).
+    /// Its IPv6 addresses (besides its link-local one).
     pub v6: Vec<Ipv6Addr>,
+    /// Its link-local address: the EUI-64 one of `mac`, which the kernel derives since
+    /// tapwayd sets the interface's `addr_gen_mode` (the only link-local source allowed).
+    pub link_local: Ipv6Addr,
 }
 
 impl SpoofGuard {
-    /// A guard allowing `mac` and the host addresses of `ips`.
+    /// A guard allowing `mac`, its link-local address and the host addresses of `ips`.
     pub fn new(mac: Mac, ips: &[IpNet]) -> SpoofGuard {
-        let mut g = SpoofGuard { mac, ..Default::default() };
+        let mut g = SpoofGuard {
+            mac,
+            v4: Vec::new(),
+            v6: Vec::new(),
+            link_local: crate::wire::ndp::eui64_link_local(&mac),
+        };
         for ip in ips {
             match ip {
                 IpNet::V4(n) => g.v4.push(n.addr()),
@@ -61,6 +70,19 @@ impl SpoofGuard {
             }
         }
         g
+    }
+
+    /// Whether `ip` is one of the pod's IPv6 addresses, its link-local one included.
+    pub fn owns_v6(&self, ip: &Ipv6Addr) -> bool {
+        *ip == self.link_local || self.v6.contains(ip)
+    }
+
+    /// Whether `ip` is one of the pod's addresses: what its port may teach the neighbour table.
+    pub fn owns(&self, ip: &IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.v4.contains(a),
+            IpAddr::V6(a) => self.owns_v6(a),
+        }
     }
 }
 
@@ -110,6 +132,9 @@ pub struct PortEntry {
 pub struct PortTable {
     slots: Vec<Option<Arc<PortEntry>>>,
     ids: Vec<u16>,
+    /// Pod MACs → their port, sorted by MAC: MAC pinning (OVS port security). Rebuilt with
+    /// every new snapshot, so workers read it without a lock.
+    pins: Vec<(Mac, u16)>,
 }
 
 impl PortTable {
@@ -139,6 +164,22 @@ impl PortTable {
         self.ids.is_empty()
     }
 
+    /// The port `mac` is pinned to: the pod port whose MAC it is. No other port may send
+    /// from it, and frames to it go there whatever the FDB says.
+    #[inline]
+    pub fn pinned(&self, mac: &Mac) -> Option<u16> {
+        self.pins.binary_search_by(|(m, _)| m.cmp(mac)).ok().and_then(|i| self.pins.get(i)).map(|(_, p)| *p)
+    }
+
+    fn rebuild_pins(&mut self) {
+        let pins: Vec<(Mac, u16)> =
+            self.iter().filter(|p| p.kind == PortKind::Pod).map(|p| (p.mac, p.id)).collect();
+        self.pins = pins;
+        // Sorted by MAC; of two pods with one MAC (which attach refuses) the lower port wins.
+        self.pins.sort_unstable();
+        self.pins.dedup_by_key(|(m, _)| *m);
+    }
+
     /// The lowest free pod port number below `max` (port 0 is the host port's).
     pub fn free_id(&self, max: usize) -> Option<u16> {
         let limit = max.min(usize::from(u16::MAX));
@@ -159,6 +200,7 @@ impl PortTable {
             t.ids.sort_unstable();
         }
         t.slots[i] = Some(entry);
+        t.rebuild_pins();
         t
     }
 
@@ -169,6 +211,7 @@ impl PortTable {
             *s = None;
         }
         t.ids.retain(|i| *i != id);
+        t.rebuild_pins();
         t
     }
 }

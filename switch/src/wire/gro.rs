@@ -259,10 +259,13 @@ mod tests {
     /// MTU `mtu`; with `pack`, as many MSS in a segment as fit.
     fn cut(orig: &[u8], mss: u16, mtu: usize, pack: bool) -> Vec<Vec<u8>> {
         let v6 = orig[12] == 0x86;
+        let l4 = if v6 { ETH_LEN + 40 } else { ETH_LEN + 20 };
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             gso_size: mss,
+            csum_start: l4 as u16,
+            csum_offset: 16,
             ..Default::default()
         };
         let plan = SegmentPlan::new(&hdr, orig, mtu).unwrap();

@@ -4,6 +4,7 @@
 //! - [`vnet`]: the `virtio_net_hdr` that TAP devices with `IFF_VNET_HDR` put before each frame.
 //! - [`frame`]: the Ethernet/ARP/IP fields the switch needs (classification for anti-spoofing,
 //!   learning and forwarding), read with etherparse's checked slices.
+//! - [`ndp`]: IPv6 neighbour discovery messages (what anti-spoofing and neighbour learning read).
 //! - [`l4`]: where the IPv4 addresses and TCP/UDP ports of a frame sit (what NAT rewrites).
 //! - [`checksum`]: the Internet checksum and its RFC 1624 incremental update.
 //! - [`gro`]: software GRO, coalescing TCP segments from the uplink into super-frames for pods.
@@ -14,6 +15,7 @@ pub mod checksum;
 pub mod frame;
 pub mod gro;
 pub mod l4;
+pub mod ndp;
 pub mod segment;
 pub mod vnet;
 

@@ -12,9 +12,15 @@
 //! Per segment: IPv4 total length, identification (`id + i`) and header checksum; IPv6 payload
 //! length; TCP sequence number (`seq + i * mss`), PSH/FIN only on the last segment and CWR only on
 //! the first, as the kernel's own TSO does; UDP length; the L4 checksum is computed in full.
-//! Everything is checked first: a malformed frame is an error, never a panic.
+//! Everything is checked first: a malformed frame is an error, never a panic. The vnet header is
+//! validated here too ([`VnetHdr::validate`]), although the parse stage already did so for
+//! every frame from a port: whatever calls it, a plan never has more than
+//! [`UDP_MAX_SEGMENTS`] (UDP) or [`TCP_MAX_SEGMENTS`] (TCP) segments.
 
-use super::vnet::{VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
+use super::vnet::{
+    VnetError, VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, TCP_MAX_SEGMENTS,
+    UDP_MAX_SEGMENTS,
+};
 
 const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -44,6 +50,12 @@ pub enum SegmentError {
     /// The destination buffer is smaller than the segment.
     #[error("destination buffer too small")]
     NoRoom,
+    /// The vnet header does not describe the frame (see [`VnetHdr::validate`]).
+    #[error("invalid vnet header: {0}")]
+    Invalid(VnetError),
+    /// The frame would become more segments than the cap for its protocol.
+    #[error("{0} segments exceed the cap")]
+    TooManySegments(usize),
 }
 
 /// Which L4 protocol a plan cuts.
@@ -72,6 +84,8 @@ impl SegmentPlan {
     /// Plans the segmentation of `frame` (the Ethernet frame, without vnet header) as `hdr` asks,
     /// for an egress whose MTU (IP packet size) is `mtu`.
     pub fn new(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> Result<SegmentPlan, SegmentError> {
+        let mut checked = *hdr;
+        checked.validate(frame).map_err(SegmentError::Invalid)?;
         let gso = hdr.gso_type & !GSO_ECN;
         let (ipv6, l4) = match gso {
             GSO_TCPV4 => (false, L4::Tcp),
@@ -111,7 +125,15 @@ impl SegmentPlan {
         if ip_packet > mtu {
             return Err(SegmentError::TooBig(ip_packet));
         }
-        Ok(SegmentPlan { ipv6, l4, l4_off, hdr_len, mss, payload })
+        let plan = SegmentPlan { ipv6, l4, l4_off, hdr_len, mss, payload };
+        let cap = match l4 {
+            L4::Tcp => TCP_MAX_SEGMENTS,
+            L4::Udp => UDP_MAX_SEGMENTS,
+        };
+        if plan.count() > cap {
+            return Err(SegmentError::TooManySegments(plan.count()));
+        }
+        Ok(plan)
     }
 
     /// Packs as many of the sender's TCP segments into each wire segment as the egress MTU
@@ -366,12 +388,24 @@ mod tests {
     }
 
     fn gso(kind: u8, mss: u16) -> VnetHdr {
-        VnetHdr { flags: F_NEEDS_CSUM, gso_type: kind, gso_size: mss, ..Default::default() }
+        VnetHdr { gso_type: kind, gso_size: mss, ..Default::default() }
+    }
+
+    /// `hdr` with the partial checksum where the kernel puts it for `frame` (at its transport
+    /// header's checksum field), as a valid header has it.
+    fn fit(hdr: VnetHdr, frame: &[u8]) -> VnetHdr {
+        let l = crate::wire::l4::parse_ip_l4(frame).unwrap();
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: l.l4_off as u16,
+            csum_offset: (l.csum_off() - l.l4_off) as u16,
+            ..hdr
+        }
     }
 
     /// Cuts `frame` and checks every segment against etherparse; returns (segments, payload).
     fn cut_and_verify(frame: &[u8], hdr: &VnetHdr, mtu: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
-        let plan = SegmentPlan::new(hdr, frame, mtu).unwrap();
+        let plan = SegmentPlan::new(&fit(*hdr, frame), frame, mtu).unwrap();
         let mut segs = Vec::new();
         let mut payload = Vec::new();
         for i in 0..plan.count() {
@@ -442,7 +476,8 @@ mod tests {
     fn segments_pack_to_a_larger_mtu() {
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 3) as u8).collect();
         let frame = tcp_frame(false, &data, false, true);
-        let plan = SegmentPlan::new(&gso(GSO_TCPV4, 1448), &frame, 3500).unwrap().pack_to_mtu(3500);
+        let plan =
+            SegmentPlan::new(&fit(gso(GSO_TCPV4, 1448), &frame), &frame, 3500).unwrap().pack_to_mtu(3500);
         // 40 bytes of IPv4 + TCP headers: two 1448-byte pieces fit 3500, three do not.
         assert_eq!(plan.mss(), 2896);
         assert_eq!(plan.count(), 7);
@@ -455,10 +490,12 @@ mod tests {
         }
         assert_eq!(out, data);
         // The pods' MTU on the wire: unchanged.
-        let plan = SegmentPlan::new(&gso(GSO_TCPV4, 1448), &frame, 1500).unwrap().pack_to_mtu(1500);
+        let plan =
+            SegmentPlan::new(&fit(gso(GSO_TCPV4, 1448), &frame), &frame, 1500).unwrap().pack_to_mtu(1500);
         assert_eq!(plan.mss(), 1448);
         // UDP datagrams are never packed together.
-        let plan = SegmentPlan::new(&gso(GSO_UDP_L4, 1400), &udp_frame(false, &data), 9000).unwrap();
+        let udp = udp_frame(false, &data);
+        let plan = SegmentPlan::new(&fit(gso(GSO_UDP_L4, 1400), &udp), &udp, 9000).unwrap();
         assert_eq!(plan.pack_to_mtu(9000).mss(), 1400);
     }
 
@@ -476,23 +513,33 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_cut() {
+        use VnetError::*;
         let frame = tcp_frame(false, &[1; 3000], false, false);
-        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV4, 1448), &frame, 1000), Err(SegmentError::TooBig(1488)));
-        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV4, 0), &frame, 1500), Err(SegmentError::ZeroMss));
+        let new = |kind, mss, f: &[u8], mtu| SegmentPlan::new(&gso(kind, mss), f, mtu);
+        assert_eq!(new(GSO_TCPV4, 1448, &frame, 1000), Err(SegmentError::TooBig(1488)));
+        assert_eq!(new(GSO_TCPV4, 0, &frame, 1500), Err(SegmentError::Invalid(BadGsoSize(0))));
+        assert_eq!(new(GSO_UDP, 1000, &frame, 1500), Err(SegmentError::Invalid(GsoMismatch(GSO_UDP))));
+        assert_eq!(new(GSO_TCPV6, 1000, &frame, 1500), Err(SegmentError::Invalid(GsoMismatch(GSO_TCPV6))));
         assert_eq!(
-            SegmentPlan::new(&gso(GSO_UDP, 1000), &frame, 1500),
-            Err(SegmentError::Unsupported(GSO_UDP))
+            SegmentPlan::new(&fit(gso(GSO_UDP_L4, 1000), &frame), &frame, 1500),
+            Err(SegmentError::Invalid(GsoMismatch(GSO_UDP_L4)))
         );
-        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV6, 1000), &frame, 1500), Err(SegmentError::Malformed));
         assert_eq!(
-            SegmentPlan::new(&gso(GSO_UDP_L4, 1000), &frame, 1500),
-            Err(SegmentError::Unsupported(GSO_UDP_L4))
+            new(GSO_TCPV4, 1000, &frame[..40], 1500),
+            Err(SegmentError::Invalid(GsoMismatch(GSO_TCPV4)))
         );
-        assert_eq!(SegmentPlan::new(&gso(GSO_TCPV4, 1000), &frame[..40], 1500), Err(SegmentError::Malformed));
         let plan = SegmentPlan::new(&gso(GSO_TCPV4, 1000), &frame, 1500).unwrap();
         assert_eq!(plan.write(&frame, 0, &mut [0u8; 100]), Err(SegmentError::NoRoom));
         assert_eq!(plan.write(&frame, 3, &mut [0u8; 2000]), Err(SegmentError::Malformed));
         assert_eq!(plan.write(&frame[..100], 0, &mut [0u8; 2000]), Err(SegmentError::Malformed));
+        // The caps: a thousand UDP datagrams of one byte, 64 KiB of TCP in 1-byte segments.
+        let udp = udp_frame(false, &[7; 1000]);
+        assert_eq!(
+            SegmentPlan::new(&fit(gso(GSO_UDP_L4, 1), &udp), &udp, 1500),
+            Err(SegmentError::Invalid(TooManySegments(1000)))
+        );
+        let big = tcp_frame(false, &[1; 65_000], false, false);
+        assert_eq!(new(GSO_TCPV4, 1, &big, 1500), Err(SegmentError::Invalid(TooManySegments(65_000))));
     }
 
     /// The kernel's partial checksum: the folded pseudo-header sum in the checksum field.
@@ -535,6 +582,32 @@ mod tests {
             let (segs, payload) = cut_and_verify(&frame, &gso(kind, mss), 1500);
             prop_assert_eq!(payload, data);
             prop_assert_eq!(segs.len(), len.div_ceil(usize::from(mss)).max(1));
+        }
+
+        /// Whatever the header says, a plan never has more segments than the kernel's caps,
+        /// and every plan that exists passed validation.
+        #[test]
+        fn segments_never_exceed_the_cap(
+            len in 0usize..65_000,
+            v6 in any::<bool>(),
+            udp in any::<bool>(),
+            kind in prop::sample::select(vec![GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, GSO_UDP, GSO_NONE, 2, 0x81]),
+            gso_size in prop_oneof![0u16..100, any::<u16>()],
+            flags in 0u8..4,
+            hdr_len in prop_oneof![Just(0u16), any::<u16>()],
+            csum_start in prop_oneof![Just(34u16), Just(54u16), any::<u16>()],
+            csum_offset in prop_oneof![Just(6u16), Just(16u16), any::<u16>()],
+        ) {
+            let data = vec![0x5a; len];
+            let frame = if udp { udp_frame(v6, &data) } else { tcp_frame(v6, &data, false, false) };
+            let hdr = VnetHdr { flags, gso_type: kind, hdr_len, gso_size, csum_start, csum_offset };
+            if let Ok(plan) = SegmentPlan::new(&hdr, &frame, 65_535) {
+                let mut checked = hdr;
+                prop_assert!(checked.validate(&frame).is_ok());
+                let cap = if udp { UDP_MAX_SEGMENTS } else { TCP_MAX_SEGMENTS };
+                prop_assert!(plan.count() <= cap, "{} segments", plan.count());
+                prop_assert!(plan.pack_to_mtu(65_535).count() <= cap);
+            }
         }
 
         #[test]

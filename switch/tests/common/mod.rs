@@ -13,6 +13,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod attach;
+pub mod metrics;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
@@ -28,6 +31,9 @@ use tapway_api::{
     ApiError, AttachRequest, Client, ClientError, FdbEntry, IpConfig, Op, PortInfo, PortStats, StatsReport,
     StatusInfo,
 };
+
+pub mod flood;
+pub mod learn;
 
 /// How long a wait may take before the test calls it broken. Generous on purpose: only a
 /// broken switch gets anywhere near it.
@@ -739,3 +745,5 @@ pub fn recv_until(sock: &UdpSocket, marker: &[u8]) -> Vec<Vec<u8>> {
         before.push(buf[..n].to_vec());
     }
 }
+pub mod conntrack;
+pub mod persist;

@@ -8,6 +8,8 @@
 //!   frame is turned into a TCP RST or ICMP port unreachable back to the client ([`reject`]).
 //!   Backend MAC unknown: the frame is turned into an ARP request (IPv6: a neighbour
 //!   solicitation) for it; the client retransmits, and by then the answer has been learned.
+//!   A new flow over its client's conntrack quota (or into a table full of confirmed flows)
+//!   is dropped (`conntrack_quota`); a flow whose backend was removed is answered with a RST.
 //! - **from a backend** (`src:sport/proto` may be a service backend): when conntrack knows the
 //!   reply, its source goes back to VIP:port (and its destination back to the client after
 //!   hairpin SNAT) before it reaches the client.
@@ -16,7 +18,9 @@
 //! IPv4 and IPv6 work the same way; a service's VIP and backends are of one family.
 //!
 //! Rewritten frames choose their egress port themselves: a hairpinned frame legitimately goes
-//! back out of the port it came from, which the forward stage would refuse.
+//! back out of the port it came from, which the forward stage would refuse. They are never
+//! flooded: the FDB, else the port table, names the port; a reply with neither, or an answer
+//! of a removed backend, is dropped (`backend_unreachable`).
 
 pub mod nat;
 pub mod reject;
@@ -30,7 +34,7 @@ use super::Disposition;
 use crate::pool::Frame;
 use crate::stats::{DropReason, SwitchCounters};
 use crate::table::affinity::AffinityTable;
-use crate::table::conntrack::{Conntrack, Dir, Flow, FlowKey, InsertError, SHARDS};
+use crate::table::conntrack::{Conntrack, CtState, Dir, Flow, FlowKey, InsertError, SHARDS};
 use crate::table::maglev::mix64;
 use crate::table::neigh::Neighbours;
 use crate::table::services::{Service, ServiceTable};
@@ -113,7 +117,7 @@ impl Ctx<'_> {
         }
         if table.is_reply_source(l.src, l.sport, l.proto) {
             let p = partial(frame);
-            return self.reply_from_backend(frame, &l, p);
+            return self.reply_from_backend(ingress, frame, &l, p);
         }
         None
     }
@@ -127,12 +131,31 @@ impl Ctx<'_> {
         partial: bool,
     ) -> Disposition {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
-        let flow = match self.svc.ct.lookup(&key, Dir::Orig, l.flags, self.now) {
+        let found = match self.svc.ct.lookup(&key, Dir::Orig, l.flags, self.now) {
+            // A new connection on the port of an ended one starts afresh.
+            Some(f)
+                if f.state == CtState::Ended
+                    && l.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN =>
+            {
+                self.svc.ct.remove(&key);
+                None
+            }
+            // The switch ended the flow: end the connection now rather than let the client
+            // retransmit into the void.
+            Some(f) if f.state == CtState::Ended => return self.reset(ingress, frame, l),
+            found => found,
+        };
+        let flow = match found {
             Some(f) => f,
             None => match self.new_flow(ingress, frame, l, svc) {
                 Ok(f) => f,
                 Err(d) => return d,
             },
+        };
+        let Some(port) = self.egress_port(&flow.backend_mac) else {
+            // Never flooded: a backend on this node is found by its port above, so this one
+            // is behind the uplink or the node and its MAC aged out; ask again, like a new flow.
+            return self.resolve_request(frame, flow.backend.0);
         };
         let Some(eth) = frame.bytes_mut().get_mut(VNET_HDR_LEN..) else {
             return Disposition::Drop(DropReason::Malformed);
@@ -142,26 +165,47 @@ impl Ctx<'_> {
             rewrite(eth, l, Side::Src, ip, port, partial);
         }
         set_macs(eth, &flow.backend_mac, &self.svc.table.gateway_mac);
-        self.egress(&flow.backend_mac)
+        Disposition::Unicast(port)
     }
 
-    fn reply_from_backend(&self, frame: &mut Frame, l: &IpL4, partial: bool) -> Option<Disposition> {
+    fn reply_from_backend(
+        &self,
+        ingress: &PortEntry,
+        frame: &mut Frame,
+        l: &IpL4,
+        partial: bool,
+    ) -> Option<Disposition> {
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let flow = self.svc.ct.lookup(&key, Dir::Reply, l.flags, self.now)?;
+        if flow.state == CtState::Ended {
+            // The client was told the connection is over (or is gone): so is the backend.
+            return Some(self.reset(ingress, frame, l));
+        }
+        // A reply is never flooded for want of the client's port.
+        let Some(port) = self.egress_port(&flow.client_mac) else {
+            return Some(Disposition::Drop(DropReason::BackendUnreachable));
+        };
         let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
         rewrite(eth, l, Side::Src, flow.vip.0, flow.vip.1, partial);
         if flow.snat.is_some() {
             rewrite(eth, l, Side::Dst, flow.client.0, flow.client.1, partial);
         }
         set_macs(eth, &flow.client_mac, &flow.vip_mac);
-        Some(self.egress(&flow.client_mac))
+        Some(Disposition::Unicast(port))
     }
 
-    /// Where a rewritten frame for `mac` goes: its learned port, even the ingress one.
-    fn egress(&self, mac: &Mac) -> Disposition {
-        match self.fdb.lookup(mac, self.now) {
-            Some(p) => Disposition::Unicast(p),
-            None => Disposition::Flood,
+    /// The port a rewritten frame for `mac` goes to, even the ingress one: where the FDB
+    /// learned it, else the local port that owns it (an entry aged out while the flow lives).
+    fn egress_port(&self, mac: &Mac) -> Option<u16> {
+        self.fdb.lookup(mac, self.now).or_else(|| self.svc.ports.iter().find(|p| p.mac == *mac).map(|p| p.id))
+    }
+
+    /// Turns the frame into an ARP request (IPv6: a neighbour solicitation) for `ip`.
+    fn resolve_request(&self, frame: &mut Frame, ip: IpAddr) -> Disposition {
+        self.counters.svc_arp_requests.fetch_add(1, Relaxed);
+        match ip {
+            IpAddr::V4(ip) => self.arp_request(frame, ip),
+            IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
         }
     }
 
@@ -196,11 +240,7 @@ impl Ctx<'_> {
             return Err(self.reject(ingress, frame, l));
         };
         let Some(backend_mac) = self.resolve(backend.ip) else {
-            self.counters.svc_arp_requests.fetch_add(1, Relaxed);
-            return Err(match backend.ip {
-                IpAddr::V4(ip) => self.arp_request(frame, ip),
-                IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
-            });
+            return Err(self.resolve_request(frame, backend.ip));
         };
         let mac_at = |r: std::ops::Range<usize>| -> Mac {
             frame.ethernet().get(r).and_then(|m| m.try_into().ok()).unwrap_or_default()
@@ -218,13 +258,17 @@ impl Ctx<'_> {
             vip_mac,
             backend_mac,
             state: Flow::initial_state(l.proto, l.flags),
+            replied: false,
             last_seen: self.now,
         };
+        // The node's own connections (kubelet probes, host-network pods) all come from the
+        // gateway address: no quota for them.
+        let counted = ingress.kind != PortKind::Host;
         // A taken reply key (two flows of one client port to one backend through two VIPs,
         // or two hairpin clients on the same port) is resolved by moving the source port by
         // a multiple of SHARDS, which keeps the flow's two keys in one shard.
         for k in 1..=SNAT_TRIES {
-            match self.svc.ct.insert(flow) {
+            match self.svc.ct.insert(flow, counted) {
                 Ok(f) => {
                     if f.backend == flow.backend {
                         backend.flows.fetch_add(1, Relaxed);
@@ -238,6 +282,11 @@ impl Ctx<'_> {
                 Err(InsertError::ReplyKeyInUse) => {
                     let port = l.sport.wrapping_add(k.wrapping_mul(SHARDS as u16));
                     flow.snat = Some((snat_ip, port));
+                }
+                // Over the client's quota, or only confirmed flows left to evict: the new
+                // flow waits rather than push out anyone's live flow.
+                Err(InsertError::Quota | InsertError::Full) => {
+                    return Err(Disposition::Drop(DropReason::ConntrackQuota));
                 }
             }
         }
@@ -269,6 +318,16 @@ impl Ctx<'_> {
             .find(|p| p.guard.as_ref().is_some_and(local))
             .map(|p| p.mac)
             .or_else(|| self.svc.neigh.lookup(ip, self.now))
+    }
+
+    /// Answers a segment of an ended TCP flow with a RST back to its sender; a RST itself is
+    /// dropped.
+    fn reset(&self, ingress: &PortEntry, frame: &mut Frame, l: &IpL4) -> Disposition {
+        if l.flags & tcp_flags::RST != 0 {
+            return Disposition::Drop(DropReason::BackendUnreachable);
+        }
+        self.svc.ct.counters.resets.fetch_add(1, Relaxed);
+        self.reject(ingress, frame, l)
     }
 
     /// Turns the frame into the kube-proxy REJECT answer, back out of the ingress port.
@@ -424,46 +483,193 @@ impl Ctx<'_> {
     }
 }
 
-/// The sender of an IPv6 neighbour advertisement or solicitation carried by `eth`, if it is
-/// one: (its address, its MAC). For the neighbour table, like ARP snooping.
-pub fn ndp_sender(eth: &[u8]) -> Option<(IpAddr, Mac)> {
-    if eth.get(12..14)? != [0x86, 0xdd] || *eth.get(14 + 6)? != PROTO_ICMPV6 {
-        return None;
-    }
-    let ty = *eth.get(54)?;
-    if ty != 135 && ty != 136 {
-        return None;
-    }
-    let src: [u8; 16] = eth.get(22..38)?.try_into().ok()?;
-    let src = Ipv6Addr::from(src);
-    if src.is_unspecified() {
-        return None; // duplicate address detection
-    }
-    let mac: Mac = eth.get(6..12)?.try_into().ok()?;
-    Some((IpAddr::V6(src), mac))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::sync::Arc;
+
+    use tapway_api::{Affinity, BackendSpec, Protocol, ServiceKey, ServiceSpec};
+
     use super::*;
+    use crate::pool::{FramePool, LocalPool};
+    use crate::port::mem::MemPort;
+    use crate::stats::PortCounters;
+    use crate::table::conntrack::Timeouts;
+    use crate::table::{PortMeta, SpoofGuard};
+    use crate::wire::frame::parse_frame;
+
+    const GW: Mac = [2, 0, 0, 0, 0, 0xee];
+    const VIP: [u8; 4] = [10, 96, 0, 10];
+    const CLIENT: [u8; 4] = [10, 0, 0, 2];
+    const BACKEND: [u8; 4] = [10, 0, 0, 3];
+
+    fn port(id: u16, kind: PortKind, ip: [u8; 4]) -> Arc<PortEntry> {
+        let mac = [2, 0, 0, 0, 0, id as u8];
+        let net = ipnet::IpNet::new(IpAddr::from(ip), 24).unwrap();
+        Arc::new(PortEntry {
+            id,
+            kind,
+            io: Arc::new(MemPort::new(1)),
+            mac,
+            guard: (kind == PortKind::Pod).then(|| SpoofGuard::new(mac, &[net])),
+            worker: 0,
+            counters: PortCounters::default(),
+            police: Default::default(),
+            meta: PortMeta { ips: vec![net], ..Default::default() },
+        })
+    }
+
+    fn tcp(src: (Mac, [u8; 4], u16), dst: (Mac, [u8; 4], u16), flags: u8) -> Vec<u8> {
+        let mut b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+            .ipv4(src.1, dst.1, 64)
+            .tcp(src.2, dst.2, 1000, 65535);
+        if flags & tcp_flags::ACK != 0 {
+            b = b.ack(2000);
+        }
+        if flags & tcp_flags::SYN != 0 {
+            b = b.syn();
+        }
+        if flags & tcp_flags::RST != 0 {
+            b = b.rst();
+        }
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        f
+    }
+
+    /// The switch around one service stage: a client (port 1), a backend (port 2), the host
+    /// (port 0), a TCP service VIP:80 → backend:8080.
+    struct Bed {
+        table: ServiceTable,
+        ct: Conntrack,
+        affinity: AffinityTable,
+        neigh: Neighbours,
+        ports: PortTable,
+        /// Ports by id, also once unpublished.
+        entries: Vec<Arc<PortEntry>>,
+        fdb: Fdb,
+        counters: SwitchCounters,
+        local: LocalPool,
+    }
+
+    impl Bed {
+        fn new(per_client: u32) -> Bed {
+            let spec = ServiceSpec {
+                name: "t".into(),
+                key: ServiceKey { vip: IpAddr::from(VIP), port: 80, protocol: Protocol::Tcp },
+                affinity: Affinity::None,
+                backends: vec![BackendSpec::ready(IpAddr::from(BACKEND), 8080)],
+            };
+            let mut all = BTreeMap::new();
+            all.insert(spec.key, Arc::new(Service::compile(spec, None)));
+            let entries = vec![
+                port(0, PortKind::Host, [10, 0, 0, 1]),
+                port(1, PortKind::Pod, CLIENT),
+                port(2, PortKind::Pod, BACKEND),
+            ];
+            let ports = entries.iter().fold(PortTable::default(), |t, p| t.with(p.clone()));
+            Bed {
+                table: ServiceTable::new(all, &HashSet::new(), GW),
+                ct: Conntrack::new(1024, Timeouts::default(), per_client),
+                affinity: AffinityTable::new(64),
+                neigh: Neighbours::new(64, 64, 8, 300),
+                ports,
+                entries,
+                fdb: Fdb::new(64, 300),
+                counters: SwitchCounters::default(),
+                local: LocalPool::new(FramePool::new(16, 2048), 8),
+            }
+        }
+
+        /// Runs the stage on `raw` arriving on port `ingress`; the fate and the frame after.
+        fn run(&mut self, ingress: u16, raw: &[u8]) -> (Option<Disposition>, Vec<u8>) {
+            let svc = Services {
+                table: &self.table,
+                ct: &self.ct,
+                affinity: &self.affinity,
+                neigh: &self.neigh,
+                ports: &self.ports,
+            };
+            let ctx = Ctx { svc: &svc, fdb: &self.fdb, counters: &self.counters, now: 1 };
+            let mut f = self.local.get().unwrap();
+            f.buffer_mut()[..VNET_HDR_LEN].fill(0);
+            f.buffer_mut()[VNET_HDR_LEN..VNET_HDR_LEN + raw.len()].copy_from_slice(raw);
+            f.set_len(VNET_HDR_LEN + raw.len());
+            let meta = parse_frame(raw).unwrap();
+            let entry = self.entries[usize::from(ingress)].clone();
+            let d = ctx.process(&entry, &mut f, &meta);
+            let out = f.ethernet().to_vec();
+            self.local.put(f);
+            (d, out)
+        }
+    }
+
+    fn client_mac() -> Mac {
+        [2, 0, 0, 0, 0, 1]
+    }
 
     #[test]
-    fn ndp_senders_are_recognised() {
-        let src: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-        let mac = [2, 0, 0, 0, 0, 7];
-        let na = |ty: u8, from: [u8; 16]| {
-            let mut f = Vec::new();
-            etherparse::PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
-                .ipv6(from, [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 255)
-                .icmpv6(etherparse::Icmpv6Type::Unknown { type_u8: ty, code_u8: 0, bytes5to8: [0; 4] })
-                .write(&mut f, &[0u8; 16])
-                .unwrap();
-            f
-        };
-        assert_eq!(ndp_sender(&na(136, src)), Some((IpAddr::from(src), mac)));
-        assert_eq!(ndp_sender(&na(135, src)), Some((IpAddr::from(src), mac)));
-        assert_eq!(ndp_sender(&na(128, src)), None, "echo request is not NDP");
-        assert_eq!(ndp_sender(&na(135, [0; 16])), None, "DAD probes claim nothing");
-        assert_eq!(ndp_sender(&[0u8; 20]), None);
+    fn quota_and_unconfirmed_mid_stream_pickup() {
+        let mut bed = Bed::new(2);
+        // ACK-only first packets: picked up mid-stream, to the backend's port (found in the
+        // port table though the FDB never saw it), unreplied.
+        for sport in [40000, 40001] {
+            let (d, out) = bed.run(1, &tcp((client_mac(), CLIENT, sport), (GW, VIP, 80), tcp_flags::ACK));
+            assert_eq!(d, Some(Disposition::Unicast(2)));
+            assert_eq!(out[30..34], BACKEND, "DNATed");
+        }
+        assert!(bed.ct.dump(1, |_| true).iter().all(|(f, left)| !f.replied && *left == 30));
+        // The third is over the client's quota; the node (host port) has none.
+        let (d, _) = bed.run(1, &tcp((client_mac(), CLIENT, 40002), (GW, VIP, 80), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Drop(DropReason::ConntrackQuota)));
+        let (d, _) =
+            bed.run(0, &tcp(([2, 0, 0, 0, 0, 0], [10, 0, 0, 1], 40003), (GW, VIP, 80), tcp_flags::SYN));
+        assert_eq!(d, Some(Disposition::Unicast(2)));
+        assert_eq!(bed.ct.counters.quota.load(Relaxed), 1);
+        // The backend's answer confirms the flow and goes back to the client's port.
+        let (d, out) =
+            bed.run(2, &tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40000), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Unicast(1)));
+        assert_eq!(out[26..30], VIP, "source back to the VIP");
+        let confirmed = bed.ct.dump(1, |f| f.confirmed());
+        assert_eq!((confirmed.len(), confirmed[0].0.client.1), (1, 40000));
+    }
+
+    #[test]
+    fn removed_backends_reset_and_nothing_is_flooded() {
+        let mut bed = Bed::new(0);
+        let syn = |sport| tcp((client_mac(), CLIENT, sport), (GW, VIP, 80), tcp_flags::SYN);
+        assert_eq!(bed.run(1, &syn(40000)).0, Some(Disposition::Unicast(2)));
+        bed.ct.end_flows(1, |_| true);
+        // The client's next segment is answered with a RST from the VIP, back out of its port.
+        let (d, out) = bed.run(1, &tcp((client_mac(), CLIENT, 40000), (GW, VIP, 80), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Unicast(1)));
+        assert_eq!((&out[26..30], &out[30..34]), (&VIP[..], &CLIENT[..]));
+        assert_ne!(out[47] & tcp_flags::RST, 0, "a RST");
+        // Its RST is not answered; the removed backend's next segment gets a RST too, as if
+        // from the client.
+        let rst = tcp((client_mac(), CLIENT, 40000), (GW, VIP, 80), tcp_flags::RST);
+        assert_eq!(bed.run(1, &rst).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
+        let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40000), tcp_flags::ACK);
+        let (d, out) = bed.run(2, &reply);
+        assert_eq!(d, Some(Disposition::Unicast(2)));
+        assert_eq!((&out[26..30], &out[30..34]), (&CLIENT[..], &BACKEND[..]));
+        assert_ne!(out[47] & tcp_flags::RST, 0, "a RST");
+        assert_eq!(bed.ct.counters.resets.load(Relaxed), 2);
+        // A new connection from the same port replaces the ended flow.
+        assert_eq!(bed.run(1, &syn(40000)).0, Some(Disposition::Unicast(2)));
+        assert_eq!(bed.ct.dump(1, |f| f.state == CtState::SynSent).len(), 1);
+
+        // A live flow whose backend MAC no port owns and the FDB forgot: an ARP request for
+        // the backend goes out instead of the frame.
+        assert_eq!(bed.run(1, &syn(40001)).0, Some(Disposition::Unicast(2)));
+        bed.ports = bed.ports.without(2);
+        let (d, out) = bed.run(1, &tcp((client_mac(), CLIENT, 40001), (GW, VIP, 80), tcp_flags::ACK));
+        assert_eq!(d, Some(Disposition::Flood));
+        assert_eq!((&out[12..14], &out[38..42]), (&[8u8, 6][..], &BACKEND[..]), "ARP for the backend");
+        // A reply to a client no port owns is dropped, not flooded.
+        bed.ports = bed.ports.without(1);
+        let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40001), tcp_flags::ACK);
+        assert_eq!(bed.run(2, &reply).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
     }
 }
