@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, property and integration tests (the
-# integration tests build namespaces and need root). Installs its own dependencies.
+# integration tests build namespaces and need root), and every fuzz target for a bounded time
+# (fuzz/ci.sh; FUZZ_SECONDS per target, default 20). Installs its own dependencies.
 #   sudo bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ cargo build --workspace --quiet
 [ "$(id -u)" -eq 0 ] && export TAPWAY_IT_REQUIRE=1  # root: integration tests must run, not skip
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
+echo "==> fuzz targets (fuzz/ci.sh: cargo-fuzz on nightly, ${FUZZ_SECONDS:-20} s each)"
+bash fuzz/ci.sh
 echo "==> CNI plugin under real runtimes (podman, containerd CRI)"
 for t in plugin/tests/runtimes/podman.sh plugin/tests/runtimes/containerd.sh; do
   bash "$t"

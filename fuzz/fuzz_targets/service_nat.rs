@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         (Ipv4Addr::new(10, 0, 0, 1).into(), Ipv4Addr::new(10, 0, 0, 2).into())
     };
     let mut a = f.clone();
-    nat::rewrite(&mut a, &l, nat::Side::Dst, a1, 8080, data.len() % 2 == 0);
+    nat::rewrite(&mut a, &l, nat::Side::Dst, a1, 8080, data.len().is_multiple_of(2));
     nat::rewrite(&mut a, &l, nat::Side::Src, a2, 40000, false);
     nat::rewrite(&mut a, &l, nat::Side::Src, Ipv4Addr::new(1, 2, 3, 4).into(), 1, false);
     let mut b = f.clone();

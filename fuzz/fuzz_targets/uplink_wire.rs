@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let mut out = vec![0u8; 4096];
         if let Ok(plan) = SegmentPlan::new(&hdr, frame, 1500) {
             // Packed for a jumbo uplink: segments larger than the MSS, still within `out`.
-            let plan = if data.len() % 2 == 0 { plan.pack_to_mtu(3500) } else { plan };
+            let plan = if data.len().is_multiple_of(2) { plan.pack_to_mtu(3500) } else { plan };
             for i in 0..plan.count().min(64) {
                 let _ = plan.write(frame, i, &mut out);
             }
@@ -26,6 +26,6 @@ fuzz_target!(|data: &[u8]| {
         let mut out = vec![0u8; 70000];
         out[..a.len()].copy_from_slice(a);
         let _ = m.append(&mut out, b);
-        let _ = m.finish(&mut out, if b.len() % 2 == 0 { 1500 } else { 68 });
+        let _ = m.finish(&mut out, if b.len().is_multiple_of(2) { 1500 } else { 68 });
     }
 });
