@@ -5,7 +5,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tapway_api::ServiceSpec;
-use tapway_switch::control::kube::import;
+use tapway_kube::import;
 use tapway_switch::control::services::validate_spec;
 
 fuzz_target!(|data: &[u8]| {

@@ -25,7 +25,7 @@ mod tests {
         let services: ServicesFile = serde_json::from_slice(&seed("state_files", "services")).unwrap();
         assert_eq!(services.services.len(), 2);
         let kube = serde_json::from_slice(&seed("kube_import", "fixture")).unwrap();
-        assert!(!tapway_switch::control::kube::import(&kube).unwrap().services.is_empty());
+        assert!(!tapway_kube::import(&kube).unwrap().services.is_empty());
         for n in ["docs-cni-1", "docs-cni-1-runtime", "docs-cni-3-runtime"] {
             let conf = seed("cni_netconf", n);
             tapway_cni::netconf::Loaded::parse(&conf, tapway_cni::env::Command::Add).unwrap();
