@@ -74,6 +74,9 @@ fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
             return Ok(());
         }
     }
+    if stop.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let result = serve(cfg, saved, &stop, watch, &mut standin);
     // On a failed start: the stand-in goes, and its socket file with it.
     if let Some(s) = standin.take() {
