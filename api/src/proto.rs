@@ -261,7 +261,8 @@ pub enum ErrorCode {
     /// or the host port's MAC.
     AddressConflict,
     /// The request conflicts with the daemon's state: the service table is owned by the
-    /// Kubernetes watch (retry with `force` to write anyway).
+    /// Kubernetes watch (retry with `force` to write anyway), or tapwayd cannot serve yet
+    /// (it waits for the Node's pod range: retry later).
     FailedPrecondition,
 }
 
@@ -441,7 +442,8 @@ pub struct StatusInfo {
     pub pool_total: usize,
     /// Frame buffers free right now.
     pub pool_free: usize,
-    /// Why an attach would fail now (shutting down, no free port number); empty when tapwayd
+    /// Why an attach would fail now (shutting down, no free port number, waiting for the
+    /// Node's pod range); empty when tapwayd
     /// is ready. The CNI plugin's STATUS fails with code 50 unless it is empty. Absent from
     /// older daemons, which then read as ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

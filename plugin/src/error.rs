@@ -161,12 +161,15 @@ impl CniError {
     }
 
     /// Maps a failed tapwayd call: unreachable becomes `unreachable(msg)` (try-again or
-    /// unavailable, depending on the command), an error answer becomes [`CniError::Daemon`].
+    /// unavailable, depending on the command), and so does `failed_precondition` (tapwayd is
+    /// up but cannot serve yet, e.g. while it waits for the Node's pod range: retrying later
+    /// helps); any other error answer becomes [`CniError::Daemon`].
     pub fn from_client(e: ClientError, unreachable: fn(String) -> CniError) -> CniError {
         match e {
             ClientError::Api(api) => match api.code {
                 ErrorCode::Exists => CniError::IfaceExists(api.message),
                 ErrorCode::AddressConflict => CniError::AddressConflict(api.message),
+                ErrorCode::FailedPrecondition => unreachable(api.message),
                 _ => CniError::Daemon(api),
             },
             ClientError::Decode(_) => CniError::DaemonProtocol(e.to_string()),
@@ -270,6 +273,11 @@ mod tests {
         assert_eq!(v["code"], 106);
         assert_eq!(v["msg"], "address conflict: MAC 02:00:00:00:00:05 belongs to port 2");
         assert!(v["details"].as_str().unwrap().contains("address_conflict"), "{v}");
+        let waiting =
+            ClientError::Api(ApiError::new(ErrorCode::FailedPrecondition, "waiting for the pod range"));
+        let e = CniError::from_client(waiting, CniError::TryAgainLater);
+        assert_eq!(e.code(), 11);
+        assert!(e.to_string().contains("waiting for the pod range"), "{e}");
         let sys = ClientError::Api(ApiError::new(ErrorCode::System, "netlink said no"));
         let e = CniError::from_client(sys, CniError::TryAgainLater);
         assert_eq!(e.code(), 100);

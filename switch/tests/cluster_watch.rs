@@ -241,10 +241,27 @@ fn pod_range_comes_from_the_node_object() {
         assert!(start.elapsed() < DEADLINE, "no word of the wait:\n{}", node.log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        std::os::unix::net::UnixStream::connect(&node.socket).is_err(),
-        "not serving without a pod range"
-    );
+    // Meanwhile the socket answers: `status` says not ready and why, attaches are refused.
+    wait_open(&mut node);
+    let sock = node.socket.display().to_string();
+    let ctl =
+        |args: &[&str]| run(env!("CARGO_BIN_EXE_tapwayctl"), &[&["--socket", sock.as_str()], args].concat());
+    let why = "waiting for the pod range: Node node-151 has no spec.podCIDRs";
+    let out = ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("NOT READY: {why}")), "{text}");
+    assert!(text.contains("waiting for Node node-151"), "{text}");
+    let out = ctl(&["status", "--json"]);
+    let st: tapway_api::StatusInfo = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(st.not_ready, vec![why.to_string()], "{st:?}");
+    let k = st.kube.as_ref().expect("kube status while waiting");
+    assert!(k.waiting.as_deref().is_some_and(|w| w.contains("node-151")), "{k:?}");
+    let waiter = Netns::new("knw");
+    let req = node.attach_request(&waiter, "10.231.151.9".parse().expect("ip"));
+    let err = node.try_call::<serde_json::Value>(Op::Attach(req)).expect_err("no attach while waiting");
+    assert_eq!(err.code, tapway_api::ErrorCode::FailedPrecondition, "{err:?}");
+    assert!(err.message.contains(why), "{err:?}");
+    drop(waiter);
     // A Node without podCIDRs yet, then with them (dual stack).
     fake.apply(node_object("node-151", &[])).expect("node");
     fake.apply(node_object("other", &["10.231.99.0/24"])).expect("another node");

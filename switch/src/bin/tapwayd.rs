@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tapway_kube::watch::Watch;
 use tapway_switch::config::{Args, DaemonConfig};
-use tapway_switch::control::server::{self, Server};
+use tapway_switch::control::server::{self, Server, Slots};
 use tapway_switch::control::state::{self, Saved};
 use tapway_switch::control::uplink::OpenUplink;
+use tapway_switch::control::watch::waiting_handler;
 use tapway_switch::control::Control;
 use tapway_switch::metrics::http::MetricsServer;
 use tapway_switch::switch::Switch;
@@ -63,12 +65,35 @@ fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
     // The watch starts first: without --pod-cidr the pod range is the Node's, and the host
     // port, the gateway and the attaches all follow from it.
     let watch = match cfg.kube.clone() {
-        Some(k) => Some(start_watch(&k, &mut cfg, &stop)?),
+        Some(k) => Some(start_watch(&k)?),
         None => None,
     };
+    let mut standin = None;
+    if let Some(w) = &watch {
+        if !wait_pod_range(w, &mut cfg, &stop, &mut standin)? {
+            return Ok(());
+        }
+    }
     if stop.load(Ordering::SeqCst) {
         return Ok(());
     }
+    let result = serve(cfg, saved, &stop, watch, &mut standin);
+    // On a failed start: the stand-in goes, and its socket file with it.
+    if let Some(s) = standin.take() {
+        s.stop();
+    }
+    result
+}
+
+/// Sets the switch up and serves it until `stop`; `standin`, the socket's stand-in server
+/// of the wait for the pod range, gives the socket up just before the real server binds it.
+fn serve(
+    cfg: DaemonConfig,
+    saved: Saved,
+    stop: &AtomicBool,
+    watch: Option<Arc<Watch>>,
+    standin: &mut Option<Server>,
+) -> Result<(), String> {
     // The uplink is bound first: the switch's frame pool lives in its UMEM.
     tapway_switch::port::xdp::quiet_bpf_libraries(matches!(cfg.log_level.as_str(), "debug" | "trace"));
     let uplink = match &cfg.uplink {
@@ -113,6 +138,9 @@ fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
             running.stop();
             return Err(format!("uplink {ifname}: {e}"));
         }
+    }
+    if let Some(s) = standin.take() {
+        s.stop();
     }
     let server = match Server::start(ctl.clone(), &cfg.socket, cfg.allow_uids.clone()) {
         Ok(s) => s,
@@ -171,30 +199,45 @@ fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts following the Kubernetes API and, with a node name and no `--pod-cidr`, waits for
-/// the Node's pod ranges.
-fn start_watch(
-    k: &tapway_switch::config::KubeConfig,
-    cfg: &mut DaemonConfig,
-    stop: &AtomicBool,
-) -> Result<Arc<tapway_kube::watch::Watch>, String> {
+/// Starts following the Kubernetes API.
+fn start_watch(k: &tapway_switch::config::KubeConfig) -> Result<Arc<Watch>, String> {
     let opts = tapway_kube::watch::WatchOptions {
         kubeconfig: k.kubeconfig.clone(),
         node_name: k.node_name.clone(),
         window: tapway_kube::watch::DEFAULT_WINDOW,
     };
-    let watch = tapway_kube::watch::Watch::start(opts).map_err(|e| e.to_string())?;
-    if cfg.pod_cidrs.is_empty() {
-        match &k.node_name {
-            Some(_) => {
-                if let Some(cidrs) = watch.wait_pod_cidrs(stop) {
-                    tapway_switch::config::check_pod_cidrs(&cidrs, &cfg.service_cidrs)
-                        .map_err(|e| format!("the Node's spec.podCIDRs: {e}"))?;
-                    cfg.pod_cidrs = cidrs;
-                }
-            }
-            None => tracing::warn!("no --pod-cidr and no --node-name (NODE_NAME): pods get no gateway"),
-        }
+    Watch::start(opts).map_err(|e| e.to_string())
+}
+
+/// With a node name and no `--pod-cidr`, waits for the Node's pod ranges into `cfg`. The
+/// control socket is served meanwhile by a stand-in (left in `standin`) so that `status`
+/// says why tapwayd is not ready and attaches get a clear refusal instead of no socket.
+/// False when `stop` was raised first.
+fn wait_pod_range(
+    watch: &Arc<Watch>,
+    cfg: &mut DaemonConfig,
+    stop: &AtomicBool,
+    standin: &mut Option<Server>,
+) -> Result<bool, String> {
+    if !cfg.pod_cidrs.is_empty() {
+        return Ok(true);
     }
-    Ok(watch)
+    if cfg.kube.as_ref().is_none_or(|k| k.node_name.is_none()) {
+        tracing::warn!("no --pod-cidr and no --node-name (NODE_NAME): pods get no gateway");
+        return Ok(true);
+    }
+    let slots = Slots::new(server::MAX_CONNECTIONS);
+    let handler = waiting_handler(watch.clone(), slots.clone(), cfg);
+    let s = Server::serve(&cfg.socket, cfg.allow_uids.clone(), slots, handler).map_err(|e| e.to_string())?;
+    let Some(cidrs) = watch.wait_pod_cidrs(stop) else {
+        s.stop();
+        return Ok(false);
+    };
+    if let Err(e) = tapway_switch::config::check_pod_cidrs(&cidrs, &cfg.service_cidrs) {
+        s.stop();
+        return Err(format!("the Node's spec.podCIDRs: {e}"));
+    }
+    *standin = Some(s);
+    cfg.pod_cidrs = cidrs;
+    Ok(true)
 }

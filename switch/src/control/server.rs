@@ -235,9 +235,25 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Runs one parsed request; shared by the connection threads.
+pub type Handler = Arc<dyn Fn(Request) -> Result<serde_json::Value, ApiError> + Send + Sync>;
+
 impl Server {
     /// Binds `path` and serves `ctl` on a thread of its own.
     pub fn start(ctl: Arc<Control>, path: &Path, allow_uids: Vec<u32>) -> Result<Server, ServerError> {
+        let slots = ctl.conns.clone();
+        Server::serve(path, allow_uids, slots, Arc::new(move |req| ctl.handle_request(req)))
+    }
+
+    /// Binds `path` and answers each request with `handle`, with the same peer checks,
+    /// slots and deadlines as [`Server::start`]: tapwayd serves a stand-in handler this way
+    /// while it cannot build its [`Control`] yet (waiting for the Node's pod range).
+    pub fn serve(
+        path: &Path,
+        allow_uids: Vec<u32>,
+        slots: Arc<Slots>,
+        handle: Handler,
+    ) -> Result<Server, ServerError> {
         let shown = path.display().to_string();
         let io = |source| ServerError::Io { path: shown.clone(), source };
         if let Some(dir) = path.parent() {
@@ -257,7 +273,7 @@ impl Server {
         allowed.push(nix::unistd::geteuid().as_raw());
         let thread = std::thread::Builder::new()
             .name("tapway-ctl".into())
-            .spawn(move || accept_loop(ctl, listener, stop2, Arc::new(allowed)))
+            .spawn(move || accept_loop(&slots, &handle, listener, stop2, Arc::new(allowed)))
             .map_err(io)?;
         Ok(Server { path: path.to_path_buf(), stop, wake, thread: Some(thread) })
     }
@@ -287,7 +303,13 @@ pub fn ensure_free(path: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>, allowed: Arc<Vec<u32>>) {
+fn accept_loop(
+    slots: &Arc<Slots>,
+    handle: &Handler,
+    listener: UnixListener,
+    stop: Arc<AtomicBool>,
+    allowed: Arc<Vec<u32>>,
+) {
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -302,7 +324,7 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Some(slot) = ctl.conns.acquire(stream.try_clone().ok()) else {
+        let Some(slot) = slots.acquire(stream.try_clone().ok()) else {
             // Non-blocking: the answer fits the socket buffer, and a peer that reads nothing
             // must not stall the acceptor.
             let mut s = stream;
@@ -310,11 +332,11 @@ fn accept_loop(ctl: Arc<Control>, listener: UnixListener, stop: Arc<AtomicBool>,
             let _ = reply(&mut s, Err(api_err(ErrorCode::ResourceExhausted, "too many control connections")));
             continue;
         };
-        let (ctl, allowed) = (ctl.clone(), allowed.clone());
+        let (handle, allowed) = (handle.clone(), allowed.clone());
         // The slot moves into the thread; if the spawn fails the closure is dropped unrun,
         // and the slot with it.
         let spawned = std::thread::Builder::new().name("tapway-conn".into()).spawn(move || {
-            serve_connection(stream, &allowed, &slot, Limits::default(), |req| ctl.handle_request(req));
+            serve_connection(stream, &allowed, &slot, Limits::default(), |req| handle(req));
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot spawn a connection thread");

@@ -4,12 +4,15 @@
 //! each other's changes.
 
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
-use tapway_api::{ApiError, ErrorCode, KubeStatus, Op, Request};
+use tapway_api::{ApiError, ErrorCode, KubeStatus, Op, Request, StatusInfo};
 use tapway_kube::store::Update;
 use tapway_kube::watch::{ServiceSink, Watch};
 
+use super::server::{Handler, Slots};
 use super::{api_err, Control};
+use crate::config::DaemonConfig;
 use crate::metrics::{WatchKind, WatchReport};
 
 /// Hands the watch's updates to the control plane.
@@ -100,4 +103,49 @@ impl Control {
             _ => Ok(()),
         }
     }
+}
+
+/// Why tapwayd cannot serve yet while it has no pod range: the watch's own reason while it
+/// waits for the Node, or that the switch is still being set up once the range is known.
+fn pod_range_pending(watch: &Watch) -> (String, KubeStatus) {
+    let k = watch.status();
+    let why = match &k.waiting {
+        Some(_) => format!(
+            "waiting for the pod range: Node {} has no spec.podCIDRs",
+            k.node.as_deref().unwrap_or_default()
+        ),
+        None => "starting: the pod range is known, the switch is being set up".to_string(),
+    };
+    (why, k)
+}
+
+/// The control socket's handler while tapwayd waits for the Node's pod range (it has no
+/// switch and no [`Control`] yet): `status` says not ready and why, so `tapwayctl status`
+/// and the CNI plugin's STATUS can tell a waiting daemon from a dead one; every other op is
+/// refused with `failed_precondition`, which the plugin turns into "try again later".
+pub fn waiting_handler(watch: Arc<Watch>, slots: Arc<Slots>, cfg: &DaemonConfig) -> Handler {
+    let started = Instant::now();
+    let base = StatusInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        poll_mode: cfg.switch.poll_mode.name().to_string(),
+        host_port: cfg.host_port.clone(),
+        control_max: slots.max(),
+        ..StatusInfo::default()
+    };
+    Arc::new(move |req: Request| {
+        let (why, kube) = pod_range_pending(&watch);
+        match req.op {
+            Op::Status => {
+                let info = StatusInfo {
+                    uptime_secs: started.elapsed().as_secs(),
+                    not_ready: vec![why],
+                    control_connections: slots.in_use(),
+                    kube: Some(kube),
+                    ..base.clone()
+                };
+                serde_json::to_value(info).map_err(|e| api_err(ErrorCode::System, e.to_string()))
+            }
+            _ => Err(api_err(ErrorCode::FailedPrecondition, format!("tapwayd is not serving yet: {why}"))),
+        }
+    })
 }

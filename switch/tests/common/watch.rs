@@ -208,7 +208,23 @@ pub fn start_without_pod_cidr(tag: &str, subnet: u8, extra: &[&str], prepare: im
     }
 }
 
-/// Waits for a node started by [`start_without_pod_cidr`] to open its socket.
-pub fn wait_socket(node: &mut Node) {
+/// Waits for a node started by [`start_without_pod_cidr`] to open its socket (it may still
+/// wait for the pod range).
+pub fn wait_open(node: &mut Node) {
     node.wait_ready();
+}
+
+/// Waits for a node started by [`start_without_pod_cidr`] to serve: its socket opens during
+/// the wait for the pod range already, so this waits for a `status` with no `not_ready`.
+pub fn wait_socket(node: &mut Node) {
+    wait_open(node);
+    let start = Instant::now();
+    loop {
+        match node.try_call::<tapway_api::StatusInfo>(Op::Status) {
+            Ok(st) if st.not_ready.is_empty() => return,
+            _ => {}
+        }
+        assert!(start.elapsed() < DEADLINE, "tapwayd did not get ready:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
