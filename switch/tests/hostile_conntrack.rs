@@ -16,22 +16,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::conntrack::*;
+use common::servers::*;
 use common::*;
 use tapway_api::{
-    Affinity, BackendSpec, ConntrackFilter, ConntrackList, ConntrackListRequest, DetachResult, FlowInfo, Op,
-    PortSelector, Protocol, ServiceKey, ServiceSpec, SyncResult,
+    ConntrackFilter, ConntrackList, ConntrackListRequest, DetachResult, FlowInfo, Op, PortSelector, Protocol,
+    SyncResult,
 };
 
 const ACK: u8 = 0x10;
-
-fn spec(vip: &str, port: u16, protocol: Protocol, backends: &[&Pod], target: u16) -> ServiceSpec {
-    ServiceSpec {
-        name: format!("test/{vip}"),
-        key: ServiceKey { vip: vip.parse().expect("vip"), port, protocol },
-        affinity: Affinity::None,
-        backends: backends.iter().map(|p| BackendSpec::ready(p.ip.into(), target)).collect(),
-    }
-}
 
 fn flows(node: &Node) -> Vec<FlowInfo> {
     let req = ConntrackListRequest { filter: ConntrackFilter::default(), limit: 100_000 };
@@ -73,10 +65,10 @@ fn ack_flood_fills_only_its_own_quota() {
     let backend = node.quiet_pod("cqb");
     let good = node.quiet_pod("cqg");
     let hostile = node.quiet_pod("cqh");
-    let _server = tcp_echo(&backend, 8080);
+    let _server = tcp_server(&backend, 8080);
     let v = "10.96.130.10";
     node.call::<SyncResult>(Op::ServiceSet(spec(v, 80, Protocol::Tcp, &[&backend], 8080)));
-    let (who, mut conn) = tcp_hello(&good.ns, &format!("{v}:80"));
+    let (who, mut conn) = tcp_hello(&good, &format!("{v}:80"));
     assert_eq!(who, backend.ip.to_string());
     echo(&mut conn, "before the flood").expect("echo");
 
@@ -100,7 +92,7 @@ fn ack_flood_fills_only_its_own_quota() {
     assert_eq!(s.switch["ct_quota"], drops(port_of(&s, hostile.port.id), "conntrack_quota"));
     assert_eq!(s.switch["ct_evicted"], 0, "nobody's flow was pushed out");
     echo(&mut conn, "after the flood").expect("echo after the flood");
-    let (_, mut second) = tcp_hello(&good.ns, &format!("{v}:80"));
+    let (_, mut second) = tcp_hello(&good, &format!("{v}:80"));
     echo(&mut second, "a new connection of the neighbour").expect("echo");
 
     let all = flows(&node);
@@ -128,7 +120,7 @@ fn udp_flow_moves_on_when_its_backend_is_removed() {
     let backends: Vec<Pod> = (0..2).map(|i| node.quiet_pod(&format!("cub{i}"))).collect();
     let client = node.quiet_pod("cuc");
     let third = node.quiet_pod("cut");
-    let _servers: Vec<Server> = backends.iter().map(|b| udp_echo(b, 5353)).collect();
+    let _servers: Vec<Server> = backends.iter().map(|b| udp_server(b, 5353)).collect();
     let v = "10.96.131.53";
     let target: SocketAddr = format!("{v}:53").parse().expect("addr");
     node.call::<SyncResult>(Op::ServiceSet(spec(v, 53, Protocol::Udp, &[&backends[0], &backends[1]], 5353)));
@@ -192,12 +184,12 @@ fn tcp_flows_end_when_their_backend_is_removed_or_detached() {
     let backends: Vec<Pod> = (0..2).map(|i| node.quiet_pod(&format!("ctb{i}"))).collect();
     let client = node.quiet_pod("ctc");
     let third = node.quiet_pod("ctt");
-    let _servers: Vec<Server> = backends.iter().map(|b| tcp_echo(b, 8080)).collect();
+    let _servers: Vec<Server> = backends.iter().map(|b| tcp_server(b, 8080)).collect();
     let v = "10.96.132.10";
     node.call::<SyncResult>(Op::ServiceSet(spec(v, 80, Protocol::Tcp, &[&backends[0], &backends[1]], 8080)));
     let mut conns = BTreeMap::new();
     for _ in 0..200 {
-        let (who, mut c) = tcp_hello(&client.ns, &format!("{v}:80"));
+        let (who, mut c) = tcp_hello(&client, &format!("{v}:80"));
         echo(&mut c, "hello").expect("echo");
         conns.entry(who).or_insert(c);
         if conns.len() == 2 {
@@ -238,10 +230,10 @@ fn full_table_evicts_only_unconfirmed_flows() {
     let backend = node.quiet_pod("ceb");
     let good = node.quiet_pod("ceg");
     let hostile = node.quiet_pod("ceh");
-    let _server = tcp_echo(&backend, 8080);
+    let _server = tcp_server(&backend, 8080);
     let v = "10.96.133.10";
     node.call::<SyncResult>(Op::ServiceSet(spec(v, 80, Protocol::Tcp, &[&backend], 8080)));
-    let (_, mut conn) = tcp_hello(&good.ns, &format!("{v}:80"));
+    let (_, mut conn) = tcp_hello(&good, &format!("{v}:80"));
     echo(&mut conn, "before the flood").expect("echo");
 
     let raw = RawSocket::open(&hostile.ns, hostile.ifindex());
@@ -254,7 +246,7 @@ fn full_table_evicts_only_unconfirmed_flows() {
     }
     node.wait_stats("the flood evicts", |s| s.switch["ct_evicted"] >= 1000);
     echo(&mut conn, "after the flood").expect("echo after the flood");
-    let (_, mut second) = tcp_hello(&good.ns, &format!("{v}:80"));
+    let (_, mut second) = tcp_hello(&good, &format!("{v}:80"));
     echo(&mut second, "a new connection of the neighbour").expect("echo");
     let all = flows(&node);
     assert!(all.len() <= 128);

@@ -8,137 +8,19 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::servers::*;
 use common::*;
 use tapway_api::{
     Affinity, BackendSpec, ConntrackFilter, ConntrackList, ConntrackListRequest, Op, Protocol, ServiceInfo,
     ServiceKey, ServiceSpec, SyncResult,
 };
 
-/// A server thread in a pod; stopped on drop.
-struct Server {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// TCP server on `port` in `pod`: each connection first gets the pod's address and a newline,
-/// then every line it sends is echoed back.
-fn tcp_server(pod: &Pod, port: u16) -> Server {
-    tcp_server_at(pod, &format!("0.0.0.0:{port}"))
-}
-
-/// [`tcp_server`] on a given bind address (e.g. `[::]:8080` for both families).
-fn tcp_server_at(pod: &Pod, bind: &str) -> Server {
-    let listener: TcpListener = tcp_listen_in(&pod.ns, bind);
-    listener.set_nonblocking(true).expect("nonblocking listener");
-    let me = pod.ip.to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut conn, _)) => {
-                    let me = me.clone();
-                    let flag = flag.clone();
-                    std::thread::spawn(move || {
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-                        if conn.write_all(format!("{me}\n").as_bytes()).is_err() {
-                            return;
-                        }
-                        let mut buf = [0u8; 4096];
-                        loop {
-                            match conn.read(&mut buf) {
-                                Ok(0) => return,
-                                Ok(n) => {
-                                    if conn.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(_) if !flag.load(Ordering::SeqCst) => continue,
-                                Err(_) => return,
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    Server { stop, handle: Some(handle) }
-}
-
-/// UDP server on `port` in `pod`: answers each datagram with `<pod address>:<datagram>`.
-fn udp_server(pod: &Pod, port: u16) -> Server {
-    let sock = udp_in(&pod.ns, &format!("0.0.0.0:{port}"));
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-    let me = pod.ip.to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !flag.load(Ordering::SeqCst) {
-            if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                let mut reply = format!("{me}:").into_bytes();
-                reply.extend_from_slice(&buf[..n]);
-                let _ = sock.send_to(&reply, from);
-            }
-        }
-    });
-    Server { stop, handle: Some(handle) }
-}
-
-/// Connects from `client` to `addr` and returns the backend's greeting (its address), keeping
-/// the connection open for more.
-fn tcp_hello(client: &Pod, addr: &str) -> (String, BufReader<std::net::TcpStream>) {
-    tcp_hello_from(&client.ns, addr)
-}
-
-/// [`tcp_hello`] from any namespace.
-fn tcp_hello_from(ns: &Netns, addr: &str) -> (String, BufReader<std::net::TcpStream>) {
-    let conn = tcp_connect_in(ns, addr);
-    let peer = conn.peer_addr().expect("peer address");
-    assert_eq!(peer.to_string(), addr, "the client talks to the VIP");
-    let mut r = BufReader::new(conn);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap_or_else(|e| panic!("greeting from {addr}: {e}"));
-    (line.trim().to_string(), r)
-}
-
-/// Sends a line on an open connection and checks it comes back.
-fn echo(conn: &mut BufReader<std::net::TcpStream>, text: &str) {
-    conn.get_mut().write_all(format!("{text}\n").as_bytes()).expect("send a line");
-    let mut line = String::new();
-    conn.read_line(&mut line).expect("read the echo");
-    assert_eq!(line.trim(), text, "echo through the VIP");
-}
-
 fn vip(subnet: u8, host: u8) -> String {
     format!("10.96.{subnet}.{host}")
-}
-
-fn spec(vip: &str, port: u16, protocol: Protocol, backends: &[&Pod], target: u16) -> ServiceSpec {
-    ServiceSpec {
-        name: format!("test/{vip}"),
-        key: ServiceKey { vip: vip.parse().expect("vip"), port, protocol },
-        affinity: Affinity::None,
-        backends: backends.iter().map(|p| BackendSpec::ready(p.ip.into(), target)).collect(),
-    }
 }
 
 fn services(node: &Node) -> BTreeMap<String, ServiceInfo> {
@@ -169,7 +51,7 @@ fn tcp_vip_spreads_over_every_backend_and_answers_from_the_vip() {
     let mut seen = BTreeMap::<String, usize>::new();
     for _ in 0..60 {
         let (who, mut conn) = tcp_hello(&client, &format!("{v}:80"));
-        echo(&mut conn, "ping");
+        echo(&mut conn, "ping").expect("echo");
         *seen.entry(who).or_default() += 1;
     }
     let want: BTreeSet<String> = backends.iter().map(|b| b.ip.to_string()).collect();
@@ -247,13 +129,13 @@ fn long_lived_connection_survives_backend_changes() {
     let v = vip(53, 10);
     node.call::<SyncResult>(Op::ServiceSet(spec(&v, 80, Protocol::Tcp, &[&pods[0], &pods[1]], 8080)));
     let (first, mut conn) = tcp_hello(&client, &format!("{v}:80"));
-    echo(&mut conn, "before");
+    echo(&mut conn, "before").expect("echo");
     let pinned = pods.iter().position(|p| p.ip.to_string() == first).expect("a known backend");
     let other = 1 - pinned; // the other one of the first two
 
     // A backend added and the other removed: the connection goes on.
     node.call::<SyncResult>(Op::ServiceSet(spec(&v, 80, Protocol::Tcp, &[&pods[pinned], &pods[2]], 8080)));
-    echo(&mut conn, "after an add and a remove");
+    echo(&mut conn, "after an add and a remove").expect("echo");
     // Its own backend terminating (still listed, as Kubernetes keeps a terminating endpoint
     // until the pod is gone): existing flows keep going (graceful). Removing it from the
     // list would end them (hostile_conntrack.rs).
@@ -262,7 +144,7 @@ fn long_lived_connection_survives_backend_changes() {
     s.backends[0].terminating = true;
     let r: SyncResult = node.call(Op::ServiceSet(s));
     assert_eq!(r.updated, 1);
-    echo(&mut conn, "after its backend started terminating");
+    echo(&mut conn, "after its backend started terminating").expect("echo");
     // New connections only go to the remaining backend.
     for _ in 0..10 {
         let (who, _c) = tcp_hello(&client, &format!("{v}:80"));
@@ -279,7 +161,7 @@ fn long_lived_connection_survives_backend_changes() {
         let (who, _c) = tcp_hello(&client, &format!("{v}:80"));
         assert_eq!(who, pods[other].ip.to_string(), "no new flows to a terminating backend");
     }
-    echo(&mut conn, "still alive");
+    echo(&mut conn, "still alive").expect("echo");
 }
 
 #[test]
@@ -295,7 +177,7 @@ fn hairpin_a_backend_reaches_itself_through_the_vip() {
     for i in 0..5 {
         let (who, mut conn) = tcp_hello(&pod, &format!("{v}:80"));
         assert_eq!(who, pod.ip.to_string());
-        echo(&mut conn, &format!("hairpin {i}"));
+        echo(&mut conn, &format!("hairpin {i}")).expect("echo");
     }
     let ct = flows(&node, Some(&v));
     assert_eq!(ct.total, 5);
@@ -367,12 +249,12 @@ fn services_survive_a_restart_and_flows_resume() {
     let v = vip(57, 10);
     node.call::<SyncResult>(Op::ServiceSet(spec(&v, 80, Protocol::Tcp, &[&backend], 8080)));
     let (_, mut conn) = tcp_hello(&client, &format!("{v}:80"));
-    echo(&mut conn, "before restart");
+    echo(&mut conn, "before restart").expect("echo");
     node.restart(&[]);
     assert_eq!(services(&node).len(), 1, "the service table came back from the state file");
     // Conntrack was lost with the process; the next segment is picked up mid-stream and, the
     // backend set being the same, Maglev places it on the same backend.
-    echo(&mut conn, "after restart");
+    echo(&mut conn, "after restart").expect("echo");
     let (who, _) = tcp_hello(&client, &format!("{v}:80"));
     assert_eq!(who, backend.ip.to_string());
 }
@@ -549,7 +431,7 @@ fn ipv6_vips_work_like_ipv4() {
     let mut seen = BTreeSet::new();
     for _ in 0..30 {
         let (who, mut conn) = tcp_hello(&client, &format!("[{vip6}]:80"));
-        echo(&mut conn, "v6");
+        echo(&mut conn, "v6").expect("echo");
         seen.insert(who);
     }
     assert_eq!(seen, [b0.ip.to_string(), b1.ip.to_string()].into(), "both IPv6 backends reached");
@@ -576,7 +458,7 @@ fn ipv6_vips_work_like_ipv4() {
     node.call::<SyncResult>(Op::ServiceSet(mk(82, Protocol::Tcp, vec![(&b0v6, 8080)])));
     let (who, mut conn) = tcp_hello(&b0, &format!("[{vip6}]:82"));
     assert_eq!(who, b0.ip.to_string());
-    echo(&mut conn, "hairpin v6");
+    echo(&mut conn, "hairpin v6").expect("echo");
     let hp = flows(&node, Some(vip6));
     assert!(
         hp.flows.iter().any(|f| f.snat.as_deref().is_some_and(|s| s.starts_with("[fd00:231:62::1]"))),
@@ -600,7 +482,7 @@ fn the_node_itself_reaches_vips_with_a_service_cidr() {
     for i in 0..3 {
         let (who, mut conn) = tcp_hello_from(&node.ns, &format!("{v}:80"));
         assert_eq!(who, backend.ip.to_string());
-        echo(&mut conn, &format!("from the node {i}"));
+        echo(&mut conn, &format!("from the node {i}")).expect("echo");
     }
     let ct = flows(&node, Some(&v));
     assert!(ct.flows.iter().all(|f| f.client.starts_with(&node.gateway())), "{ct:?}");

@@ -606,21 +606,16 @@ mod tests {
     }
 
     fn entry(id: u16, kind: PortKind, mac: Mac, ips: &[&str]) -> Arc<PortEntry> {
+        let meta = PortMeta {
+            ifname: format!("if{id}"),
+            netns: format!("/run/netns/p{id}"),
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            ..Default::default()
+        };
         Arc::new(PortEntry {
-            id,
-            kind,
-            io: Arc::new(crate::port::mem::MemPort::new(1)),
             mac,
-            guard: None,
-            worker: 0,
-            counters: PortCounters::default(),
-            police: Default::default(),
-            meta: PortMeta {
-                ifname: format!("if{id}"),
-                netns: format!("/run/netns/p{id}"),
-                ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-                ..Default::default()
-            },
+            meta,
+            ..PortEntry::test(id, kind, Arc::new(crate::port::mem::MemPort::new(1)))
         })
     }
 

@@ -413,14 +413,23 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use crate::port::mem::MemPort;
-    use crate::stats::PortCounters;
+
     use crate::switch::{Switch, SwitchConfig};
-    use crate::table::{PortEntry, PortKind, PortMeta, SpoofGuard};
+    use crate::table::{PortEntry, PortKind, SpoofGuard};
     use crate::wire::frame::tests::{arp, udp4};
     use crate::wire::{Mac, VNET_HDR_LEN};
 
     fn mac(i: u8) -> Mac {
         [2, 0, 0, 0, 0, i]
+    }
+
+    /// Pod port `id` on `io`, guarded to its MAC and 10.0.0.<id + 1>/24, on worker 0.
+    fn guarded_pod(id: u16, io: Arc<MemPort>) -> PortEntry {
+        let ip = format!("10.0.0.{}/24", id + 1).parse().unwrap();
+        PortEntry {
+            guard: Some(SpoofGuard::new(mac(id as u8), &[ip])),
+            ..PortEntry::test(id, PortKind::Pod, io)
+        }
     }
 
     fn with_vnet(frame: Vec<u8>) -> Vec<u8> {
@@ -453,18 +462,8 @@ mod tests {
         let ports: Vec<Arc<MemPort>> = (0..3).map(|_| Arc::new(MemPort::new(64))).collect();
         for (i, p) in ports.iter().enumerate() {
             let id = i as u16 + 1;
-            let ip = format!("10.0.0.{}/24", id + 1).parse().unwrap();
-            let entry = Arc::new(PortEntry {
-                id,
-                kind: PortKind::Pod,
-                io: p.clone(),
-                mac: mac(id as u8),
-                guard: Some(SpoofGuard::new(mac(id as u8), &[ip])),
-                worker: i % 2, // ports 1 and 3 on worker 0, port 2 on worker 1
-                counters: PortCounters::default(),
-                police: Default::default(),
-                meta: PortMeta::default(),
-            });
+            // Ports 1 and 3 on worker 0, port 2 on worker 1.
+            let entry = Arc::new(PortEntry { worker: i % 2, ..guarded_pod(id, p.clone()) });
             sw.update(|t| (t.with(entry), ()));
         }
         // Broadcast ARP from port 1 reaches ports 2 (other worker) and 3 (same worker).
@@ -541,19 +540,8 @@ mod tests {
         let sw = running.switch.clone();
         let pod = Arc::new(MemPort::new(1024));
         let nic = Arc::new(Holding { held: Default::default(), sent: Default::default() });
-        let entry = |id: u16, io: Arc<dyn crate::port::PortIo>| {
-            Arc::new(PortEntry {
-                id,
-                kind: PortKind::Pod,
-                io,
-                mac: mac(id as u8),
-                guard: None,
-                worker: 0,
-                counters: PortCounters::default(),
-                police: Default::default(),
-                meta: PortMeta::default(),
-            })
-        };
+        let entry =
+            |id: u16, io: Arc<dyn crate::port::PortIo>| Arc::new(PortEntry::test(id, PortKind::Pod, io));
         sw.update(|t| (t.with(entry(1, pod.clone())), ()));
         sw.update(|t| (t.with(entry(2, nic.clone())), ()));
         // The far MAC is behind the holding port, so frames to it go there unicast.
@@ -598,18 +586,8 @@ mod tests {
         let ports: Vec<Arc<MemPort>> = (0..2).map(|_| Arc::new(MemPort::new(512))).collect();
         for (i, p) in ports.iter().enumerate() {
             let id = i as u16 + 1;
-            let ip = format!("10.0.0.{}/24", id + 1).parse().unwrap();
-            let entry = Arc::new(PortEntry {
-                id,
-                kind: PortKind::Pod,
-                io: p.clone(),
-                mac: mac(id as u8),
-                guard: Some(SpoofGuard::new(mac(id as u8), &[ip])),
-                worker: 0,
-                counters: PortCounters::default(),
-                police: PortPolice::new(None).with_storm(&sw.config.storm),
-                meta: PortMeta::default(),
-            });
+            let police = PortPolice::new(None).with_storm(&sw.config.storm);
+            let entry = Arc::new(PortEntry { police, ..guarded_pod(id, p.clone()) });
             sw.update(|t| (t.with(entry), ()));
         }
         // Port 2's MAC is known, so the super-frame would go to it unicast.

@@ -343,17 +343,8 @@ fn uplink_style_port_stats_become_counters_and_gauges() {
         }
     }
     let rig = Rig::new("uplink");
-    let entry = Arc::new(PortEntry {
-        id: 1,
-        kind: PortKind::Uplink,
-        io: Arc::new(Nic),
-        mac: [2, 0, 0, 0, 0, 1],
-        guard: None,
-        worker: 0,
-        counters: PortCounters::default(),
-        police: Default::default(),
-        meta: PortMeta { ifname: "eth1".into(), ..Default::default() },
-    });
+    let meta = PortMeta { ifname: "eth1".into(), ..Default::default() };
+    let entry = Arc::new(PortEntry { meta, ..PortEntry::test(1, PortKind::Uplink, Arc::new(Nic)) });
     rig.ctl.switch.update(|t| (t.with(entry), ()));
     let m = parse(&rig.scrape(Format::Prometheus));
     assert_eq!(m.types["tapway_uplink_tx_kicks_total"], "counter");

@@ -127,6 +127,25 @@ pub struct PortEntry {
     pub meta: PortMeta,
 }
 
+#[cfg(test)]
+impl PortEntry {
+    /// A test port: `kind` on `io`, MAC `02:00:00:00:00:<id>`, trusted (no guard), on worker 0,
+    /// with default counters, police and meta; tests change fields with `..PortEntry::test(..)`.
+    pub(crate) fn test(id: u16, kind: PortKind, io: Arc<dyn PortIo>) -> PortEntry {
+        PortEntry {
+            id,
+            kind,
+            io,
+            mac: [2, 0, 0, 0, 0, id as u8],
+            guard: None,
+            worker: 0,
+            counters: PortCounters::default(),
+            police: Default::default(),
+            meta: PortMeta::default(),
+        }
+    }
+}
+
 /// An immutable snapshot of all ports.
 #[derive(Clone, Default)]
 pub struct PortTable {

@@ -748,3 +748,4 @@ pub fn recv_until(sock: &UdpSocket, marker: &[u8]) -> Vec<Vec<u8>> {
 }
 pub mod conntrack;
 pub mod persist;
+pub mod servers;
