@@ -1,18 +1,17 @@
 //! Helpers for the Kubernetes watch tests: a fake API server inside a node netns, the objects
 //! it serves, and servers in pods that say who answered.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tapway_api::{KubeStatus, Op, ServiceInfo};
 use tapway_fake_apiserver::FakeApiServer;
 
-use super::{tcp_connect_in, tcp_listen_in, udp_in, Netns, Node, Pod, DEADLINE};
+use super::servers::Server;
+use super::{tcp_connect_in, udp_in, Netns, Node, Pod, DEADLINE};
 
 /// Binds 127.0.0.1:`port` (0: any) inside `ns`, where tapwayd will reach it on loopback.
 pub fn listen_in(ns: &Netns, port: u16) -> TcpListener {
@@ -89,58 +88,14 @@ pub fn wait_services(node: &Node, what: &str, f: impl Fn(&[ServiceInfo]) -> bool
     }
 }
 
-/// A server that stops on drop.
-pub struct Server {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// TCP on 8080 in `pod`: each connection gets the pod's address and a newline.
 pub fn hello_server(pod: &Pod) -> Server {
-    let listener = tcp_listen_in(&pod.ns, "0.0.0.0:8080");
-    listener.set_nonblocking(true).expect("nonblocking listener");
-    let me = pod.ip.to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.set_nonblocking(false);
-                    let _ = c.write_all(format!("{me}\n").as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    Server { stop, handle: Some(handle) }
+    super::servers::tcp_server(pod, 8080)
 }
 
-/// UDP on 5353 in `pod`: answers every datagram with the pod's address.
+/// UDP on 5353 in `pod`: answers every datagram with the pod's address (and the datagram).
 pub fn udp_hello_server(pod: &Pod) -> Server {
-    let sock = udp_in(&pod.ns, "0.0.0.0:5353");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-    let me = pod.ip.to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while !flag.load(Ordering::SeqCst) {
-            if let Ok((_, from)) = sock.recv_from(&mut buf) {
-                let _ = sock.send_to(me.as_bytes(), from);
-            }
-        }
-    });
-    Server { stop, handle: Some(handle) }
+    super::servers::udp_server(pod, 5353)
 }
 
 /// Which backend answers a new TCP connection from `client` to `addr`.
@@ -158,7 +113,8 @@ pub fn who_answers_udp(client: &Pod, addr: &str) -> String {
     sock.send(b"who?").expect("send");
     let mut buf = [0u8; 64];
     let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("answer from {addr}: {e}"));
-    String::from_utf8_lossy(&buf[..n]).to_string()
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    answer.strip_suffix(":who?").map(str::to_string).unwrap_or(answer)
 }
 
 /// Resident memory of a process, KiB.
@@ -220,9 +176,11 @@ pub fn wait_socket(node: &mut Node) {
     wait_open(node);
     let start = Instant::now();
     loop {
-        match node.try_call::<tapway_api::StatusInfo>(Op::Status) {
-            Ok(st) if st.not_ready.is_empty() => return,
-            _ => {}
+        // A connect may fail for a moment while the real socket replaces the stand-in.
+        if let Ok(st) = node.client.call::<tapway_api::StatusInfo>(Op::Status) {
+            if st.not_ready.is_empty() {
+                return;
+            }
         }
         assert!(start.elapsed() < DEADLINE, "tapwayd did not get ready:\n{}", node.log());
         std::thread::sleep(Duration::from_millis(20));
