@@ -56,14 +56,7 @@ tmp_dir = "$WORK/libpod-tmp"
 network_backend = "cni"
 network_config_dir = "$WORK/cni-conf"
 TOML
-cat >"$WORK/storage.conf" <<TOML
-[storage]
-driver = "vfs"
-graphroot = "$WORK/storage"
-runroot = "$WORK/runroot"
-TOML
-[ -e /var/lib/containers ] || on_cleanup "rm -rf /var/lib/containers"
-export CONTAINERS_CONF=$WORK/containers.conf CONTAINERS_STORAGE_CONF=$WORK/storage.conf
+rt_podman_storage
 pm() {
   podman --root "$WORK/storage" --runroot "$WORK/runroot" --storage-driver vfs --tmpdir "$WORK/libpod-tmp" \
     --cgroup-manager cgroupfs --runtime runc --events-backend file "$@"

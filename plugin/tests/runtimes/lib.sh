@@ -125,6 +125,20 @@ rt_install_cni() {
     --log-level info >/dev/null || rt_die "install-cni.sh failed"
   [ -f "$WORK/cni-conf/10-$net.conflist" ] || rt_die "install-cni.sh wrote no 10-$net.conflist"
 }
+# podman's storage in $WORK (vfs), and $WORK/containers.conf (written by the caller) in force.
+# podman 4.3 keeps its blob-info cache in /var/lib/containers/cache whatever the storage root:
+# it is removed afterwards if this test made it.
+rt_podman_storage() {
+  cat >"$WORK/storage.conf" <<TOML
+[storage]
+driver = "vfs"
+graphroot = "$WORK/storage"
+runroot = "$WORK/runroot"
+TOML
+  [ -e /var/lib/containers ] || on_cleanup "rm -rf /var/lib/containers"
+  export CONTAINERS_CONF=$WORK/containers.conf CONTAINERS_STORAGE_CONF=$WORK/storage.conf
+}
+
 
 # rt_rootfs_tar FILE: a rootfs with busybox-static and its applets, as a tar.
 rt_rootfs_tar() {

@@ -50,17 +50,7 @@ network_config_dir = "$WORK/cni-conf"
 default_network = "$NET"
 default_subnet = "$SUBNET"
 TOML
-cat >"$WORK/storage.conf" <<TOML
-[storage]
-driver = "vfs"
-graphroot = "$WORK/storage"
-runroot = "$WORK/runroot"
-TOML
-
-# podman 4.3 keeps its blob-info cache in /var/lib/containers/cache whatever the storage root:
-# remove it afterwards if this test made it.
-[ -e /var/lib/containers ] || on_cleanup "rm -rf /var/lib/containers"
-export CONTAINERS_CONF=$WORK/containers.conf CONTAINERS_STORAGE_CONF=$WORK/storage.conf
+rt_podman_storage
 pm() {
   in_node podman --root "$WORK/storage" --runroot "$WORK/runroot" --storage-driver vfs \
     --tmpdir "$WORK/libpod-tmp" --network-config-dir "$WORK/cni-conf" --cgroup-manager cgroupfs \
