@@ -25,6 +25,17 @@ use crate::port::tap::TapPort;
 use crate::switch::Switch;
 use crate::table::PortEntry;
 
+/// Gives freed heap back to the kernel after megabytes were parsed and dropped (a service
+/// sync, a watch list): glibc would otherwise keep those pages in the arena of the thread that
+/// freed them for the life of the process.
+pub(crate) fn release_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Shorthand for an API error.
 pub fn api_err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
     ApiError::new(code, msg)

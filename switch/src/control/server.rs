@@ -477,18 +477,8 @@ fn serve_connection(
         }
         if line.capacity() > 1 << 20 {
             line = Vec::with_capacity(1024);
-            release_heap();
+            super::release_heap();
         }
-    }
-}
-
-/// Gives freed heap back to the kernel after a multi-megabyte request (a service sync):
-/// glibc would otherwise keep the parse buffers' pages for the life of the process.
-fn release_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

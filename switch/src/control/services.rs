@@ -33,16 +33,6 @@ pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 /// A sync of at least this many service ports gives freed heap back to the kernel after.
 const TRIM_AFTER: usize = 1000;
 
-/// Returns free heap pages to the kernel (after a large sync, whose transient buffers would
-/// otherwise stay resident in the arena of the thread that freed them).
-fn trim_heap() {
-    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps; no pointer
-    // is invalidated.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Flows listed when the request sets no limit.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
@@ -333,7 +323,7 @@ impl Control {
         drop(st);
         if large {
             // The request (megabytes of JSON) and its parse are freed by now.
-            trim_heap();
+            super::release_heap();
         }
         Ok(r)
     }
@@ -379,7 +369,7 @@ impl Control {
         if full {
             // A full update follows a list: the list's pages, the objects and the update were
             // freed on the watch thread, whose malloc arena keeps them otherwise.
-            trim_heap();
+            super::release_heap();
         }
         r
     }
