@@ -211,6 +211,30 @@ impl Control {
             .cloned()
     }
 
+    /// A pod's port entry, as attach and restore (and a lost port's stand-in) all make it:
+    /// anti-spoofed to its MAC and addresses, rate-limited as asked, storm-controlled, on the
+    /// least loaded worker.
+    pub(super) fn pod_entry(
+        &self,
+        id: u16,
+        io: Arc<dyn crate::port::PortIo>,
+        mac: Mac,
+        bandwidth: Option<tapway_api::Bandwidth>,
+        meta: PortMeta,
+    ) -> Arc<PortEntry> {
+        Arc::new(PortEntry {
+            id,
+            kind: PortKind::Pod,
+            io,
+            mac,
+            guard: Some(SpoofGuard::new(mac, &meta.ips)),
+            worker: self.switch.least_loaded_worker(),
+            counters: PortCounters::default(),
+            police: crate::datapath::police::PortPolice::new(bandwidth).with_storm(&self.switch.config.storm),
+            meta,
+        })
+    }
+
     /// Attaches a pod port.
     pub fn attach(&self, req: AttachRequest) -> Result<PortInfo, ApiError> {
         let mut plan = plan_attach(&req, self.mtu)?;
@@ -258,26 +282,16 @@ impl Control {
         let (tap, ifindex) = create_pod_port(&plan)?;
         failpoint::hit("attach:after_config");
         let tap = Arc::new(tap);
-        let entry = Arc::new(PortEntry {
-            id,
-            kind: PortKind::Pod,
-            io: tap.clone(),
-            mac: plan.mac,
-            guard: Some(SpoofGuard::new(plan.mac, &plan.ips)),
-            worker: self.switch.least_loaded_worker(),
-            counters: PortCounters::default(),
-            police: crate::datapath::police::PortPolice::new(req.bandwidth)
-                .with_storm(&self.switch.config.storm),
-            meta: PortMeta {
-                name: plan.ifname.clone(),
-                netns: req.netns.clone(),
-                ifname: plan.ifname.clone(),
-                ifindex,
-                mtu: plan.mtu,
-                ips: plan.ips.clone(),
-                owner: req.owner.clone(),
-            },
-        });
+        let meta = PortMeta {
+            name: plan.ifname.clone(),
+            netns: req.netns.clone(),
+            ifname: plan.ifname.clone(),
+            ifindex,
+            mtu: plan.mtu,
+            ips: plan.ips.clone(),
+            owner: req.owner.clone(),
+        };
+        let entry = self.pod_entry(id, tap.clone(), plan.mac, req.bandwidth, meta);
         let info = port_info(&entry);
         if let Err(e) = self.publish_recorded(entry) {
             // Unrecorded, the pod would be forgotten by the next restart: undo (non-persistent

@@ -45,8 +45,7 @@ use crate::netns;
 use crate::pool::{Frame, LocalPool};
 use crate::port::tap::TapPort;
 use crate::port::{PortError, PortIo};
-use crate::stats::PortCounters;
-use crate::table::{PortEntry, PortKind, PortMeta, PortTable, SpoofGuard};
+use crate::table::{PortEntry, PortKind, PortMeta, PortTable};
 use crate::wire::Mac;
 
 /// Format version of the state files. Versions below it would be migrated on load (there
@@ -469,21 +468,7 @@ impl Control {
     fn placeholder(&self, info: &PortInfo, mac: Mac, ips: &[IpNet]) -> Arc<PortEntry> {
         use nix::sys::eventfd::{EfdFlags, EventFd};
         let idle = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok();
-        Arc::new(PortEntry {
-            id: info.id,
-            kind: PortKind::Pod,
-            io: Arc::new(LostIo { idle }),
-            mac,
-            guard: Some(SpoofGuard::new(mac, ips)),
-            worker: self.switch.least_loaded_worker(),
-            counters: PortCounters::default(),
-            police: self.police_of(info),
-            meta: self.meta_of(info, 0, ips),
-        })
-    }
-
-    fn police_of(&self, info: &PortInfo) -> crate::datapath::police::PortPolice {
-        crate::datapath::police::PortPolice::new(info.bandwidth).with_storm(&self.switch.config.storm)
+        self.pod_entry(info.id, Arc::new(LostIo { idle }), mac, info.bandwidth, self.meta_of(info, 0, ips))
     }
 
     fn meta_of(&self, info: &PortInfo, ifindex: u32, ips: &[IpNet]) -> PortMeta {
@@ -520,17 +505,8 @@ impl Control {
             Ok((TapPort::open(&info.ifname, true, false)?, link))
         })?;
         let tap = Arc::new(tap);
-        let entry = Arc::new(PortEntry {
-            id: info.id,
-            kind: PortKind::Pod,
-            io: tap.clone(),
-            mac,
-            guard: Some(SpoofGuard::new(mac, ips)),
-            worker: self.switch.least_loaded_worker(),
-            counters: PortCounters::default(),
-            police: self.police_of(info),
-            meta: self.meta_of(info, link.index, ips),
-        });
+        let entry =
+            self.pod_entry(info.id, tap.clone(), mac, info.bandwidth, self.meta_of(info, link.index, ips));
         Ok((tap, entry))
     }
 }
