@@ -194,10 +194,16 @@ impl Ctx<'_> {
         Some(Disposition::Unicast(port))
     }
 
-    /// The port a rewritten frame for `mac` goes to, even the ingress one: where the FDB
-    /// learned it, else the local port that owns it (an entry aged out while the flow lives).
+    /// The port a rewritten frame for `mac` goes to, even the ingress one, in the forward
+    /// stage's order: the pod port it is pinned to (the port table's index), else where the
+    /// FDB learned it, else the trusted port (host, uplink) whose MAC it is (an entry aged out
+    /// while the flow lives).
     fn egress_port(&self, mac: &Mac) -> Option<u16> {
-        self.fdb.lookup(mac, self.now).or_else(|| self.svc.ports.iter().find(|p| p.mac == *mac).map(|p| p.id))
+        let ports = self.svc.ports;
+        ports
+            .pinned(mac)
+            .or_else(|| self.fdb.lookup(mac, self.now))
+            .or_else(|| ports.iter().find(|p| p.kind != PortKind::Pod && p.mac == *mac).map(|p| p.id))
     }
 
     /// Turns the frame into an ARP request (IPv6: a neighbour solicitation) for `ip`.
