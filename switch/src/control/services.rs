@@ -22,7 +22,7 @@ use crate::table::conntrack::Flow;
 use crate::table::maglev;
 use crate::table::services::{backends_of, PackedKey, Service, ServiceTable};
 use crate::table::PortKind;
-use crate::wire::l4::PROTO_TCP;
+use crate::wire::ip::PROTO_TCP;
 
 /// Most service ports tapwayd takes.
 pub const MAX_SERVICES: usize = 100_000;

@@ -16,10 +16,10 @@ use crate::table::SpoofGuard;
 use crate::wire::ndp::{NdpError, NdpRepr, NdpScan};
 use crate::wire::{FrameMeta, L3Src};
 
-/// Checks a frame from a pod against the pod's guard; `ndp` is what the parse stage found of
-/// neighbour discovery in it.
+/// Checks a frame from a pod against the pod's guard, from its meta (neighbour discovery
+/// included, as the parse stage found it).
 #[inline]
-pub fn check(guard: &SpoofGuard, meta: &FrameMeta, ndp: &NdpScan) -> Result<(), DropReason> {
+pub fn check(guard: &SpoofGuard, meta: &FrameMeta) -> Result<(), DropReason> {
     if meta.src != guard.mac {
         return Err(DropReason::SpoofedMac);
     }
@@ -27,7 +27,7 @@ pub fn check(guard: &SpoofGuard, meta: &FrameMeta, ndp: &NdpScan) -> Result<(), 
         L3Src::Ipv4(ip) if guard.v4.contains(&ip) => Ok(()),
         L3Src::Ipv4(_) => Err(DropReason::SpoofedIp),
         L3Src::Ipv6(ip) if ip.is_unspecified() || guard.owns_v6(&ip) => {
-            check_ndp(guard, ip.is_unspecified(), ndp)
+            check_ndp(guard, ip.is_unspecified(), &meta.ndp)
         }
         L3Src::Ipv6(_) => Err(DropReason::SpoofedIp),
         L3Src::Arp { sender_mac, .. } if sender_mac != guard.mac => Err(DropReason::SpoofedMac),
@@ -78,7 +78,12 @@ mod tests {
     }
 
     fn meta(src: [u8; 6], l3: L3Src) -> FrameMeta {
-        FrameMeta { dst: [0xff; 6], src, ethertype: 0, l3 }
+        with_ndp(src, l3, Ok(None))
+    }
+
+    fn with_ndp(src: [u8; 6], l3: L3Src, ndp: NdpScan) -> FrameMeta {
+        let vnet = Default::default();
+        FrameMeta { vnet, dst: [0xff; 6], src, ethertype: 0, l3, l4: None, ndp }
     }
 
     fn v6(s: &str) -> Ipv6Addr {
@@ -91,7 +96,7 @@ mod tests {
     }
 
     fn plain(g: &SpoofGuard, m: &FrameMeta) -> Result<(), DropReason> {
-        check(g, m, &Ok(None))
+        check(g, m)
     }
 
     #[test]
@@ -132,7 +137,7 @@ mod tests {
 
     /// `ndp` from `src` (with the pod's MAC) through the check.
     fn ndp(src: &str, repr: NdpRepr) -> Result<(), DropReason> {
-        check(&guard(), &meta(MAC, L3Src::Ipv6(v6(src))), &Ok(Some(repr)))
+        check(&guard(), &with_ndp(MAC, L3Src::Ipv6(v6(src)), Ok(Some(repr))))
     }
 
     #[test]
@@ -186,12 +191,12 @@ mod tests {
     #[test]
     fn hidden_or_malformed_ndp() {
         let g = guard();
-        let m = meta(MAC, L3Src::Ipv6(v6("fd00::2")));
-        assert_eq!(check(&g, &m, &Err(NdpError::BehindExtensionHeaders)), Err(DropReason::NdpSpoofed));
-        assert_eq!(check(&g, &m, &Err(NdpError::ZeroLengthOption)), Err(DropReason::Malformed));
-        assert_eq!(check(&g, &m, &Err(NdpError::ExtensionHeader)), Err(DropReason::Malformed));
+        let m = |e| with_ndp(MAC, L3Src::Ipv6(v6("fd00::2")), Err(e));
+        assert_eq!(check(&g, &m(NdpError::BehindExtensionHeaders)), Err(DropReason::NdpSpoofed));
+        assert_eq!(check(&g, &m(NdpError::ZeroLengthOption)), Err(DropReason::Malformed));
+        assert_eq!(check(&g, &m(NdpError::ExtensionHeader)), Err(DropReason::Malformed));
         // The source address is checked first.
-        let other = meta(MAC, L3Src::Ipv6(v6("fd00::9")));
-        assert_eq!(check(&g, &other, &Ok(Some(RouterAdvert))), Err(DropReason::SpoofedIp));
+        let other = with_ndp(MAC, L3Src::Ipv6(v6("fd00::9")), Ok(Some(RouterAdvert)));
+        assert_eq!(check(&g, &other), Err(DropReason::SpoofedIp));
     }
 }

@@ -10,9 +10,10 @@ use crate::pool::Frame;
 use crate::stats::{bump, DropReason, SwitchCounters};
 use crate::table::neigh::NeighLearn;
 use crate::table::{Fdb, Learned, PortEntry};
-use crate::wire::ndp::{parse_ndp, NdpRepr, NdpScan};
+use crate::wire::frame::{parse_in_place, ParseError};
+use crate::wire::ndp::NdpRepr;
 use crate::wire::vnet::VnetError;
-use crate::wire::{is_group, parse_frame, FrameMeta, L3Src, Mac, VnetHdr};
+use crate::wire::{is_group, FrameMeta, L3Src, Mac, VnetHdr};
 
 /// Shared state a batch is processed against.
 pub struct Pipeline<'a> {
@@ -33,10 +34,9 @@ pub struct Pipeline<'a> {
 /// Per-worker scratch space, reused across batches so the pipeline never allocates.
 #[derive(Default)]
 pub struct Scratch {
+    /// Each frame's one parse (vnet header, offsets, L2/L3/L4 fields, neighbour discovery),
+    /// read by every later stage; `None` once the frame is dropped.
     metas: Vec<Option<FrameMeta>>,
-    /// Neighbour discovery found in each frame (parsed once, read by anti-spoofing and
-    /// learning).
-    ndp: Vec<NdpScan>,
 }
 
 impl Pipeline<'_> {
@@ -51,7 +51,6 @@ impl Pipeline<'_> {
     ) {
         out.clear();
         scratch.metas.clear();
-        scratch.ndp.clear();
         self.stage_parse(ingress, frames, scratch, out);
         self.stage_antispoof(ingress, scratch, out);
         if let Some(p) = &ingress.police.from_pod {
@@ -62,7 +61,7 @@ impl Pipeline<'_> {
                 }
             }
         }
-        self.stage_learn(ingress, &scratch.metas, &scratch.ndp);
+        self.stage_learn(ingress, &scratch.metas);
         let svc = self.services.filter(|s| !s.table.is_empty()).map(|s| service::Ctx {
             svc: s,
             fdb: self.fdb,
@@ -70,7 +69,7 @@ impl Pipeline<'_> {
             now: self.now,
         });
         let ports = self.services.map(|s| s.ports);
-        for ((meta, disp), frame) in scratch.metas.iter().zip(out.iter_mut()).zip(frames.iter_mut()) {
+        for ((meta, disp), frame) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(frames.iter_mut()) {
             if let Some(m) = meta {
                 if let Some(d) = svc.as_ref().and_then(|c| c.process(ingress, frame, m)) {
                     *disp = d;
@@ -91,10 +90,11 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Parse: vnet header and frame headers. The vnet header is validated against the frame
-    /// ([`VnetHdr::validate`]) before anything is forwarded or segmented: a header that does not
-    /// describe its frame is `gso_invalid`, a frame too short for one `malformed`. Counts rx
-    /// packets/bytes on the ingress port.
+    /// Parse: each frame once ([`parse_in_place`]), vnet header and all headers into its
+    /// [`FrameMeta`]. The vnet header is validated against the frame before anything is
+    /// forwarded or segmented: a header that does not describe its frame is `gso_invalid`, a
+    /// frame too short for one `malformed`, and so is a frame whose headers do not parse or
+    /// whose source MAC is not a unicast address. Counts rx packets/bytes on the ingress port.
     fn stage_parse(
         &self,
         ingress: &PortEntry,
@@ -106,34 +106,28 @@ impl Pipeline<'_> {
         let (mut bytes, mut gso) = (0u64, 0u64);
         for f in frames.iter_mut() {
             bytes += f.ethernet().len() as u64;
-            let checked = VnetHdr::parse(f.bytes()).and_then(|mut h| {
-                let hint = h.hdr_len;
-                h.validate(f.ethernet())?;
-                if h.hdr_len != hint {
-                    h.emit(f.bytes_mut());
+            let parsed = match parse_in_place(f.bytes_mut()) {
+                Err(ParseError::Vnet(VnetError::Truncated)) => Err(DropReason::Malformed),
+                Err(ParseError::Vnet(_)) => Err(DropReason::GsoInvalid),
+                Err(_) => {
+                    // The vnet header was good; only the frame's own headers are not.
+                    gso += u64::from(VnetHdr::parse(f.bytes()).is_ok_and(|h| h.is_gso()));
+                    Err(DropReason::Malformed)
                 }
-                Ok(h)
-            });
-            let parsed = match checked {
-                Err(VnetError::Truncated) => Err(DropReason::Malformed),
-                Err(_) => Err(DropReason::GsoInvalid),
-                Ok(h) => {
-                    gso += u64::from(h.is_gso());
-                    parse_frame(f.ethernet())
-                        .ok()
-                        // A source MAC must be a unicast address: group or zero sources are
-                        // malformed.
-                        .filter(|m| !is_group(&m.src) && m.src != [0; 6])
-                        .ok_or(DropReason::Malformed)
+                Ok(m) => {
+                    gso += u64::from(m.vnet.is_gso());
+                    // A source MAC must be a unicast address: group or zero sources are
+                    // malformed.
+                    if is_group(&m.src) || m.src == [0; 6] {
+                        Err(DropReason::Malformed)
+                    } else {
+                        Ok(m)
+                    }
                 }
             };
             out.push(match parsed {
                 Ok(_) => Disposition::Flood, // placeholder, decided by the forward stage
                 Err(reason) => Disposition::Drop(reason),
-            });
-            scratch.ndp.push(match &parsed {
-                Ok(m) if m.ethertype == 0x86dd => parse_ndp(f.ethernet()),
-                _ => Ok(None),
             });
             scratch.metas.push(parsed.ok());
         }
@@ -146,9 +140,9 @@ impl Pipeline<'_> {
     /// (host, uplink), MAC pinning: it may not send from a pod's MAC.
     fn stage_antispoof(&self, ingress: &PortEntry, scratch: &mut Scratch, out: &mut [Disposition]) {
         if let Some(guard) = &ingress.guard {
-            for ((meta, disp), ndp) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(&scratch.ndp) {
+            for (meta, disp) in scratch.metas.iter_mut().zip(out.iter_mut()) {
                 if let Some(m) = meta {
-                    if let Err(reason) = antispoof::check(guard, m, ndp) {
+                    if let Err(reason) = antispoof::check(guard, m) {
                         *disp = Disposition::Drop(reason);
                         *meta = None;
                     }
@@ -174,11 +168,11 @@ impl Pipeline<'_> {
     /// Learn: source MAC → ingress port, for frames that passed anti-spoofing (and MAC
     /// pinning); and ARP/NDP senders as neighbours behind the ingress port, for the service
     /// stage to find backends behind other ports. A pod port teaches only its own addresses.
-    fn stage_learn(&self, ingress: &PortEntry, metas: &[Option<FrameMeta>], ndp: &[NdpScan]) {
+    fn stage_learn(&self, ingress: &PortEntry, metas: &[Option<FrameMeta>]) {
         let mut last = None;
-        for (m, ndp) in metas.iter().zip(ndp).filter_map(|(m, n)| m.as_ref().map(|m| (m, n))) {
+        for m in metas.iter().flatten() {
             if let Some(s) = self.services {
-                let claim: Option<(IpAddr, Mac)> = match (m.l3, ndp) {
+                let claim: Option<(IpAddr, Mac)> = match (m.l3, &m.ndp) {
                     (L3Src::Arp { sender_mac, sender_ip }, _) => Some((sender_ip.into(), sender_mac)),
                     (L3Src::Ipv6(src), Ok(Some(NdpRepr::NeighborSolicit { source_lladdr, .. }))) => {
                         Some((src.into(), source_lladdr.unwrap_or(m.src)))

@@ -38,7 +38,8 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::services::{pack, PackedKey};
-use crate::wire::l4::{tcp_flags, PROTO_TCP};
+use crate::wire::ip::PROTO_TCP;
+use crate::wire::tcp::flags as tcp_flags;
 use crate::wire::Mac;
 
 /// Number of shards (a power of two dividing 65536, see the module docs).
@@ -675,7 +676,7 @@ impl Conntrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::l4::PROTO_UDP;
+    use crate::wire::ip::PROTO_UDP;
     use proptest::prelude::*;
 
     const SYN: u8 = tcp_flags::SYN;

@@ -14,12 +14,12 @@
 //! checksum) fixed, PSH if any merged segment had it, and the TCP checksum field holding the
 //! pseudo-header sum as `VIRTIO_NET_HDR_F_NEEDS_CSUM` requires.
 
+use super::checksum::{fold, sum};
+use super::ethernet::{ethertype, HEADER_LEN as ETH_LEN};
+use super::ip::{self, IPV4_MIN_LEN, IPV6_HDR_LEN, PROTO_TCP};
+use super::segment::pseudo_sum;
+use super::tcp::{self, flags::ACK as TCP_ACK, flags::PSH as TCP_PSH};
 use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6};
-
-const ETH_LEN: usize = 14;
-const PROTO_TCP: u8 = 6;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
 /// Largest IP packet a merged frame may become (the IP length fields are 16 bits).
 const MAX_IP: usize = 65535;
 
@@ -37,30 +37,31 @@ struct Seg {
 /// Parses `frame` (Ethernet) as a plain TCP segment with data: no IP options or extension
 /// headers, no fragment, only ACK (and PSH) set, checksums correct.
 fn parse(frame: &[u8]) -> Option<Seg> {
-    if frame.len() < ETH_LEN + 40 {
+    if frame.len() < ETH_LEN + IPV4_MIN_LEN + tcp::MIN_LEN {
         return None;
     }
+    let ip = &frame[ETH_LEN..];
     let (v6, l4_off, ip_len) = match u16::from_be_bytes([frame[12], frame[13]]) {
-        0x0800 => {
-            let ip = &frame[ETH_LEN..ETH_LEN + 20];
+        ethertype::IPV4 => {
+            let ip = &ip[..IPV4_MIN_LEN];
             // Version 4, IHL 5, not a fragment (MF clear, offset 0), TCP.
-            if ip[0] != 0x45 || ip[6] & 0x3f != 0 || ip[7] != 0 || ip[9] != PROTO_TCP {
+            let frag = ip[ip::v4::FRAG.start] & ip::v4::MF_OFFSET_HI != 0 || ip[ip::v4::FRAG.start + 1] != 0;
+            if ip[ip::v4::VER_IHL] != 0x45 || frag || ip[ip::v4::PROTOCOL] != PROTO_TCP {
                 return None;
             }
             if fold(sum(ip, 0)) != 0xffff {
                 return None;
             }
-            (false, ETH_LEN + 20, usize::from(u16::from_be_bytes([ip[2], ip[3]])))
+            (false, ETH_LEN + IPV4_MIN_LEN, usize::from(be16(ip, ip::v4::LENGTH.start)))
         }
-        0x86dd => {
-            if frame.len() < ETH_LEN + 60 || frame[ETH_LEN] >> 4 != 6 || frame[ETH_LEN + 6] != PROTO_TCP {
+        ethertype::IPV6 => {
+            if frame.len() < ETH_LEN + IPV6_HDR_LEN + tcp::MIN_LEN
+                || ip[0] >> 4 != 6
+                || ip[ip::v6::NEXT_HEADER] != PROTO_TCP
+            {
                 return None;
             }
-            (
-                true,
-                ETH_LEN + 40,
-                40 + usize::from(u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]])),
-            )
+            (true, ETH_LEN + IPV6_HDR_LEN, IPV6_HDR_LEN + usize::from(be16(ip, ip::v6::LENGTH.start)))
         }
         _ => return None,
     };
@@ -68,10 +69,10 @@ fn parse(frame: &[u8]) -> Option<Seg> {
     if ETH_LEN + ip_len != frame.len() {
         return None;
     }
-    let th = frame.get(l4_off..l4_off + 20)?;
-    let doff = usize::from(th[12] >> 4) * 4;
-    let flags = th[13];
-    if doff < 20 || flags & !TCP_PSH != TCP_ACK {
+    let th = tcp::TcpPacket::new_checked(frame.get(l4_off..)?)?;
+    let doff = th.header_len();
+    let flags = th.flags();
+    if doff < tcp::MIN_LEN || flags & !TCP_PSH != TCP_ACK {
         return None;
     }
     let hdr_len = l4_off + doff;
@@ -82,7 +83,7 @@ fn parse(frame: &[u8]) -> Option<Seg> {
     if fold(sum(&frame[l4_off..], pseudo(frame, v6, l4_len))) != 0xffff {
         return None;
     }
-    let seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
+    let seq = th.seq();
     Some(Seg { v6, l4_off, hdr_len, payload: frame.len() - hdr_len, seq, flags })
 }
 
@@ -140,28 +141,33 @@ impl Merge {
         }
         let first = &out[..f.hdr_len];
         // Same MACs and addresses.
-        let addrs = if f.v6 { ETH_LEN + 8..ETH_LEN + 40 } else { ETH_LEN + 12..ETH_LEN + 20 };
+        let a = if f.v6 { ip::v6::ADDRS } else { ip::v4::SRC.start..ip::v4::DST.end };
+        let addrs = ETH_LEN + a.start..ETH_LEN + a.end;
         if first[..12] != next[..12] || first[addrs.clone()] != next[addrs] {
             return false;
         }
         if !f.v6 {
             // Same TOS, DF and TTL.
             let ip = ETH_LEN;
-            if first[ip + 1] != next[ip + 1]
-                || first[ip + 6] & 0x40 != next[ip + 6] & 0x40
-                || first[ip + 8] != next[ip + 8]
+            let (tos, frag, ttl) = (ip + ip::v4::TOS, ip + ip::v4::FRAG.start, ip + ip::v4::TTL);
+            if first[tos] != next[tos]
+                || first[frag] & ip::v4::DF != next[frag] & ip::v4::DF
+                || first[ttl] != next[ttl]
             {
                 return false;
             }
         }
         let l4 = f.l4_off;
         // Ports, ACK number, data offset + flags (but PSH) + window, options.
-        let same = first[l4..l4 + 4] == next[l4..l4 + 4]
-            && first[l4 + 8..l4 + 12] == next[l4 + 8..l4 + 12]
-            && first[l4 + 12] == next[l4 + 12]
-            && first[l4 + 13] & !TCP_PSH == next[l4 + 13] & !TCP_PSH
-            && first[l4 + 14..l4 + 16] == next[l4 + 14..l4 + 16]
-            && first[l4 + 20..f.hdr_len] == next[l4 + 20..f.hdr_len];
+        let at = |r: std::ops::Range<usize>| l4 + r.start..l4 + r.end;
+        let (doff, fl) = (l4 + tcp::field::DATA_OFF, l4 + tcp::field::FLAGS);
+        let same = first[at(tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end)]
+            == next[at(tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end)]
+            && first[at(tcp::field::ACK)] == next[at(tcp::field::ACK)]
+            && first[doff] == next[doff]
+            && first[fl] & !TCP_PSH == next[fl] & !TCP_PSH
+            && first[at(tcp::field::WINDOW)] == next[at(tcp::field::WINDOW)]
+            && first[l4 + tcp::MIN_LEN..f.hdr_len] == next[l4 + tcp::MIN_LEN..f.hdr_len];
         if !same {
             return false;
         }
@@ -194,41 +200,36 @@ impl Merge {
         let ip = ETH_LEN;
         let l4_len = self.len - f.l4_off;
         if f.v6 {
-            put16(out, ip + 4, l4_len as u16);
+            put16(out, ip + ip::v6::LENGTH.start, l4_len as u16);
         } else {
-            put16(out, ip + 2, (self.len - ETH_LEN) as u16);
-            put16(out, ip + 10, 0);
-            let c = !fold(sum(&out[ip..f.l4_off], 0));
-            put16(out, ip + 10, c);
+            let Ok(mut v4) = ip::Ipv4Packet::new_checked(&mut out[ip..f.l4_off]) else {
+                return VnetHdr::default();
+            };
+            v4.set_total_len((self.len - ETH_LEN) as u16);
+            v4.fill_checksum();
         }
         if self.psh {
-            out[f.l4_off + 13] |= TCP_PSH;
+            out[f.l4_off + tcp::field::FLAGS] |= TCP_PSH;
         }
         let partial = fold(pseudo(out, f.v6, l4_len));
-        put16(out, f.l4_off + 16, partial);
+        put16(out, f.l4_off + tcp::field::CHECKSUM.start, partial);
         VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: if f.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             hdr_len: f.hdr_len as u16,
             gso_size: mss as u16,
             csum_start: f.l4_off as u16,
-            csum_offset: 16,
+            csum_offset: tcp::field::CHECKSUM.start as u16,
         }
     }
 }
 
-fn pseudo(frame: &[u8], v6: bool, l4_len: usize) -> u32 {
-    let addrs = if v6 { &frame[ETH_LEN + 8..ETH_LEN + 40] } else { &frame[ETH_LEN + 12..ETH_LEN + 20] };
-    let len = l4_len as u32;
-    sum(addrs, u32::from(PROTO_TCP) + (len >> 16) + (len & 0xffff))
+fn pseudo(frame: &[u8], v6: bool, l4_len: usize) -> u64 {
+    pseudo_sum(frame, v6, PROTO_TCP, l4_len)
 }
 
-fn sum(data: &[u8], init: u32) -> u32 {
-    super::segment::ones_sum(data, init)
-}
-
-fn fold(s: u32) -> u16 {
-    super::segment::fold(s)
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {

@@ -13,7 +13,9 @@ use std::net::Ipv6Addr;
 
 use etherparse::{IpNumber, Ipv6ExtensionSlice, Ipv6ExtensionsSlice};
 
-use super::checksum::{fold, pseudo_v6, sum};
+use super::checksum::{fold, pseudo, sum};
+use super::ethernet::{ethertype, EthernetFrame, HEADER_LEN as ETH_LEN};
+use super::ip::{emit_header, Ipv6Packet, IPV6_HDR_LEN, PROTO_ICMPV6 as NEXT_ICMPV6};
 use super::Mac;
 
 /// ICMPv6 type of a router solicitation.
@@ -31,9 +33,6 @@ pub const REDIRECT: u8 = 137;
 pub const OPT_SOURCE_LLADDR: u8 = 1;
 /// Option type: target link-layer address.
 pub const OPT_TARGET_LLADDR: u8 = 2;
-
-/// IPv6 next header of ICMPv6.
-const NEXT_ICMPV6: u8 = 58;
 
 /// Flags of a neighbour advertisement (RFC 4861 §4.4).
 pub mod na_flags {
@@ -318,15 +317,11 @@ impl NdpRepr {
             _ => return None,
         };
         let icmp_len = if opt.is_some() { NS_NA_LEN } else { field::NS_NA_OPTIONS };
-        let out = buf.get_mut(..14 + 40 + icmp_len)?;
-        out[0..6].copy_from_slice(&dst_mac);
-        out[6..12].copy_from_slice(&src_mac);
-        out[12..14].copy_from_slice(&[0x86, 0xdd]);
-        let plen = u16::try_from(icmp_len).ok()?.to_be_bytes();
-        out[14..22].copy_from_slice(&[0x60, 0, 0, 0, plen[0], plen[1], NEXT_ICMPV6, 255]);
-        out[22..38].copy_from_slice(&src.octets());
-        out[38..54].copy_from_slice(&dst.octets());
-        let icmp = &mut out[54..];
+        let out = buf.get_mut(..ETH_LEN + IPV6_HDR_LEN + icmp_len)?;
+        EthernetFrame::new_checked(&mut *out).ok()?.emit(&dst_mac, &src_mac, ethertype::IPV6);
+        let plen = u16::try_from(icmp_len).ok()?;
+        emit_header(&mut out[ETH_LEN..], plen, NEXT_ICMPV6, src.into(), dst.into(), 255)?;
+        let icmp = &mut out[ETH_LEN + IPV6_HDR_LEN..];
         icmp.fill(0);
         icmp[field::TYPE] = ty;
         icmp[field::NA_FLAGS] = flags & 0xe0;
@@ -337,28 +332,40 @@ impl NdpRepr {
             o[field::OPT_LEN] = 1;
             o[field::OPT_LLADDR].copy_from_slice(&mac);
         }
-        let len = u32::try_from(icmp_len).ok()?;
-        let c = !fold(sum(icmp, pseudo_v6(src.octets(), dst.octets(), NEXT_ICMPV6, len)));
+        let c = !fold(sum(icmp, pseudo(&src.octets(), &dst.octets(), NEXT_ICMPV6, u32::from(plen))));
         icmp[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
-        Some(14 + 40 + icmp_len)
+        Some(ETH_LEN + IPV6_HDR_LEN + icmp_len)
     }
 }
 
-/// What [`parse_ndp`] found in one frame.
+/// What [`scan`] found in one frame.
 pub type NdpScan = Result<Option<NdpRepr>, NdpError>;
 
-/// The NDP message an Ethernet frame carries: `Ok(None)` for anything else (not IPv6, another
+/// The NDP message an Ethernet frame carries: `Ok(None)` for anything else. [`scan`] of the
+/// IPv6 header, for a caller that has not parsed it (the parse stage has: see
+/// [`crate::wire::frame::parse`]).
+pub fn parse_ndp(eth: &[u8]) -> NdpScan {
+    let ip = match eth.get(12..14) {
+        Some(et) if et == ethertype::IPV6.to_be_bytes() => eth.get(ETH_LEN..),
+        _ => None,
+    };
+    // (The version is not checked here: NDP is read from any 40-byte header.)
+    match ip.filter(|ip| ip.len() >= IPV6_HDR_LEN) {
+        Some(ip) => scan_ipv6(ip[4..6].try_into().map_or(0, u16::from_be_bytes), ip[6], &ip[IPV6_HDR_LEN..]),
+        None => Ok(None),
+    }
+}
+
+/// The NDP message the IPv6 packet `ip` carries: `Ok(None)` for anything else (another
 /// ICMPv6 type or protocol, a later fragment). An NDP message behind extension headers is
 /// [`NdpError::BehindExtensionHeaders`]; it is bounded by the IPv6 payload length, so trailing
 /// bytes are never read as options.
-pub fn parse_ndp(eth: &[u8]) -> NdpScan {
-    if eth.get(12..14) != Some(&[0x86, 0xdd]) {
-        return Ok(None);
-    }
-    let Some(ip) = eth.get(14..54) else { return Ok(None) };
-    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-    let next = ip[6];
-    let payload = &eth[54..];
+pub fn scan<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>) -> NdpScan {
+    scan_ipv6(ip.payload_len(), ip.next_header(), ip.payload())
+}
+
+fn scan_ipv6(payload_len: u16, next: u8, payload: &[u8]) -> NdpScan {
+    let payload_len = usize::from(payload_len);
     let (icmp, hidden) = if next == NEXT_ICMPV6 {
         (payload, false)
     } else if IpNumber(next).is_ipv6_ext_header_value() {
@@ -478,7 +485,7 @@ pub(crate) mod tests {
         src.copy_from_slice(&buf[22..38]);
         let mut dst = [0u8; 16];
         dst.copy_from_slice(&buf[38..54]);
-        assert_eq!(!fold(sum(icmp, pseudo_v6(src, dst, 58, 32))), 0);
+        assert_eq!(!fold(sum(icmp, pseudo(&src, &dst, 58, 32))), 0);
         let dad = NdpRepr::NeighborSolicit { target: "fd00::b".parse().unwrap(), source_lladdr: None };
         let n = dad
             .emit_frame(MAC, [0x33; 6], Ipv6Addr::UNSPECIFIED, "ff02::1:ff00:b".parse().unwrap(), &mut buf)

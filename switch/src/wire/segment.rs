@@ -17,19 +17,16 @@
 //! every frame from a port: whatever calls it, a plan never has more than
 //! [`UDP_MAX_SEGMENTS`] (UDP) or [`TCP_MAX_SEGMENTS`] (TCP) segments.
 
+use super::checksum::{self, fold, pseudo, sum};
+use super::ethernet::HEADER_LEN as ETH_LEN;
+use super::frame::IpL4;
+use super::ip::{self, Ipv4Packet, IPV6_HDR_LEN, PROTO_TCP, PROTO_UDP};
+use super::tcp::{self, flags};
+use super::udp;
 use super::vnet::{
     VnetError, VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, TCP_MAX_SEGMENTS,
     UDP_MAX_SEGMENTS,
 };
-
-const ETH_LEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Why a frame cannot be segmented or have its checksum completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -82,38 +79,47 @@ pub struct SegmentPlan {
 
 impl SegmentPlan {
     /// Plans the segmentation of `frame` (the Ethernet frame, without vnet header) as `hdr` asks,
-    /// for an egress whose MTU (IP packet size) is `mtu`.
+    /// for an egress whose MTU (IP packet size) is `mtu`. Parses the frame's headers: a caller
+    /// that holds the frame's [`crate::wire::FrameMeta`] passes its transport header to
+    /// [`SegmentPlan::with_l4`] instead.
     pub fn new(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> Result<SegmentPlan, SegmentError> {
+        let l4 = IpL4::parse(frame);
+        SegmentPlan::with_l4(hdr, frame, l4.as_ref(), mtu)
+    }
+
+    /// [`SegmentPlan::new`] for a frame whose TCP/UDP header `l4` the parse stage found. The
+    /// header is validated against the frame again here, with `l4`, so a plan never exceeds the
+    /// segment caps whoever calls it.
+    pub fn with_l4(
+        hdr: &VnetHdr,
+        frame: &[u8],
+        l4: Option<&IpL4>,
+        mtu: usize,
+    ) -> Result<SegmentPlan, SegmentError> {
         let mut checked = *hdr;
-        checked.validate(frame).map_err(SegmentError::Invalid)?;
+        checked.validate_with(frame, l4).map_err(SegmentError::Invalid)?;
         let gso = hdr.gso_type & !GSO_ECN;
-        let (ipv6, l4) = match gso {
-            GSO_TCPV4 => (false, L4::Tcp),
-            GSO_TCPV6 => (true, L4::Tcp),
-            GSO_UDP_L4 => (ethertype(frame)? == ETHERTYPE_IPV6, L4::Udp),
+        let l = l4.filter(|l| !l.later_fragment).ok_or(SegmentError::Malformed)?;
+        let kind = match gso {
+            GSO_TCPV4 | GSO_TCPV6 => L4::Tcp,
+            GSO_UDP_L4 => L4::Udp,
             other => return Err(SegmentError::Unsupported(other)),
         };
-        let (l4_off, proto) = ip_header(frame, ipv6)?;
-        let want = match l4 {
+        let ipv6 = l.is_v6();
+        // Extension headers are not cut: the kernel's TSO frames from pods carry none (and the
+        // IPv6 payload length written per segment would leave them out).
+        if ipv6 && l.l4_off != ETH_LEN + IPV6_HDR_LEN {
+            return Err(SegmentError::Unsupported(gso));
+        }
+        let want = match kind {
             L4::Tcp => PROTO_TCP,
             L4::Udp => PROTO_UDP,
         };
-        if proto != want {
+        if l.proto != want || gso == GSO_TCPV6 && !ipv6 || gso == GSO_TCPV4 && ipv6 {
             return Err(SegmentError::Unsupported(gso));
         }
-        let l4_len = match l4 {
-            L4::Tcp => {
-                let off = *frame.get(l4_off + 12).ok_or(SegmentError::Malformed)?;
-                let len = usize::from(off >> 4) * 4;
-                if len < 20 {
-                    return Err(SegmentError::Malformed);
-                }
-                len
-            }
-            L4::Udp => 8,
-        };
-        let hdr_len = l4_off + l4_len;
-        if frame.len() < hdr_len {
+        let (l4, l4_off, hdr_len) = (kind, l.l4_off, l.payload_off);
+        if (kind == L4::Tcp && hdr_len < l4_off + tcp::MIN_LEN) || frame.len() < hdr_len {
             return Err(SegmentError::Malformed);
         }
         let mss = usize::from(hdr.gso_size);
@@ -181,37 +187,37 @@ impl SegmentPlan {
         dst[self.hdr_len..].copy_from_slice(&frame[start..start + seg_payload]);
         let last = i + 1 == n;
         // IP header: lengths, id, header checksum.
-        let ip = ETH_LEN;
         let l4_total = len - self.l4_off;
+        let ip = &mut dst[ETH_LEN..];
         if self.ipv6 {
-            put16(dst, ip + 4, l4_total as u16);
+            ip[ip::v6::LENGTH].copy_from_slice(&(l4_total as u16).to_be_bytes());
         } else {
-            put16(dst, ip + 2, (len - ETH_LEN) as u16);
-            let id = get16(dst, ip + 4).wrapping_add(i as u16);
-            put16(dst, ip + 4, id);
-            put16(dst, ip + 10, 0);
-            let c = !fold(sum(&dst[ip..self.l4_off], 0));
-            put16(dst, ip + 10, c);
+            let mut v4 = Ipv4Packet::new_checked(&mut ip[..self.l4_off - ETH_LEN]).map_err(|_| SegmentError::Malformed)?;
+            v4.set_total_len((len - ETH_LEN) as u16);
+            let id = v4.ident().wrapping_add(i as u16);
+            v4.set_ident(id);
+            v4.fill_checksum();
         }
         // L4 header.
         let l4 = self.l4_off;
         let csum_at = match self.l4 {
             L4::Tcp => {
-                let seq = get32(dst, l4 + 4).wrapping_add((i * self.mss) as u32);
-                put32(dst, l4 + 4, seq);
-                let mut flags = dst[l4 + 13];
+                let at = l4 + tcp::field::SEQ.start;
+                let seq = get32(dst, at).wrapping_add((i * self.mss) as u32);
+                put32(dst, at, seq);
+                let mut f = dst[l4 + tcp::field::FLAGS];
                 if !last {
-                    flags &= !(TCP_FIN | TCP_PSH);
+                    f &= !(flags::FIN | flags::PSH);
                 }
                 if i > 0 {
-                    flags &= !TCP_CWR;
+                    f &= !flags::CWR;
                 }
-                dst[l4 + 13] = flags;
-                l4 + 16
+                dst[l4 + tcp::field::FLAGS] = f;
+                l4 + tcp::field::CHECKSUM.start
             }
             L4::Udp => {
-                put16(dst, l4 + 4, l4_total as u16);
-                l4 + 6
+                put16(dst, l4 + udp::field::LENGTH.start, l4_total as u16);
+                l4 + udp::field::CHECKSUM.start
             }
         };
         put16(dst, csum_at, 0);
@@ -234,96 +240,21 @@ pub fn needs_segmentation(hdr: &VnetHdr) -> bool {
     hdr.gso_type & !GSO_ECN != GSO_NONE
 }
 
-/// Completes the partial checksum of `frame` (Ethernet frame) as its vnet header describes:
-/// the field at `csum_start + csum_offset` holds the folded pseudo-header sum; the sum of
-/// everything from `csum_start` to the end is added to it and the complement stored.
+/// Completes the partial checksum of `frame` (Ethernet frame) as its vnet header describes
+/// ([`checksum::complete`]).
 pub fn complete_csum(frame: &mut [u8], csum_start: u16, csum_offset: u16) -> Result<(), SegmentError> {
-    let start = usize::from(csum_start);
-    let at = start + usize::from(csum_offset);
-    if at + 2 > frame.len() {
-        return Err(SegmentError::Malformed);
-    }
-    let partial = u32::from(get16(frame, at));
-    put16(frame, at, 0);
-    let c = !fold(sum(&frame[start..], partial));
-    put16(frame, at, c);
-    Ok(())
-}
-
-fn ethertype(frame: &[u8]) -> Result<u16, SegmentError> {
-    if frame.len() < ETH_LEN {
-        return Err(SegmentError::Malformed);
-    }
-    Ok(get16(frame, 12))
-}
-
-/// Checks the Ethernet and IP headers; returns (L4 offset, L4 protocol).
-fn ip_header(frame: &[u8], ipv6: bool) -> Result<(usize, u8), SegmentError> {
-    let et = ethertype(frame)?;
-    if ipv6 {
-        if et != ETHERTYPE_IPV6 || frame.len() < ETH_LEN + 40 || frame[ETH_LEN] >> 4 != 6 {
-            return Err(SegmentError::Malformed);
-        }
-        // Extension headers are not walked: the kernel's TSO frames from pods carry none.
-        Ok((ETH_LEN + 40, frame[ETH_LEN + 6]))
+    if checksum::complete(frame, usize::from(csum_start), usize::from(csum_offset)) {
+        Ok(())
     } else {
-        if et != ETHERTYPE_IPV4 || frame.len() < ETH_LEN + 20 || frame[ETH_LEN] >> 4 != 4 {
-            return Err(SegmentError::Malformed);
-        }
-        let ihl = usize::from(frame[ETH_LEN] & 0x0f) * 4;
-        if ihl < 20 || frame.len() < ETH_LEN + ihl {
-            return Err(SegmentError::Malformed);
-        }
-        Ok((ETH_LEN + ihl, frame[ETH_LEN + 9]))
+        Err(SegmentError::Malformed)
     }
 }
 
-/// Sum of the pseudo header (addresses from the IP header at offset 14, protocol, L4 length).
-fn pseudo_sum(frame: &[u8], ipv6: bool, proto: u8, l4_len: usize) -> u32 {
-    let addrs = if ipv6 { &frame[ETH_LEN + 8..ETH_LEN + 40] } else { &frame[ETH_LEN + 12..ETH_LEN + 20] };
-    let len = l4_len as u32;
-    sum(addrs, u32::from(proto) + (len >> 16) + (len & 0xffff))
-}
-
-/// Ones'-complement sum of `data` (big-endian 16-bit words, odd tail padded) plus `init`, not
-/// yet folded.
-fn sum(data: &[u8], init: u32) -> u32 {
-    let mut acc = u64::from(init);
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let v = u64::from_be_bytes(w);
-        acc += (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
-    }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for c in &mut rest {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = rest.remainder() {
-        acc += u64::from(*b) << 8;
-    }
-    while acc > 0xffff_ffff {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    acc as u32
-}
-
-/// Ones'-complement sum, for the other wire modules.
-pub(crate) fn ones_sum(data: &[u8], init: u32) -> u32 {
-    sum(data, init)
-}
-
-/// Folds a sum to 16 bits.
-pub(crate) fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+/// The pseudo-header sum of the segment in `frame`, with the addresses of its IP header.
+pub(crate) fn pseudo_sum(frame: &[u8], ipv6: bool, proto: u8, l4_len: usize) -> u64 {
+    let ip = &frame[ETH_LEN..];
+    let (s, d) = if ipv6 { (ip::v6::SRC, ip::v6::DST) } else { (ip::v4::SRC, ip::v4::DST) };
+    pseudo(&ip[s], &ip[d], proto, l4_len as u32)
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -344,6 +275,10 @@ mod tests {
     use crate::wire::vnet::{F_NEEDS_CSUM, GSO_UDP};
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
+
+    fn be16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
 
     const SRC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const DST: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -394,7 +329,7 @@ mod tests {
     /// `hdr` with the partial checksum where the kernel puts it for `frame` (at its transport
     /// header's checksum field), as a valid header has it.
     fn fit(hdr: VnetHdr, frame: &[u8]) -> VnetHdr {
-        let l = crate::wire::l4::parse_ip_l4(frame).unwrap();
+        let l = IpL4::parse(frame).unwrap();
         VnetHdr {
             flags: F_NEEDS_CSUM,
             csum_start: l.l4_off as u16,
@@ -467,7 +402,7 @@ mod tests {
             assert_eq!(seq, 0xffff_ff00u32.wrapping_add(1448 * i as u32), "seq wraps");
             let flags = s[47];
             let last = i == segs.len() - 1;
-            assert_eq!(flags & (TCP_FIN | TCP_PSH) != 0, last, "PSH/FIN only on the last");
+            assert_eq!(flags & (flags::FIN | flags::PSH) != 0, last, "PSH/FIN only on the last");
             assert_eq!(flags & 0x10, 0x10, "ACK on all");
         }
     }
@@ -546,7 +481,7 @@ mod tests {
     fn make_partial(frame: &mut [u8], v6: bool, proto: u8) -> (u16, u16, u16) {
         let l4 = if v6 { ETH_LEN + 40 } else { ETH_LEN + 20 };
         let at = if proto == PROTO_TCP { l4 + 16 } else { l4 + 6 };
-        let good = get16(frame, at);
+        let good = be16(frame, at);
         let partial = fold(pseudo_sum(frame, v6, proto, frame.len() - l4));
         put16(frame, at, partial);
         (l4 as u16, (at - l4) as u16, good)
@@ -558,11 +493,11 @@ mod tests {
             let mut f = tcp_frame(v6, b"hello, odd length", false, true);
             let (start, off, good) = make_partial(&mut f, v6, PROTO_TCP);
             complete_csum(&mut f, start, off).unwrap();
-            assert_eq!(get16(&f, usize::from(start + off)), good);
+            assert_eq!(be16(&f, usize::from(start + off)), good);
             let mut f = udp_frame(v6, b"0123456789");
             let (start, off, good) = make_partial(&mut f, v6, PROTO_UDP);
             complete_csum(&mut f, start, off).unwrap();
-            assert_eq!(get16(&f, usize::from(start + off)), good);
+            assert_eq!(be16(&f, usize::from(start + off)), good);
         }
         assert_eq!(complete_csum(&mut [0u8; 10], 8, 1), Err(SegmentError::Malformed));
     }

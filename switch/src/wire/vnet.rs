@@ -8,7 +8,10 @@
 //! the way the kernel's `virtio_net_hdr_to_skb` does for a header from a guest or a packet
 //! socket, before the switch forwards or segments anything (see docs/security.md).
 
-use super::l4::{parse_ip_l4, PROTO_TCP, PROTO_UDP};
+use super::ethernet::HEADER_LEN as ETH_LEN;
+use super::frame::IpL4;
+use super::ip::{IPV4_MIN_LEN, PROTO_TCP, PROTO_UDP};
+use super::tcp;
 
 /// Length of the header the switch uses on every TAP.
 pub const VNET_HDR_LEN: usize = 12;
@@ -46,13 +49,9 @@ pub const TCP_MIN_GSO_SIZE: usize = 48;
 /// kernel's own bound, `GSO_MAX_SEGS` = 65535, would let a frame with `gso_size` 1 become 64K
 /// segments.) A smaller frame may have a smaller `gso_size`, as GRO makes from short segments.
 pub const TCP_MAX_SEGMENTS: usize = 65_536usize.div_ceil(TCP_MIN_GSO_SIZE);
-/// Offset of the checksum in a TCP header.
-const TCP_CSUM: u16 = 16;
-/// Offset of the checksum in a UDP header.
-const UDP_CSUM: u16 = 6;
 /// Ethernet + the smallest IPv4 header: no transport header starts before it (the kernel's
 /// `nh_min_len`).
-const MIN_L4_OFF: usize = 14 + 20;
+const MIN_L4_OFF: usize = ETH_LEN + IPV4_MIN_LEN;
 
 mod field {
     use std::ops::Range;
@@ -62,6 +61,7 @@ mod field {
     pub const GSO_SIZE: Range<usize> = 4..6;
     pub const CSUM_START: Range<usize> = 6..8;
     pub const CSUM_OFFSET: Range<usize> = 8..10;
+    pub const NUM_BUFFERS: Range<usize> = 10..12;
 }
 
 /// A decoded vnet header.
@@ -169,8 +169,16 @@ impl VnetHdr {
     /// there, only a hint, which a pod forwarding GRO'd traffic may legitimately leave short.
     /// The caller writes the header back when [`VnetHdr::hdr_len`] changed.
     ///
-    /// Only reads bytes, never panics.
+    /// Only reads bytes, never panics. Parses the frame's transport header for the check:
+    /// [`VnetHdr::validate_with`] takes the one the parse stage found.
     pub fn validate(&mut self, frame: &[u8]) -> Result<(), VnetError> {
+        let l4 = IpL4::parse(frame);
+        self.validate_with(frame, l4.as_ref())
+    }
+
+    /// [`VnetHdr::validate`] with `l4`, the TCP/UDP header [`crate::wire::frame::parse_frame`]
+    /// found in `frame` (`None`: none).
+    pub fn validate_with(&mut self, frame: &[u8], l4: Option<&IpL4>) -> Result<(), VnetError> {
         if usize::from(self.hdr_len) > frame.len() {
             return Err(VnetError::BadHdrLen(self.hdr_len));
         }
@@ -183,7 +191,7 @@ impl VnetHdr {
         if csum && start < MIN_L4_OFF {
             return Err(misplaced);
         }
-        let l4 = parse_ip_l4(frame).filter(|l| !l.later_fragment);
+        let l4 = l4.filter(|l| !l.later_fragment);
         let kind = self.gso_type & !GSO_ECN;
         if kind == GSO_NONE {
             if self.gso_type & GSO_ECN != 0 {
@@ -210,21 +218,16 @@ impl VnetHdr {
         if proto == PROTO_UDP && (self.gso_type & GSO_ECN != 0) {
             return Err(VnetError::EcnWithoutTcp);
         }
-        let l4_len = if proto == PROTO_TCP {
-            usize::from(frame.get(l.l4_off + 12).ok_or(mismatch)? >> 4) * 4
-        } else {
-            8
-        };
-        let hdrs = l.l4_off + l4_len;
-        if (proto == PROTO_TCP && l4_len < 20) || hdrs > frame.len() {
+        let hdrs = l.payload_off;
+        if (proto == PROTO_TCP && hdrs < l.l4_off + tcp::MIN_LEN) || hdrs > frame.len() {
             return Err(mismatch);
         }
         if self.hdr_len != 0 && usize::from(self.hdr_len) < hdrs {
             // (The headers end inside the frame, which the kernel never makes larger than 64 KiB.)
             self.hdr_len = u16::try_from(hdrs).map_err(|_| VnetError::BadHdrLen(self.hdr_len))?;
         }
-        let want = if proto == PROTO_TCP { TCP_CSUM } else { UDP_CSUM };
-        if csum && (start != l.l4_off || self.csum_offset != want) || (!csum && proto == PROTO_UDP) {
+        let want = l.csum_field();
+        if csum && (start != l.l4_off || usize::from(self.csum_offset) != want) || (!csum && proto == PROTO_UDP) {
             return Err(misplaced);
         }
         if self.gso_size == 0 || self.gso_size == GSO_BY_FRAGS {
@@ -252,7 +255,7 @@ impl VnetHdr {
         out[field::GSO_SIZE].copy_from_slice(&self.gso_size.to_le_bytes());
         out[field::CSUM_START].copy_from_slice(&self.csum_start.to_le_bytes());
         out[field::CSUM_OFFSET].copy_from_slice(&self.csum_offset.to_le_bytes());
-        out[10..12].fill(0);
+        out[field::NUM_BUFFERS].fill(0);
         true
     }
 }

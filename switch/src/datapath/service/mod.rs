@@ -5,7 +5,8 @@
 //!   or a new one with a backend chosen by Maglev (or by client-IP affinity), gives the backend;
 //!   the frame is DNATed to it ([`nat`]), SNATed as well when the client is its own backend
 //!   (hairpin), and sent to the backend's MAC from the gateway MAC. No usable backend: the
-//!   frame is turned into a TCP RST or ICMP port unreachable back to the client ([`reject`]).
+//!   frame is turned into a TCP RST or ICMP port unreachable back to the client
+//!   ([`crate::wire::tcp::reset_in_place`], [`crate::wire::icmp::port_unreachable_in_place`]).
 //!   Backend MAC unknown: the frame is turned into an ARP request (IPv6: a neighbour
 //!   solicitation) for it; the client retransmits, and by then the answer has been learned.
 //!   A new flow over its client's conntrack quota (or into a table full of confirmed flows)
@@ -17,13 +18,17 @@
 //!
 //! IPv4 and IPv6 work the same way; a service's VIP and backends are of one family.
 //!
+//! The stage reads the frame's [`FrameMeta`] from the parse stage (addresses, ports, flags,
+//! offsets, the vnet header's checksum state) and keeps it true: a rewrite updates it, and a
+//! frame turned into an answer (ARP, NDP, RST, ICMP, all built by [`crate::wire`]) is parsed
+//! again.
+//!
 //! Rewritten frames choose their egress port themselves: a hairpinned frame legitimately goes
 //! back out of the port it came from, which the forward stage would refuse. They are never
 //! flooded: the FDB, else the port table, names the port; a reply with neither, or an answer
 //! of a removed backend, is dropped (`backend_unreachable`).
 
 pub mod nat;
-pub mod reject;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,10 +44,14 @@ use crate::table::maglev::mix64;
 use crate::table::neigh::Neighbours;
 use crate::table::services::{Service, ServiceTable};
 use crate::table::{Fdb, PortEntry, PortKind, PortTable};
-use crate::wire::checksum::{fold, pseudo_v6, sum};
-use crate::wire::l4::{parse_ip_l4, tcp_flags, IpL4, PROTO_ICMPV6, PROTO_TCP};
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::ethernet::{ethertype, HEADER_LEN as ETH_LEN};
+use crate::wire::frame::{parse, IpL4};
+use crate::wire::ip::PROTO_TCP;
+use crate::wire::ndp::{na_flags, NdpRepr};
+use crate::wire::tcp::flags as tcp_flags;
 use crate::wire::vnet::F_NEEDS_CSUM;
-use crate::wire::{FrameMeta, L3Src, Mac, VnetHdr, VNET_HDR_LEN};
+use crate::wire::{icmp, tcp, FrameMeta, L3Src, Mac, VnetHdr, VNET_HDR_LEN};
 
 /// Attempts at finding a free reply key (SNAT port) for one new flow.
 const SNAT_TRIES: u16 = 16;
@@ -91,8 +100,9 @@ fn flow_hash(l: &IpL4) -> u64 {
 }
 
 impl Ctx<'_> {
-    /// Runs the stage on one frame. `Some` when the stage decided the frame's fate.
-    pub fn process(&self, ingress: &PortEntry, frame: &mut Frame, meta: &FrameMeta) -> Option<Disposition> {
+    /// Runs the stage on one frame. `Some` when the stage decided the frame's fate; `meta` is
+    /// then the frame's as it leaves.
+    pub fn process(&self, ingress: &PortEntry, frame: &mut Frame, meta: &mut FrameMeta) -> Option<Disposition> {
         if ingress.kind == PortKind::Host {
             if let Some(mac) = self.svc.table.host_vip_mac {
                 if let Some(d) = self.answer_host_neighbour(ingress, frame, meta, mac) {
@@ -100,24 +110,20 @@ impl Ctx<'_> {
                 }
             }
         }
-        if meta.ethertype != 0x0800 && meta.ethertype != 0x86dd {
+        if meta.ethertype != ethertype::IPV4 && meta.ethertype != ethertype::IPV6 {
             return None;
         }
-        let l = parse_ip_l4(frame.ethernet())?;
+        let l = meta.l4?;
         let table = self.svc.table;
         if l.later_fragment {
             // Without ports a fragment cannot be matched to its flow.
             return table.is_vip(l.dst).then_some(Disposition::Drop(DropReason::VipFragment));
         }
-        // Only frames the stage rewrites need to know whether their L4 checksum is partial.
-        let partial = |f: &Frame| VnetHdr::parse(f.bytes()).is_ok_and(|h| h.flags & F_NEEDS_CSUM != 0);
         if let Some(svc) = table.lookup(l.dst, l.dport, l.proto) {
-            let p = partial(frame);
-            return Some(self.to_service(ingress, frame, &l, svc, p));
+            return Some(self.to_service(ingress, frame, meta, l, svc));
         }
         if table.is_reply_source(l.src, l.sport, l.proto) {
-            let p = partial(frame);
-            return self.reply_from_backend(ingress, frame, &l, p);
+            return self.reply_from_backend(ingress, frame, meta, l);
         }
         None
     }
@@ -126,10 +132,12 @@ impl Ctx<'_> {
         &self,
         ingress: &PortEntry,
         frame: &mut Frame,
-        l: &IpL4,
+        meta: &mut FrameMeta,
+        mut l: IpL4,
         svc: &Service,
-        partial: bool,
     ) -> Disposition {
+        // Only frames the stage rewrites need to know whether their L4 checksum is partial.
+        let partial = meta.vnet.flags & F_NEEDS_CSUM != 0;
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let found = match self.svc.ct.lookup(&key, Dir::Orig, l.flags, self.now) {
             // A new connection on the port of an ended one starts afresh.
@@ -142,12 +150,12 @@ impl Ctx<'_> {
             }
             // The switch ended the flow: end the connection now rather than let the client
             // retransmit into the void.
-            Some(f) if f.state == CtState::Ended => return self.reset(ingress, frame, l),
+            Some(f) if f.state == CtState::Ended => return self.reset(ingress, frame, meta, &l),
             found => found,
         };
         let flow = match found {
             Some(f) => f,
-            None => match self.new_flow(ingress, frame, l, svc) {
+            None => match self.new_flow(ingress, frame, meta, &l, svc) {
                 Ok(f) => f,
                 Err(d) => return d,
             },
@@ -155,16 +163,17 @@ impl Ctx<'_> {
         let Some(port) = self.egress_port(&flow.backend_mac) else {
             // Never flooded: a backend on this node is found by its port above, so this one
             // is behind the uplink or the node and its MAC aged out; ask again, like a new flow.
-            return self.resolve_request(frame, flow.backend.0);
+            return self.resolve_request(frame, meta, flow.backend.0);
         };
         let Some(eth) = frame.bytes_mut().get_mut(VNET_HDR_LEN..) else {
             return Disposition::Drop(DropReason::Malformed);
         };
-        rewrite(eth, l, Side::Dst, flow.backend.0, flow.backend.1, partial);
+        rewrite(eth, &mut l, Side::Dst, flow.backend.0, flow.backend.1, partial);
         if let Some((ip, port)) = flow.snat {
-            rewrite(eth, l, Side::Src, ip, port, partial);
+            rewrite(eth, &mut l, Side::Src, ip, port, partial);
         }
-        set_macs(eth, &flow.backend_mac, &self.svc.table.gateway_mac);
+        set_macs(eth, meta, &flow.backend_mac, &self.svc.table.gateway_mac);
+        meta.set_l4(l);
         Disposition::Unicast(port)
     }
 
@@ -172,25 +181,27 @@ impl Ctx<'_> {
         &self,
         ingress: &PortEntry,
         frame: &mut Frame,
-        l: &IpL4,
-        partial: bool,
+        meta: &mut FrameMeta,
+        mut l: IpL4,
     ) -> Option<Disposition> {
+        let partial = meta.vnet.flags & F_NEEDS_CSUM != 0;
         let key = FlowKey { proto: l.proto, src: l.src, sport: l.sport, dst: l.dst, dport: l.dport };
         let flow = self.svc.ct.lookup(&key, Dir::Reply, l.flags, self.now)?;
         if flow.state == CtState::Ended {
             // The client was told the connection is over (or is gone): so is the backend.
-            return Some(self.reset(ingress, frame, l));
+            return Some(self.reset(ingress, frame, meta, &l));
         }
         // A reply is never flooded for want of the client's port.
         let Some(port) = self.egress_port(&flow.client_mac) else {
             return Some(Disposition::Drop(DropReason::BackendUnreachable));
         };
         let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
-        rewrite(eth, l, Side::Src, flow.vip.0, flow.vip.1, partial);
+        rewrite(eth, &mut l, Side::Src, flow.vip.0, flow.vip.1, partial);
         if flow.snat.is_some() {
-            rewrite(eth, l, Side::Dst, flow.client.0, flow.client.1, partial);
+            rewrite(eth, &mut l, Side::Dst, flow.client.0, flow.client.1, partial);
         }
-        set_macs(eth, &flow.client_mac, &flow.vip_mac);
+        set_macs(eth, meta, &flow.client_mac, &flow.vip_mac);
+        meta.set_l4(l);
         Some(Disposition::Unicast(port))
     }
 
@@ -207,12 +218,14 @@ impl Ctx<'_> {
     }
 
     /// Turns the frame into an ARP request (IPv6: a neighbour solicitation) for `ip`.
-    fn resolve_request(&self, frame: &mut Frame, ip: IpAddr) -> Disposition {
+    fn resolve_request(&self, frame: &mut Frame, meta: &mut FrameMeta, ip: IpAddr) -> Disposition {
         self.counters.svc_arp_requests.fetch_add(1, Relaxed);
-        match ip {
+        let d = match ip {
             IpAddr::V4(ip) => self.arp_request(frame, ip),
             IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
-        }
+        };
+        reparse(frame, meta);
+        d
     }
 
     /// Places a new flow: affinity pin, else Maglev; tracks it. `Err` carries the fate of a
@@ -221,6 +234,7 @@ impl Ctx<'_> {
         &self,
         ingress: &PortEntry,
         frame: &mut Frame,
+        meta: &mut FrameMeta,
         l: &IpL4,
         svc: &Service,
     ) -> Result<Flow, Disposition> {
@@ -243,15 +257,12 @@ impl Ctx<'_> {
         let Some(backend) = backend else {
             svc.counters.rejected.fetch_add(1, Relaxed);
             self.counters.svc_rejected.fetch_add(1, Relaxed);
-            return Err(self.reject(ingress, frame, l));
+            return Err(self.reject(ingress, frame, meta, l));
         };
         let Some(backend_mac) = self.resolve(backend.ip) else {
-            return Err(self.resolve_request(frame, backend.ip));
+            return Err(self.resolve_request(frame, meta, backend.ip));
         };
-        let mac_at = |r: std::ops::Range<usize>| -> Mac {
-            frame.ethernet().get(r).and_then(|m| m.try_into().ok()).unwrap_or_default()
-        };
-        let (vip_mac, client_mac) = (mac_at(0..6), mac_at(6..12));
+        let (vip_mac, client_mac) = (meta.dst, meta.src);
         let hairpin = backend.ip == l.src;
         let snat_ip = if hairpin { self.svc.table.gateway_for(l.src).unwrap_or(l.dst) } else { l.src };
         let mut flow = Flow {
@@ -328,29 +339,30 @@ impl Ctx<'_> {
 
     /// Answers a segment of an ended TCP flow with a RST back to its sender; a RST itself is
     /// dropped.
-    fn reset(&self, ingress: &PortEntry, frame: &mut Frame, l: &IpL4) -> Disposition {
+    fn reset(&self, ingress: &PortEntry, frame: &mut Frame, meta: &mut FrameMeta, l: &IpL4) -> Disposition {
         if l.flags & tcp_flags::RST != 0 {
             return Disposition::Drop(DropReason::BackendUnreachable);
         }
         self.svc.ct.counters.resets.fetch_add(1, Relaxed);
-        self.reject(ingress, frame, l)
+        self.reject(ingress, frame, meta, l)
     }
 
     /// Turns the frame into the kube-proxy REJECT answer, back out of the ingress port.
-    fn reject(&self, ingress: &PortEntry, frame: &mut Frame, l: &IpL4) -> Disposition {
+    fn reject(&self, ingress: &PortEntry, frame: &mut Frame, meta: &mut FrameMeta, l: &IpL4) -> Disposition {
         let gw = self.svc.table.gateway_mac;
         let len = frame.ethernet().len();
         let buf = frame.buffer_mut();
         let (hdr, eth) = buf.split_at_mut(VNET_HDR_LEN);
         let n = if l.proto == PROTO_TCP {
-            eth.get_mut(..len).and_then(|e| reject::tcp_reset(e, l, &gw))
+            eth.get_mut(..len).and_then(|e| tcp::reset_in_place(e, l, &gw))
         } else {
-            reject::icmp_port_unreachable(eth, len, l, &gw)
+            icmp::port_unreachable_in_place(eth, len, l, &gw)
         };
         match n {
             Some(n) => {
                 VnetHdr::default().emit(hdr);
                 frame.set_len(VNET_HDR_LEN + n);
+                reparse(frame, meta);
                 Disposition::Unicast(ingress.id)
             }
             None => Disposition::Drop(DropReason::ServiceNoFlow),
@@ -363,59 +375,39 @@ impl Ctx<'_> {
         &self,
         ingress: &PortEntry,
         frame: &mut Frame,
-        meta: &FrameMeta,
+        meta: &mut FrameMeta,
         mac: Mac,
     ) -> Option<Disposition> {
         let eth = frame.bytes_mut().get_mut(VNET_HDR_LEN..)?;
-        match meta.l3 {
-            L3Src::Arp { sender_mac, sender_ip } => {
-                // Request (op 1) for a VIP: becomes the reply, sender and target swapped.
-                let target: [u8; 4] = eth.get(38..42)?.try_into().ok()?;
-                if eth.get(20..22)? != [0, 1] || !self.svc.table.is_vip(IpAddr::from(target)) {
+        match (meta.l3, meta.ndp) {
+            (L3Src::Arp { .. }, _) => {
+                // Request for a VIP: becomes the reply, sender and target swapped.
+                let req = ArpPacket::new_checked(eth.get(ETH_LEN..)?)?;
+                if req.operation() != arp::op::REQUEST || !self.svc.table.is_vip(req.target_ip().into()) {
                     return None;
                 }
-                eth[0..6].copy_from_slice(&sender_mac);
-                eth[6..12].copy_from_slice(&mac);
-                eth[21] = 2;
-                eth[22..28].copy_from_slice(&mac);
-                eth[28..32].copy_from_slice(&target);
-                eth[32..38].copy_from_slice(&sender_mac);
-                eth[38..42].copy_from_slice(&sender_ip.octets());
+                arp::reply_in_place(eth, &mac)?;
             }
-            L3Src::Ipv6(src) => {
-                // Neighbour solicitation (type 135) for a VIP: becomes a solicited, override
-                // advertisement (type 136) with our link-layer address.
-                if *eth.get(20)? != PROTO_ICMPV6 || *eth.get(54)? != 135 || eth.len() < 78 {
+            (L3Src::Ipv6(src), Ok(Some(NdpRepr::NeighborSolicit { target, .. }))) => {
+                // A neighbour solicitation for a VIP: becomes a solicited, override
+                // advertisement with our link-layer address.
+                if !self.svc.table.is_vip(target.into()) {
                     return None;
                 }
-                let target: [u8; 16] = eth.get(62..78)?.try_into().ok()?;
-                if !self.svc.table.is_vip(IpAddr::from(target)) {
-                    return None;
-                }
-                let asker: Mac = eth.get(6..12)?.try_into().ok()?;
                 let dst = if src.is_unspecified() { Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1) } else { src };
-                let out = eth.get_mut(..14 + 40 + 32)?;
-                out[0..6].copy_from_slice(&asker);
-                out[6..12].copy_from_slice(&mac);
-                out[14..22].copy_from_slice(&[0x60, 0, 0, 0, 0, 32, PROTO_ICMPV6, 255]);
-                out[22..38].copy_from_slice(&target);
-                out[38..54].copy_from_slice(&dst.octets());
-                let icmp = &mut out[54..86];
-                icmp.fill(0);
-                icmp[0] = 136;
-                icmp[4] = 0x60; // solicited, override
-                icmp[8..24].copy_from_slice(&target);
-                icmp[24] = 2; // target link-layer address option
-                icmp[25] = 1;
-                icmp[26..32].copy_from_slice(&mac);
-                let c = !fold(sum(icmp, pseudo_v6(target, dst.octets(), PROTO_ICMPV6, 32)));
-                icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                let na = NdpRepr::NeighborAdvert {
+                    flags: na_flags::SOLICITED | na_flags::OVERRIDE,
+                    target,
+                    target_lladdr: Some(mac),
+                };
+                let n = na.emit_frame(mac, meta.src, target, dst, eth)?;
                 let hdr = frame.buffer_mut().get_mut(..VNET_HDR_LEN)?;
                 VnetHdr::default().emit(hdr);
-                frame.set_len(VNET_HDR_LEN + 86);
+                frame.set_len(VNET_HDR_LEN + n);
             }
             _ => return None,
         }
+        reparse(frame, meta);
         Some(Disposition::Unicast(ingress.id))
     }
 
@@ -426,20 +418,12 @@ impl Ctx<'_> {
             Some(IpAddr::V4(g)) => g,
             _ => std::net::Ipv4Addr::UNSPECIFIED,
         };
-        let buf = frame.buffer_mut();
-        let Some(out) = buf.get_mut(..VNET_HDR_LEN + 42) else {
+        let (hdr, eth) = frame.buffer_mut().split_at_mut(VNET_HDR_LEN);
+        let Some(n) = arp::emit_request(eth, &gw_mac, gw_ip, ip) else {
             return Disposition::Drop(DropReason::ServiceNoFlow);
         };
-        let (hdr, eth) = out.split_at_mut(VNET_HDR_LEN);
         VnetHdr::default().emit(hdr);
-        eth[0..6].fill(0xff);
-        eth[6..12].copy_from_slice(&gw_mac);
-        eth[12..22].copy_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        eth[22..28].copy_from_slice(&gw_mac);
-        eth[28..32].copy_from_slice(&gw_ip.octets());
-        eth[32..38].fill(0);
-        eth[38..42].copy_from_slice(&ip.octets());
-        frame.set_len(VNET_HDR_LEN + 42);
+        frame.set_len(VNET_HDR_LEN + n);
         Disposition::Flood
     }
 
@@ -447,7 +431,6 @@ impl Ctx<'_> {
     /// §7.2.2: to the solicited-node multicast group, hop limit 255, with our link-layer
     /// address), which the switch floods.
     fn neighbour_solicitation(&self, frame: &mut Frame, ip: Ipv6Addr) -> Disposition {
-        const LEN: usize = 14 + 40 + 32;
         let gw_mac = self.svc.table.gateway_mac;
         let src = match self.svc.table.gateway_for(IpAddr::V6(ip)) {
             Some(IpAddr::V6(g)) => g,
@@ -464,28 +447,22 @@ impl Ctx<'_> {
             0xff00 | u16::from(t[13]),
             u16::from_be_bytes([t[14], t[15]]),
         );
-        let Some(out) = frame.buffer_mut().get_mut(..VNET_HDR_LEN + LEN) else {
+        let ns = NdpRepr::NeighborSolicit { target: ip, source_lladdr: Some(gw_mac) };
+        let (hdr, eth) = frame.buffer_mut().split_at_mut(VNET_HDR_LEN);
+        let Some(n) = ns.emit_frame(gw_mac, [0x33, 0x33, 0xff, t[13], t[14], t[15]], src, group, eth) else {
             return Disposition::Drop(DropReason::ServiceNoFlow);
         };
-        let (hdr, eth) = out.split_at_mut(VNET_HDR_LEN);
         VnetHdr::default().emit(hdr);
-        eth[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
-        eth[6..12].copy_from_slice(&gw_mac);
-        eth[12..14].copy_from_slice(&[0x86, 0xdd]);
-        eth[14..22].copy_from_slice(&[0x60, 0, 0, 0, 0, 32, PROTO_ICMPV6, 255]);
-        eth[22..38].copy_from_slice(&src.octets());
-        eth[38..54].copy_from_slice(&group.octets());
-        let icmp = &mut eth[54..LEN];
-        icmp.fill(0);
-        icmp[0] = 135; // neighbour solicitation
-        icmp[8..24].copy_from_slice(&t);
-        icmp[24] = 1; // source link-layer address option, 8 bytes
-        icmp[25] = 1;
-        icmp[26..32].copy_from_slice(&gw_mac);
-        let c = !fold(sum(icmp, pseudo_v6(src.octets(), group.octets(), PROTO_ICMPV6, 32)));
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        frame.set_len(VNET_HDR_LEN + LEN);
+        frame.set_len(VNET_HDR_LEN + n);
         Disposition::Flood
+    }
+}
+
+/// After the stage turned `frame` into another one (an answer or a resolution request), its
+/// meta is that frame's (these are rare: parsing again costs less than tracking each field).
+fn reparse(frame: &Frame, meta: &mut FrameMeta) {
+    if let Ok(m) = parse(frame.bytes()) {
+        *meta = m;
     }
 }
 
@@ -601,9 +578,12 @@ mod tests {
             f.buffer_mut()[..VNET_HDR_LEN].fill(0);
             f.buffer_mut()[VNET_HDR_LEN..VNET_HDR_LEN + raw.len()].copy_from_slice(raw);
             f.set_len(VNET_HDR_LEN + raw.len());
-            let meta = parse_frame(raw).unwrap();
+            let mut meta = parse_frame(raw).unwrap();
             let entry = self.entries[usize::from(ingress)].clone();
-            let d = ctx.process(&entry, &mut f, &meta);
+            let d = ctx.process(&entry, &mut f, &mut meta);
+            if d.is_some() {
+                assert_eq!(Ok(meta), parse(f.bytes()), "the meta follows the frame");
+            }
             let out = f.ethernet().to_vec();
             self.local.put(f);
             (d, out)

@@ -9,8 +9,10 @@
 use std::net::IpAddr;
 
 use crate::wire::checksum::{update16, update_addr, update_seed_addr};
-use crate::wire::l4::{IpL4, IP_OFF, PROTO_UDP};
-use crate::wire::Mac;
+use crate::wire::ethernet::EthernetFrame;
+use crate::wire::frame::{IpL4, L3_OFF};
+use crate::wire::ip::{v4, v6, PROTO_UDP};
+use crate::wire::{tcp, FrameMeta, Mac};
 
 /// Which end of the packet to rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,32 +32,42 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 }
 
 /// Rewrites `side`'s address and port of the packet `l` describes (`eth` is the Ethernet frame
-/// `l` was parsed from). `partial`: the L4 checksum field holds a `NEEDS_CSUM` seed. An address
-/// of the other family than the packet's is refused (returns false, nothing changed).
-pub fn rewrite(eth: &mut [u8], l: &IpL4, side: Side, ip: IpAddr, port: u16, partial: bool) -> bool {
-    // `parse_ip_l4` guaranteed the IP header and (first fragments) the L4 header are present.
+/// `l` was parsed from), and `l` with it, so that the frame's meta stays true for later stages.
+/// `partial`: the L4 checksum field holds a `NEEDS_CSUM` seed. An address of the other family
+/// than the packet's is refused (returns false, nothing changed).
+pub fn rewrite(eth: &mut [u8], l: &mut IpL4, side: Side, ip: IpAddr, port: u16, partial: bool) -> bool {
+    // The parse guaranteed the IP header and (first fragments) the L4 header are present.
     let (old_ip, port_at) = match side {
-        Side::Src => (l.src, l.l4_off),
-        Side::Dst => (l.dst, l.l4_off + 2),
+        Side::Src => (l.src, l.l4_off + tcp::field::SRC_PORT.start),
+        Side::Dst => (l.dst, l.l4_off + tcp::field::DST_PORT.start),
     };
-    match (ip, side) {
-        (IpAddr::V4(a), _) if !l.is_v6() => {
-            let at = IP_OFF + if side == Side::Src { 12 } else { 16 };
-            eth[at..at + 4].copy_from_slice(&a.octets());
-            let ip_csum = get16(eth, IP_OFF + 10);
-            put16(eth, IP_OFF + 10, update_addr(ip_csum, &old_ip, &ip));
+    match ip {
+        IpAddr::V4(a) if !l.is_v6() => {
+            let f = if side == Side::Src { v4::SRC } else { v4::DST };
+            eth[L3_OFF + f.start..L3_OFF + f.end].copy_from_slice(&a.octets());
+            let at = L3_OFF + v4::CHECKSUM.start;
+            let ip_csum = get16(eth, at);
+            put16(eth, at, update_addr(ip_csum, &old_ip, &ip));
         }
-        (IpAddr::V6(a), _) if l.is_v6() => {
-            let at = IP_OFF + if side == Side::Src { 8 } else { 24 };
-            eth[at..at + 16].copy_from_slice(&a.octets());
+        IpAddr::V6(a) if l.is_v6() => {
+            let f = if side == Side::Src { v6::SRC } else { v6::DST };
+            eth[L3_OFF + f.start..L3_OFF + f.end].copy_from_slice(&a.octets());
         }
         _ => return false,
+    }
+    match side {
+        Side::Src => l.src = ip,
+        Side::Dst => l.dst = ip,
     }
     if l.later_fragment {
         return true;
     }
     let old_port = get16(eth, port_at);
     put16(eth, port_at, port);
+    match side {
+        Side::Src => l.sport = port,
+        Side::Dst => l.dport = port,
+    }
     let at = l.csum_off();
     let csum = get16(eth, at);
     let next = if partial {
@@ -74,10 +86,12 @@ pub fn rewrite(eth: &mut [u8], l: &IpL4, side: Side, ip: IpAddr, port: u16, part
     true
 }
 
-/// Sets the Ethernet addresses.
-pub fn set_macs(eth: &mut [u8], dst: &Mac, src: &Mac) {
-    eth[0..6].copy_from_slice(dst);
-    eth[6..12].copy_from_slice(src);
+/// Sets the Ethernet addresses of the frame and its meta.
+pub fn set_macs(eth: &mut [u8], meta: &mut FrameMeta, dst: &Mac, src: &Mac) {
+    if let Ok(mut e) = EthernetFrame::new_checked(eth) {
+        e.set_macs(dst, src);
+        (meta.dst, meta.src) = (*dst, *src);
+    }
 }
 
 #[cfg(test)]
@@ -87,8 +101,9 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
-    use crate::wire::l4::{parse_ip_l4, IpL4, PROTO_TCP};
+    use crate::wire::checksum::{fold, pseudo, sum};
+    use crate::wire::frame::IpL4;
+    use crate::wire::ip::PROTO_TCP;
 
     fn packet(tcp: bool, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
         let b =
@@ -109,8 +124,7 @@ mod tests {
             return false;
         }
         let l4 = &eth[34..];
-        let p =
-            pseudo_v4(ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap(), ip[9], l4.len() as u16);
+        let p = pseudo(&ip[12..16], &ip[16..20], ip[9], l4.len() as u32);
         fold(sum(l4, p)) == 0xffff
     }
 
@@ -125,11 +139,12 @@ mod tests {
         nport: u16,
     ) -> Result<IpL4, TestCaseError> {
         prop_assert!(valid(f));
-        let l = parse_ip_l4(f).unwrap();
+        let mut l = IpL4::parse(f).unwrap();
         let side = if src_side { Side::Src } else { Side::Dst };
-        prop_assert!(rewrite(f, &l, side, nip, nport, false));
+        prop_assert!(rewrite(f, &mut l, side, nip, nport, false));
         prop_assert!(valid(f));
-        let l2 = parse_ip_l4(f).unwrap();
+        let l2 = IpL4::parse(f).unwrap();
+        prop_assert_eq!(l, l2, "the meta follows the rewrite");
         let got = if src_side { (l2.src, l2.sport) } else { (l2.dst, l2.dport) };
         prop_assert_eq!(got, (nip, nport));
         Ok(l2)
@@ -150,7 +165,7 @@ mod tests {
             // And back: the reverse NAT restores the original bytes' meaning and validity.
             let (oip, oport) = if src_side { (src, sp) } else { (dst, dp) };
             let side = if src_side { Side::Src } else { Side::Dst };
-            rewrite(&mut f, &l2, side, Ipv4Addr::from(oip).into(), oport, false);
+            rewrite(&mut f, &mut l2.clone(), side, Ipv4Addr::from(oip).into(), oport, false);
             prop_assert!(valid(&f));
         }
 
@@ -163,11 +178,11 @@ mod tests {
             let mut f = packet(true, src, dst, 1000, 80, &payload);
             // As a NEEDS_CSUM sender leaves it: the field holds the pseudo-header seed.
             let len = (f.len() - 34) as u16;
-            let seed = fold(pseudo_v4(src, dst, PROTO_TCP, len));
+            let seed = fold(pseudo(&src, &dst, PROTO_TCP, u32::from(len)));
             f[50..52].copy_from_slice(&seed.to_be_bytes());
-            let l = parse_ip_l4(&f).unwrap();
-            rewrite(&mut f, &l, Side::Dst, Ipv4Addr::from(nip).into(), nport, true);
-            let want = fold(pseudo_v4(src, nip, PROTO_TCP, len));
+            let mut l = IpL4::parse(&f).unwrap();
+            rewrite(&mut f, &mut l, Side::Dst, Ipv4Addr::from(nip).into(), nport, true);
+            let want = fold(pseudo(&src, &nip, PROTO_TCP, u32::from(len)));
             let got = u16::from_be_bytes([f[50], f[51]]);
             prop_assert!(got == want || (got == 0xffff && want == 0) || (got == 0 && want == 0xffff));
             // Completing it as the kernel would gives a valid segment.
@@ -193,8 +208,7 @@ mod tests {
     fn valid6(eth: &[u8]) -> bool {
         let ip = &eth[14..54];
         let l4 = &eth[54..];
-        let p =
-            pseudo_v6(ip[8..24].try_into().unwrap(), ip[24..40].try_into().unwrap(), ip[6], l4.len() as u32);
+        let p = pseudo(&ip[8..24], &ip[24..40], ip[6], l4.len() as u32);
         fold(sum(l4, p)) == 0xffff
     }
 
@@ -211,7 +225,7 @@ mod tests {
             let mut f = packet6(tcp, src, dst, sp, dp, &payload);
             let l2 = rewrite_checked(&mut f, valid6, src_side, IpAddr::from(nip), nport)?;
             let side = if src_side { Side::Src } else { Side::Dst };
-            prop_assert!(!rewrite(&mut f, &l2, side, IpAddr::from([1, 2, 3, 4]), 1, false), "family mismatch refused");
+            prop_assert!(!rewrite(&mut f, &mut l2.clone(), side, IpAddr::from([1, 2, 3, 4]), 1, false), "family mismatch refused");
         }
     }
 
@@ -219,8 +233,8 @@ mod tests {
     fn udp_without_checksum_stays_without() {
         let mut f = packet(false, [1, 1, 1, 1], [2, 2, 2, 2], 5, 53, b"q");
         f[40..42].fill(0);
-        let l = parse_ip_l4(&f).unwrap();
-        rewrite(&mut f, &l, Side::Dst, Ipv4Addr::new(3, 3, 3, 3).into(), 5353, false);
+        let mut l = IpL4::parse(&f).unwrap();
+        rewrite(&mut f, &mut l, Side::Dst, Ipv4Addr::new(3, 3, 3, 3).into(), 5353, false);
         assert_eq!(&f[40..42], &[0, 0]);
         assert_eq!(fold(sum(&f[14..34], 0)), 0xffff);
     }
