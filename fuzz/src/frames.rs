@@ -5,8 +5,8 @@
 //! ([`book`]) so frames hit pods, VIPs, backends and tracked flows rather than random space.
 
 use arbitrary::Arbitrary;
-use tapway_switch::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
-use tapway_switch::wire::l4::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use tapway_switch::wire::checksum::{fold, pseudo, sum};
+use tapway_switch::wire::ip::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use tapway_switch::wire::vnet::{
     F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4,
 };
@@ -635,7 +635,7 @@ impl FrameSpec {
                 let c = !fold(sum(&out[ip_at..ip_at + ihl], 0));
                 put16(out, ip_at + 10, c);
                 let l4_len = (out.len() - a.off) as u16;
-                let pseudo = pseudo_v4(src.get(), dst.get(), a.proto, l4_len);
+                let pseudo = pseudo(&src.get(), &dst.get(), a.proto, u32::from(l4_len));
                 at = Some((a, if a_is_icmp4(l4) { 0 } else { pseudo }));
             }
             L3::V6 { src, dst, hop, ext, l4 } => {
@@ -673,7 +673,7 @@ impl FrameSpec {
                 let payload = (out.len() - ip_at - 40).min(0xffff) as u16;
                 put16(out, ip_at + 4, payload);
                 let l4_len = (out.len() - a.off) as u32;
-                let pseudo = pseudo_v6(src.get(), dst.get(), a.proto, l4_len);
+                let pseudo = pseudo(&src.get(), &dst.get(), a.proto, l4_len);
                 at = Some((a, pseudo));
             }
             L3::Other { ethertype, payload } => {

@@ -31,7 +31,7 @@ use tapway_switch::table::conntrack::{Conntrack, CtState, Flow, Timeouts};
 use tapway_switch::table::neigh::Neighbours;
 use tapway_switch::table::services::{pack, Service, ServiceTable};
 use tapway_switch::table::{Fdb, PortEntry, PortKind, PortMeta, PortTable, SpoofGuard};
-use tapway_switch::wire::l4::{PROTO_TCP, PROTO_UDP};
+use tapway_switch::wire::ip::{PROTO_TCP, PROTO_UDP};
 use tapway_switch::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
 use tapway_switch::wire::vnet::F_NEEDS_CSUM;
 use tapway_switch::wire::{VnetHdr, VNET_HDR_LEN};

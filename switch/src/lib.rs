@@ -4,7 +4,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`wire`] | frame parsing: vnet header, Ethernet/ARP/IP classification |
+//! | [`wire`] | the header model: one parse of a frame into its meta (vnet header, L2/L3/L4), checked views per protocol, the one checksum module, the frames the switch builds |
 //! | [`port`] | where frames enter and leave: TAP (pods, host), in-memory (tests) |
 //! | [`pool`] | the pre-allocated frame buffers |
 //! | [`table`] | the FDB (MAC learning) and the port table |

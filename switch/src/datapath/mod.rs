@@ -4,14 +4,16 @@
 //!
 //! 1. **rx** ([`worker`]): the worker that owns the ingress port reads a burst of up to
 //!    `batch` frames into pool buffers.
-//! 2. **parse** ([`pipeline`] → [`crate::wire::vnet`], [`crate::wire::frame`]): the vnet
-//!    header checked against the frame (`gso_invalid`), Ethernet, ARP, IPv4/IPv6 headers.
-//!    Malformed frames are dropped (`malformed`).
+//! 2. **parse** ([`pipeline`] → [`crate::wire::parse`]): the frame's one parse, into the
+//!    [`crate::wire::FrameMeta`] every later stage reads: vnet header (checked against the
+//!    frame: `gso_invalid`), MACs, ARP, IPv4/IPv6 addresses, TCP/UDP ports and flags, fragment
+//!    info, offsets and any NDP message. Malformed frames are dropped (`malformed`).
 //! 3. **anti-spoof** ([`antispoof`]): a pod may only send with its own MAC and addresses; then
 //!    its egress rate limit, if any ([`police`]).
 //! 4. **learn** ([`pipeline`] → [`crate::table::fdb`]): source MAC → ingress port.
 //! 5. **service** ([`service`]): frames to a Service VIP are DNATed to a backend chosen by
-//!    Maglev and pinned in conntrack; replies get their source turned back into the VIP.
+//!    Maglev and pinned in conntrack; replies get their source turned back into the VIP. The
+//!    rewrite works at the meta's offsets and keeps the meta true.
 //! 6. **forward** ([`forward`]): FDB lookup → one port, or flood for group and unknown
 //!    destinations, within the ingress pod port's storm-control budget ([`police`]).
 //! 7. **tx** ([`worker`]): written directly when this worker owns the egress port, otherwise

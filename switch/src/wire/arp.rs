@@ -92,7 +92,12 @@ fn ip(b: &[u8]) -> Ipv4Addr {
 /// Writes a broadcast ARP request "who has `target`, tell `sender_ip`" from `sender_mac` as a
 /// whole Ethernet frame at the start of `buf`; returns its length, or `None` when `buf` is too
 /// short.
-pub fn emit_request(buf: &mut [u8], sender_mac: &Mac, sender_ip: Ipv4Addr, target: Ipv4Addr) -> Option<usize> {
+pub fn emit_request(
+    buf: &mut [u8],
+    sender_mac: &Mac,
+    sender_ip: Ipv4Addr,
+    target: Ipv4Addr,
+) -> Option<usize> {
     let out = buf.get_mut(..ETH_LEN + PACKET_LEN)?;
     EthernetFrame::new_checked(&mut *out).ok()?.emit(&[0xff; 6], sender_mac, ethertype::ARP);
     let a = &mut out[ETH_LEN..];
@@ -139,7 +144,10 @@ mod tests {
         let e = EthernetFrame::new_checked(&buf[..n]).unwrap();
         assert_eq!((e.dst(), e.src(), e.ethertype()), ([0xff; 6], GW, ethertype::ARP));
         let a = ArpPacket::new_checked(e.payload()).unwrap();
-        assert_eq!((a.operation(), a.sender_mac(), a.sender_ip()), (op::REQUEST, GW, Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(
+            (a.operation(), a.sender_mac(), a.sender_ip()),
+            (op::REQUEST, GW, Ipv4Addr::new(10, 0, 0, 1))
+        );
         assert_eq!(a.target_ip(), Ipv4Addr::new(10, 0, 0, 3));
         let theirs = etherparse::ArpPacketSlice::from_slice(&buf[14..n]).unwrap();
         assert_eq!(theirs.target_protocol_addr(), &[10, 0, 0, 3]);
@@ -155,7 +163,10 @@ mod tests {
         let e = EthernetFrame::new_checked(&f[..]).unwrap();
         assert_eq!((e.dst(), e.src()), (asker, GW));
         let a = ArpPacket::new_checked(e.payload()).unwrap();
-        assert_eq!((a.operation(), a.sender_mac(), a.sender_ip()), (op::REPLY, GW, Ipv4Addr::new(10, 96, 0, 10)));
+        assert_eq!(
+            (a.operation(), a.sender_mac(), a.sender_ip()),
+            (op::REPLY, GW, Ipv4Addr::new(10, 96, 0, 10))
+        );
         assert_eq!((&f[32..38], a.target_ip()), (&asker[..], Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(reply_in_place(&mut f, &GW), None, "a reply is not answered");
     }

@@ -93,6 +93,22 @@ pub fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: u32) -> u64 {
     acc + u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(proto)
 }
 
+/// [`pseudo`] of two addresses of one family (an IPv4 one paired with an IPv6 one is taken
+/// IPv4-mapped, as [`crate::wire::ip::emit_header`] writes it).
+pub fn pseudo_ip(src: &std::net::IpAddr, dst: &std::net::IpAddr, proto: u8, len: u32) -> u64 {
+    use std::net::IpAddr::{V4, V6};
+    match (src, dst) {
+        (V4(s), V4(d)) => pseudo(&s.octets(), &d.octets(), proto, len),
+        (s, d) => {
+            let six = |a: &std::net::IpAddr| match a {
+                V6(a) => a.octets(),
+                V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            pseudo(&six(s), &six(d), proto, len)
+        }
+    }
+}
+
 /// Completes a partial checksum as a device does for `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the field
 /// at `start + offset` holds the folded pseudo-header sum; everything from `start` to the end
 /// of `frame` is added to it and the complement stored. False (nothing changed) when the

@@ -109,7 +109,11 @@ mod tests {
     #[test]
     fn construct() {
         let mut buf = [0u8; 16];
-        EthernetFrame::new_checked(&mut buf[..]).unwrap().emit(&[0xff; 6], &[2, 0, 0, 0, 0, 1], ethertype::ARP);
+        EthernetFrame::new_checked(&mut buf[..]).unwrap().emit(
+            &[0xff; 6],
+            &[2, 0, 0, 0, 0, 1],
+            ethertype::ARP,
+        );
         assert_eq!(buf[..14], FRAME[..14]);
     }
 

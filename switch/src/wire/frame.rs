@@ -196,7 +196,9 @@ pub fn parse_frame(eth: &[u8]) -> Result<FrameMeta, ParseError> {
             let arp = ArpPacket::new_checked(e.payload()).ok_or(ParseError::Arp)?;
             (L3Src::Arp { sender_mac: arp.sender_mac(), sender_ip: arp.sender_ip() }, None, Ok(None))
         }
-        ethertype::VLAN | ethertype::PROVIDER_BRIDGING | ethertype::VLAN_DOUBLE => (L3Src::Vlan, None, Ok(None)),
+        ethertype::VLAN | ethertype::PROVIDER_BRIDGING | ethertype::VLAN_DOUBLE => {
+            (L3Src::Vlan, None, Ok(None))
+        }
         _ => (L3Src::Other, None, Ok(None)),
     };
     Ok(FrameMeta { vnet: VnetHdr::default(), dst: e.dst(), src: e.src(), ethertype: et, l3, l4, ndp })
@@ -311,12 +313,18 @@ pub(crate) mod tests {
         assert_eq!(parse_frame(&v6), Err(ParseError::Ipv6));
     }
 
-
     #[test]
     fn parse_reads_the_vnet_header_and_checks_it_against_the_frame() {
         use crate::wire::vnet::{F_NEEDS_CSUM, GSO_TCPV4, GSO_UDP_L4};
         let f = udp4(A, B, [10, 0, 0, 2], [10, 0, 0, 3]);
-        let h = VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_UDP_L4, hdr_len: 20, gso_size: 2, csum_start: 34, csum_offset: 6 };
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: 20,
+            gso_size: 2,
+            csum_start: 34,
+            csum_offset: 6,
+        };
         let mut buf = vec![0u8; VNET_HDR_LEN];
         h.emit(&mut buf);
         buf.extend_from_slice(&f);
@@ -348,7 +356,10 @@ pub(crate) mod tests {
             .write(&mut t, &[])
             .unwrap();
         let l = IpL4::parse(&t).unwrap();
-        assert_eq!((l.proto, l.sport, l.dport, l.flags), (PROTO_TCP, 40000, 80, crate::wire::tcp::flags::SYN));
+        assert_eq!(
+            (l.proto, l.sport, l.dport, l.flags),
+            (PROTO_TCP, 40000, 80, crate::wire::tcp::flags::SYN)
+        );
         assert_eq!(l.csum_off(), 34 + 16);
         assert!(!l.is_v6());
     }
@@ -420,112 +431,114 @@ pub(crate) mod tests {
         use super::super::{L3Src, ParseError};
         use crate::wire::Mac;
 
+        /// (L4 offset, protocol, source, destination, ports, TCP flags, later fragment)
+        pub type OldL4 = (usize, u8, IpAddr, IpAddr, u16, u16, u8, bool);
+
         const PROTO_TCP: u8 = 6;
         const PROTO_UDP: u8 = 17;
         const IP_OFF: usize = 14;
         const IPV6_HDR: usize = 40;
         const MAX_EXT_HEADERS: usize = 8;
-    /// Classifies an Ethernet frame (without vnet header).
-    pub fn parse_frame(frame: &[u8]) -> Result<(Mac, Mac, u16, L3Src), ParseError> {
-        let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| ParseError::Ethernet)?;
-        let ethertype = eth.ether_type();
-        let payload = &frame[eth.slice().len()..];
-        let l3 = match ethertype {
-            EtherType::IPV4 => {
-                let ip = Ipv4HeaderSlice::from_slice(payload).map_err(|_| ParseError::Ipv4)?;
-                L3Src::Ipv4(ip.source_addr())
-            }
-            EtherType::IPV6 => {
-                let ip = Ipv6HeaderSlice::from_slice(payload).map_err(|_| ParseError::Ipv6)?;
-                L3Src::Ipv6(ip.source_addr())
-            }
-            EtherType::ARP => {
-                let arp = ArpPacketSlice::from_slice(payload).map_err(|_| ParseError::Arp)?;
-                if arp.hw_addr_type() != ArpHardwareId::ETHERNET
-                    || arp.proto_addr_type() != EtherType::IPV4
-                    || arp.hw_addr_size() != 6
-                    || arp.proto_addr_size() != 4
-                {
-                    return Err(ParseError::Arp);
+        /// Classifies an Ethernet frame (without vnet header).
+        pub fn parse_frame(frame: &[u8]) -> Result<(Mac, Mac, u16, L3Src), ParseError> {
+            let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| ParseError::Ethernet)?;
+            let ethertype = eth.ether_type();
+            let payload = &frame[eth.slice().len()..];
+            let l3 = match ethertype {
+                EtherType::IPV4 => {
+                    let ip = Ipv4HeaderSlice::from_slice(payload).map_err(|_| ParseError::Ipv4)?;
+                    L3Src::Ipv4(ip.source_addr())
                 }
-                let mac: Mac = arp.sender_hw_addr().try_into().map_err(|_| ParseError::Arp)?;
-                let ip: [u8; 4] = arp.sender_protocol_addr().try_into().map_err(|_| ParseError::Arp)?;
-                L3Src::Arp { sender_mac: mac, sender_ip: Ipv4Addr::from(ip) }
-            }
-            EtherType::VLAN_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING | EtherType::VLAN_DOUBLE_TAGGED_FRAME => {
-                L3Src::Vlan
-            }
-            _ => L3Src::Other,
-        };
-        Ok((eth.destination(), eth.source(), ethertype.0, l3))
-    }
-
-    fn be16(b: &[u8], at: usize) -> Option<u16> {
-        Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-    }
-
-    /// Finds the TCP/UDP headers of an Ethernet frame carrying IPv4 or IPv6. `None` for anything
-    /// else or anything truncated.
-    pub fn parse_ip_l4(eth: &[u8]) -> Option<(usize, u8, IpAddr, IpAddr, u16, u16, u8, bool)> {
-        let (proto, src, dst, l4_off, later_fragment) = match be16(eth, 12)? {
-            0x0800 => {
-                let ip = eth.get(IP_OFF..)?;
-                let vihl = *ip.first()?;
-                let ihl = usize::from(vihl & 0x0f) * 4;
-                if vihl >> 4 != 4 || ihl < 20 || ip.len() < ihl {
-                    return None;
+                EtherType::IPV6 => {
+                    let ip = Ipv6HeaderSlice::from_slice(payload).map_err(|_| ParseError::Ipv6)?;
+                    L3Src::Ipv6(ip.source_addr())
                 }
-                let src = IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
-                let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
-                (ip[9], src, dst, IP_OFF + ihl, be16(ip, 6)? & 0x1fff != 0)
-            }
-            0x86dd => {
-                let ip = eth.get(IP_OFF..IP_OFF + IPV6_HDR)?;
-                if ip[0] >> 4 != 6 {
-                    return None;
-                }
-                let a: [u8; 16] = ip[8..24].try_into().ok()?;
-                let b: [u8; 16] = ip[24..40].try_into().ok()?;
-                let (mut next, mut off, mut later) = (ip[6], IP_OFF + IPV6_HDR, false);
-                for _ in 0..MAX_EXT_HEADERS {
-                    match next {
-                        PROTO_TCP | PROTO_UDP => break,
-                        0 | 43 | 60 => {
-                            // hop-by-hop, routing, destination options: (next, len in 8-octet units - 1)
-                            next = *eth.get(off)?;
-                            off += (usize::from(*eth.get(off + 1)?) + 1) * 8;
-                        }
-                        44 => {
-                            next = *eth.get(off)?;
-                            later = be16(eth, off + 2)? & 0xfff8 != 0;
-                            off += 8;
-                        }
-                        _ => return None,
+                EtherType::ARP => {
+                    let arp = ArpPacketSlice::from_slice(payload).map_err(|_| ParseError::Arp)?;
+                    if arp.hw_addr_type() != ArpHardwareId::ETHERNET
+                        || arp.proto_addr_type() != EtherType::IPV4
+                        || arp.hw_addr_size() != 6
+                        || arp.proto_addr_size() != 4
+                    {
+                        return Err(ParseError::Arp);
                     }
+                    let mac: Mac = arp.sender_hw_addr().try_into().map_err(|_| ParseError::Arp)?;
+                    let ip: [u8; 4] = arp.sender_protocol_addr().try_into().map_err(|_| ParseError::Arp)?;
+                    L3Src::Arp { sender_mac: mac, sender_ip: Ipv4Addr::from(ip) }
                 }
-                (next, IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)), off, later)
-            }
-            _ => return None,
-        };
-        if proto != PROTO_TCP && proto != PROTO_UDP {
-            return None;
+                EtherType::VLAN_TAGGED_FRAME
+                | EtherType::PROVIDER_BRIDGING
+                | EtherType::VLAN_DOUBLE_TAGGED_FRAME => L3Src::Vlan,
+                _ => L3Src::Other,
+            };
+            Ok((eth.destination(), eth.source(), ethertype.0, l3))
         }
-        let mut out = (l4_off, proto, src, dst, 0u16, 0u16, 0u8, later_fragment);
-        if later_fragment {
-            return Some(out);
-        }
-        let min = if proto == PROTO_TCP { 20 } else { 8 };
-        if eth.len() < l4_off + min {
-            return None;
-        }
-        out.4 = be16(eth, l4_off)?;
-        out.5 = be16(eth, l4_off + 2)?;
-        if proto == PROTO_TCP {
-            out.6 = eth[l4_off + 13];
-        }
-        Some(out)
-    }
 
+        fn be16(b: &[u8], at: usize) -> Option<u16> {
+            Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+        }
+
+        /// Finds the TCP/UDP headers of an Ethernet frame carrying IPv4 or IPv6. `None` for anything
+        /// else or anything truncated.
+        pub fn parse_ip_l4(eth: &[u8]) -> Option<OldL4> {
+            let (proto, src, dst, l4_off, later_fragment) = match be16(eth, 12)? {
+                0x0800 => {
+                    let ip = eth.get(IP_OFF..)?;
+                    let vihl = *ip.first()?;
+                    let ihl = usize::from(vihl & 0x0f) * 4;
+                    if vihl >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+                        return None;
+                    }
+                    let src = IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
+                    let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
+                    (ip[9], src, dst, IP_OFF + ihl, be16(ip, 6)? & 0x1fff != 0)
+                }
+                0x86dd => {
+                    let ip = eth.get(IP_OFF..IP_OFF + IPV6_HDR)?;
+                    if ip[0] >> 4 != 6 {
+                        return None;
+                    }
+                    let a: [u8; 16] = ip[8..24].try_into().ok()?;
+                    let b: [u8; 16] = ip[24..40].try_into().ok()?;
+                    let (mut next, mut off, mut later) = (ip[6], IP_OFF + IPV6_HDR, false);
+                    for _ in 0..MAX_EXT_HEADERS {
+                        match next {
+                            PROTO_TCP | PROTO_UDP => break,
+                            0 | 43 | 60 => {
+                                // hop-by-hop, routing, destination options: (next, len in 8-octet units - 1)
+                                next = *eth.get(off)?;
+                                off += (usize::from(*eth.get(off + 1)?) + 1) * 8;
+                            }
+                            44 => {
+                                next = *eth.get(off)?;
+                                later = be16(eth, off + 2)? & 0xfff8 != 0;
+                                off += 8;
+                            }
+                            _ => return None,
+                        }
+                    }
+                    (next, IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b)), off, later)
+                }
+                _ => return None,
+            };
+            if proto != PROTO_TCP && proto != PROTO_UDP {
+                return None;
+            }
+            let mut out = (l4_off, proto, src, dst, 0u16, 0u16, 0u8, later_fragment);
+            if later_fragment {
+                return Some(out);
+            }
+            let min = if proto == PROTO_TCP { 20 } else { 8 };
+            if eth.len() < l4_off + min {
+                return None;
+            }
+            out.4 = be16(eth, l4_off)?;
+            out.5 = be16(eth, l4_off + 2)?;
+            if proto == PROTO_TCP {
+                out.6 = eth[l4_off + 13];
+            }
+            Some(out)
+        }
     }
 
     /// Frames that reach every branch: IPv4/IPv6 TCP/UDP (with options and extension headers),
@@ -555,7 +568,11 @@ pub(crate) mod tests {
                 t
             },
         ];
-        (proptest::sample::select(bases), proptest::collection::vec((0usize..80, any::<u8>()), 0..6), 0usize..100)
+        (
+            proptest::sample::select(bases),
+            proptest::collection::vec((0usize..80, any::<u8>()), 0..6),
+            0usize..100,
+        )
             .prop_map(|(mut f, edits, cut)| {
                 for (at, v) in edits {
                     if let Some(b) = f.get_mut(at) {

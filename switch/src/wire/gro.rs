@@ -16,8 +16,7 @@
 
 use super::checksum::{fold, sum};
 use super::ethernet::{ethertype, HEADER_LEN as ETH_LEN};
-use super::ip::{self, IPV4_MIN_LEN, IPV6_HDR_LEN, PROTO_TCP};
-use super::segment::pseudo_sum;
+use super::ip::{self, pseudo_in_frame, IPV4_MIN_LEN, IPV6_HDR_LEN, PROTO_TCP};
 use super::tcp::{self, flags::ACK as TCP_ACK, flags::PSH as TCP_PSH};
 use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6};
 /// Largest IP packet a merged frame may become (the IP length fields are 16 bits).
@@ -80,7 +79,7 @@ fn parse(frame: &[u8]) -> Option<Seg> {
         return None;
     }
     let l4_len = frame.len() - l4_off;
-    if fold(sum(&frame[l4_off..], pseudo(frame, v6, l4_len))) != 0xffff {
+    if fold(sum(&frame[l4_off..], pseudo_in_frame(frame, v6, PROTO_TCP, l4_len))) != 0xffff {
         return None;
     }
     let seq = th.seq();
@@ -211,7 +210,7 @@ impl Merge {
         if self.psh {
             out[f.l4_off + tcp::field::FLAGS] |= TCP_PSH;
         }
-        let partial = fold(pseudo(out, f.v6, l4_len));
+        let partial = fold(pseudo_in_frame(out, f.v6, PROTO_TCP, l4_len));
         put16(out, f.l4_off + tcp::field::CHECKSUM.start, partial);
         VnetHdr {
             flags: F_NEEDS_CSUM,
@@ -222,10 +221,6 @@ impl Merge {
             csum_offset: tcp::field::CHECKSUM.start as u16,
         }
     }
-}
-
-fn pseudo(frame: &[u8], v6: bool, l4_len: usize) -> u64 {
-    pseudo_sum(frame, v6, PROTO_TCP, l4_len)
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -374,7 +369,7 @@ mod tests {
         let mut good = b.clone();
         good[50..52].fill(0);
         let l4_len = good.len() - 34;
-        let c = !fold(sum(&good[34..], pseudo(&good, false, l4_len)));
+        let c = !fold(sum(&good[34..], pseudo_in_frame(&good, false, PROTO_TCP, l4_len)));
         good[50..52].copy_from_slice(&c.to_be_bytes());
         assert!(m.append(&mut out, &good));
         assert_eq!(m.count(), 2);

@@ -1,11 +1,10 @@
 //! ICMP and ICMPv6 errors the switch writes itself: the port unreachable with which kube-proxy's
 //! REJECT answers a UDP datagram to a service without a usable backend.
 
-use super::checksum::{checksum, fold, sum};
+use super::checksum::{checksum, fold, pseudo_ip, sum};
 use super::ethernet::{EthernetFrame, HEADER_LEN as ETH_LEN};
 use super::frame::IpL4;
 use super::ip::{emit_header, IPV4_MIN_LEN, IPV6_HDR_LEN, PROTO_ICMP, PROTO_ICMPV6};
-use super::tcp::pseudo_of;
 use super::udp;
 use super::Mac;
 
@@ -49,7 +48,7 @@ pub fn port_unreachable_in_place(buf: &mut [u8], len: usize, l: &IpL4, from_mac:
     let icmp = &mut buf[ETH_LEN + ip_len..out_len];
     icmp[..HEADER_LEN].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
     let c = if l.is_v6() {
-        !fold(sum(icmp, pseudo_of(&l.dst, &l.src, PROTO_ICMPV6, icmp_len as u32)))
+        !fold(sum(icmp, pseudo_ip(&l.dst, &l.src, PROTO_ICMPV6, icmp_len as u32)))
     } else {
         checksum(icmp)
     };

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::checksum::checksum;
+use super::checksum::{checksum, pseudo};
 
 /// IP protocol number of ICMP.
 pub const PROTO_ICMP: u8 = 1;
@@ -297,15 +297,52 @@ pub fn octets(a: &IpAddr) -> ([u8; 16], usize) {
     }
 }
 
+/// The pseudo-header sum of a transport segment of `l4_len` bytes in the Ethernet frame
+/// `frame`, with the addresses of its IP header (IPv6 or IPv4, whose header the caller
+/// checked).
+pub fn pseudo_in_frame(frame: &[u8], ipv6: bool, proto: u8, l4_len: usize) -> u64 {
+    let ip = &frame[super::ethernet::HEADER_LEN..];
+    let (s, d) = if ipv6 { (v6::SRC, v6::DST) } else { (v4::SRC, v4::DST) };
+    pseudo(&ip[s], &ip[d], proto, l4_len as u32)
+}
+
 /// Writes a fresh IP header at the start of `buf` (20-byte IPv4 with DF and TTL 64, or
 /// 40-byte IPv6 with hop limit `hop_limit`) for a payload of `payload` bytes; returns the
 /// header length, or `None` when `buf` is too short. `src` and `dst` are of one family (an
 /// IPv4 address with an IPv6 one is written IPv4-mapped).
-pub fn emit_header(buf: &mut [u8], payload: u16, proto: u8, src: IpAddr, dst: IpAddr, hop_limit: u8) -> Option<usize> {
+pub fn emit_header(
+    buf: &mut [u8],
+    payload: u16,
+    proto: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    hop_limit: u8,
+) -> Option<usize> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let h = buf.get_mut(..IPV4_MIN_LEN)?;
-            h.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, v4::DF, 0, hop_limit, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            h.copy_from_slice(&[
+                0x45,
+                0,
+                0,
+                0,
+                0,
+                0,
+                v4::DF,
+                0,
+                hop_limit,
+                proto,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]);
             h[v4::LENGTH].copy_from_slice(&payload.checked_add(20)?.to_be_bytes());
             h[v4::SRC].copy_from_slice(&s.octets());
             h[v4::DST].copy_from_slice(&d.octets());
@@ -378,7 +415,8 @@ mod tests {
 
     fn v6_header(next: u8, payload: u16) -> Vec<u8> {
         let mut b = vec![0u8; 40];
-        emit_header(&mut b, payload, next, "fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), 64).unwrap();
+        emit_header(&mut b, payload, next, "fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), 64)
+            .unwrap();
         b
     }
 

@@ -17,7 +17,7 @@
 //! every frame from a port: whatever calls it, a plan never has more than
 //! [`UDP_MAX_SEGMENTS`] (UDP) or [`TCP_MAX_SEGMENTS`] (TCP) segments.
 
-use super::checksum::{self, fold, pseudo, sum};
+use super::checksum::{self, fold, sum};
 use super::ethernet::HEADER_LEN as ETH_LEN;
 use super::frame::IpL4;
 use super::ip::{self, Ipv4Packet, IPV6_HDR_LEN, PROTO_TCP, PROTO_UDP};
@@ -192,7 +192,8 @@ impl SegmentPlan {
         if self.ipv6 {
             ip[ip::v6::LENGTH].copy_from_slice(&(l4_total as u16).to_be_bytes());
         } else {
-            let mut v4 = Ipv4Packet::new_checked(&mut ip[..self.l4_off - ETH_LEN]).map_err(|_| SegmentError::Malformed)?;
+            let mut v4 = Ipv4Packet::new_checked(&mut ip[..self.l4_off - ETH_LEN])
+                .map_err(|_| SegmentError::Malformed)?;
             v4.set_total_len((len - ETH_LEN) as u16);
             let id = v4.ident().wrapping_add(i as u16);
             v4.set_ident(id);
@@ -225,7 +226,7 @@ impl SegmentPlan {
             L4::Tcp => PROTO_TCP,
             L4::Udp => PROTO_UDP,
         };
-        let pseudo = pseudo_sum(dst, self.ipv6, proto, l4_total);
+        let pseudo = ip::pseudo_in_frame(dst, self.ipv6, proto, l4_total);
         let mut c = !fold(sum(&dst[l4..], pseudo));
         if self.l4 == L4::Udp && c == 0 {
             c = 0xffff;
@@ -248,13 +249,6 @@ pub fn complete_csum(frame: &mut [u8], csum_start: u16, csum_offset: u16) -> Res
     } else {
         Err(SegmentError::Malformed)
     }
-}
-
-/// The pseudo-header sum of the segment in `frame`, with the addresses of its IP header.
-pub(crate) fn pseudo_sum(frame: &[u8], ipv6: bool, proto: u8, l4_len: usize) -> u64 {
-    let ip = &frame[ETH_LEN..];
-    let (s, d) = if ipv6 { (ip::v6::SRC, ip::v6::DST) } else { (ip::v4::SRC, ip::v4::DST) };
-    pseudo(&ip[s], &ip[d], proto, l4_len as u32)
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -482,7 +476,7 @@ mod tests {
         let l4 = if v6 { ETH_LEN + 40 } else { ETH_LEN + 20 };
         let at = if proto == PROTO_TCP { l4 + 16 } else { l4 + 6 };
         let good = be16(frame, at);
-        let partial = fold(pseudo_sum(frame, v6, proto, frame.len() - l4));
+        let partial = fold(ip::pseudo_in_frame(frame, v6, proto, frame.len() - l4));
         put16(frame, at, partial);
         (l4 as u16, (at - l4) as u16, good)
     }

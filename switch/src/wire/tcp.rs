@@ -1,9 +1,7 @@
 //! TCP headers: a checked view ([`TcpPacket`]) with its field offsets and flags, and the RST
 //! the switch answers a segment of a dead flow with ([`reset_in_place`]).
 
-use std::net::IpAddr;
-
-use super::checksum::{fold, pseudo, sum};
+use super::checksum::{fold, pseudo_ip, sum};
 use super::ethernet::{EthernetFrame, HEADER_LEN as ETH_LEN};
 use super::frame::IpL4;
 use super::ip::{self, emit_header, PROTO_TCP};
@@ -152,24 +150,9 @@ pub fn reset_in_place(eth: &mut [u8], l: &IpL4, from_mac: &Mac) -> Option<usize>
     tcp[field::ACK].copy_from_slice(&ack.to_be_bytes());
     tcp[field::DATA_OFF] = 5 << 4;
     tcp[field::FLAGS] = out_flags;
-    let c = !fold(sum(tcp, pseudo_of(&src, &dst, PROTO_TCP, MIN_LEN as u32)));
+    let c = !fold(sum(tcp, pseudo_ip(&src, &dst, PROTO_TCP, MIN_LEN as u32)));
     tcp[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     Some(ETH_LEN + h + MIN_LEN)
-}
-
-/// The pseudo-header sum for a segment between two addresses of one family (an IPv4 one
-/// paired with an IPv6 one is taken IPv4-mapped, as [`emit_header`] writes it).
-pub(crate) fn pseudo_of(src: &IpAddr, dst: &IpAddr, proto: u8, len: u32) -> u64 {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo(&s.octets(), &d.octets(), proto, len),
-        (s, d) => {
-            let six = |a: &IpAddr| match a {
-                IpAddr::V6(a) => a.octets(),
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            };
-            pseudo(&six(s), &six(d), proto, len)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -193,7 +176,8 @@ mod tests {
 
     fn syn(v6: bool, flags_rst: bool) -> Vec<u8> {
         let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], GW);
-        let b = if v6 { b.ipv6([0xfd; 16], [0xfe; 16], 64) } else { b.ipv4([10, 0, 0, 2], [10, 96, 0, 1], 64) };
+        let b =
+            if v6 { b.ipv6([0xfd; 16], [0xfe; 16], 64) } else { b.ipv4([10, 0, 0, 2], [10, 96, 0, 1], 64) };
         let b = b.tcp(40000, 80, 1000, 500);
         let b = if flags_rst { b.rst() } else { b.syn() };
         let mut f = Vec::new();
@@ -216,7 +200,10 @@ mod tests {
             assert_eq!((t.source_port(), t.destination_port(), t.acknowledgment_number()), (80, 40000, 1001));
             let want = match &p.net {
                 Some(etherparse::NetSlice::Ipv4(ip)) => {
-                    assert_eq!((ip.header().source(), ip.header().destination()), ([10, 96, 0, 1], [10, 0, 0, 2]));
+                    assert_eq!(
+                        (ip.header().source(), ip.header().destination()),
+                        ([10, 96, 0, 1], [10, 0, 0, 2])
+                    );
                     let v4 = crate::wire::ip::Ipv4Packet::new_checked(&f[14..34]).unwrap();
                     assert!(v4.verify_checksum());
                     t.to_header().calc_checksum_ipv4(&ip.header().to_header(), &[]).unwrap()
@@ -229,7 +216,7 @@ mod tests {
             };
             assert_eq!(t.checksum(), want);
             let back = IpL4::parse(&f[..n]).unwrap();
-            assert_eq!(fold(sum(&f[back.l4_off..n], pseudo_of(&back.src, &back.dst, PROTO_TCP, 20))), 0xffff);
+            assert_eq!(fold(sum(&f[back.l4_off..n], pseudo_ip(&back.src, &back.dst, PROTO_TCP, 20))), 0xffff);
             assert_eq!((&f[0..6], &f[6..12]), (&[2, 0, 0, 0, 0, 1][..], &GW[..]));
         }
     }

@@ -227,7 +227,9 @@ impl VnetHdr {
             self.hdr_len = u16::try_from(hdrs).map_err(|_| VnetError::BadHdrLen(self.hdr_len))?;
         }
         let want = l.csum_field();
-        if csum && (start != l.l4_off || usize::from(self.csum_offset) != want) || (!csum && proto == PROTO_UDP) {
+        if csum && (start != l.l4_off || usize::from(self.csum_offset) != want)
+            || (!csum && proto == PROTO_UDP)
+        {
             return Err(misplaced);
         }
         if self.gso_size == 0 || self.gso_size == GSO_BY_FRAGS {

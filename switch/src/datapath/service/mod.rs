@@ -102,7 +102,12 @@ fn flow_hash(l: &IpL4) -> u64 {
 impl Ctx<'_> {
     /// Runs the stage on one frame. `Some` when the stage decided the frame's fate; `meta` is
     /// then the frame's as it leaves.
-    pub fn process(&self, ingress: &PortEntry, frame: &mut Frame, meta: &mut FrameMeta) -> Option<Disposition> {
+    pub fn process(
+        &self,
+        ingress: &PortEntry,
+        frame: &mut Frame,
+        meta: &mut FrameMeta,
+    ) -> Option<Disposition> {
         if ingress.kind == PortKind::Host {
             if let Some(mac) = self.svc.table.host_vip_mac {
                 if let Some(d) = self.answer_host_neighbour(ingress, frame, meta, mac) {
