@@ -152,7 +152,23 @@ pub enum ParseError {
 /// frame is [`ParseError::Vnet`] whatever else is wrong. A short `hdr_len` is raised in the
 /// returned [`FrameMeta::vnet`] (see [`parse_in_place`]).
 pub fn parse(buf: &[u8]) -> Result<FrameMeta, ParseError> {
+    parse_vnet(buf).map(|(meta, _)| meta)
+}
+
+/// [`parse`], writing back into `buf` a vnet header whose short `hdr_len` it raised, so that
+/// the frame leaves with the header its meta describes.
+pub fn parse_in_place(buf: &mut [u8]) -> Result<FrameMeta, ParseError> {
+    let (meta, raised) = parse_vnet(buf)?;
+    if raised {
+        meta.vnet.emit(buf);
+    }
+    Ok(meta)
+}
+
+/// [`parse`], and whether the vnet header's `hdr_len` was raised.
+fn parse_vnet(buf: &[u8]) -> Result<(FrameMeta, bool), ParseError> {
     let mut vnet = VnetHdr::parse(buf).map_err(ParseError::Vnet)?;
+    let hint = vnet.hdr_len;
     let eth = buf.get(VNET_HDR_LEN..).unwrap_or_default();
     let frame = parse_frame(eth);
     // (A frame whose IP header does not parse has no transport header either.)
@@ -160,17 +176,7 @@ pub fn parse(buf: &[u8]) -> Result<FrameMeta, ParseError> {
     vnet.validate_with(eth, l4).map_err(ParseError::Vnet)?;
     let mut meta = frame?;
     meta.vnet = vnet;
-    Ok(meta)
-}
-
-/// [`parse`], writing back into `buf` a vnet header whose short `hdr_len` it raised, so that
-/// the frame leaves with the header its meta describes.
-pub fn parse_in_place(buf: &mut [u8]) -> Result<FrameMeta, ParseError> {
-    let meta = parse(buf)?;
-    if buf.get(2..4) != Some(&meta.vnet.hdr_len.to_le_bytes()[..]) {
-        meta.vnet.emit(buf);
-    }
-    Ok(meta)
+    Ok((meta, vnet.hdr_len != hint))
 }
 
 /// Parses an Ethernet frame without vnet header (`vnet` all zero).

@@ -490,6 +490,7 @@ mod tests {
     const VIP: [u8; 4] = [10, 96, 0, 10];
     const CLIENT: [u8; 4] = [10, 0, 0, 2];
     const BACKEND: [u8; 4] = [10, 0, 0, 3];
+    const VIP6: &str = "fd00:96::10";
 
     fn port(id: u16, kind: PortKind, ip: [u8; 4]) -> Arc<PortEntry> {
         let mac = [2, 0, 0, 0, 0, id as u8];
@@ -548,8 +549,16 @@ mod tests {
                 affinity: Affinity::None,
                 backends: vec![BackendSpec::ready(IpAddr::from(BACKEND), 8080)],
             };
+            // An IPv6 service whose backend is on another node (no port, no neighbour).
+            let spec6 = ServiceSpec {
+                name: "t6".into(),
+                key: ServiceKey { vip: VIP6.parse().unwrap(), port: 53, protocol: Protocol::Udp },
+                affinity: Affinity::None,
+                backends: vec![BackendSpec::ready("fd00::1:9".parse().unwrap(), 5353)],
+            };
             let mut all = BTreeMap::new();
             all.insert(spec.key, Arc::new(Service::compile(spec, None)));
+            all.insert(spec6.key, Arc::new(Service::compile(spec6, None)));
             let entries = vec![
                 port(0, PortKind::Host, [10, 0, 0, 1]),
                 port(1, PortKind::Pod, CLIENT),
@@ -662,5 +671,69 @@ mod tests {
         bed.ports = bed.ports.without(1);
         let reply = tcp(([2, 0, 0, 0, 0, 2], BACKEND, 8080), (GW, CLIENT, 40001), tcp_flags::ACK);
         assert_eq!(bed.run(2, &reply).0, Some(Disposition::Drop(DropReason::BackendUnreachable)));
+    }
+
+    /// The node asks for a VIP: the ARP request and the neighbour solicitation become, in
+    /// place, the reply and the advertisement built by `wire`, back out of the host port.
+    #[test]
+    fn host_port_neighbour_answers_for_vips() {
+        use crate::wire::arp::{emit_request, op, ArpPacket};
+        let mut bed = Bed::new(0);
+        let vip_mac = [2, 0x5a, 0, 0, 0, 1];
+        bed.table.host_vip_mac = Some(vip_mac);
+        let host = [2, 0, 0, 0, 0, 0];
+        let mut req = [0u8; 60];
+        emit_request(&mut req, &host, [10, 0, 0, 1].into(), VIP.into()).unwrap();
+        let (d, out) = bed.run(0, &req);
+        assert_eq!(d, Some(Disposition::Unicast(0)));
+        let a = ArpPacket::new_checked(&out[14..]).unwrap();
+        assert_eq!((a.operation(), a.sender_mac(), a.sender_ip()), (op::REPLY, vip_mac, VIP.into()));
+        assert_eq!((&out[0..6], out.len()), (&host[..], 60), "to the asker, padding kept");
+        // Not a VIP: left to the forward stage.
+        emit_request(&mut req, &host, [10, 0, 0, 1].into(), BACKEND.into()).unwrap();
+        assert_eq!(bed.run(0, &req).0, None);
+        // IPv6: a solicitation for the VIP gets a solicited, override advertisement.
+        let vip6: Ipv6Addr = VIP6.parse().unwrap();
+        let ns = NdpRepr::NeighborSolicit { target: vip6, source_lladdr: Some(host) };
+        let mut buf = [0u8; 128];
+        let n = ns
+            .emit_frame(host, [0x33, 0x33, 0xff, 0, 0, 0x10], "fe80::1".parse().unwrap(), vip6, &mut buf)
+            .unwrap();
+        let (d, out) = bed.run(0, &buf[..n]);
+        assert_eq!(d, Some(Disposition::Unicast(0)));
+        let want = NdpRepr::NeighborAdvert {
+            flags: na_flags::SOLICITED | na_flags::OVERRIDE,
+            target: vip6,
+            target_lladdr: Some(vip_mac),
+        };
+        assert_eq!(crate::wire::ndp::parse_ndp(&out), Ok(Some(want)));
+        assert_eq!(&out[0..6], &host[..]);
+    }
+
+    /// A new IPv6 flow to a backend whose MAC nobody knows becomes a neighbour solicitation
+    /// from the gateway for it, flooded.
+    #[test]
+    fn unknown_v6_backend_is_solicited() {
+        let mut bed = Bed::new(0);
+        bed.table.gateways.push("fd00:1::1".parse().unwrap());
+        let mut q = Vec::new();
+        etherparse::PacketBuilder::ethernet2(client_mac(), GW)
+            .ipv6(
+                "fd00:1::2".parse::<Ipv6Addr>().unwrap().octets(),
+                VIP6.parse::<Ipv6Addr>().unwrap().octets(),
+                64,
+            )
+            .udp(4000, 53)
+            .write(&mut q, b"q")
+            .unwrap();
+        let (d, out) = bed.run(1, &q);
+        let backend: Ipv6Addr = "fd00::1:9".parse().unwrap();
+        assert_eq!(d, Some(Disposition::Flood));
+        let want = NdpRepr::NeighborSolicit { target: backend, source_lladdr: Some(GW) };
+        assert_eq!(crate::wire::ndp::parse_ndp(&out), Ok(Some(want)));
+        // To the backend's solicited-node group (ff02::1:ff01:9), from the gateway.
+        assert_eq!(&out[0..12], &[0x33, 0x33, 0xff, 1, 0, 9, 2, 0, 0, 0, 0, 0xee]);
+        assert_eq!(&out[22..38], &"fd00:1::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(bed.counters.svc_arp_requests.load(Relaxed), 1);
     }
 }
