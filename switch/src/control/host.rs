@@ -56,6 +56,7 @@ impl Control {
                 mtu: self.mtu,
                 ips: gateways,
                 owner: Default::default(),
+                ipam: None,
             },
         });
         self.switch.update(|t| (t.with(entry), ()));

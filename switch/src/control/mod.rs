@@ -6,6 +6,7 @@
 //! port-table snapshot.
 
 pub mod host;
+pub mod ipam;
 pub mod pods;
 pub mod server;
 pub mod services;
@@ -61,6 +62,8 @@ pub struct Control {
     services: Mutex<services::ServiceState>,
     /// Serializes writes of the state file.
     save_lock: Mutex<()>,
+    /// The standalone IPAM plugin's allocations ([`ipam`]); changed under `pods`.
+    ipam: Mutex<ipam::IpamBook>,
     /// The last write of the state file failed ([`Control::resave_if_dirty`]).
     state_dirty: std::sync::atomic::AtomicBool,
     /// Recorded pod ports that could not be re-opened ([`state`]).
@@ -92,6 +95,7 @@ impl Control {
             pods: Mutex::new(HashMap::new()),
             services: Mutex::new(services::ServiceState::default()),
             save_lock: Mutex::new(()),
+            ipam: Default::default(),
             state_dirty: Default::default(),
             lost: Default::default(),
             conns: server::Slots::new(server::MAX_CONNECTIONS),
@@ -127,6 +131,11 @@ impl Control {
             Op::ServiceList => to_json(self.service_list()),
             Op::ConntrackList(req) => to_json(self.conntrack_list(&req.filter, req.limit)),
             Op::ConntrackFlush(filter) => to_json(self.conntrack_flush(&filter)),
+            Op::IpamAllocate(req) => to_json(self.ipam_allocate(req)?),
+            Op::IpamRelease(key) => to_json(self.ipam_release(&key)?),
+            Op::IpamCheck(key) => to_json(self.ipam_check(&key)?),
+            Op::IpamGc(req) => to_json(self.ipam_gc(&req)?),
+            Op::IpamList => to_json(self.ipam_list()),
         };
         Ok(value)
     }
@@ -240,5 +249,6 @@ pub fn port_info(p: &PortEntry) -> PortInfo {
         owner: p.meta.owner.clone(),
         bandwidth: p.police.config,
         lost: None,
+        ipam: p.meta.ipam.clone(),
     }
 }

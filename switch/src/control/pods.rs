@@ -136,9 +136,24 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
             return Err(api_err(ErrorCode::InvalidArgument, "bandwidth rate or burst out of range"));
         }
     }
+    if req.ipam.is_some() && !req.ips.is_empty() {
+        return Err(api_err(ErrorCode::InvalidArgument, "an attach that asks for ipam lists no addresses"));
+    }
+    let routes = req.ipam.as_ref().map_or(&req.routes, |i| &i.routes);
+    let (ips, routes) = plan_ips(&req.ips, routes)?;
+    Ok(AttachPlan { netns, ifname: req.ifname.clone(), mac, mtu, ips, routes })
+}
+
+/// The addresses and routes of an attach, checked, with a default route for each family that
+/// has a gateway and no default route of its own.
+#[allow(clippy::type_complexity)]
+pub fn plan_ips(
+    req_ips: &[tapway_api::IpConfig],
+    req_routes: &[tapway_api::RouteConfig],
+) -> Result<(Vec<IpNet>, Vec<(IpNet, Option<IpAddr>)>), ApiError> {
     let mut ips = Vec::new();
     let mut gateways: Vec<IpAddr> = Vec::new();
-    for ip in &req.ips {
+    for ip in req_ips {
         let net = validate::cidr(&ip.address).map_err(invalid)?;
         if let Some(gw) = &ip.gateway {
             let gw = validate::ip(gw).map_err(invalid)?;
@@ -161,11 +176,11 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
         }
         ips.push(net);
     }
-    if req.ips.len() > 16 || req.routes.len() > 64 {
+    if req_ips.len() > 16 || req_routes.len() > 64 {
         return Err(api_err(ErrorCode::InvalidArgument, "too many addresses or routes"));
     }
     let mut routes = Vec::new();
-    for r in &req.routes {
+    for r in req_routes {
         let dst = validate::route_dst(&r.dst).map_err(invalid)?;
         let gw = match &r.gw {
             Some(g) => Some(validate::ip(g).map_err(invalid)?),
@@ -189,7 +204,7 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
             routes.push((any, Some(*gw)));
         }
     }
-    Ok(AttachPlan { netns, ifname: req.ifname.clone(), mac, mtu, ips, routes })
+    Ok((ips, routes))
 }
 
 impl Control {
@@ -271,7 +286,17 @@ impl Control {
                 plan.mac = random_mac();
             }
         }
-        if let Some(why) = address_conflict(table.iter(), &self.gateways(), &plan.mac, &plan.ips) {
+        let allocation = match &req.ipam {
+            Some(ipam) => {
+                let a = self.allocate(ipam, &table)?;
+                (plan.ips, plan.routes) = plan_ips(&a.ips, &a.routes)?;
+                Some(a)
+            }
+            None => None,
+        };
+        let conflict = address_conflict(table.iter(), &self.gateways(), &plan.mac, &plan.ips)
+            .or_else(|| self.allocated_to(&plan.ips));
+        if let Some(why) = conflict {
             tracing::warn!(netns = %req.netns, ifname = %req.ifname, "attach refused: {why}");
             return Err(api_err(ErrorCode::AddressConflict, why));
         }
@@ -290,6 +315,7 @@ impl Control {
             mtu: plan.mtu,
             ips: plan.ips.clone(),
             owner: req.owner.clone(),
+            ipam: allocation,
         };
         let entry = self.pod_entry(id, tap.clone(), plan.mac, req.bandwidth, meta);
         let info = port_info(&entry);
@@ -492,13 +518,24 @@ fn is_repeat(p: &PortEntry, req: &AttachRequest, plan: &AttachPlan) -> bool {
     let mut have = p.meta.ips.clone();
     want.sort();
     have.sort();
+    let same_ips = match &req.ipam {
+        // Allocated by tapwayd: the same if it was, and it holds every address asked for.
+        Some(ipam) => {
+            p.meta.ipam.is_some()
+                && ipam
+                    .requested
+                    .iter()
+                    .all(|r| super::ipam::requested(r).is_ok_and(|a| have.iter().any(|h| h.addr() == a)))
+        }
+        None => p.meta.ipam.is_none() && want == have,
+    };
     p.kind == PortKind::Pod
         && p.meta.netns == req.netns
         && p.meta.ifname == req.ifname
         && p.meta.owner.container_id == req.owner.container_id
         && (req.mac.is_none() || p.mac == plan.mac)
         && (req.mtu.is_none() || p.meta.mtu == plan.mtu)
-        && want == have
+        && same_ips
         && p.police.config == req.bandwidth
 }
 

@@ -118,6 +118,7 @@ impl Control {
                     mtu: link.mtu,
                     ips: Vec::new(),
                     owner: Default::default(),
+                    ipam: None,
                 },
             });
             (t.with(entry), Some(id))
