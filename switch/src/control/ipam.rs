@@ -11,8 +11,9 @@
 //! ([`Control::addresses_in_use`]), under the attach mutex, so an attach with explicit
 //! addresses and an allocation cannot race.
 //!
-//! The allocation rules are host-local's ([`crate::ipam`]); the ranges must lie inside the
-//! node's pod ranges (tapwayd routes and answers for those only).
+//! The allocation rules are host-local's ([`crate::ipam`]); the addresses of a range must lie
+//! inside one of the node's pod ranges (tapwayd routes and answers for those only), though
+//! its subnet may be wider (the cluster's prefix when nodes share one L2, docs/uplink.md).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -97,13 +98,16 @@ impl Control {
         for set in &req.ranges {
             let ranges = set.iter().map(Range::parse).collect::<Result<Vec<_>, _>>()?;
             for r in &ranges {
-                let inside = self.pod_cidrs.iter().any(|c| c.contains(&r.subnet));
+                // The addresses must be the node's; the subnet (their prefix) may be wider: a
+                // cluster CIDR shared over the uplinks (docs/uplink.md).
+                let inside = self.pod_cidrs.iter().any(|c| c.contains(&r.start) && c.contains(&r.end));
                 if !self.pod_cidrs.is_empty() && !inside {
                     return Err(api_err(
                         ErrorCode::InvalidArgument,
                         format!(
-                            "ipam range {} is not inside the node's pod ranges {:?}",
-                            r.subnet,
+                            "ipam range {}-{} is not inside the node's pod ranges {:?}",
+                            r.start,
+                            r.end,
                             self.pod_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()
                         ),
                     ));

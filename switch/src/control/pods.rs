@@ -288,7 +288,9 @@ impl Control {
         }
         let allocation = match &req.ipam {
             Some(ipam) => {
+                let started = std::time::Instant::now();
                 let a = self.allocate(ipam, &table)?;
+                self.metrics.phase("attach_allocate", started);
                 (plan.ips, plan.routes) = plan_ips(&a.ips, &a.routes)?;
                 Some(a)
             }
@@ -304,7 +306,9 @@ impl Control {
             .free_id(self.switch.config.max_ports)
             .ok_or_else(|| api_err(ErrorCode::ResourceExhausted, "the switch has no free port"))?;
         failpoint::hit("attach:before_tap");
+        let started = std::time::Instant::now();
         let (tap, ifindex) = create_pod_port(&plan)?;
+        self.metrics.phase("attach_interface", started);
         failpoint::hit("attach:after_config");
         let tap = Arc::new(tap);
         let meta = PortMeta {
@@ -319,7 +323,10 @@ impl Control {
         };
         let entry = self.pod_entry(id, tap.clone(), plan.mac, req.bandwidth, meta);
         let info = port_info(&entry);
-        if let Err(e) = self.publish_recorded(entry) {
+        let started = std::time::Instant::now();
+        let published = self.publish_recorded(entry);
+        self.metrics.phase("attach_record", started);
+        if let Err(e) = published {
             // Unrecorded, the pod would be forgotten by the next restart: undo (non-persistent
             // + closed = deleted).
             let _ = tap.release();
@@ -345,6 +352,7 @@ impl Control {
             self.resave_if_dirty()?;
             return Ok(DetachResult { detached: false });
         };
+        let started = std::time::Instant::now();
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
         // Service flows to and from the pod end now (UDP flushed, TCP reset; control/services.rs),
@@ -354,6 +362,8 @@ impl Control {
         self.switch.neigh.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
         drop(pods);
+        self.metrics.phase("detach_unplug", started);
+        let started = std::time::Instant::now();
         // Delete the interface here, so the kernel's slow unregistering happens on this
         // thread and not in the worker that closes the fd last.
         let netns = PathBuf::from(&entry.meta.netns);
@@ -374,8 +384,11 @@ impl Control {
             // Fallback when the delete failed: the device goes with the last fd.
             let _ = tap.release();
         }
-        self.save_state()
-            .map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
+        self.metrics.phase("detach_interface", started);
+        let started = std::time::Instant::now();
+        let saved = self.save_state();
+        self.metrics.phase("detach_record", started);
+        saved.map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
         tracing::info!(port = entry.id, netns = %entry.meta.netns, ifname = %entry.meta.ifname, "detached");
         Ok(DetachResult { detached: true })
     }
