@@ -21,6 +21,8 @@ pub struct Request {
 }
 
 /// Every operation of the control API, tagged by `"op"`.
+// One is parsed per request line: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {

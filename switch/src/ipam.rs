@@ -431,7 +431,7 @@ mod tests {
             let r = range("10.9.0.0/27", Some(&format!("10.9.0.{start}")),
                 Some(&format!("10.9.0.{}", (start + len).min(30))),
                 Some(&format!("10.9.0.{}", gw.clamp(1, 30)))).unwrap();
-            let sets = [set(&[r.clone()])];
+            let sets = [set(std::slice::from_ref(&r))];
             let in_use: HashSet<IpAddr> = used.iter().map(|n| ip(&format!("10.9.0.{n}"))).collect();
             let mut cursor = BTreeMap::new();
             if let Some(l) = last { cursor.insert(sets[0].key(), ip(&format!("10.9.0.{l}"))); }
