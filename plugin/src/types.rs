@@ -2,22 +2,22 @@
 //!
 //! A result is written with exactly the fields its version's spec lists, whatever was read:
 //!
-//! | level        | 0.3.0, 0.3.1, 0.4.0                 | 1.0.0                    | 1.1.0                                          |
-//! |--------------|-------------------------------------|--------------------------|------------------------------------------------|
-//! | top          | cniVersion interfaces ips routes dns | same                     | same                                           |
-//! | interfaces[] | name mac sandbox                    | name mac sandbox         | name mac mtu sandbox socketPath pciID          |
-//! | ips[]        | version address gateway interface   | address gateway interface | address gateway interface                     |
-//! | routes[]     | dst gw                              | dst gw                   | dst gw mtu advmss priority table scope         |
-//! | dns          | nameservers domain search options   | same                     | same                                           |
+//! | level        | 0.3.0, 0.3.1, 0.4.0                  | 1.0.0                     | 1.1.0                                  |
+//! |--------------|--------------------------------------|---------------------------|----------------------------------------|
+//! | top          | cniVersion interfaces ips routes dns | same                      | same                                   |
+//! | interfaces[] | name mac sandbox                     | name mac sandbox          | name mac mtu sandbox socketPath pciID  |
+//! | ips[]        | version address gateway interface    | address gateway interface | address gateway interface              |
+//! | routes[]     | dst gw                               | dst gw                    | dst gw mtu advmss priority table scope |
+//! | dns          | nameservers domain search options    | same                      | same                                   |
 //!
 //! So a field another plugin put in a prevResult that its version does not have (a 1.0.0
 //! `interfaces[].mtu` from a libcni ≥ 1.2 plugin) is dropped on output, as a plugin built on
-//! that version's reference library drops it: a chain's final result is the same whichever
-//! library each plugin has. Unknown keys are dropped on input, as libcni's typed decoding does.
-//! Empty fields are left out, as libcni's `omitempty` does, including a zero `mtu`, `advmss` or
-//! `priority` (libcni cannot tell 0 from unset there; `table` and `scope` 0 are kept). An empty
-//! `dns` is written as `{}` up to 1.0.0 and left out from 1.1.0, as the library that
-//! implements each version (libcni < 1.2, ≥ 1.2) does.
+//! that version's reference library drops it: plugins on an older library after tapway in a
+//! chain pass its result on unchanged. Unknown keys are dropped on input, as libcni's typed
+//! decoding does. Empty fields are left out, as libcni's `omitempty` does, including a zero
+//! `mtu`, `advmss` or `priority` (libcni cannot tell 0 from unset there; `table` and `scope` 0
+//! are kept). An empty `dns` is written as `{}` up to 1.0.0 and left out from 1.1.0, as the
+//! library that implements each version (libcni < 1.2, ≥ 1.2) does.
 
 use std::net::IpAddr;
 
