@@ -372,29 +372,6 @@ mod tests {
 
     use super::*;
 
-    fn sample() -> CniResult {
-        CniResult {
-            interfaces: vec![Interface {
-                name: "eth0".into(),
-                mac: "02:00:00:00:00:05".into(),
-                mtu: Some(1500),
-                sandbox: "/run/netns/p".into(),
-                socket_path: None,
-                pci_id: None,
-            }],
-            ips: vec![
-                IpConfig {
-                    address: "10.1.0.5/24".parse().unwrap(),
-                    gateway: Some("10.1.0.1".parse().unwrap()),
-                    interface: Some(0),
-                },
-                IpConfig { address: "fd00::5/64".parse().unwrap(), gateway: None, interface: Some(0) },
-            ],
-            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), Some("10.1.0.1".parse().unwrap()))],
-            dns: Dns { nameservers: vec!["10.96.0.10".into()], ..Default::default() },
-        }
-    }
-
     /// A result with every field of every version set (both families, so `version` shows
     /// both values).
     fn full() -> CniResult {
@@ -435,6 +412,17 @@ mod tests {
                 options: vec!["ndots:5".into()],
             },
         }
+    }
+
+    /// A plain pod result: [`full`] without the optional extras.
+    fn sample() -> CniResult {
+        let mut r = full();
+        r.interfaces[0].socket_path = None;
+        r.interfaces[0].pci_id = None;
+        r.ips[1].gateway = None;
+        r.routes = vec![Route::new("0.0.0.0/0".parse().unwrap(), Some("10.1.0.1".parse().unwrap()))];
+        r.dns = Dns { nameservers: vec!["10.96.0.10".into()], ..Default::default() };
+        r
     }
 
     /// The keys of each level of a result, copied from the "Result"/"ADD Success" section of
