@@ -401,6 +401,11 @@ impl Worker {
                 Some(egress) => {
                     let mut tally = TxTally::default();
                     egress.io.send_burst(*id, frames, local, &mut tally);
+                    // A port takes the whole burst; anything it left counts as a tx error.
+                    for f in frames.drain(..) {
+                        tally.failed += 1;
+                        local.put(f);
+                    }
                     count_tx(egress.counters.at(*id), &tally);
                 }
                 // Not reached: `table` is the snapshot the frames were queued against.
@@ -470,7 +475,9 @@ fn count_tx(c: &PortCount, t: &TxTally) {
         c.tx_packets.add(t.frames);
         c.tx_bytes.add(t.bytes);
     }
-    for (reason, n) in [(DropReason::PortGone, t.gone), (DropReason::TxFull, t.full), (DropReason::TxError, t.failed)] {
+    for (reason, n) in
+        [(DropReason::PortGone, t.gone), (DropReason::TxFull, t.full), (DropReason::TxError, t.failed)]
+    {
         if n > 0 {
             c.drop_frames(reason, n);
         }
@@ -630,10 +637,7 @@ mod tests {
         // Far more frames than the pool holds went through: the worker took the held buffers
         // back each time it ran dry.
         assert_eq!(nic.sent.load(std::sync::atomic::Ordering::Relaxed), total);
-        assert!(
-            sw.counters.to_map()["pool_empty"] > 0,
-            "the pool never ran dry"
-        );
+        assert!(sw.counters.to_map()["pool_empty"] > 0, "the pool never ran dry");
         running.stop();
         let mut local = crate::pool::LocalPool::new(sw.pool.clone(), 8);
         crate::port::PortIo::reclaim(&*nic, &mut local);
@@ -681,9 +685,7 @@ mod tests {
         let table = sw.ports();
         let p1 = table.get(1).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while p1.counters.totals().rx_packets < 301
-            && Instant::now() < deadline
-        {
+        while p1.counters.totals().rx_packets < 301 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         let got = sent(&ports[1], 50);

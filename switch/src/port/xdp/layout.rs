@@ -45,7 +45,9 @@ pub enum LayoutError {
     #[error("UMEM frames of {0} bytes are too small: at least {MIN_FRAME_SIZE}")]
     FrameTooSmall(u32),
     /// The kernel's headroom leaves no room for a frame, or none for the vnet header.
-    #[error("a UMEM headroom of {headroom} bytes does not fit {frame_size}-byte UMEM frames with a vnet header")]
+    #[error(
+        "a UMEM headroom of {headroom} bytes does not fit {frame_size}-byte UMEM frames with a vnet header"
+    )]
     Headroom {
         /// Headroom before a received frame's data.
         headroom: u32,
@@ -152,7 +154,8 @@ impl Layout {
         }
         let chunk = s.frame_size as usize;
         let headroom = s.headroom as usize;
-        let (Some(room), Some(head)) = (chunk.checked_sub(headroom), headroom.checked_sub(VNET_HDR_LEN)) else {
+        let (Some(room), Some(head)) = (chunk.checked_sub(headroom), headroom.checked_sub(VNET_HDR_LEN))
+        else {
             return Err(LayoutError::Headroom { headroom: s.headroom, frame_size: s.frame_size });
         };
         if room == 0 {
@@ -407,7 +410,10 @@ mod tests {
             LayoutError::NotPowerOfTwo { what: "ring size", value: 1000 }
         );
         assert!(matches!(e(Settings { fill_size: 0, ..settings(&q) }), LayoutError::NotPowerOfTwo { .. }));
-        assert!(matches!(e(Settings { frame_size: 3000, ..settings(&q) }), LayoutError::NotPowerOfTwo { .. }));
+        assert!(matches!(
+            e(Settings { frame_size: 3000, ..settings(&q) }),
+            LayoutError::NotPowerOfTwo { .. }
+        ));
         assert_eq!(e(Settings { frame_size: 1024, ..settings(&q) }), LayoutError::FrameTooSmall(1024));
         assert!(matches!(e(Settings { headroom: 4096, ..settings(&q) }), LayoutError::Headroom { .. }));
         assert!(matches!(e(Settings { headroom: 8192, ..settings(&q) }), LayoutError::Headroom { .. }));

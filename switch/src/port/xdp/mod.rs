@@ -24,7 +24,13 @@
 //! and sends to the NIC itself, without a hand-off. A worker with several queues polls them
 //! in turn and transmits on its first; a worker with none hands its frames to the owner of
 //! queue 0, like any port owned by another worker. Each queue's state sits behind its own
-//! mutex, taken only by its worker (and by `stats`).
+//! mutex, taken only by its worker (and by `stats`), once per burst: [`rx`] drains the burst
+//! in hand and pulls the worker's next queues, [`tx`] sends a whole burst under one lock. Each
+//! queue keeps its own [`XdpCounters`], summed when read.
+//!
+//! **Layout** ([`layout`]): the UMEM's frames, the pool's buffer classes, the ring sizes, each
+//! queue's transmit chunks and the queue-to-worker spread are pure arithmetic on the settings,
+//! unit-tested; [`XdpPort::open`] binds what it says.
 //!
 //! **Modes** ([`XdpMode`]): zero-copy (the driver DMAs into the UMEM), native copy (the driver
 //! runs the XDP program, the kernel copies into the UMEM), generic (the program runs after the
@@ -33,8 +39,9 @@
 //!
 //! **TCP on a larger-MTU fabric**: super-frames are cut into segments as large as the uplink's
 //! MTU allows, in whole multiples of the sender's MSS, and the receiving node hands them to its
-//! pods with a GSO size that fits the pods' MTU ([`SegmentPlan::pack_to_mtu`],
-//! [`Merge::finish`]).
+//! pods with a GSO size that fits the pods' MTU
+//! ([`SegmentPlan::pack_to_mtu`](crate::wire::segment::SegmentPlan::pack_to_mtu),
+//! [`Merge::finish`](crate::wire::gro::Merge::finish)).
 //!
 //! **Jumbo frames** (an MTU beyond one UMEM frame, up to 9216): the sockets are bound with
 //! `XDP_USE_SG`; received pieces are gathered into a datapath buffer and large frames
@@ -44,12 +51,14 @@
 mod layout;
 mod program;
 mod queue;
+mod rx;
 mod setup;
+mod tx;
 
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use xsk_rs::config::{
@@ -57,8 +66,8 @@ use xsk_rs::config::{
 };
 use xsk_rs::Umem;
 
-use layout::{Layout, Settings};
 pub use layout::LayoutError;
+use layout::{Layout, Settings};
 use program::FragsProgram;
 pub use queue::Accounting;
 use queue::{Queue, Shared};
@@ -71,10 +80,6 @@ pub use setup::{check_config, quiet_bpf_libraries};
 use super::{PortError, PortIo, TxTally};
 use crate::pool::{Frame, FramePool, LocalPool};
 use crate::stats::Counter;
-use crate::wire::gro::Merge;
-use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
-use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
-use crate::wire::VNET_HDR_LEN;
 
 /// Bytes of Ethernet header (with one VLAN tag) allowed on top of the MTU.
 const L2_OVERHEAD: usize = 18;
@@ -425,8 +430,11 @@ impl XdpPort {
         let base = NonNull::new(data0.wrapping_sub(first.addr()).cast_mut())
             .ok_or_else(|| XdpError::Umem("null UMEM".into()))?;
         let missing = || XdpError::Umem(format!("fewer than {} UMEM frames", layout.umem_frames));
-        let slot_desc =
-            layout.slot_frames().map(|i| descs.get(i).copied()).collect::<Option<Vec<_>>>().ok_or_else(missing)?;
+        let slot_desc = layout
+            .slot_frames()
+            .map(|i| descs.get(i).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(missing)?;
         // SAFETY: the first `pool_bytes` of the UMEM hold only the pool's buffers (the
         // transmit chunks follow); the UMEM handle keeps the mapping alive; the kernel only
         // writes into a buffer while a queue has it lent to the fill ring.
@@ -499,8 +507,9 @@ impl XdpPort {
                 [] => None,
                 [one] => queues.get(*one).map(|q| q.rx.fd().as_raw_fd()),
                 many => {
-                    let ep = epoll_over(many.iter().filter_map(|&i| queues.get(i)).map(|q| q.rx.fd().as_raw_fd()))
-                        .map_err(XdpError::Epoll)?;
+                    let ep =
+                        epoll_over(many.iter().filter_map(|&i| queues.get(i)).map(|q| q.rx.fd().as_raw_fd()))
+                            .map_err(XdpError::Epoll)?;
                     let fd = ep.as_raw_fd();
                     epolls.push(ep);
                     Some(fd)
@@ -616,313 +625,6 @@ impl XdpPort {
             a.add(&g.accounting());
         }
         a
-    }
-
-    /// The queue `worker` transmits on: its first, or the owner's when it serves none. `Gone`
-    /// once the port is closed.
-    fn tx_queue(&self, worker: usize) -> Result<MutexGuard<'_, Queue>, PortError> {
-        let i = self.layout.tx_queue(worker);
-        self.queues.get(i).or_else(|| self.queues.first()).map(lock).ok_or(PortError::Gone)
-    }
-
-    /// Writes one frame (vnet header + Ethernet) into free transmit chunks, segmenting or
-    /// completing its checksum as needed; the descriptors wait in `pending_tx`.
-    fn stage_tx(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
-        let bad = || PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData));
-        let hdr = VnetHdr::parse(frame).map_err(|_| bad())?;
-        let eth = &frame[VNET_HDR_LEN..];
-        let mtu = self.mtu as usize;
-        if needs_segmentation(&hdr) {
-            let plan = match SegmentPlan::new(&hdr, eth, mtu) {
-                Ok(p) => p.pack_to_mtu(mtu),
-                Err(_) => {
-                    q.counters.tx_bad_gso.inc();
-                    return Err(bad());
-                }
-            };
-            let n = plan.count();
-            let chunks_each = plan.segment_len(0).div_ceil(self.shared.room.max(1));
-            if q.free.len() < n * chunks_each {
-                q.counters.tx_full.inc();
-                return Err(PortError::Full);
-            }
-            for i in 0..n {
-                let len = plan.segment_len(i);
-                let res = if len > self.shared.room {
-                    // A jumbo segment: cut into the scratch buffer, then over several chunks.
-                    let mut big = std::mem::take(&mut q.big);
-                    let ok = big.get_mut(..len).is_some_and(|b| plan.write(eth, i, b).is_ok())
-                        && q.stage_split(&self.shared, &big[..len]);
-                    q.big = big;
-                    ok
-                } else {
-                    let Some(mut desc) = q.free.pop() else { return Err(PortError::Full) };
-                    let ok =
-                        q.write_with(&self.shared, &mut desc, len, |buf| plan.write(eth, i, buf).is_ok());
-                    q.pending_tx.push(desc);
-                    ok
-                };
-                if !res {
-                    q.counters.tx_bad_gso.inc();
-                    return Err(bad());
-                }
-            }
-            q.counters.tx_gso_frames.inc();
-            q.counters.tx_segments.add(n as u64);
-            return Ok(());
-        }
-        if eth.len() > mtu + L2_OVERHEAD || (eth.len() > self.shared.room && !self.shared.multi_buffer) {
-            q.counters.tx_too_big.inc();
-            return Err(bad());
-        }
-        let csum = hdr.flags & F_NEEDS_CSUM != 0;
-        if eth.len() > self.shared.room {
-            // A jumbo frame: put together (checksum completed) in the scratch buffer, then
-            // written over several chunks.
-            let mut big = std::mem::take(&mut q.big);
-            let len = eth.len();
-            let ok = big.get_mut(..len).is_some_and(|b| {
-                b.copy_from_slice(eth);
-                !csum || complete_csum(b, hdr.csum_start, hdr.csum_offset).is_ok()
-            });
-            let staged = ok && q.stage_split(&self.shared, &big[..len]);
-            q.big = big;
-            if !ok {
-                return Err(bad());
-            }
-            if !staged {
-                q.counters.tx_full.inc();
-                return Err(PortError::Full);
-            }
-            q.counters.tx_multi_buffer.inc();
-            return Ok(());
-        }
-        let Some(mut desc) = q.free.pop() else {
-            q.counters.tx_full.inc();
-            return Err(PortError::Full);
-        };
-        let ok = q.write_with(&self.shared, &mut desc, eth.len(), |buf| {
-            buf.copy_from_slice(eth);
-            !csum || complete_csum(buf, hdr.csum_start, hdr.csum_offset).is_ok()
-        });
-        q.pending_tx.push(desc);
-        if !ok {
-            return Err(bad());
-        }
-        if csum {
-            q.counters.tx_csum_completed.inc();
-        }
-        Ok(())
-    }
-
-    /// Copies `frame` into transmit chunks and puts them on the tx ring.
-    fn send_copy(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
-        if let Err(e) = self.stage_tx(q, frame) {
-            let mut pending = std::mem::take(&mut q.pending_tx);
-            q.free.append(&mut pending);
-            return Err(e);
-        }
-        if !q.produce_tx() {
-            // The ring is full: let the kernel drain it, reap, and try once more.
-            self.kick_now(q);
-            if self.stage_tx(q, frame).is_err() || !q.produce_tx() {
-                let mut pending = std::mem::take(&mut q.pending_tx);
-                q.free.append(&mut pending);
-                q.counters.tx_full.inc();
-                return Err(PortError::Full);
-            }
-        }
-        self.kick_maybe(q);
-        Ok(())
-    }
-
-    /// Puts the pool buffer `frame` itself on the tx ring (no copy), when it can go as it is:
-    /// a frame of this UMEM's pool, not a super-frame, fitting one UMEM frame. Gives the frame
-    /// back otherwise.
-    fn send_in_place(&self, q: &mut Queue, mut frame: Frame) -> Result<Result<(), PortError>, Frame> {
-        let Ok(hdr) = VnetHdr::parse(frame.bytes()) else { return Err(frame) };
-        let len = frame.ethernet().len();
-        if !frame.is_from(&self.pool)
-            || needs_segmentation(&hdr)
-            || len == 0
-            || len > self.mtu as usize + L2_OVERHEAD
-            || len > self.shared.room
-        {
-            return Err(frame);
-        }
-        let idx = self.shared.slot_of(&frame);
-        let Some(mut desc) = self.shared.slot_desc.get(idx).copied() else { return Err(frame) };
-        // (A frame larger than one UMEM frame went to the copy path above: the descriptors
-        // xsk-rs hands out all point 256 bytes into a UMEM frame, so the rest of a pool buffer
-        // cannot be described as a continuation.)
-        if hdr.flags & F_NEEDS_CSUM != 0 {
-            let eth = &mut frame.bytes_mut()[VNET_HDR_LEN..];
-            if complete_csum(eth, hdr.csum_start, hdr.csum_offset).is_err() {
-                q.released.push(frame);
-                return Ok(Err(PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData))));
-            }
-            q.counters.tx_csum_completed.inc();
-        }
-        // Only the descriptor's length is set: the bytes are already in place.
-        // SAFETY: `desc` is this pool buffer's first UMEM frame, owned by `frame`, which is
-        // not borrowed now.
-        unsafe { self.shared.umem.data_mut(&mut desc) }.cursor().set_pos(len);
-        let mut produced = q.produce_one(&desc);
-        if !produced {
-            self.kick_now(q);
-            produced = q.produce_one(&desc);
-        }
-        if !produced {
-            q.counters.tx_full.inc();
-            q.released.push(frame);
-            return Ok(Err(PortError::Full));
-        }
-        if let Some(slot) = q.lent.get_mut(idx) {
-            *slot = Some(frame);
-        }
-        q.tx_lent += 1;
-        q.counters.tx_zero_copy.inc();
-        self.kick_maybe(q);
-        Ok(Ok(()))
-    }
-
-    /// Kicks the tx ring now (it is full) and reaps what completed.
-    fn kick_now(&self, q: &mut Queue) {
-        self.kick(q);
-        q.unkicked = 0;
-        q.reap(&self.shared);
-    }
-
-    /// Counts one more descriptor on the tx ring and kicks once a kick's worth is waiting.
-    fn kick_maybe(&self, q: &mut Queue) {
-        q.unkicked += 1;
-        if q.unkicked >= KICK_BATCH {
-            self.kick(q);
-            q.unkicked = 0;
-        }
-    }
-
-    fn kick(&self, q: &Queue) {
-        q.counters.tx_kicks.inc();
-        if let Err(e) = q.tx.wakeup() {
-            tracing::debug!(uplink = self.ifname, error = %e, "tx kick failed");
-        }
-    }
-
-    /// The next frame of the burst `q` holds, with the following segments of its flow in the
-    /// burst coalesced into its buffer (theirs go back to `pool`). None once the burst is done.
-    fn next_received(&self, q: &mut Queue, pool: &mut LocalPool) -> Option<Frame> {
-        let mut frame = q.held.pop_front()?;
-        let vnet = match Merge::start(frame.ethernet()) {
-            Some(mut m) => {
-                if frame.is_small() && !q.held.is_empty() {
-                    // A train may follow: move the first segment into a datapath buffer,
-                    // which has room for a whole super-frame (one copy of at most a UMEM
-                    // frame; the merge state holds offsets, not addresses).
-                    if let Some(mut big) = pool.get() {
-                        let n = frame.bytes().len();
-                        big.buffer_mut()[..n].copy_from_slice(frame.bytes());
-                        big.set_len(n);
-                        pool.put(std::mem::replace(&mut frame, big));
-                    }
-                }
-                let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
-                while let Some(next) = q.held.front() {
-                    if !m.append(buf, next.ethernet()) {
-                        break;
-                    }
-                    if let Some(next) = q.held.pop_front() {
-                        pool.put(next);
-                    }
-                }
-                if m.count() > 1 {
-                    q.counters.rx_gro_frames.inc();
-                    q.counters.rx_gro_segments.add(m.count() as u64);
-                }
-                let vnet = m.finish(buf, self.shared.pod_mtu);
-                frame.set_len(VNET_HDR_LEN + m.frame_len());
-                vnet
-            }
-            // Its length is already vnet header + frame.
-            None => VnetHdr::default(),
-        };
-        vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
-        q.counters.rx_zero_copy.inc();
-        Some(frame)
-    }
-}
-
-impl XdpPort {
-    /// Hands up to `max` received frames of `worker`'s queues to `push`. Finishes the burst
-    /// in hand, then takes new bursts from the worker's next queues that have one (the one in
-    /// hand last), so a busy queue does not starve the others; each queue is locked once per
-    /// call.
-    fn receive(
-        &self,
-        worker: usize,
-        pool: &mut LocalPool,
-        max: usize,
-        mut push: impl FnMut(Frame),
-    ) -> Result<(), PortError> {
-        if !Arc::ptr_eq(pool.global(), &self.pool) {
-            return Err(PortError::Io(std::io::Error::other(
-                "the switch does not use the uplink's frame pool",
-            )));
-        }
-        let (Some(qs), Some(draining)) = (self.layout.serve.get(worker), self.draining.get(worker)) else {
-            return Ok(());
-        };
-        let n = qs.len();
-        if n == 0 || max == 0 {
-            return Ok(());
-        }
-        let start = draining.load(Relaxed) % n;
-        let mut got = 0;
-        // With one queue, the queue in hand is also the next one: its guard is kept.
-        let mut kept: Option<MutexGuard<'_, Queue>> = None;
-        for k in 0..=n {
-            let i = (start + k) % n;
-            let mut q = match kept.take() {
-                Some(q) => q,
-                None => match qs.get(i).and_then(|&qi| self.queues.get(qi)) {
-                    Some(q) => lock(q),
-                    None => continue,
-                },
-            };
-            q.give_back(pool);
-            if k > 0 {
-                q.refill(&self.shared, pool);
-                if !q.pull(&self.shared, pool) {
-                    continue;
-                }
-                draining.store(i, Relaxed);
-            }
-            while got < max {
-                let Some(f) = self.next_received(&mut q, pool) else { break };
-                push(f);
-                got += 1;
-            }
-            if got >= max {
-                return Ok(());
-            }
-            if n == 1 {
-                kept = Some(q);
-            }
-        }
-        Ok(())
-    }
-
-    /// Transmits one frame on `q`: from its own buffer when it can go as it is, else copied
-    /// (and segmented) into transmit chunks.
-    fn send_one(&self, q: &mut Queue, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {
-        match self.send_in_place(q, frame) {
-            Ok(res) => res,
-            Err(frame) => {
-                let res = self.send_copy(q, frame.bytes());
-                pool.put(frame);
-                res
-            }
-        }
     }
 }
 
