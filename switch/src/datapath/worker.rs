@@ -645,56 +645,6 @@ mod tests {
         assert_eq!(sw.pool.outstanding(), 0);
     }
 
-    /// A port that records every burst and single frame sent to it.
-    #[derive(Default)]
-    struct Recorder {
-        /// Size of each `send_burst`, 0 for a single `send`.
-        calls: std::sync::Mutex<Vec<usize>>,
-        /// EtherType of each frame, in the order they were sent.
-        types: std::sync::Mutex<Vec<u16>>,
-    }
-
-    impl Recorder {
-        fn record(&self, frame: &[u8]) {
-            let t = frame
-                .get(VNET_HDR_LEN + 12..VNET_HDR_LEN + 14)
-                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-            self.types.lock().unwrap().push(t);
-        }
-    }
-
-    impl crate::port::PortIo for Recorder {
-        fn recv_frame(
-            &self,
-            _: usize,
-            _: &mut crate::pool::LocalPool,
-        ) -> Result<Option<crate::pool::Frame>, crate::port::PortError> {
-            Ok(None)
-        }
-        fn send(&self, _: usize, frame: &[u8]) -> Result<(), crate::port::PortError> {
-            self.calls.lock().unwrap().push(0);
-            self.record(frame);
-            Ok(())
-        }
-        fn send_burst(
-            &self,
-            _: usize,
-            frames: &mut Vec<crate::pool::Frame>,
-            pool: &mut crate::pool::LocalPool,
-            tally: &mut crate::port::TxTally,
-        ) {
-            self.calls.lock().unwrap().push(frames.len());
-            for f in frames.drain(..) {
-                self.record(f.bytes());
-                tally.count(f.ethernet().len(), &Ok(()));
-                pool.put(f);
-            }
-        }
-        fn readiness_fd(&self, _: usize) -> Option<std::os::fd::RawFd> {
-            None
-        }
-    }
-
     /// One rx burst of unicast, unicast, broadcast, unicast to one port: the unicast frames go
     /// as bursts on either side of the flooded frame, and the port sees all four in order.
     #[test]
@@ -702,7 +652,7 @@ mod tests {
         let running = Switch::start(SwitchConfig { pool_frames: 256, ..Default::default() }).unwrap();
         let sw = running.switch.clone();
         let pod = Arc::new(MemPort::new(64));
-        let rec = Arc::new(Recorder::default());
+        let rec = Arc::new(MemPort::new(1));
         sw.update(|t| (t.with(Arc::new(PortEntry::test(2, PortKind::Pod, rec.clone()))), ()));
         sw.fdb.learn(&mac(2), 2, sw.now());
         let uni = || with_vnet(udp4(mac(1), mac(2), [10, 0, 0, 2], [10, 0, 0, 3]));
@@ -711,12 +661,12 @@ mod tests {
         }
         // Attached with its frames already waiting: the worker reads them as one burst.
         sw.update(|t| (t.with(Arc::new(guarded_pod(1, pod.clone()))), ()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rec.types.lock().unwrap().len() < 4 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert_eq!(*rec.types.lock().unwrap(), [0x0800, 0x0800, 0x0806, 0x0800]);
-        assert_eq!(*rec.calls.lock().unwrap(), [2, 0, 1], "a burst, the flooded copy, a burst");
+        let types: Vec<u16> = sent(&rec, 4)
+            .iter()
+            .map(|f| u16::from_be_bytes([f[VNET_HDR_LEN + 12], f[VNET_HDR_LEN + 13]]))
+            .collect();
+        assert_eq!(types, [0x0800, 0x0800, 0x0806, 0x0800]);
+        assert_eq!(rec.take_calls(), [2, 0, 1], "a burst, the flooded copy, a burst");
         let table = sw.ports();
         let c = table.get(2).unwrap().counters.totals();
         assert_eq!(c.tx_packets, 4);

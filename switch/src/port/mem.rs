@@ -12,13 +12,21 @@ use crate::pool::{Frame, LocalPool};
 /// The in-memory port.
 pub struct MemPort {
     rx: ArrayQueue<Vec<u8>>,
-    tx: Mutex<Vec<Vec<u8>>>,
+    tx: Mutex<Sent>,
+}
+
+/// What the switch sent to a [`MemPort`].
+#[derive(Default)]
+struct Sent {
+    frames: Vec<Vec<u8>>,
+    /// The size of each `send_burst`, 0 for each single `send`.
+    calls: Vec<usize>,
 }
 
 impl MemPort {
     /// A port whose receive queue holds up to `depth` frames.
     pub fn new(depth: usize) -> MemPort {
-        MemPort { rx: ArrayQueue::new(depth.max(1)), tx: Mutex::new(Vec::new()) }
+        MemPort { rx: ArrayQueue::new(depth.max(1)), tx: Mutex::new(Sent::default()) }
     }
 
     /// Queues a frame (vnet header + Ethernet) as if it arrived on the port. False when full.
@@ -28,10 +36,16 @@ impl MemPort {
 
     /// Takes every frame the switch has sent so far.
     pub fn take_sent(&self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut *self.sent())
+        std::mem::take(&mut self.sent().frames)
     }
 
-    fn sent(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+    /// Takes how the frames were sent so far: the size of each burst, 0 for each single frame
+    /// (a flooded copy).
+    pub fn take_calls(&self) -> Vec<usize> {
+        std::mem::take(&mut self.sent().calls)
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, Sent> {
         self.tx.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -71,14 +85,17 @@ impl PortIo for MemPort {
     }
 
     fn send(&self, _worker: usize, frame: &[u8]) -> Result<(), PortError> {
-        self.sent().push(frame.to_vec());
+        let mut sent = self.sent();
+        sent.frames.push(frame.to_vec());
+        sent.calls.push(0);
         Ok(())
     }
 
     fn send_burst(&self, _worker: usize, frames: &mut Vec<Frame>, pool: &mut LocalPool, tally: &mut TxTally) {
         let mut sent = self.sent();
+        sent.calls.push(frames.len());
         for f in frames.drain(..) {
-            sent.push(f.bytes().to_vec());
+            sent.frames.push(f.bytes().to_vec());
             tally.count(f.ethernet().len(), &Ok(()));
             pool.put(f);
         }
@@ -159,6 +176,8 @@ mod tests {
         let sent = port.take_sent();
         assert_eq!(sent.iter().map(|f| f[VNET_HDR_LEN]).collect::<Vec<_>>(), [7, 8, 9]);
         assert_eq!(sent[2].len(), VNET_HDR_LEN + 1500);
+        assert!(port.send(0, &frame(1, 60)).is_ok());
+        assert_eq!(port.take_calls(), [3, 0], "one burst of three, one single frame");
         drop(pool);
         assert_eq!(global.outstanding(), 0);
     }
