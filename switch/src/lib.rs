@@ -13,7 +13,7 @@
 //! | [`control`] | the Unix-socket API: attach/detach pods, stats, dumps |
 //! | [`netlink`], [`netns`] | configuring interfaces inside pod namespaces |
 //! | [`config`] | tapwayd flags and config file |
-//! | [`stats`] | per-port and switch counters |
+//! | [`stats`] | per-port and switch counters, kept per worker and summed when read |
 //! | [`metrics`] | Prometheus `/metrics`, `/healthz`, `/readyz` (`--metrics-address`) |
 
 pub mod config;
