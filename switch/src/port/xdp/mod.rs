@@ -756,3 +756,25 @@ impl Drop for XdpPort {
         tracing::info!(uplink = self.ifname, "AF_XDP uplink closed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::XdpCounters;
+
+    #[test]
+    fn every_queue_counter_has_a_stable_documented_name() {
+        let c = XdpCounters::default();
+        let names: Vec<&str> = c.named().iter().map(|(n, _)| *n).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let doc = include_str!("../../../../docs/uplink.md");
+        for n in names {
+            assert!(n.starts_with("uplink_"), "{n}");
+            assert!(doc.contains(&format!("`{n}`")), "{n} is not in docs/uplink.md");
+        }
+        c.tx_kicks.add(2);
+        assert_eq!(c.named().iter().find(|(n, _)| *n == "uplink_tx_kicks").map(|(_, v)| v.get()), Some(2));
+    }
+}
