@@ -14,7 +14,7 @@
 //! | [`ipam`] | address allocation from the pod ranges (host-local's rules) |
 //! | [`netlink`], [`netns`] | configuring interfaces inside pod namespaces |
 //! | [`config`] | tapwayd flags and config file |
-//! | [`stats`] | per-port and switch counters |
+//! | [`stats`] | per-port and switch counters, kept per worker and summed when read |
 //! | [`metrics`] | Prometheus `/metrics`, `/healthz`, `/readyz` (`--metrics-address`) |
 
 pub mod config;

@@ -141,22 +141,21 @@ impl Control {
     }
 
     fn stats(&self) -> StatsReport {
-        use std::sync::atomic::Ordering::Relaxed;
         let ports = self
             .switch
             .ports()
             .iter()
             .map(|p| {
-                let c = &p.counters;
+                let t = p.counters.totals();
                 PortStats {
                     id: p.id,
                     ifname: p.meta.ifname.clone(),
-                    rx_packets: c.rx_packets.load(Relaxed),
-                    rx_bytes: c.rx_bytes.load(Relaxed),
-                    tx_packets: c.tx_packets.load(Relaxed),
-                    tx_bytes: c.tx_bytes.load(Relaxed),
-                    rx_gso_packets: c.rx_gso_packets.load(Relaxed),
-                    drops: c.drop_map(),
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                    rx_gso_packets: t.rx_gso_packets,
+                    drops: p.counters.drop_map(),
                 }
             })
             .collect();

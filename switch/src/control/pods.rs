@@ -38,7 +38,6 @@ use crate::failpoint;
 use crate::netlink::{Link, LinkChanges, Netlink, NlError, TunInfo};
 use crate::netns::{self, NetnsError};
 use crate::port::tap::{TapError, TapPort};
-use crate::stats::PortCounters;
 use crate::table::{PortEntry, PortKind, PortMeta, SpoofGuard};
 use crate::wire::Mac;
 
@@ -244,7 +243,7 @@ impl Control {
             mac,
             guard: Some(SpoofGuard::new(mac, &meta.ips)),
             worker: self.switch.least_loaded_worker(),
-            counters: PortCounters::default(),
+            counters: self.switch.port_counters(),
             police: crate::datapath::police::PortPolice::new(bandwidth).with_storm(&self.switch.config.storm),
             meta,
         })

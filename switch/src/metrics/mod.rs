@@ -361,19 +361,19 @@ impl Collector for SwitchCollector {
             )
         };
         per_port(e, "port_rx_frames", "Frames received from the port", None, |p| {
-            p.counters.rx_packets.load(Relaxed)
+            p.counters.totals().rx_packets
         })?;
         per_port(e, "port_rx", "Ethernet bytes received from the port", Some(Unit::Bytes), |p| {
-            p.counters.rx_bytes.load(Relaxed)
+            p.counters.totals().rx_bytes
         })?;
         per_port(e, "port_rx_gso_frames", "GSO super-frames among the frames received", None, |p| {
-            p.counters.rx_gso_packets.load(Relaxed)
+            p.counters.totals().rx_gso_packets
         })?;
         per_port(e, "port_tx_frames", "Frames transmitted on the port (forwarded to it)", None, |p| {
-            p.counters.tx_packets.load(Relaxed)
+            p.counters.totals().tx_packets
         })?;
         per_port(e, "port_tx", "Ethernet bytes transmitted on the port", Some(Unit::Bytes), |p| {
-            p.counters.tx_bytes.load(Relaxed)
+            p.counters.totals().tx_bytes
         })?;
         family(
             e,
@@ -417,7 +417,7 @@ impl Collector for SwitchCollector {
             Some(Unit::Seconds),
             MetricType::Counter,
             workers().map(|w| {
-                let ns = sw.lanes[w].busy_ns.load(Relaxed);
+                let ns = sw.lanes[w].busy_ns.get();
                 (vec![("worker", Cow::Owned(w.to_string()))], ConstCounter::new(ns as f64 / 1e9))
             }),
         )?;

@@ -14,7 +14,7 @@ use super::http::{stale, Endpoints, MetricsServer};
 use super::*;
 use crate::config::{Args, DaemonConfig};
 use crate::port::mem::MemPort;
-use crate::stats::{bump, PortCounters};
+use crate::stats::PortCounters;
 use crate::switch::{Running, Switch, SwitchConfig};
 use crate::table::{PortKind, PortMeta, SpoofGuard};
 use crate::wire::frame::tests::udp4;
@@ -161,9 +161,9 @@ impl Parsed {
 fn exposition_parses_and_follows_the_conventions() {
     let rig = Rig::new("names");
     let (_io, p) = rig.pod(3, Some("shop"), "web-1");
-    bump(&p.counters.rx_packets, 7);
-    bump(&p.counters.tx_bytes, 1500);
-    p.counters.drop_frame(DropReason::SpoofedIp);
+    p.counters.at(0).rx_packets.add(7);
+    p.counters.at(0).tx_bytes.add(1500);
+    p.counters.at(0).drop_frame(DropReason::SpoofedIp);
     let _ = rig.ctl.metrics.attach(|| Err::<(), _>(ApiError::new(ErrorCode::AddressConflict, "taken")));
     let _ = rig.ctl.metrics.attach(|| Ok(()));
     rig.ctl.metrics.detach(&Ok(tapway_api::DetachResult { detached: false }));
@@ -361,13 +361,13 @@ fn workers_count_busy_time_and_beat() {
     rig.pod(2, None, "b");
     let sw = rig.ctl.switch.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sw.lanes[1].busy_ns.load(Relaxed) == 0 && Instant::now() < deadline {
+    while sw.lanes[1].busy_ns.get() == 0 && Instant::now() < deadline {
         let mut f = vec![0u8; VNET_HDR_LEN];
         f.extend(udp4([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [10, 0, 0, 1], [10, 0, 0, 2]));
         a.inject(f);
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(sw.lanes[1].busy_ns.load(Relaxed) > 0, "port 1's worker (1) never counted busy time");
+    assert!(sw.lanes[1].busy_ns.get() > 0, "port 1's worker (1) never counted busy time");
     let m = parse(&rig.scrape(Format::Prometheus));
     assert!(m.value("tapway_worker_busy_seconds_total", &[("worker", "1")]).unwrap() > 0.0);
     // Both workers went round their loop lately, idle or not.

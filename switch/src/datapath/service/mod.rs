@@ -208,7 +208,7 @@ impl Ctx<'_> {
 
     /// Turns the frame into an ARP request (IPv6: a neighbour solicitation) for `ip`.
     fn resolve_request(&self, frame: &mut Frame, ip: IpAddr) -> Disposition {
-        self.counters.svc_arp_requests.fetch_add(1, Relaxed);
+        self.counters.svc_arp_requests.inc();
         match ip {
             IpAddr::V4(ip) => self.arp_request(frame, ip),
             IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
@@ -242,7 +242,7 @@ impl Ctx<'_> {
         };
         let Some(backend) = backend else {
             svc.counters.rejected.fetch_add(1, Relaxed);
-            self.counters.svc_rejected.fetch_add(1, Relaxed);
+            self.counters.svc_rejected.inc();
             return Err(self.reject(ingress, frame, l));
         };
         let Some(backend_mac) = self.resolve(backend.ip) else {
