@@ -430,6 +430,33 @@ fn healthz_and_readyz_over_http() {
     }
 }
 
+/// Before the switch exists (tapwayd waits for the Node's pod range) the probes get answers:
+/// alive, not ready and why; then the same socket serves the switch's endpoints.
+#[test]
+fn the_wait_for_a_pod_range_is_served() {
+    let why = "waiting for the pod range: Node n1 has no spec.podCIDRs";
+    let server =
+        MetricsServer::start_waiting("127.0.0.1:0".parse().unwrap(), std::sync::Arc::new(move || why.into()))
+            .unwrap();
+    let addr = server.local_addr();
+    let (status, body) = http(addr, "GET", "/healthz");
+    assert_eq!(status, 200, "a liveness probe must not restart a waiting tapwayd");
+    assert!(body.contains(why), "{body}");
+    assert_eq!(http(addr, "GET", "/readyz"), (503, format!("{why}\n")));
+    let (status, body) = http(addr, "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(parse(&body).samples, vec![("tapway_waiting".to_string(), Default::default(), 1.0)], "{body}");
+    let rig = Rig::new("wait");
+    rig.pod(2, Some("default"), "p");
+    rig.ctl.metrics.main_beat(rig.ctl.switch.now());
+    server.serve_control(rig.ctl.clone(), rig.dir.join("missing.sock"));
+    assert!(http(addr, "GET", "/metrics").1.contains("tapway_port_rx_frames_total{port=\"2\""));
+    let (status, body) = http(addr, "GET", "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("control socket does not answer"), "{body}");
+    server.stop();
+}
+
 #[test]
 fn readyz_reports_not_ready_reasons() {
     let rig = Rig::new("ready");
