@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# CNI ADD and DEL latency: the tapway plugin (against a tapwayd running in a "node" netns) and
-# Debian's reference bridge plugin (in its own node netns), both with host-local IPAM, in the
-# same run, interleaved pod by pod. Reports p50/p90/p99/max in milliseconds and the ratios.
+# CNI ADD and DEL latency: the tapway plugin (against a tapwayd running in a "node" netns) with
+# tapwayd's own IPAM (tapway-ipam) and with host-local, and Debian's reference bridge plugin with
+# host-local (in its own node netns), in the same run, interleaved pod by pod; host-local alone
+# too. Reports p50/p90/p99/max in milliseconds, the ratios, and where tapwayd's part of ADD and
+# DEL goes (its phase timings, from /metrics).
 #
 #   sudo bench/cni-latency.sh [--pods N] [--markdown FILE] [--attach auto|plugin] [--poll-mode MODE]
 #                             [--no-build] [--keep-work]
@@ -60,6 +62,8 @@ pick_attach_mode "$ATTACH"
 install_traps
 make_workdir
 
+# One tapwayd serves both tapway rows: tapway-ipam allocates from the lower half of its range,
+# host-local from the upper half, so neither hands out the other's addresses.
 T_SUBNET=10.214.0.0/16 T_GW=10.214.0.1
 B_SUBNET=10.215.0.0/16 B_GW=10.215.0.1
 T_NODE=${TAG}ln B_NODE=${TAG}lb
@@ -69,37 +73,54 @@ mkdir -p "/run/tapway-bench-$$"
 on_cleanup "rm -rf /run/tapway-bench-$$"
 
 new_netns "$T_NODE"
-start_tapwayd "$T_NODE" "$SOCK" "$WORK/state" "$T_SUBNET" "" "$POLL"
+METRICS=127.0.0.1:9178
+TAPWAYD_EXTRA="--metrics-address $METRICS" start_tapwayd "$T_NODE" "$SOCK" "$WORK/state" "$T_SUBNET" "" "$POLL"
 new_netns "$B_NODE"
 
-log "creating $((2 * (PODS + 1))) pod namespaces (not timed)"
+log "creating $((3 * (PODS + 1))) pod namespaces (not timed)"
 for i in $(seq 0 "$PODS"); do
   new_netns "${TAG}t$i"
+  new_netns "${TAG}i$i"
   new_netns "${TAG}b$i"
 done
 
-T_CONF=$(tapway_netconf "$SOCK" "$T_SUBNET" "$T_GW")
+T_CONF=$(tapway_netconf "$SOCK" "$T_SUBNET" "$T_GW" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+c["ipam"]["ranges"][0][0].update(rangeStart="10.214.128.1", rangeEnd="10.214.255.254")
+print(json.dumps(c))')
+I_CONF=$(tapway_netconf "$SOCK" "$T_SUBNET" "$T_GW" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+c["name"] = "benchipam"
+c["ipam"] = {"type": "tapway-ipam", "ranges": [[{"subnet": c["ipam"]["ranges"][0][0]["subnet"], "rangeEnd": "10.214.127.254"}]],
+             "routes": [{"dst": "0.0.0.0/0"}]}
+print(json.dumps(c))')
 B_CONF=$(bridge_netconf "$BRIDGE" "$B_SUBNET" "$B_GW")
 
 check_quiet
 MACHINE=$(machine_summary)
 log "timing CNI ADD/DEL of $PODS pods per plugin (+1 warm-up each)"
 ip netns exec "$B_NODE" python3 - "$PODS" "$TAG" "$BIN/tapway" "$CNI_BIN/bridge" "$T_CONF" "$B_CONF" \
-  "$CNI_BIN:$BIN" "$MARKDOWN" "$MACHINE" "bench/cni-latency.sh --pods $PODS" "$POLL" "$WORK/ipam-hl" <<'PY'
+  "$CNI_BIN:$BIN" "$MARKDOWN" "$MACHINE" "bench/cni-latency.sh --pods $PODS" "$POLL" "$WORK/ipam-hl" \
+  "$I_CONF" "$T_NODE" "$METRICS" <<'PY'
 import datetime, json, os, subprocess, sys, time
 
 # This driver runs inside the bridge's node netns (ip netns exec): every plugin it execs starts
 # there, like a runtime's execs on a node.
-(pods, tag, tapway, bridge, tconf, bconf, cni_path, md_file, machine, cmdline, poll, hl_dir) = sys.argv[1:]
+(pods, tag, tapway, bridge, tconf, bconf, cni_path, md_file, machine, cmdline, poll, hl_dir, iconf, tnode,
+ metrics) = sys.argv[1:]
 pods = int(pods)
 
 # host-local alone: the IPAM step both plugins exec, timed by itself as the floor of either.
 hlconf = json.dumps({"cniVersion": "1.0.0", "name": "benchhl", "type": "host-local",
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.216.0.0/16"}]],
                               "dataDir": hl_dir}})
+# Row name -> (plugin binary, netconf, the letter of its pods' netns).
 PLUGINS = {
-    "tapway": (tapway, tconf, "t"),
-    "bridge": (bridge, bconf, "b"),
+    "tapway+tapway-ipam": (tapway, iconf, "i"),
+    "tapway+host-local": (tapway, tconf, "t"),
+    "bridge+host-local": (bridge, bconf, "b"),
     "host-local": (os.path.join(os.path.dirname(bridge), "host-local"), hlconf, "t"),
 }
 times = {(p, op): [] for p in PLUGINS for op in ("ADD", "DEL")}
@@ -133,8 +154,12 @@ def cni(plugin, op, i, record=True):
     if record:
         times[(plugin, op)].append(dt)
 
+ROWS = list(PLUGINS)
+
 def order(i):
-    return ("tapway", "bridge", "host-local") if i % 2 else ("bridge", "tapway", "host-local")
+    # Rotate which row goes first, pod by pod.
+    k = i % len(ROWS)
+    return ROWS[k:] + ROWS[:k]
 
 try:
     for p in PLUGINS:                       # warm-up: page cache, first bridge creation
@@ -169,8 +194,26 @@ for op in ("ADD", "DEL"):
                      "%.2f" % max(v), "%.2f" % (sum(v) / len(v)), str(len(v))))
 ratios = []
 for op in ("ADD", "DEL"):
-    r = pct(times[("tapway", op)], 50) / pct(times[("bridge", op)], 50)
-    ratios.append("tapway/bridge %s p50: %.2f×" % (op, r))
+    for t in ("tapway+tapway-ipam", "tapway+host-local"):
+        r = pct(times[(t, op)], 50) / pct(times[("bridge+host-local", op)], 50)
+        ratios.append("%s / bridge+host-local %s p50: %.2f×" % (t, op, r))
+
+# Where tapwayd's part goes: the mean of each phase histogram (sum / count) from /metrics,
+# scraped inside tapwayd's netns.
+def scrape():
+    r = subprocess.run(["ip", "netns", "exec", tnode, "python3", "-c",
+                        "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://%s/metrics').read().decode())" % metrics],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sums, counts = {}, {}
+    for line in r.stdout.decode(errors="replace").splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            head = "tapway_cni_phase_duration_seconds" + suffix + "{phase=\""
+            if line.startswith(head):
+                name = line[len(head):].split('"', 1)[0]
+                into[name] = float(line.rsplit(" ", 1)[1])
+    return {k: (1000.0 * sums[k] / counts[k], int(counts[k])) for k in sums if counts.get(k)}
+phases = scrape()
+phase_text = ", ".join("%s %.2f ms" % (k, v[0]) for k, v in sorted(phases.items()))
 
 w = [max(len(r[i]) for r in rows + [hdr]) for i in range(len(hdr))]
 print()
@@ -179,13 +222,15 @@ for r in rows:
     print("  ".join(x.ljust(w[i]) for i, x in enumerate(r)))
 print()
 print("; ".join(ratios))
-print("host-local rows: the IPAM plugin alone, which both plugins exec (the floor under either)")
+print("host-local rows: the IPAM plugin alone, which the host-local rows exec (the floor under them)")
+print("tapwayd's phases (mean per call, both tapway rows): " + phase_text)
 
 md = ["Measured %s UTC on %s." % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"), machine),
       "Command: `%s`; tapwayd poll mode `%s`; %d pods per plugin, ADD all then DEL all, interleaved per pod." % (cmdline, poll, pods),
       "", "| " + " | ".join(hdr) + " |", "|" + "|".join("---" for _ in hdr) + "|"]
 md += ["| " + " | ".join(r) + " |" for r in rows]
-md += ["", "; ".join(ratios) + ". The host-local rows time the IPAM plugin alone (both plugins exec it), the floor under either ADD."]
+md += ["", "; ".join(ratios) + ". The host-local rows time the IPAM plugin alone (the +host-local rows exec it), the floor under those ADDs.",
+       "", "tapwayd's phases (mean per call over both tapway rows, from `tapway_cni_phase_duration_seconds`): " + phase_text + "."]
 text = "\n".join(md) + "\n"
 if md_file:
     with open(md_file, "w") as f:

@@ -149,6 +149,8 @@ start_tapwayd() {
   local node=$1 sock=$2 state=$3 cidr=$4 cores=$5 poll=$6 args
   args=(--socket "$sock" --state-dir "$state" --pod-cidr "$cidr" --poll-mode "$poll" --log-level warn)
   [ -n "$cores" ] && args+=(--cores "$cores")
+  # Extra flags for this one tapwayd (e.g. --metrics-address), from the caller's TAPWAYD_EXTRA.
+  args+=(${TAPWAYD_EXTRA:-})
   log "tapwayd in netns $node: ${args[*]}"
   ip netns exec "$node" "$BIN/tapwayd" "${args[@]}" >"$WORK/tapwayd-$node.log" 2>&1 &
   TAPWAYD_PID=$!

@@ -182,6 +182,13 @@ for block in re.findall(r"```json\n(.*?)```", doc, re.S):
                               "ips": [{"address": "10.244.1.50/24", "gateway": "10.244.1.1", "interface": 0}],
                               "routes": [{"dst": "0.0.0.0/0"}], "dns": {}}
         write("cni_netconf", f"docs-cni-{n}-runtime", json.dumps(conf))
+# The conflist the DaemonSet writes: tapwayd's own IPAM, dual-stack ranges, a requested address.
+write("cni_netconf", "tapway-ipam", json.dumps({
+    "cniVersion": "1.0.0", "name": "tapway", "type": "tapway", "socket": "/run/tapway/tapway.sock",
+    "ipam": {"type": "tapway-ipam", "ranges": [[{"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.10", "rangeEnd": "10.244.1.200"}],
+                                               [{"subnet": "fd00:244:1::/64"}]],
+             "routes": [{"dst": "0.0.0.0/0"}], "dns": {"nameservers": ["10.96.0.10"]}},
+    "runtimeConfig": {"ips": ["10.244.1.50/24"]}, "args": {"cni": {"ips": ["fd00:244:1::50"]}}}))
 write("cni_args", "kubelet", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;"
       "K8S_POD_INFRA_CONTAINER_ID=4f1e;K8S_POD_UID=0b8f0d2e-4d57\0ADD\04f1e\0/var/run/netns/cni-1\0eth0\0/opt/cni/bin")
 write("cni_args", "podman", "IgnoreUnknown=1;IP=10.244.1.50,fd00::50/64;MAC=02:00:00:00:00:32\0DEL\0abc\0\0eth0\0/usr/lib/cni")
@@ -193,6 +200,11 @@ state = {"version": 1, "ports": [{
     "owner": {"container_id": "4f1e", "network": "tapway", "pod_namespace": "default", "pod_name": "web-0"},
     "bandwidth": {"ingress_rate": 1000000, "ingress_burst": 100000, "egress_rate": 0, "egress_burst": 0}}]}
 write("state_files", "state", json.dumps(state))
+ipam_state = dict(state, allocations=[{"network": "other", "container_id": "c9", "ifname": "eth1",
+    "ips": [{"address": "10.244.1.9/24", "gateway": "10.244.1.1"}], "since": 1764790000}],
+    ipam_last={"10.244.1.1-10.244.1.254@10.244.1.0/24": "10.244.1.9"})
+ipam_state["ports"] = [dict(state["ports"][0], ipam={"ips": [{"address": "10.244.1.5/24", "gateway": "10.244.1.1"}]})]
+write("state_files", "state-ipam", json.dumps(ipam_state))
 services = {"version": 1, "services": [
     {"name": "default/web:http", "vip": "10.96.0.10", "port": 80, "protocol": "tcp", "affinity": {"type": "none"},
      "backends": [{"ip": "10.244.1.5", "port": 8080, "weight": 1, "ready": True, "serving": True, "terminating": False}]},
@@ -206,5 +218,12 @@ for i, line in enumerate([
     {"v": 1, "op": "attach", "netns": "/var/run/netns/cni-1", "ifname": "eth0", "mac": "02:00:00:00:00:05",
      "ips": [{"address": "10.244.1.5/24"}], "mtu": 1500},
     dict(services["services"][0], v=1, op="service_set"),
+    {"v": 1, "op": "attach", "netns": "/var/run/netns/cni-2", "ifname": "eth0",
+     "ipam": {"requested": ["10.244.1.7"], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"v": 1, "op": "ipam_allocate", "network": "other", "container_id": "c9", "ifname": "eth1",
+     "ranges": [[{"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.250", "gateway": "10.244.1.1"},
+                 {"subnet": "10.244.2.0/24"}], [{"subnet": "fd00::/120"}]], "requested": ["fd00::9"]},
+    {"v": 1, "op": "ipam_gc", "network": "other", "valid": [{"containerID": "c9", "ifname": "eth1"}]},
+    {"v": 1, "op": "ipam_list"},
 ]):
     write("control_request", f"line-{i}", json.dumps(line) + "\n")

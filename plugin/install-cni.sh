@@ -1,6 +1,6 @@
 #!/bin/sh
-# Installs the tapway CNI plugin: copies the binary into the CNI bin dir and writes a
-# conflist into the CNI config dir. `--dry-run` prints what it would do and changes nothing.
+# Installs the tapway CNI plugin: copies the binary (and tapway-ipam, found beside it) into the
+# CNI bin dir and writes a conflist into the CNI config dir. `--dry-run` prints what it would do and changes nothing.
 #
 #   plugin/install-cni.sh --subnet 10.244.1.0/24 [--dry-run]
 #   plugin/install-cni.sh --from-tapwayd [--keep-running]     # the range tapwayd reports
@@ -34,6 +34,8 @@
 #                       itself (tapwayd polices the pod's port), no extra plugin is needed
 #   --priority N        file name prefix, lower sorts first [10]
 #   --state-dir DIR     the plugin's state dir (`stateDir`) [the plugin's /var/lib/tapway/cni]
+#   --ipam TYPE         the conflist's IPAM: host-local (exec'd per pod) or tapway-ipam (tapwayd
+#                       allocates in the attach itself, no exec) [host-local]
 #   --ipam-data-dir DIR host-local's reservations (`ipam.dataDir`) [host-local's /var/lib/cni/networks]
 #   --log-file FILE     also log to FILE (`logFile`), at --log-level (error|warn|info|debug) [warn]
 #   --skip-binary       write the conflist only
@@ -62,6 +64,7 @@ portmap=0
 bandwidth=0
 priority=10
 state_dir=""
+ipam_type=host-local
 ipam_data_dir=""
 log_file=""
 log_level=""
@@ -92,6 +95,7 @@ while [ $# -gt 0 ]; do
         --bandwidth) bandwidth=1; shift ;;
         --priority) need "$@"; priority=$2; shift 2 ;;
         --state-dir) need "$@"; state_dir=$2; shift 2 ;;
+        --ipam) need "$@"; ipam_type=$2; shift 2 ;;
         --ipam-data-dir) need "$@"; ipam_data_dir=$2; shift 2 ;;
         --log-file) need "$@"; log_file=$2; shift 2 ;;
         --log-level) need "$@"; log_level=$2; shift 2 ;;
@@ -105,6 +109,7 @@ case "$name" in *[!A-Za-z0-9_.-]*|"") die "--name $name: use letters, digits, _ 
 case "$mtu" in *[!0-9]*) die "--mtu $mtu is not a number" ;; esac
 case "$interval" in ""|*[!0-9]*) die "--interval $interval is not a number" ;; esac
 case "$log_level" in ""|error|warn|info|debug) ;; *) die "--log-level $log_level: error, warn, info or debug" ;; esac
+case "$ipam_type" in host-local|tapway-ipam) ;; *) die "--ipam $ipam_type: host-local or tapway-ipam" ;; esac
 for p in "$state_dir" "$ipam_data_dir" "$log_file"; do
     case "$p" in ""|/*) ;; *) die "$p: use an absolute path" ;; esac
     case "$p" in *[\\\"]*) die "$p: no quotes or backslashes" ;; esac
@@ -209,7 +214,7 @@ make_conflist() {
     [ -n "$log_level" ] && mtu_line="$mtu_line
       \"logLevel\": \"$log_level\","
     data_dir_line=""
-    [ -n "$ipam_data_dir" ] && data_dir_line="
+    [ -n "$ipam_data_dir" ] && [ "$ipam_type" = host-local ] && data_dir_line="
         \"dataDir\": \"$ipam_data_dir\","
     extra=""
     [ "$portmap" = 1 ] && extra="$extra,
@@ -223,7 +228,7 @@ make_conflist() {
       \"socket\": \"$socket\",$mtu_line
       \"capabilities\": {\"ips\": true, \"mac\": true, \"bandwidth\": true},
       \"ipam\": {
-        \"type\": \"host-local\",$data_dir_line
+        \"type\": \"$ipam_type\",$data_dir_line
         \"ranges\": [$ranges],
         \"routes\": [$routes]
       }
@@ -271,6 +276,7 @@ fi
 
 if [ "$dry_run" = 1 ]; then
     [ "$skip_binary" = 1 ] || echo "would install $binary as $bin_dir/tapway (mode 0755)"
+    [ "$skip_binary" = 1 ] || [ ! -x "$binary-ipam" ] || echo "would install $binary-ipam as $bin_dir/tapway-ipam (mode 0755)"
     [ "$skip_conf" = 1 ] || { echo "would write $conf_file:"; echo "$conflist"; }
     exit 0
 fi
@@ -278,11 +284,16 @@ if [ "$skip_binary" = 0 ]; then
     mkdir -p "$bin_dir"
     # Copy then rename, so a runtime exec'ing the plugin meanwhile never sees a half-written file.
     # (cp and chmod, not install(1): the image's busybox has no install applet.)
-    cp "$binary" "$bin_dir/.tapway.new"
-    chmod 0755 "$bin_dir/.tapway.new"
-    mv -f "$bin_dir/.tapway.new" "$bin_dir/tapway"
-    echo "installed $bin_dir/tapway"
-    [ -x "$bin_dir/host-local" ] || echo "install-cni: warning: no host-local in $bin_dir: the conflist's IPAM plugin must be on the runtime's CNI path" >&2
+    install_bin() {
+        cp "$1" "$bin_dir/.$2.new"
+        chmod 0755 "$bin_dir/.$2.new"
+        mv -f "$bin_dir/.$2.new" "$bin_dir/$2"
+        echo "installed $bin_dir/$2"
+    }
+    install_bin "$binary" tapway
+    # The IPAM plugin for other plugins' netconfs (tapway itself never execs it).
+    if [ -x "$binary-ipam" ]; then install_bin "$binary-ipam" tapway-ipam; fi
+    [ "$ipam_type" = tapway-ipam ] || [ -x "$bin_dir/host-local" ] || echo "install-cni: warning: no host-local in $bin_dir: the conflist's IPAM plugin must be on the runtime's CNI path" >&2
 fi
 [ "$skip_conf" = 1 ] && exit 0
 mkdir -p "$conf_dir"

@@ -115,9 +115,12 @@ pm run "${CTR[@]}" --read-only -v "$HOST/opt/cni/bin:/host/opt/cni/bin" --entryp
   --skip-conf --binary /opt/tapway/cni/tapway --bin-dir /host/opt/cni/bin >"$WORK/install.log" 2>&1 \
   || rt_die "install-cni in the image: $(cat "$WORK/install.log")"
 [ -x "$HOST/opt/cni/bin/tapway" ] || rt_die "no plugin in the bin dir: $(cat "$WORK/install.log")"
+[ -x "$HOST/opt/cni/bin/tapway-ipam" ] || rt_die "no tapway-ipam in the bin dir: $(cat "$WORK/install.log")"
 # (Outputs are captured before grep -q: with pipefail a writer cut off by grep fails the line.)
-linked=$(ldd "$HOST/opt/cni/bin/tapway" 2>&1 || true)
-case "$linked" in *"not a dynamic executable"* | *"statically linked"*) ;; *) rt_die "the installed plugin is not static: $linked" ;; esac
+for p in tapway tapway-ipam; do
+  linked=$(ldd "$HOST/opt/cni/bin/$p" 2>&1 || true)
+  case "$linked" in *"not a dynamic executable"* | *"statically linked"*) ;; *) rt_die "the installed $p is not static: $linked" ;; esac
+done
 version=$(echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$HOST/opt/cni/bin/tapway" 2>&1 || true)
 case "$version" in *supportedVersions*) ;; *) rt_die "the installed plugin does not answer VERSION: $version" ;; esac
 ln -s /usr/lib/cni/host-local "$HOST/opt/cni/bin/host-local"
@@ -165,7 +168,7 @@ rt_log "cni-conf container: the conflist with the range tapwayd reports"
 # Its command as in the manifest: it stays, checking the range (stopped at the end).
 pm run -d --name "${TAG}conf" --network none --cap-drop all --read-only -v "$HOST/run/tapway:/run/tapway" \
   -v "$HOST/etc/cni/net.d:/host/etc/cni/net.d" --entrypoint /opt/tapway/install-cni.sh "$IMG" \
-  --skip-binary --from-tapwayd --keep-running --tapwayctl /usr/bin/tapwayctl --conf-dir /host/etc/cni/net.d --portmap \
+  --skip-binary --from-tapwayd --keep-running --tapwayctl /usr/bin/tapwayctl --conf-dir /host/etc/cni/net.d --ipam tapway-ipam --portmap \
   >>"$WORK/podman.log" 2>&1 || rt_die "podman run cni-conf: $(tail -5 "$WORK/podman.log")"
 CONF=$HOST/etc/cni/net.d/10-tapway.conflist
 wait_until 30 test -s "$CONF" || rt_die "cni-conf wrote no conflist: $(pm logs "${TAG}conf" 2>&1 | tail -5)"
@@ -174,6 +177,7 @@ import json, sys
 c = json.load(open(sys.argv[1]))
 r = c["plugins"][0]["ipam"]["ranges"]
 assert r == [[{"subnet": sys.argv[2], "gateway": sys.argv[3]}]], r
+assert c["plugins"][0]["ipam"]["type"] == "tapway-ipam", c
 assert c["plugins"][0]["socket"] == "/run/tapway/tapway.sock"
 assert [p["type"] for p in c["plugins"]] == ["tapway", "portmap"]' "$CONF" "$SUBNET" "$GATEWAY" \
   || rt_die "conflist: $(cat "$CONF")"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tapway container image with podman, FROM scratch (no registry needed): tapwayd,
-# tapwayctl, the CNI plugin (static, since install-cni copies it onto the node), install-cni.sh
+# tapwayctl, the CNI plugins tapway and tapway-ipam (static, since install-cni copies them onto the
+# node), install-cni.sh
 # with busybox-static for its shell, and the shared libraries tapwayd and tapwayctl link (as
 # `ldd` lists them, with the loader). Tagged localhost/tapway:VERSION (the workspace version).
 #
@@ -50,11 +51,11 @@ flag=(); [ "$profile" = release ] && flag=(--release)
 if [ "$build" = 1 ]; then
   echo "==> cargo build ${flag[*]} (tapwayd, tapwayctl; static tapway plugin for $host)"
   cargo build "${flag[@]}" --quiet -p tapway-switch --bin tapwayd --bin tapwayctl
-  RUSTFLAGS="-C target-feature=+crt-static" cargo build "${flag[@]}" --quiet -p tapway-cni --bin tapway --target "$host"
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build "${flag[@]}" --quiet -p tapway-cni --bin tapway --bin tapway-ipam --target "$host"
 fi
 bin=$root/target/$profile
 plugin=$root/target/$host/$profile/tapway
-for b in "$bin/tapwayd" "$bin/tapwayctl" "$plugin"; do
+for b in "$bin/tapwayd" "$bin/tapwayctl" "$plugin" "$plugin-ipam"; do
   [ -x "$b" ] || { echo "image.sh: $b is missing (run without --no-build)" >&2; exit 1; }
 done
 
@@ -66,6 +67,7 @@ chmod 1777 "$r/tmp"
 # Debug info stays in target/; the image gets the code and symbols only.
 for b in tapwayd tapwayctl; do strip --strip-debug -o "$r/usr/bin/$b" "$bin/$b"; done
 strip --strip-debug -o "$r/opt/tapway/cni/tapway" "$plugin"
+strip --strip-debug -o "$r/opt/tapway/cni/tapway-ipam" "$plugin-ipam"
 install -m 0755 plugin/install-cni.sh "$r/opt/tapway/install-cni.sh"
 cp /bin/busybox "$r/bin/busybox"
 for a in $(/bin/busybox --list); do

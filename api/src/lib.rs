@@ -17,11 +17,13 @@
 //! ```
 
 mod client;
+mod ipam;
 mod proto;
 mod service;
 pub mod validate;
 
 pub use client::{Client, ClientError};
+pub use ipam::*;
 pub use proto::*;
 pub use service::*;
 

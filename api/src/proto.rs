@@ -21,6 +21,8 @@ pub struct Request {
 }
 
 /// Every operation of the control API, tagged by `"op"`.
+// One is parsed per request line: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
@@ -52,6 +54,16 @@ pub enum Op {
     ConntrackList(ConntrackListRequest),
     /// Remove connection-tracking entries.
     ConntrackFlush(crate::ConntrackFilter),
+    /// Allocate addresses for a CNI attachment without a port (the `tapway-ipam` plugin).
+    IpamAllocate(crate::IpamAllocateRequest),
+    /// Release what [`Op::IpamAllocate`] gave an owner. Succeeds when it holds nothing.
+    IpamRelease(crate::IpamKey),
+    /// Whether an owner holds an allocation (`not_found` when not).
+    IpamCheck(crate::IpamKey),
+    /// Release every allocation of `network` whose attachment is not listed in `valid`.
+    IpamGc(GcRequest),
+    /// The pod ranges with the addresses in use and their owners, and the allocations.
+    IpamList,
 }
 
 /// Arguments of [`Op::ConntrackList`].
@@ -87,6 +99,11 @@ pub struct AttachRequest {
     /// Rate limits (the CNI `bandwidth` capability); none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<Bandwidth>,
+    /// Allocate the addresses here, from tapwayd's pod ranges (`ips` must then be empty): the
+    /// CNI plugin's `"ipam": {"type": "tapway-ipam"}`. The allocation is recorded with the
+    /// port and answered in [`PortInfo::ipam`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<crate::IpamRequest>,
 }
 
 /// Rate limits of a pod port, with the CNI `bandwidth` capability's meaning and units: rates in
@@ -264,6 +281,8 @@ pub enum ErrorCode {
     /// Kubernetes watch (retry with `force` to write anyway), or tapwayd cannot serve yet
     /// (it waits for the Node's pod range: retry later).
     FailedPrecondition,
+    /// No free address is left in a range set the allocation needs.
+    AddressExhausted,
 }
 
 impl ErrorCode {
@@ -282,6 +301,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::AddressConflict => "address_conflict",
             ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::AddressExhausted => "address_exhausted",
         }
     }
 }
@@ -323,6 +343,10 @@ pub struct PortInfo {
     /// [`LostInfo`]); absent for a working port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<LostInfo>,
+    /// What tapwayd allocated for the port (its addresses with their gateways, and the
+    /// routes), when the attach asked it to ([`AttachRequest::ipam`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<crate::IpamAllocation>,
 }
 
 /// Why a recorded pod port is not working: after a restart its netns or interface could not

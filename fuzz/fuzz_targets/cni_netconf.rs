@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = l.mac(&CniArgs::default());
         let _ = l.result_dns(&Dns::default());
         let _ = l.delegate_stdin(l.version);
+        // tapwayd's own IPAM section, as the plugin and tapway-ipam read it.
+        let _ = tapway_cni::tapway_ipam::config(&l);
+        let _ = tapway_cni::tapway_ipam::requested(&l, &CniArgs::default());
         let prev = l.prev_result();
         // Round trip, unless serde_json itself does not give the same JSON back (a float
         // that does not round-trip without its `float_roundtrip` feature).

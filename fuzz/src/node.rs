@@ -429,6 +429,7 @@ impl Node {
         let pipe = Pipeline {
             fdb: &self.fdb,
             counters: &self.counters,
+            worker: 0,
             now: self.now,
             now_ns: self.now_ns,
             services: Some(&services),

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use tapway_api::{
     AttachRequest, Attachment, CheckRequest, Client, ClientError, DetachResult, ErrorCode, GcRequest,
-    GcResult, Op, PortInfo, PortSelector, StatusInfo,
+    GcResult, IpamAllocateRequest, IpamAllocation, IpamGcResult, IpamKey, IpamReleaseResult, Op, PortInfo,
+    PortSelector, StatusInfo,
 };
 
 use crate::error::is_unreachable;
@@ -89,6 +90,26 @@ impl Daemon {
     /// Every port.
     pub fn ports(&self) -> Result<Vec<PortInfo>, ClientError> {
         self.call("ports", Op::Ports)
+    }
+
+    /// `tapway-ipam` ADD: the owner's allocation.
+    pub fn ipam_allocate(&self, req: IpamAllocateRequest) -> Result<IpamAllocation, ClientError> {
+        self.call("ipam_allocate", Op::IpamAllocate(req))
+    }
+
+    /// `tapway-ipam` DEL: `Ok(false)` when the owner held nothing.
+    pub fn ipam_release(&self, key: IpamKey) -> Result<bool, ClientError> {
+        self.call::<IpamReleaseResult>("ipam_release", Op::IpamRelease(key)).map(|r| r.released)
+    }
+
+    /// `tapway-ipam` CHECK: the owner's allocation (`not_found` when none).
+    pub fn ipam_check(&self, key: IpamKey) -> Result<IpamAllocation, ClientError> {
+        self.call("ipam_check", Op::IpamCheck(key))
+    }
+
+    /// `tapway-ipam` GC: releases the network's allocations not in `valid`.
+    pub fn ipam_gc(&self, network: &str, valid: Vec<Attachment>) -> Result<IpamGcResult, ClientError> {
+        self.call("ipam_gc", Op::IpamGc(GcRequest { network: network.to_string(), valid }))
     }
 
     /// Detaches every port of `network` not in `valid`.

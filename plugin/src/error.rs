@@ -41,6 +41,8 @@ pub mod code {
     pub const NETNS: u32 = 105;
     /// The requested IP or MAC belongs to another pod, a gateway, the host port or the uplink.
     pub const ADDRESS_CONFLICT: u32 = 106;
+    /// `tapway-ipam`: no free address is left in a range the allocation needs.
+    pub const ADDRESS_EXHAUSTED: u32 = 107;
 }
 
 /// `details` of [`CniError::AddressConflict`]: where such an address comes from.
@@ -87,6 +89,12 @@ pub enum CniError {
     /// tapwayd refused an IP or MAC that another port owns.
     #[error("address conflict: {0}")]
     AddressConflict(String),
+    /// `tapway-ipam`: a range the allocation needs is full.
+    #[error("no free address: {0}")]
+    AddressExhausted(String),
+    /// `tapway-ipam` CHECK: tapwayd holds no allocation for the container.
+    #[error("{0}")]
+    UnknownContainer(String),
     /// The IPAM plugin could not be found, run, or understood.
     #[error("IPAM plugin {plugin}: {msg}")]
     Ipam {
@@ -133,6 +141,8 @@ impl CniError {
             CniError::Daemon(_) | CniError::DaemonProtocol(_) => code::DAEMON,
             CniError::IfaceExists(_) => code::IFACE_EXISTS,
             CniError::AddressConflict(_) => code::ADDRESS_CONFLICT,
+            CniError::AddressExhausted(_) => code::ADDRESS_EXHAUSTED,
+            CniError::UnknownContainer(_) => code::UNKNOWN_CONTAINER,
             CniError::Ipam { .. } => code::IPAM,
             // A plugin must not hand back codes it does not own: pass the well-known ones and
             // the IPAM plugin's own (>= 100, e.g. the Go plugins' 999) through unchanged, but
@@ -169,6 +179,7 @@ impl CniError {
             ClientError::Api(api) => match api.code {
                 ErrorCode::Exists => CniError::IfaceExists(api.message),
                 ErrorCode::AddressConflict => CniError::AddressConflict(api.message),
+                ErrorCode::AddressExhausted => CniError::AddressExhausted(api.message),
                 ErrorCode::FailedPrecondition => unreachable(api.message),
                 _ => CniError::Daemon(api),
             },
@@ -239,6 +250,8 @@ mod tests {
             (CniError::Mismatch(String::new()), 104),
             (CniError::Netns(String::new()), 105),
             (CniError::AddressConflict(String::new()), 106),
+            (CniError::AddressExhausted(String::new()), 107),
+            (CniError::UnknownContainer(String::new()), 3),
             (
                 CniError::IpamFailed { plugin: "h".into(), code: 999, msg: "m".into(), details: "d".into() },
                 999,

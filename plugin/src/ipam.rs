@@ -121,7 +121,8 @@ impl<'a> Ipam<'a> {
     /// The IPAM plugin of this netconf, version negotiated; `None` when the netconf has no
     /// `ipam`.
     pub fn open(loaded: &'a Loaded, cni_path: &str) -> Result<Option<Ipam<'a>>, CniError> {
-        let Some(name) = loaded.ipam_type() else {
+        let Some(name) = loaded.ipam_type().filter(|t| *t != crate::tapway_ipam::TYPE) else {
+            // No IPAM, or tapwayd's own (sent with the attach, released with the detach).
             return Ok(None);
         };
         let exe = find_plugin(name, cni_path)?;

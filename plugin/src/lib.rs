@@ -2,7 +2,8 @@
 //!
 //! Container runtimes exec it per pod (CNI spec 1.1.0: ADD, DEL, CHECK, STATUS, GC, VERSION;
 //! results in 0.3.0 … 1.1.0 layouts). It is a thin client of tapwayd's control socket: IPAM is
-//! delegated to the plugin in `ipam.type`, the port itself is made by tapwayd. No datapath code
+//! delegated to the plugin in `ipam.type`, or done by tapwayd itself with the attach
+//! (`"type": "tapway-ipam"`, [`tapway_ipam`]); the port itself is made by tapwayd. No datapath code
 //! is linked in, so it starts and finishes fast.
 //!
 //! The layout follows containernetworking/plugins: [`env`] (CNI_* variables, CNI_ARGS),
@@ -19,6 +20,7 @@ pub mod ipam;
 pub mod log;
 pub mod netconf;
 pub mod state;
+pub mod tapway_ipam;
 pub mod types;
 pub mod version;
 
@@ -49,6 +51,22 @@ pub fn run(
     stdin_is_tty: bool,
     out: &mut dyn Write,
 ) -> i32 {
+    run_plugin(about, dispatch, get, stdin, stdin_is_tty, out)
+}
+
+/// How one command of a plugin binary is done: environment, stdin, where the result goes.
+pub type Dispatch = fn(&CniEnv, &[u8], &mut dyn Write) -> Result<(), CniError>;
+
+/// One invocation of a plugin binary (`tapway`, `tapway-ipam`): `about` for a person at a
+/// terminal, `dispatch` for the command, and any error as the spec's error object on `out`.
+pub fn run_plugin(
+    about: fn() -> String,
+    dispatch: Dispatch,
+    get: impl Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdin_is_tty: bool,
+    out: &mut dyn Write,
+) -> i32 {
     if get("CNI_COMMAND").is_none() && stdin_is_tty {
         eprintln!("{}", about());
         return 0;
@@ -74,16 +92,24 @@ pub fn run(
     }
 }
 
-fn dispatch(env: &CniEnv, input: &[u8], out: &mut dyn Write) -> Result<(), CniError> {
+/// What every plugin binary does first: answers VERSION (then `None`), or parses the netconf
+/// and sets up logging for the command.
+pub(crate) fn prepare(env: &CniEnv, input: &[u8], out: &mut dyn Write) -> Result<Option<Loaded>, CniError> {
     if env.command == Command::Version {
         let mut bytes =
             serde_json::to_vec(&commands::cmd_version(input)).map_err(|e| CniError::Io(e.to_string()))?;
         bytes.push(b'\n');
-        return out.write_all(&bytes).map_err(|e| CniError::Io(format!("writing the answer: {e}")));
+        out.write_all(&bytes).map_err(|e| CniError::Io(format!("writing the answer: {e}")))?;
+        return Ok(None);
     }
     log::init(LogLevel::Warn, None, env.command.to_string());
     let loaded = Loaded::parse(input, env.command)?;
     init_logging(env, &loaded);
+    Ok(Some(loaded))
+}
+
+fn dispatch(env: &CniEnv, input: &[u8], out: &mut dyn Write) -> Result<(), CniError> {
+    let Some(loaded) = prepare(env, input, out)? else { return Ok(()) };
     match env.command {
         Command::Add => commands::cmd_add(env, &loaded, out),
         Command::Del => commands::cmd_del(env, &loaded),

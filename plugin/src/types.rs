@@ -1,40 +1,57 @@
 //! CNI results: one in-memory form, read from and written in every supported version.
 //!
-//! * 0.3.0, 0.3.1, 0.4.0: each IP carries `"version": "4"|"6"`; interfaces have no MTU.
-//! * 1.0.0, 1.1.0: no per-IP `version`; interfaces may carry `mtu`, `socketPath`, `pciID`.
+//! A result is written with exactly the fields its version's spec lists, whatever was read:
 //!
-//! Route fields beyond `dst`/`gw` (`mtu`, `advmss`, `priority`, `table`, `scope`) came with 1.1.0
-//! but the reference library writes them in every version when set, so they are kept as given.
-//! The `dns` object is always written, as the reference library does.
+//! | level        | 0.3.0, 0.3.1, 0.4.0                  | 1.0.0                     | 1.1.0                                  |
+//! |--------------|--------------------------------------|---------------------------|----------------------------------------|
+//! | top          | cniVersion interfaces ips routes dns | same                      | same                                   |
+//! | interfaces[] | name mac sandbox                     | name mac sandbox          | name mac mtu sandbox socketPath pciID  |
+//! | ips[]        | version address gateway interface    | address gateway interface | address gateway interface              |
+//! | routes[]     | dst gw                               | dst gw                    | dst gw mtu advmss priority table scope |
+//! | dns          | nameservers domain search options    | same                      | same                                   |
+//!
+//! So a field another plugin put in a prevResult that its version does not have (a 1.0.0
+//! `interfaces[].mtu` from a libcni ≥ 1.2 plugin) is dropped on output, as a plugin built on
+//! that version's reference library drops it: plugins on an older library after tapway in a
+//! chain pass its result on unchanged. Unknown keys are dropped on input, as libcni's typed
+//! decoding does. Empty fields are left out, as libcni's `omitempty` does, including a zero
+//! `mtu`, `advmss` or `priority` (libcni cannot tell 0 from unset there; `table` and `scope` 0
+//! are kept). An empty `dns` is written as `{}` up to 1.0.0 and left out from 1.1.0, as the
+//! library that implements each version (libcni < 1.2, ≥ 1.2) does.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::error::CniError;
 use crate::version::Version;
 
+/// An optional number where 0 means unset, as Go's `int` with `omitempty` reads it.
+fn nonzero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.filter(|n| *n != 0))
+}
+
 /// An interface in a result.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Interface {
     /// Interface name.
     pub name: String,
     /// MAC address.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub mac: String,
-    /// MTU (1.x results only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// MTU (written from 1.1.0).
+    #[serde(default, deserialize_with = "nonzero")]
     pub mtu: Option<u32>,
     /// Netns path for an interface inside the container; empty for host-side interfaces.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub sandbox: String,
-    /// vhost-user socket path (1.x results only; tapway sets none).
-    #[serde(rename = "socketPath", default, skip_serializing_if = "Option::is_none")]
+    /// Socket path, e.g. vhost-user (written from 1.1.0; tapway sets none).
+    #[serde(rename = "socketPath", default)]
     pub socket_path: Option<String>,
-    /// PCI ID of a device (1.x results only; tapway sets none).
-    #[serde(rename = "pciID", default, skip_serializing_if = "Option::is_none")]
+    /// PCI ID of a device (written from 1.1.0; tapway sets none).
+    #[serde(rename = "pciID", default)]
     pub pci_id: Option<String>,
 }
 
@@ -49,28 +66,28 @@ pub struct IpConfig {
     pub interface: Option<usize>,
 }
 
-/// A route in a result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A route in a result. The attributes after `gw` are written from 1.1.0.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Route {
     /// Destination.
     pub dst: IpNet,
     /// Next hop; absent means the default gateway of the family.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub gw: Option<IpAddr>,
     /// Route MTU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "nonzero")]
     pub mtu: Option<u32>,
     /// Advertised MSS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "nonzero")]
     pub advmss: Option<u32>,
     /// Metric.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "nonzero")]
     pub priority: Option<u32>,
     /// Routing table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub table: Option<u32>,
     /// Scope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub scope: Option<u32>,
 }
 
@@ -152,17 +169,35 @@ struct RawIp {
     version: Option<String>,
 }
 
+/// A result as one version writes it; fields the version lacks are `None`. Field order is the
+/// spec's.
 #[derive(Serialize)]
 struct OutResult<'a> {
     #[serde(rename = "cniVersion")]
     cni_version: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    interfaces: Vec<Interface>,
+    interfaces: Vec<OutInterface<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ips: Vec<OutIp>,
-    #[serde(skip_serializing_if = "<[Route]>::is_empty")]
-    routes: &'a [Route],
-    dns: &'a Dns,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<OutRoute>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<&'a Dns>,
+}
+
+#[derive(Serialize)]
+struct OutInterface<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    mac: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtu: Option<u32>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    sandbox: &'a str,
+    #[serde(rename = "socketPath", skip_serializing_if = "Option::is_none")]
+    socket_path: Option<&'a str>,
+    #[serde(rename = "pciID", skip_serializing_if = "Option::is_none")]
+    pci_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -174,6 +209,28 @@ struct OutIp {
     address: IpNet,
     #[serde(skip_serializing_if = "Option::is_none")]
     gateway: Option<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct OutRoute {
+    dst: IpNet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gw: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advmss: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<u32>,
+}
+
+/// `v` where the version has the field, else `None`.
+fn when<T>(has: bool, v: Option<T>) -> Option<T> {
+    v.filter(|_| has)
 }
 
 impl CniResult {
@@ -243,28 +300,48 @@ impl CniResult {
     }
 
     fn layout(&self, version: Version) -> OutResult<'_> {
+        let attrs = version.has_result_attributes();
         let interfaces = self
             .interfaces
             .iter()
-            .map(|i| {
-                if version.is_1x() {
-                    i.clone()
-                } else {
-                    Interface { mtu: None, socket_path: None, pci_id: None, ..i.clone() }
-                }
+            .map(|i| OutInterface {
+                name: &i.name,
+                mac: &i.mac,
+                mtu: when(attrs, i.mtu.filter(|m| *m != 0)),
+                sandbox: &i.sandbox,
+                socket_path: when(attrs, i.socket_path.as_deref().filter(|s| !s.is_empty())),
+                pci_id: when(attrs, i.pci_id.as_deref().filter(|s| !s.is_empty())),
             })
             .collect();
         let ips = self
             .ips
             .iter()
             .map(|ip| OutIp {
-                version: (!version.is_1x()).then_some(if ip.address.addr().is_ipv4() { "4" } else { "6" }),
+                version: version.has_ip_version().then_some(if ip.address.addr().is_ipv4() {
+                    "4"
+                } else {
+                    "6"
+                }),
                 interface: ip.interface,
                 address: ip.address,
                 gateway: ip.gateway,
             })
             .collect();
-        OutResult { cni_version: version.to_string(), interfaces, ips, routes: &self.routes, dns: &self.dns }
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| OutRoute {
+                dst: r.dst,
+                gw: r.gw,
+                mtu: when(attrs, r.mtu.filter(|n| *n != 0)),
+                advmss: when(attrs, r.advmss.filter(|n| *n != 0)),
+                priority: when(attrs, r.priority.filter(|n| *n != 0)),
+                table: when(attrs, r.table),
+                scope: when(attrs, r.scope),
+            })
+            .collect();
+        let dns = (!self.dns.is_empty() || !version.omits_empty_dns()).then_some(&self.dns);
+        OutResult { cni_version: version.to_string(), interfaces, ips, routes, dns }
     }
 
     /// Appends `other`'s interfaces, addresses (re-indexed), routes and DNS (only where this
@@ -289,19 +366,23 @@ impl CniResult {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use serde_json::json;
 
     use super::*;
 
-    fn sample() -> CniResult {
+    /// A result with every field of every version set (both families, so `version` shows
+    /// both values).
+    fn full() -> CniResult {
         CniResult {
             interfaces: vec![Interface {
                 name: "eth0".into(),
                 mac: "02:00:00:00:00:05".into(),
                 mtu: Some(1500),
                 sandbox: "/run/netns/p".into(),
-                socket_path: None,
-                pci_id: None,
+                socket_path: Some("/run/vhost/eth0.sock".into()),
+                pci_id: Some("0000:00:04.0".into()),
             }],
             ips: vec![
                 IpConfig {
@@ -309,31 +390,291 @@ mod tests {
                     gateway: Some("10.1.0.1".parse().unwrap()),
                     interface: Some(0),
                 },
-                IpConfig { address: "fd00::5/64".parse().unwrap(), gateway: None, interface: Some(0) },
+                IpConfig {
+                    address: "fd00::5/64".parse().unwrap(),
+                    gateway: Some("fd00::1".parse().unwrap()),
+                    interface: Some(0),
+                },
             ],
-            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), Some("10.1.0.1".parse().unwrap()))],
-            dns: Dns { nameservers: vec!["10.96.0.10".into()], ..Default::default() },
+            routes: vec![Route {
+                dst: "10.0.0.0/8".parse().unwrap(),
+                gw: Some("10.1.0.1".parse().unwrap()),
+                mtu: Some(1400),
+                advmss: Some(1360),
+                priority: Some(5),
+                table: Some(100),
+                scope: Some(253),
+            }],
+            dns: Dns {
+                nameservers: vec!["10.96.0.10".into()],
+                domain: "cluster.local".into(),
+                search: vec!["svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            },
+        }
+    }
+
+    /// A plain pod result: [`full`] without the optional extras.
+    fn sample() -> CniResult {
+        let mut r = full();
+        r.interfaces[0].socket_path = None;
+        r.interfaces[0].pci_id = None;
+        r.ips[1].gateway = None;
+        r.routes = vec![Route::new("0.0.0.0/0".parse().unwrap(), Some("10.1.0.1".parse().unwrap()))];
+        r.dns = Dns { nameservers: vec!["10.96.0.10".into()], ..Default::default() };
+        r
+    }
+
+    /// The keys of each level of a result, copied from the "Result"/"ADD Success" section of
+    /// each version's SPEC.md (containernetworking/cni tags spec-v0.3.0 … spec-v1.1.0), not
+    /// from this module's code.
+    struct Shape {
+        version: &'static str,
+        top: &'static [&'static str],
+        interface: &'static [&'static str],
+        ip: &'static [&'static str],
+        route: &'static [&'static str],
+        dns: &'static [&'static str],
+    }
+
+    const TOP: &[&str] = &["cniVersion", "interfaces", "ips", "routes", "dns"];
+    const DNS: &[&str] = &["nameservers", "domain", "search", "options"];
+    /// 0.3.0, 0.3.1, 0.4.0 (0.3.0's text says `ip`, a typo fixed in 0.3.1; every library
+    /// used `ips`).
+    const IF_0X: &[&str] = &["name", "mac", "sandbox"];
+    const IP_0X: &[&str] = &["version", "address", "gateway", "interface"];
+    const ROUTE_0X: &[&str] = &["dst", "gw"];
+
+    const SHAPES: [Shape; 5] = [
+        Shape { version: "0.3.0", top: TOP, interface: IF_0X, ip: IP_0X, route: ROUTE_0X, dns: DNS },
+        Shape { version: "0.3.1", top: TOP, interface: IF_0X, ip: IP_0X, route: ROUTE_0X, dns: DNS },
+        Shape { version: "0.4.0", top: TOP, interface: IF_0X, ip: IP_0X, route: ROUTE_0X, dns: DNS },
+        // 1.0.0: "removed `version` field" of the IPs.
+        Shape {
+            version: "1.0.0",
+            top: TOP,
+            interface: &["name", "mac", "sandbox"],
+            ip: &["address", "gateway", "interface"],
+            route: &["dst", "gw"],
+            dns: DNS,
+        },
+        Shape {
+            version: "1.1.0",
+            top: TOP,
+            interface: &["name", "mac", "mtu", "sandbox", "socketPath", "pciID"],
+            ip: &["address", "gateway", "interface"],
+            route: &["dst", "gw", "mtu", "advmss", "priority", "table", "scope"],
+            dns: DNS,
+        },
+    ];
+
+    fn keys(v: &Value) -> BTreeSet<String> {
+        v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect()
+    }
+
+    fn set(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Asserts the exact key set of every level of `out`.
+    fn assert_shape(
+        out: &Value,
+        top: &[&str],
+        interface: &[&str],
+        ip: &[&str],
+        route: &[&str],
+        dns: &[&str],
+    ) {
+        assert_eq!(keys(out), set(top), "top level: {out}");
+        for (level, want) in [("interfaces", interface), ("ips", ip), ("routes", route)] {
+            let items = out[level].as_array().map(Vec::as_slice).unwrap_or_default();
+            for item in items {
+                assert_eq!(keys(item), set(want), "{level}[]: {out}");
+            }
+        }
+        if let Some(d) = out.get("dns") {
+            assert_eq!(keys(d), set(dns), "dns: {out}");
+        }
+    }
+
+    #[test]
+    fn every_version_has_a_shape() {
+        let shapes: Vec<&str> = SHAPES.iter().map(|s| s.version).collect();
+        assert_eq!(shapes, crate::version::SUPPORTED);
+    }
+
+    #[test]
+    fn result_has_exactly_the_spec_fields_of_its_version() {
+        for s in &SHAPES {
+            let v = Version::parse(s.version).unwrap();
+            for out in
+                [full().to_value(v), serde_json::from_slice(&full().to_json_pretty(v).unwrap()).unwrap()]
+            {
+                assert_eq!(out["cniVersion"], s.version);
+                assert_shape(&out, s.top, s.interface, s.ip, s.route, s.dns);
+                if s.ip.contains(&"version") {
+                    assert_eq!(out["ips"][0]["version"], "4", "{out}");
+                    assert_eq!(out["ips"][1]["version"], "6", "{out}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ipam_result_has_no_interfaces() {
+        // "Delegated IPAM plugins must return an abbreviated Success object. Specifically, it
+        // is missing the `interfaces` array, as well as the `interface` entry in `ips`."
+        let mut r = full();
+        r.interfaces.clear();
+        for ip in &mut r.ips {
+            ip.interface = None;
+        }
+        for s in &SHAPES {
+            let out = r.to_value(Version::parse(s.version).unwrap());
+            let top: Vec<&str> = s.top.iter().copied().filter(|k| *k != "interfaces").collect();
+            let ip: Vec<&str> = s.ip.iter().copied().filter(|k| *k != "interface").collect();
+            assert_shape(&out, &top, &[], &ip, s.route, s.dns);
+        }
+    }
+
+    /// The results of the spec's "Add example" (SPEC.md appendix, 1.0.0 and 1.1.0): host-local's,
+    /// then bridge's (tuning's differs only in a MAC). The examples leave out `cniVersion`.
+    fn spec_examples_1x() -> [Value; 2] {
+        [
+            json!({
+                "ips": [{"address": "10.1.0.5/16", "gateway": "10.1.0.1"}],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dns": {"nameservers": ["10.1.0.1"]}
+            }),
+            json!({
+                "ips": [{"address": "10.1.0.5/16", "gateway": "10.1.0.1", "interface": 2}],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "interfaces": [
+                    {"name": "cni0", "mac": "00:11:22:33:44:55"},
+                    {"name": "veth3243", "mac": "55:44:33:22:11:11"},
+                    {"name": "eth0", "mac": "99:88:77:66:55:44", "sandbox": "/var/run/netns/blue"}
+                ],
+                "dns": {"nameservers": ["10.1.0.1"]}
+            }),
+        ]
+    }
+
+    #[test]
+    fn spec_examples_round_trip() {
+        for ver in ["1.0.0", "1.1.0"] {
+            for mut example in spec_examples_1x() {
+                example["cniVersion"] = json!(ver);
+                let v = Version::parse(ver).unwrap();
+                let r = CniResult::from_value(&example).unwrap();
+                assert_eq!(r.to_value(v), example, "{ver}");
+                let printed: Value = serde_json::from_slice(&r.to_json_pretty(v).unwrap()).unwrap();
+                assert_eq!(printed, example, "{ver}");
+            }
+        }
+        // 0.4.0's list example: bridge's result as tuning's prevResult (the spec's text has
+        // trailing commas; here without them). 0.3.0 and 0.3.1 have the same layout.
+        for ver in ["0.3.0", "0.3.1", "0.4.0"] {
+            let example = json!({
+                "cniVersion": ver,
+                "ips": [{"version": "4", "address": "10.0.0.5/32", "interface": 2}],
+                "interfaces": [
+                    {"name": "cni0", "mac": "00:11:22:33:44:55"},
+                    {"name": "veth3243", "mac": "55:44:33:22:11:11"},
+                    {"name": "eth0", "mac": "99:88:77:66:55:44", "sandbox": "/var/run/netns/blue"}
+                ],
+                "dns": {"nameservers": ["10.1.0.1"]}
+            });
+            let r = CniResult::from_value(&example).unwrap();
+            assert_eq!(r.to_value(Version::parse(ver).unwrap()), example, "{ver}");
+        }
+        // Every 1.1.0 field set, as the field list describes them.
+        let all = full().to_value(Version::V1_1_0);
+        assert_eq!(CniResult::from_value(&all).unwrap().to_value(Version::V1_1_0), all);
+    }
+
+    #[test]
+    fn fields_the_version_lacks_are_dropped_on_output() {
+        // A 1.0.0 prevResult from a plugin on libcni >= 1.2 (which writes 1.1.0's fields at
+        // 1.0.0 too), with keys no version has: re-emitted as a 1.0.0 plugin would.
+        let prev = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:05", "mtu": 1500,
+                "sandbox": "/run/netns/p", "socketPath": "/s", "pciID": "0000:00:04.0", "x": 1}],
+            "ips": [{"version": "4", "address": "10.1.0.5/24", "interface": 0, "y": true}],
+            "routes": [{"dst": "10.0.0.0/8", "gw": "10.1.0.1", "mtu": 1400, "table": 7}],
+            "dns": {"nameservers": ["10.96.0.10"], "z": []},
+            "extra": {}
+        });
+        let r = CniResult::from_value(&prev).unwrap();
+        assert_eq!(
+            r.to_value(Version::V1_0_0),
+            json!({
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:05", "sandbox": "/run/netns/p"}],
+                "ips": [{"address": "10.1.0.5/24", "interface": 0}],
+                "routes": [{"dst": "10.0.0.0/8", "gw": "10.1.0.1"}],
+                "dns": {"nameservers": ["10.96.0.10"]}
+            })
+        );
+        // Down to 0.4.0: `version` comes back, computed from the address.
+        assert_eq!(
+            r.to_value(Version::V0_4_0)["ips"],
+            json!([{"version": "4", "address": "10.1.0.5/24", "interface": 0}])
+        );
+    }
+
+    #[test]
+    fn zero_and_empty_are_unset() {
+        let v = json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{"name": "eth0", "mac": "", "mtu": 0, "sandbox": "", "socketPath": "", "pciID": null}],
+            "routes": [{"dst": "10.0.0.0/8", "mtu": 0, "advmss": 0, "priority": 0, "table": 0, "scope": 0}]
+        });
+        let r = CniResult::from_value(&v).unwrap();
+        assert_eq!(r.interfaces[0].mtu, None);
+        assert_eq!(
+            r.to_value(Version::V1_1_0),
+            json!({
+                "cniVersion": "1.1.0",
+                "interfaces": [{"name": "eth0"}],
+                "routes": [{"dst": "10.0.0.0/8", "table": 0, "scope": 0}]
+            })
+        );
+    }
+
+    #[test]
+    fn empty_dns_per_version() {
+        for v in crate::version::SUPPORTED {
+            let v = Version::parse(v).unwrap();
+            let out = CniResult::default().to_value(v);
+            if v >= Version::V1_1_0 {
+                assert_eq!(out, json!({"cniVersion": v.to_string()}));
+            } else {
+                assert_eq!(out, json!({"cniVersion": v.to_string(), "dns": {}}));
+            }
         }
     }
 
     #[test]
     fn result_1x_layout() {
-        for v in [Version(1, 0, 0), Version(1, 1, 0)] {
-            let out = sample().to_value(v);
-            assert_eq!(
-                out,
-                json!({
-                    "cniVersion": v.to_string(),
-                    "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:05", "mtu": 1500, "sandbox": "/run/netns/p"}],
-                    "ips": [
-                        {"interface": 0, "address": "10.1.0.5/24", "gateway": "10.1.0.1"},
-                        {"interface": 0, "address": "fd00::5/64"}
-                    ],
-                    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
-                    "dns": {"nameservers": ["10.96.0.10"]}
-                })
-            );
-        }
+        let out = sample().to_value(Version(1, 1, 0));
+        assert_eq!(
+            out,
+            json!({
+                "cniVersion": "1.1.0",
+                "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:05", "mtu": 1500, "sandbox": "/run/netns/p"}],
+                "ips": [
+                    {"interface": 0, "address": "10.1.0.5/24", "gateway": "10.1.0.1"},
+                    {"interface": 0, "address": "fd00::5/64"}
+                ],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+                "dns": {"nameservers": ["10.96.0.10"]}
+            })
+        );
+        let mut no_mtu = out;
+        no_mtu["cniVersion"] = json!("1.0.0");
+        no_mtu["interfaces"][0].as_object_mut().unwrap().remove("mtu");
+        assert_eq!(sample().to_value(Version(1, 0, 0)), no_mtu);
     }
 
     #[test]
@@ -360,11 +701,13 @@ mod tests {
     fn round_trip_every_version() {
         for v in crate::version::SUPPORTED {
             let v = Version::parse(v).unwrap();
-            let mut expect = sample();
-            if !v.is_1x() {
-                expect.interfaces[0].mtu = None;
+            let mut expect = full();
+            if !v.has_result_attributes() {
+                expect.interfaces[0] =
+                    Interface { mtu: None, socket_path: None, pci_id: None, ..expect.interfaces[0].clone() };
+                expect.routes[0] = Route::new(expect.routes[0].dst, expect.routes[0].gw);
             }
-            assert_eq!(CniResult::from_value(&sample().to_value(v)).unwrap(), expect, "{v}");
+            assert_eq!(CniResult::from_value(&full().to_value(v)).unwrap(), expect, "{v}");
         }
     }
 
@@ -375,14 +718,6 @@ mod tests {
         assert!(pos("cniVersion") < pos("interfaces"));
         assert!(pos("interfaces") < pos("ips") && pos("ips") < pos("routes") && pos("routes") < pos("dns"));
         assert!(text.ends_with("}\n"));
-    }
-
-    #[test]
-    fn empty_result_keeps_dns() {
-        assert_eq!(
-            CniResult::default().to_value(Version(1, 0, 0)),
-            json!({"cniVersion": "1.0.0", "dns": {}})
-        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ impl Version {
     pub const V0_4_0: Version = Version(0, 4, 0);
     /// 1.0.0: results without per-IP `version`.
     pub const V1_0_0: Version = Version(1, 0, 0);
-    /// 1.1.0: STATUS and GC.
+    /// 1.1.0: STATUS, GC, and interface and route attributes in results.
     pub const V1_1_0: Version = Version(1, 1, 0);
     /// The newest version the plugin speaks.
     pub const LATEST: Version = Version::V1_1_0;
@@ -41,9 +41,21 @@ impl Version {
         SUPPORTED.iter().any(|s| Version::parse(s) == Some(self))
     }
 
-    /// Whether results of this version use the 1.x layout (no `version` on IPs, interface MTU).
-    pub fn is_1x(self) -> bool {
-        self >= Version::V1_0_0
+    /// Whether each IP of a result carries `"version": "4"|"6"` (0.3.0 to 0.4.0; gone in 1.0.0).
+    pub fn has_ip_version(self) -> bool {
+        self < Version::V1_0_0
+    }
+
+    /// Whether a result's interfaces have `mtu`, `socketPath` and `pciID`, and its routes
+    /// `mtu`, `advmss`, `priority`, `table` and `scope` (all new in 1.1.0).
+    pub fn has_result_attributes(self) -> bool {
+        self >= Version::V1_1_0
+    }
+
+    /// Whether a result with no DNS settings leaves `dns` out rather than writing `{}`: from
+    /// 1.1.0, whose reference library (libcni ≥ 1.2) omits it; the older ones write `{}`.
+    pub fn omits_empty_dns(self) -> bool {
+        self >= Version::V1_1_0
     }
 }
 
@@ -83,7 +95,9 @@ mod tests {
         }
         assert!(!Version(0, 2, 0).is_supported());
         assert!(!Version(1, 2, 0).is_supported());
-        assert!(Version(1, 0, 0).is_1x() && !Version(0, 4, 0).is_1x());
+        assert!(Version(0, 4, 0).has_ip_version() && !Version(1, 0, 0).has_ip_version());
+        assert!(Version(1, 1, 0).has_result_attributes() && !Version(1, 0, 0).has_result_attributes());
+        assert!(Version(1, 1, 0).omits_empty_dns() && !Version(1, 0, 0).omits_empty_dns());
     }
 
     #[test]

@@ -11,15 +11,17 @@
 //! | [`datapath`] | workers and the stages a batch goes through |
 //! | [`switch`] | shared state, worker lifecycle, table publication |
 //! | [`control`] | the Unix-socket API: attach/detach pods, stats, dumps |
+//! | [`ipam`] | address allocation from the pod ranges (host-local's rules) |
 //! | [`netlink`], [`netns`] | configuring interfaces inside pod namespaces |
 //! | [`config`] | tapwayd flags and config file |
-//! | [`stats`] | per-port and switch counters |
+//! | [`stats`] | per-port and switch counters, kept per worker and summed when read |
 //! | [`metrics`] | Prometheus `/metrics`, `/healthz`, `/readyz` (`--metrics-address`) |
 
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod failpoint;
+pub mod ipam;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

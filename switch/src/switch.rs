@@ -11,7 +11,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::datapath::worker::Worker;
 use crate::datapath::PollMode;
 use crate::pool::{Frame, FramePool};
-use crate::stats::SwitchCounters;
+use crate::stats::{Counter, PerWorker, PortCounters, SwitchCounters};
 use crate::table::affinity::AffinityTable;
 use crate::table::conntrack::{Conntrack, Timeouts};
 use crate::table::neigh::Neighbours;
@@ -88,7 +88,7 @@ pub struct Lane {
     pub sleeping: AtomicBool,
     /// Nanoseconds the worker spent in loop iterations that had work (for the busy
     /// fraction of `/metrics`); written once per such iteration by the worker only.
-    pub busy_ns: AtomicU64,
+    pub busy_ns: Counter,
     /// [`Switch::now`] at the top of the worker's latest loop iteration (`/healthz`).
     pub heartbeat: AtomicU32,
     waker: mio::Waker,
@@ -108,8 +108,8 @@ impl Lane {
 pub struct Switch {
     /// The forwarding database.
     pub fdb: Fdb,
-    /// Switch-wide counters.
-    pub counters: SwitchCounters,
+    /// Switch-wide counters, one slot per worker (`counters.at(worker)`), summed when read.
+    pub counters: PerWorker<SwitchCounters>,
     /// The frame pool.
     pub pool: Arc<FramePool>,
     /// Per-worker inbound rings.
@@ -191,7 +191,7 @@ impl Switch {
             lanes.push(Lane {
                 inbox: ArrayQueue::new(config.ring_size.max(1)),
                 sleeping: AtomicBool::new(false),
-                busy_ns: AtomicU64::new(0),
+                busy_ns: Counter::default(),
                 heartbeat: AtomicU32::new(0),
                 waker,
             });
@@ -199,7 +199,7 @@ impl Switch {
         }
         let switch = Arc::new(Switch {
             fdb: Fdb::new(config.fdb_max, config.fdb_aging_secs),
-            counters: SwitchCounters::default(),
+            counters: PerWorker::new(config.cores.len()),
             pool,
             lanes,
             services: ArcSwap::from_pointee(ServiceTable::default()),
@@ -283,6 +283,11 @@ impl Switch {
             let _ = lane.waker.wake();
         }
         r
+    }
+
+    /// Counters for a new port: a slot for each worker.
+    pub fn port_counters(&self) -> PortCounters {
+        PortCounters::new(self.lanes.len())
     }
 
     /// The worker with the fewest ports, for a new port.

@@ -231,10 +231,12 @@ fn pod_range_comes_from_the_node_object() {
     let kc = kubeconfig_path("kn");
     let kcs = kc.display().to_string();
     let f = fake.clone();
-    let mut node =
-        start_without_pod_cidr("kn", 151, &["--kubeconfig", &kcs, "--node-name", "node-151"], move |ns| {
-            serve_fake_in(ns, &f, &kc)
-        });
+    let mut node = start_without_pod_cidr(
+        "kn",
+        151,
+        &["--kubeconfig", &kcs, "--node-name", "node-151", "--metrics-address", WATCH_METRICS],
+        move |ns| serve_fake_in(ns, &f, &kc),
+    );
     // No Node yet: tapwayd waits, and says so.
     let start = Instant::now();
     while !node.log().contains("waiting for Node node-151") {
@@ -256,6 +258,12 @@ fn pod_range_comes_from_the_node_object() {
     assert_eq!(st.not_ready, vec![why.to_string()], "{st:?}");
     let k = st.kube.as_ref().expect("kube status while waiting");
     assert!(k.waiting.as_deref().is_some_and(|w| w.contains("node-151")), "{k:?}");
+    // The probes: alive (a liveness probe must not restart a waiting tapwayd), not ready.
+    let get = |node: &Node, path: &str| common::metrics::http_get(&node.ns, WATCH_METRICS, path);
+    let (status, body) = get(&node, "/healthz").expect("/healthz answers while waiting");
+    assert!(status == 200 && body.contains(why), "{status} {body}");
+    assert_eq!(get(&node, "/readyz"), Some((503, format!("{why}\n"))));
+    assert!(get(&node, "/metrics").is_some_and(|(s, b)| s == 200 && b.contains("tapway_waiting 1")));
     let waiter = Netns::new("knw");
     let req = node.attach_request(&waiter, "10.231.151.9".parse().expect("ip"));
     let err = node.try_call::<serde_json::Value>(Op::Attach(req)).expect_err("no attach while waiting");
@@ -275,6 +283,12 @@ fn pod_range_comes_from_the_node_object() {
     assert_eq!(k.waiting, None);
     let pod = node.pod("knp");
     pod.ns.ping(&node.gateway());
+    let start = Instant::now();
+    while get(&node, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(start.elapsed() < DEADLINE, "not ready after the range came: {:?}", get(&node, "/readyz"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(get(&node, "/metrics").is_some_and(|(_, b)| b.contains("tapway_port_rx_frames_total")));
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! ADD: IPAM, then tapwayd attaches the port, then the result. A rollback guard undoes the
-//! IPAM allocation and the attach if anything after IPAM ADD fails.
+//! IPAM allocation and the attach if anything after IPAM ADD fails. With
+//! `"ipam": {"type": "tapway-ipam"}` there is no IPAM plugin to exec: tapwayd allocates the
+//! addresses in the attach itself, one round trip for the whole ADD.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -13,6 +15,7 @@ use crate::error::{is_unreachable, CniError};
 use crate::ipam::Ipam;
 use crate::netconf::Loaded;
 use crate::state::{PendingDetach, StateDir};
+use crate::tapway_ipam;
 use crate::types::{CniResult, Interface, IpConfig, Route};
 use crate::{log_error, log_info, log_warn};
 
@@ -113,6 +116,14 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
     // port made now.
     super::drain_pending(&daemon, loaded, &env.path);
     let ipam = Ipam::open(loaded, &env.path)?;
+    let in_daemon = match loaded.ipam_type() {
+        Some(tapway_ipam::TYPE) => {
+            let mut c = tapway_ipam::config(loaded)?;
+            c.request.requested = tapway_ipam::requested(loaded, &args);
+            Some(c)
+        }
+        _ => None,
+    };
 
     let mut guard =
         Rollback { env, loaded, daemon: &daemon, state: &state, ipam: None, detach: false, armed: true };
@@ -169,6 +180,7 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
             pod_infra_container_id: args.pod_infra_container_id.clone(),
         },
         bandwidth: loaded.runtime.bandwidth,
+        ipam: in_daemon.as_ref().map(|c| c.request.clone()),
     };
     let port = daemon.attach(req).map_err(|e| {
         guard.detach = attach_may_have_created(&e);
@@ -176,6 +188,15 @@ pub fn cmd_add(env: &CniEnv, loaded: &Loaded, out: &mut dyn Write) -> Result<(),
     })?;
     guard.detach = true;
     log_info!("attached port {} ({}, mtu {}) in {}", port.id, port.mac, port.mtu, env.netns);
+    let from_ipam = match &in_daemon {
+        Some(c) => {
+            let allocation = port.ipam.as_ref().ok_or_else(|| {
+                CniError::DaemonProtocol("tapwayd attached the port without the allocation asked for".into())
+            })?;
+            CniResult { dns: c.dns.clone(), ..tapway_ipam::to_result(allocation)? }
+        }
+        None => from_ipam,
+    };
 
     let ours = CniResult {
         interfaces: vec![Interface {

@@ -13,7 +13,7 @@ pub use add::cmd_add;
 pub use check::cmd_check;
 pub use del::cmd_del;
 pub use gc::cmd_gc;
-pub use status::cmd_status;
+pub use status::{cmd_status, daemon_ready};
 pub use version::cmd_version;
 
 use crate::daemon::Daemon;

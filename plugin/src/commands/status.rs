@@ -15,21 +15,28 @@ use crate::version::Version;
 /// How long STATUS waits for tapwayd: runtimes call it often and expect a quick answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// STATUS.
-pub fn cmd_status(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
+/// STATUS's question to tapwayd (also `tapway-ipam`'s): it answers within [`STATUS_TIMEOUT`]
+/// (or 1.1.0's config says STATUS is not allowed) and reports no `not_ready` reason.
+pub fn daemon_ready(loaded: &Loaded, daemon: &Daemon) -> Result<(), CniError> {
     if loaded.version < Version::V1_1_0 {
         return Err(CniError::IncompatibleVersion(format!(
             "config version {} does not allow STATUS",
             loaded.version
         )));
     }
-    let daemon = Daemon::new(loaded.socket()).with_timeout(STATUS_TIMEOUT);
+    let daemon = daemon.clone().with_timeout(STATUS_TIMEOUT);
     let info =
         daemon.status().map_err(|e| CniError::Unavailable(format!("tapwayd is not available: {e}")))?;
     log_debug!("tapwayd {} up {} s, {} ports", info.version, info.uptime_secs, info.ports);
     if !info.not_ready.is_empty() {
         return Err(CniError::Unavailable(format!("tapwayd is not ready: {}", info.not_ready.join("; "))));
     }
+    Ok(())
+}
+
+/// STATUS.
+pub fn cmd_status(env: &CniEnv, loaded: &Loaded) -> Result<(), CniError> {
+    daemon_ready(loaded, &Daemon::new(loaded.socket()))?;
     let ipam = match Ipam::open(loaded, &env.path) {
         Ok(ipam) => ipam,
         // No IPAM plugin, no ADD.

@@ -51,9 +51,14 @@ enum Cmd {
         /// Interface name inside the netns.
         #[arg(long, default_value = "eth0")]
         ifname: String,
-        /// Address in CIDR form (repeatable), e.g. 10.244.0.5/24.
-        #[arg(long = "ip", required = true)]
+        /// Address in CIDR form (repeatable), e.g. 10.244.0.5/24. With --ipam: an address to
+        /// allocate (with or without a prefix).
+        #[arg(long = "ip", required_unless_present = "ipam")]
         ips: Vec<String>,
+        /// Let tapwayd allocate the addresses from its pod ranges (one per family), with their
+        /// gateways and default routes.
+        #[arg(long)]
+        ipam: bool,
         /// Gateway for the addresses of its family (repeatable: one per family). Defaults to
         /// nothing: no default route unless given.
         #[arg(long)]
@@ -109,6 +114,9 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Address allocation: each pod range with its size, the addresses in use and free, and
+    /// who has each (a port, a tapway-ipam allocation, the gateway).
+    Ipam,
     /// Verify that a port exists and its interface still has its MAC, addresses and routes.
     Check {
         /// Netns path.
@@ -386,6 +394,7 @@ fn exit_code(e: &ClientError) -> u8 {
             ErrorCode::PermissionDenied => 8,
             ErrorCode::AddressConflict => 9,
             ErrorCode::FailedPrecondition => 10,
+            ErrorCode::AddressExhausted => 11,
             _ => 1,
         },
         _ => 1,
@@ -433,6 +442,31 @@ fn print_kube(k: &tapway_api::KubeStatus) {
     }
     if let Some(e) = &k.last_error {
         println!("  last error ({}): {e}", age(k.last_error_age_secs));
+    }
+}
+
+/// `tapwayctl ipam`: a line per range, then a line per address in use.
+fn print_ipam(r: &tapway_api::IpamReport) {
+    if r.ranges.is_empty() {
+        println!("no pod range (tapwayd has no --pod-cidr)");
+    }
+    for range in &r.ranges {
+        println!(
+            "{}  gateway {}  size {}  used {}  free {}",
+            range.range, range.gateway, range.size, range.used, range.free
+        );
+        for a in &range.addresses {
+            println!(
+                "  {:<28} {}{}{}",
+                a.address,
+                a.owner,
+                a.container_id.as_deref().map(|c| format!("  container {c}")).unwrap_or_default(),
+                if a.allocated { "" } else { "  (not allocated by tapwayd)" }
+            );
+        }
+    }
+    if !r.allocations.is_empty() {
+        println!("tapway-ipam allocations without a port: {}", r.allocations.len());
     }
 }
 
@@ -560,9 +594,23 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
             let sw: Vec<String> = s.switch.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("switch: {}", sw.join(" "));
         }
-        Cmd::Attach { netns, ifname, ips, gateway, routes, mac, mtu, ingress_rate, egress_rate, burst } => {
+        Cmd::Attach {
+            netns,
+            ifname,
+            ips,
+            ipam,
+            gateway,
+            routes,
+            mac,
+            mtu,
+            ingress_rate,
+            egress_rate,
+            burst,
+        } => {
+            let requested = if *ipam { ips.clone() } else { Vec::new() };
             let ips = ips
                 .iter()
+                .filter(|_| !*ipam)
                 .map(|a| {
                     let v4 = !a.contains(':');
                     let gw = gateway.iter().find(|g| g.contains(':') != v4).cloned();
@@ -590,6 +638,7 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
                     egress_rate: *egress_rate,
                     egress_burst: burst.unwrap_or(egress_rate / 10),
                 }),
+                ipam: ipam.then(|| tapway_api::IpamRequest { requested, ..Default::default() }),
             };
             let p: PortInfo = client.call(Op::Attach(req))?;
             if cli.json {
@@ -619,6 +668,13 @@ fn run(cli: &Cli, client: &Client) -> Result<(), ClientError> {
         Cmd::Service(cmd) => service_cmd(cli, client, cmd)?,
         Cmd::Conntrack(cmd) => conntrack_cmd(cli, client, cmd)?,
         Cmd::Sync { file, dry_run, force } => sync_cmd(cli, client, file, *dry_run, *force)?,
+        Cmd::Ipam => {
+            let r: tapway_api::IpamReport = client.call(Op::IpamList)?;
+            if cli.json {
+                return print_json(&r);
+            }
+            print_ipam(&r);
+        }
         Cmd::Check { netns, ifname } => {
             let req = CheckRequest {
                 port: PortSelector { netns: Some(netns.clone()), container_id: None, ifname: ifname.clone() },

@@ -15,7 +15,7 @@ use tapway_switch::config::{Args, DaemonConfig};
 use tapway_switch::control::server::{self, Server, Slots};
 use tapway_switch::control::state::{self, Saved};
 use tapway_switch::control::uplink::OpenUplink;
-use tapway_switch::control::watch::waiting_handler;
+use tapway_switch::control::watch::{pod_range_pending, waiting_handler};
 use tapway_switch::control::Control;
 use tapway_switch::metrics::http::MetricsServer;
 use tapway_switch::switch::Switch;
@@ -68,6 +68,21 @@ fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
         Some(k) => Some(start_watch(&k)?),
         None => None,
     };
+    // Bound first, so the probes answer during the wait for the pod range too: alive, not
+    // ready, and why.
+    let metrics = match cfg.metrics_address {
+        Some(addr) => {
+            let w = watch.clone();
+            let waiting: tapway_switch::metrics::http::Waiting = Arc::new(move || match &w {
+                Some(w) => pod_range_pending(w).0,
+                None => "starting: the switch is being set up".to_string(),
+            });
+            let m = MetricsServer::start_waiting(addr, waiting).map_err(|e| e.to_string())?;
+            tracing::info!(address = %m.local_addr(), "serving /metrics, /healthz and /readyz");
+            Some(m)
+        }
+        None => None,
+    };
     let mut standin = None;
     if let Some(w) = &watch {
         if !wait_pod_range(w, &mut cfg, &stop, &mut standin)? {
@@ -77,7 +92,7 @@ fn run(mut cfg: DaemonConfig, saved: Saved) -> Result<(), String> {
     if stop.load(Ordering::SeqCst) {
         return Ok(());
     }
-    let result = serve(cfg, saved, &stop, watch, &mut standin);
+    let result = serve(cfg, saved, &stop, watch, metrics, &mut standin);
     // On a failed start: the stand-in goes, and its socket file with it.
     if let Some(s) = standin.take() {
         s.stop();
@@ -92,6 +107,7 @@ fn serve(
     saved: Saved,
     stop: &AtomicBool,
     watch: Option<Arc<Watch>>,
+    metrics: Option<MetricsServer>,
     standin: &mut Option<Server>,
 ) -> Result<(), String> {
     // The uplink is bound first: the switch's frame pool lives in its UMEM.
@@ -109,21 +125,11 @@ fn serve(
     }
     .map_err(|e| e.to_string())?;
     let ctl = Arc::new(Control::new(running.switch.clone(), &cfg));
-    // Bound early: /healthz answers while pods are restored, /readyz says not ready until
-    // the control socket does.
-    let metrics = match cfg.metrics_address {
-        Some(addr) => match MetricsServer::start(addr, ctl.clone(), cfg.socket.clone()) {
-            Ok(m) => {
-                tracing::info!(address = %m.local_addr(), "serving /metrics, /healthz and /readyz");
-                Some(m)
-            }
-            Err(e) => {
-                running.stop();
-                return Err(e.to_string());
-            }
-        },
-        None => None,
-    };
+    // From here /healthz reads the workers' heartbeats while pods are restored, and /readyz
+    // says not ready until the control socket does.
+    if let Some(m) = &metrics {
+        m.serve_control(ctl.clone(), cfg.socket.clone());
+    }
     if let Err(e) = ctl.setup_host_port() {
         running.stop();
         return Err(format!("host port {}: {e}", cfg.host_port));

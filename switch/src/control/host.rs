@@ -9,7 +9,6 @@ use tapway_api::{ApiError, ErrorCode};
 use super::{api_err, Control};
 use crate::netlink::{LinkChanges, Netlink};
 use crate::port::tap::TapPort;
-use crate::stats::PortCounters;
 use crate::table::{PortEntry, PortKind, PortMeta};
 
 /// Port number of the host port.
@@ -46,7 +45,7 @@ impl Control {
             mac,
             guard: None,
             worker: 0,
-            counters: PortCounters::default(),
+            counters: self.switch.port_counters(),
             police: Default::default(),
             meta: PortMeta {
                 name: self.host_port.clone(),
@@ -56,6 +55,7 @@ impl Control {
                 mtu: self.mtu,
                 ips: gateways,
                 owner: Default::default(),
+                ipam: None,
             },
         });
         self.switch.update(|t| (t.with(entry), ()));

@@ -6,6 +6,7 @@
 //! port-table snapshot.
 
 pub mod host;
+pub mod ipam;
 pub mod pods;
 pub mod server;
 pub mod services;
@@ -61,6 +62,8 @@ pub struct Control {
     services: Mutex<services::ServiceState>,
     /// Serializes writes of the state file.
     save_lock: Mutex<()>,
+    /// The standalone IPAM plugin's allocations ([`ipam`]); changed under `pods`.
+    ipam: Mutex<ipam::IpamBook>,
     /// The last write of the state file failed ([`Control::resave_if_dirty`]).
     state_dirty: std::sync::atomic::AtomicBool,
     /// Recorded pod ports that could not be re-opened ([`state`]).
@@ -92,6 +95,7 @@ impl Control {
             pods: Mutex::new(HashMap::new()),
             services: Mutex::new(services::ServiceState::default()),
             save_lock: Mutex::new(()),
+            ipam: Default::default(),
             state_dirty: Default::default(),
             lost: Default::default(),
             conns: server::Slots::new(server::MAX_CONNECTIONS),
@@ -127,27 +131,31 @@ impl Control {
             Op::ServiceList => to_json(self.service_list()),
             Op::ConntrackList(req) => to_json(self.conntrack_list(&req.filter, req.limit)),
             Op::ConntrackFlush(filter) => to_json(self.conntrack_flush(&filter)),
+            Op::IpamAllocate(req) => to_json(self.ipam_allocate(req)?),
+            Op::IpamRelease(key) => to_json(self.ipam_release(&key)?),
+            Op::IpamCheck(key) => to_json(self.ipam_check(&key)?),
+            Op::IpamGc(req) => to_json(self.ipam_gc(&req)?),
+            Op::IpamList => to_json(self.ipam_list()),
         };
         Ok(value)
     }
 
     fn stats(&self) -> StatsReport {
-        use std::sync::atomic::Ordering::Relaxed;
         let ports = self
             .switch
             .ports()
             .iter()
             .map(|p| {
-                let c = &p.counters;
+                let t = p.counters.totals();
                 PortStats {
                     id: p.id,
                     ifname: p.meta.ifname.clone(),
-                    rx_packets: c.rx_packets.load(Relaxed),
-                    rx_bytes: c.rx_bytes.load(Relaxed),
-                    tx_packets: c.tx_packets.load(Relaxed),
-                    tx_bytes: c.tx_bytes.load(Relaxed),
-                    rx_gso_packets: c.rx_gso_packets.load(Relaxed),
-                    drops: c.drop_map(),
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                    rx_gso_packets: t.rx_gso_packets,
+                    drops: p.counters.drop_map(),
                 }
             })
             .collect();
@@ -240,5 +248,6 @@ pub fn port_info(p: &PortEntry) -> PortInfo {
         owner: p.meta.owner.clone(),
         bandwidth: p.police.config,
         lost: None,
+        ipam: p.meta.ipam.clone(),
     }
 }

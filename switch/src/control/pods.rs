@@ -38,7 +38,6 @@ use crate::failpoint;
 use crate::netlink::{Link, LinkChanges, Netlink, NlError, TunInfo};
 use crate::netns::{self, NetnsError};
 use crate::port::tap::{TapError, TapPort};
-use crate::stats::PortCounters;
 use crate::table::{PortEntry, PortKind, PortMeta, SpoofGuard};
 use crate::wire::Mac;
 
@@ -136,9 +135,24 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
             return Err(api_err(ErrorCode::InvalidArgument, "bandwidth rate or burst out of range"));
         }
     }
+    if req.ipam.is_some() && !req.ips.is_empty() {
+        return Err(api_err(ErrorCode::InvalidArgument, "an attach that asks for ipam lists no addresses"));
+    }
+    let routes = req.ipam.as_ref().map_or(&req.routes, |i| &i.routes);
+    let (ips, routes) = plan_ips(&req.ips, routes)?;
+    Ok(AttachPlan { netns, ifname: req.ifname.clone(), mac, mtu, ips, routes })
+}
+
+/// The addresses and routes of an attach, checked, with a default route for each family that
+/// has a gateway and no default route of its own.
+#[allow(clippy::type_complexity)]
+pub fn plan_ips(
+    req_ips: &[tapway_api::IpConfig],
+    req_routes: &[tapway_api::RouteConfig],
+) -> Result<(Vec<IpNet>, Vec<(IpNet, Option<IpAddr>)>), ApiError> {
     let mut ips = Vec::new();
     let mut gateways: Vec<IpAddr> = Vec::new();
-    for ip in &req.ips {
+    for ip in req_ips {
         let net = validate::cidr(&ip.address).map_err(invalid)?;
         if let Some(gw) = &ip.gateway {
             let gw = validate::ip(gw).map_err(invalid)?;
@@ -161,11 +175,11 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
         }
         ips.push(net);
     }
-    if req.ips.len() > 16 || req.routes.len() > 64 {
+    if req_ips.len() > 16 || req_routes.len() > 64 {
         return Err(api_err(ErrorCode::InvalidArgument, "too many addresses or routes"));
     }
     let mut routes = Vec::new();
-    for r in &req.routes {
+    for r in req_routes {
         let dst = validate::route_dst(&r.dst).map_err(invalid)?;
         let gw = match &r.gw {
             Some(g) => Some(validate::ip(g).map_err(invalid)?),
@@ -189,7 +203,7 @@ pub fn plan_attach(req: &AttachRequest, default_mtu: u32) -> Result<AttachPlan, 
             routes.push((any, Some(*gw)));
         }
     }
-    Ok(AttachPlan { netns, ifname: req.ifname.clone(), mac, mtu, ips, routes })
+    Ok((ips, routes))
 }
 
 impl Control {
@@ -229,7 +243,7 @@ impl Control {
             mac,
             guard: Some(SpoofGuard::new(mac, &meta.ips)),
             worker: self.switch.least_loaded_worker(),
-            counters: PortCounters::default(),
+            counters: self.switch.port_counters(),
             police: crate::datapath::police::PortPolice::new(bandwidth).with_storm(&self.switch.config.storm),
             meta,
         })
@@ -271,7 +285,19 @@ impl Control {
                 plan.mac = random_mac();
             }
         }
-        if let Some(why) = address_conflict(table.iter(), &self.gateways(), &plan.mac, &plan.ips) {
+        let allocation = match &req.ipam {
+            Some(ipam) => {
+                let started = std::time::Instant::now();
+                let a = self.allocate(ipam, &table)?;
+                self.metrics.phase("attach_allocate", started);
+                (plan.ips, plan.routes) = plan_ips(&a.ips, &a.routes)?;
+                Some(a)
+            }
+            None => None,
+        };
+        let conflict = address_conflict(table.iter(), &self.gateways(), &plan.mac, &plan.ips)
+            .or_else(|| self.allocated_to(&plan.ips));
+        if let Some(why) = conflict {
             tracing::warn!(netns = %req.netns, ifname = %req.ifname, "attach refused: {why}");
             return Err(api_err(ErrorCode::AddressConflict, why));
         }
@@ -279,7 +305,9 @@ impl Control {
             .free_id(self.switch.config.max_ports)
             .ok_or_else(|| api_err(ErrorCode::ResourceExhausted, "the switch has no free port"))?;
         failpoint::hit("attach:before_tap");
+        let started = std::time::Instant::now();
         let (tap, ifindex) = create_pod_port(&plan)?;
+        self.metrics.phase("attach_interface", started);
         failpoint::hit("attach:after_config");
         let tap = Arc::new(tap);
         let meta = PortMeta {
@@ -290,10 +318,14 @@ impl Control {
             mtu: plan.mtu,
             ips: plan.ips.clone(),
             owner: req.owner.clone(),
+            ipam: allocation,
         };
         let entry = self.pod_entry(id, tap.clone(), plan.mac, req.bandwidth, meta);
         let info = port_info(&entry);
-        if let Err(e) = self.publish_recorded(entry) {
+        let started = std::time::Instant::now();
+        let published = self.publish_recorded(entry);
+        self.metrics.phase("attach_record", started);
+        if let Err(e) = published {
             // Unrecorded, the pod would be forgotten by the next restart: undo (non-persistent
             // + closed = deleted).
             let _ = tap.release();
@@ -319,6 +351,7 @@ impl Control {
             self.resave_if_dirty()?;
             return Ok(DetachResult { detached: false });
         };
+        let started = std::time::Instant::now();
         self.switch.update(|t| (t.without(entry.id), ()));
         self.switch.fdb.flush_port(entry.id);
         // Service flows to and from the pod end now (UDP flushed, TCP reset; control/services.rs),
@@ -328,6 +361,8 @@ impl Control {
         self.switch.neigh.flush_port(entry.id);
         let tap = pods.remove(&entry.id);
         drop(pods);
+        self.metrics.phase("detach_unplug", started);
+        let started = std::time::Instant::now();
         // Delete the interface here, so the kernel's slow unregistering happens on this
         // thread and not in the worker that closes the fd last.
         let netns = PathBuf::from(&entry.meta.netns);
@@ -348,8 +383,11 @@ impl Control {
             // Fallback when the delete failed: the device goes with the last fd.
             let _ = tap.release();
         }
-        self.save_state()
-            .map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
+        self.metrics.phase("detach_interface", started);
+        let started = std::time::Instant::now();
+        let saved = self.save_state();
+        self.metrics.phase("detach_record", started);
+        saved.map_err(|e| api_err(e.code, format!("port {} is detached, but {}", entry.id, e.message)))?;
         tracing::info!(port = entry.id, netns = %entry.meta.netns, ifname = %entry.meta.ifname, "detached");
         Ok(DetachResult { detached: true })
     }
@@ -492,13 +530,24 @@ fn is_repeat(p: &PortEntry, req: &AttachRequest, plan: &AttachPlan) -> bool {
     let mut have = p.meta.ips.clone();
     want.sort();
     have.sort();
+    let same_ips = match &req.ipam {
+        // Allocated by tapwayd: the same if it was, and it holds every address asked for.
+        Some(ipam) => {
+            p.meta.ipam.is_some()
+                && ipam
+                    .requested
+                    .iter()
+                    .all(|r| super::ipam::requested(r).is_ok_and(|a| have.iter().any(|h| h.addr() == a)))
+        }
+        None => p.meta.ipam.is_none() && want == have,
+    };
     p.kind == PortKind::Pod
         && p.meta.netns == req.netns
         && p.meta.ifname == req.ifname
         && p.meta.owner.container_id == req.owner.container_id
         && (req.mac.is_none() || p.mac == plan.mac)
         && (req.mtu.is_none() || p.meta.mtu == plan.mtu)
-        && want == have
+        && same_ips
         && p.police.config == req.bandwidth
 }
 

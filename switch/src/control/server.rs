@@ -193,7 +193,7 @@ impl Drop for Slot {
     }
 }
 
-const OPS: [&str; 14] = [
+const OPS: [&str; 19] = [
     "attach",
     "detach",
     "check",
@@ -208,6 +208,11 @@ const OPS: [&str; 14] = [
     "service_list",
     "conntrack_list",
     "conntrack_flush",
+    "ipam_allocate",
+    "ipam_release",
+    "ipam_check",
+    "ipam_gc",
+    "ipam_list",
 ];
 
 /// Why the socket could not be served.

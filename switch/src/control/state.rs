@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tapway_api::{ApiError, ErrorCode, LostInfo, LostPort, PortInfo, ServiceSpec};
+use tapway_api::{ApiError, ErrorCode, IpamRecord, LostInfo, LostPort, PortInfo, ServiceSpec};
 
 use super::{api_err, port_info, Control};
 use crate::netlink::Netlink;
@@ -62,6 +62,12 @@ pub struct State {
     pub version: u32,
     /// Pod ports.
     pub ports: Vec<PortInfo>,
+    /// The standalone IPAM plugin's allocations ([`super::ipam`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<IpamRecord>,
+    /// Each range set's last allocated address (the round robin's position).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipam_last: BTreeMap<String, std::net::IpAddr>,
 }
 
 /// What the services file holds.
@@ -104,15 +110,21 @@ pub struct Saved {
     pub ports: Vec<PortInfo>,
     /// Service ports.
     pub services: Vec<ServiceSpec>,
+    /// IPAM allocations and positions.
+    pub ipam: super::ipam::IpamBook,
 }
 
 /// Reads the state files of `dir`, checking their versions (see the module doc). Missing
 /// files read as empty.
 pub fn load(dir: &Path) -> Result<Saved, StateError> {
-    let ports = read_versioned::<State>(&dir.join("state.json"))?.map(|s| s.ports).unwrap_or_default();
+    let state = read_versioned::<State>(&dir.join("state.json"))?.unwrap_or_default();
     let services =
         read_versioned::<ServicesFile>(&dir.join("services.json"))?.map(|s| s.services).unwrap_or_default();
-    Ok(Saved { ports, services })
+    let ipam = super::ipam::IpamBook {
+        records: state.allocations.into_iter().map(|r| (r.key.clone(), r)).collect(),
+        last: state.ipam_last,
+    };
+    Ok(Saved { ports: state.ports, services, ipam })
 }
 
 /// What the bytes of a state file hold ([`decode`]).
@@ -225,7 +237,7 @@ pub fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(LOST_RETRY_MAX)
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -294,9 +306,12 @@ impl Control {
     }
 
     fn write_ports(&self, table: &PortTable) -> Result<(), ApiError> {
+        let book = self.ipam.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let state = State {
             version: STATE_VERSION,
             ports: table.iter().filter(|p| p.kind == PortKind::Pod).map(|p| port_info(p)).collect(),
+            allocations: book.records.into_values().collect(),
+            ipam_last: book.last.into_iter().collect(),
         };
         let res = self.write_state_file("state.json", &state);
         self.state_dirty.store(res.is_err(), Ordering::SeqCst);
@@ -329,6 +344,7 @@ impl Control {
     /// MAC or address, a port number already taken) is dropped with an error in the log.
     /// Returns how many ports were re-opened.
     pub fn restore(&self, saved: Saved) -> usize {
+        *self.ipam.lock().unwrap_or_else(|p| p.into_inner()) = saved.ipam;
         let services = self.restore_services(saved.services);
         if services > 0 {
             tracing::info!(services, "service ports restored from the state file");
@@ -480,6 +496,7 @@ impl Control {
             mtu: info.mtu,
             ips: ips.to_vec(),
             owner: info.owner.clone(),
+            ipam: info.ipam.clone(),
         }
     }
 

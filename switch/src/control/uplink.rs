@@ -11,7 +11,6 @@ use super::Control;
 use crate::netlink::{Link, LinkChanges, Netlink, NlError};
 use crate::pool::FramePool;
 use crate::port::xdp::{XdpConfig, XdpError, XdpPort};
-use crate::stats::PortCounters;
 use crate::table::{PortEntry, PortKind, PortMeta};
 
 /// Why the uplink could not be set up.
@@ -108,7 +107,7 @@ impl Control {
                 mac: link.mac.unwrap_or_default(),
                 guard: None,
                 worker,
-                counters: PortCounters::default(),
+                counters: self.switch.port_counters(),
                 police: Default::default(),
                 meta: PortMeta {
                     name: ifname.clone(),
@@ -118,6 +117,7 @@ impl Control {
                     mtu: link.mtu,
                     ips: Vec::new(),
                     owner: Default::default(),
+                    ipam: None,
                 },
             });
             (t.with(entry), Some(id))

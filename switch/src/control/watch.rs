@@ -107,7 +107,7 @@ impl Control {
 
 /// Why tapwayd cannot serve yet while it has no pod range: the watch's own reason while it
 /// waits for the Node, or that the switch is still being set up once the range is known.
-fn pod_range_pending(watch: &Watch) -> (String, KubeStatus) {
+pub fn pod_range_pending(watch: &Watch) -> (String, KubeStatus) {
     let k = watch.status();
     let why = match &k.waiting {
         Some(_) => format!(

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use crate::datapath::service::{self, Services};
 use crate::datapath::{antispoof, forward, Disposition};
 use crate::pool::Frame;
-use crate::stats::{bump, DropReason, SwitchCounters};
+use crate::stats::{DropReason, SwitchCounters};
 use crate::table::neigh::NeighLearn;
 use crate::table::{Fdb, Learned, PortEntry};
 use crate::wire::frame::{parse_in_place, ParseError};
@@ -19,8 +19,10 @@ use crate::wire::{is_group, FrameMeta, L3Src, Mac, VnetHdr};
 pub struct Pipeline<'a> {
     /// The forwarding database.
     pub fdb: &'a Fdb,
-    /// Switch-wide counters.
+    /// The calling worker's slot of the switch-wide counters.
     pub counters: &'a SwitchCounters,
+    /// The calling worker: the slot of the ingress port's counters it writes.
+    pub worker: usize,
     /// Current time, seconds (for FDB aging).
     pub now: u32,
     /// Current time, ns of the switch clock (for rate limits).
@@ -83,8 +85,8 @@ impl Pipeline<'_> {
         }
         for disp in out.iter() {
             match disp {
-                Disposition::Drop(reason) => ingress.counters.drop_frame(*reason),
-                Disposition::Flood => bump(&self.counters.flooded, 1),
+                Disposition::Drop(reason) => ingress.counters.at(self.worker).drop_frame(*reason),
+                Disposition::Flood => self.counters.flooded.inc(),
                 Disposition::Unicast(_) => {}
             }
         }
@@ -102,7 +104,7 @@ impl Pipeline<'_> {
         scratch: &mut Scratch,
         out: &mut Vec<Disposition>,
     ) {
-        let c = &ingress.counters;
+        let c = ingress.counters.at(self.worker);
         let (mut bytes, mut gso) = (0u64, 0u64);
         for f in frames.iter_mut() {
             bytes += f.ethernet().len() as u64;
@@ -131,9 +133,9 @@ impl Pipeline<'_> {
             });
             scratch.metas.push(parsed.ok());
         }
-        bump(&c.rx_packets, frames.len() as u64);
-        bump(&c.rx_bytes, bytes);
-        bump(&c.rx_gso_packets, gso);
+        c.rx_packets.add(frames.len() as u64);
+        c.rx_bytes.add(bytes);
+        c.rx_gso_packets.add(gso);
     }
 
     /// Anti-spoof: a pod port's frames against its guard (NDP included); on a trusted port
@@ -192,7 +194,7 @@ impl Pipeline<'_> {
             }
             last = Some(m.src);
             if self.fdb.learn(&m.src, ingress.id, self.now) == Learned::Full {
-                bump(&self.counters.fdb_full, 1);
+                self.counters.fdb_full.inc();
             }
         }
     }
@@ -200,13 +202,13 @@ impl Pipeline<'_> {
     fn learn_neighbour(&self, s: &Services<'_>, ingress: &PortEntry, ip: IpAddr, mac: Mac) {
         if ingress.guard.as_ref().is_some_and(|g| !g.owns(&ip) || g.mac != mac) {
             if !ip.is_unspecified() {
-                bump(&self.counters.neigh_foreign, 1);
+                self.counters.neigh_foreign.inc();
             }
             return;
         }
         match s.neigh.learn(ip, mac, ingress.id, self.now) {
-            NeighLearn::Quota => bump(&self.counters.neigh_quota, 1),
-            NeighLearn::Full => bump(&self.counters.neigh_full, 1),
+            NeighLearn::Quota => self.counters.neigh_quota.inc(),
+            NeighLearn::Full => self.counters.neigh_full.inc(),
             _ => {}
         }
     }
@@ -261,7 +263,7 @@ mod tests {
     fn stages_decide_each_frame() {
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None, now_ns: 0 };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, worker: 0, now: 5, services: None, now_ns: 0 };
         let pool = FramePool::new(16, 2048);
         let mut local = LocalPool::new(pool, 8);
         let guard = SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()]);
@@ -293,7 +295,7 @@ mod tests {
         );
         assert_eq!(fdb.lookup(&A, 5), Some(1), "source learned on the ingress port");
         let c = &ingress.counters;
-        assert_eq!(c.rx_packets.load(std::sync::atomic::Ordering::Relaxed), 6);
+        assert_eq!(c.totals().rx_packets, 6);
         assert_eq!(c.dropped(DropReason::SpoofedMac), 1);
         assert_eq!(c.dropped(DropReason::SpoofedIp), 1);
         assert_eq!(c.dropped(DropReason::Malformed), 1);
@@ -303,7 +305,7 @@ mod tests {
     fn spoofed_frames_are_not_learned() {
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 1, services: None, now_ns: 0 };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, worker: 0, now: 1, services: None, now_ns: 0 };
         let pool = FramePool::new(4, 2048);
         let mut local = LocalPool::new(pool, 4);
         let ingress = port(1, Some(SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()])));
@@ -346,7 +348,7 @@ mod tests {
         use crate::wire::vnet::{GSO_ECN, GSO_TCPV4, GSO_UDP};
         let fdb = Fdb::new(64, 300);
         let counters = SwitchCounters::default();
-        let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None, now_ns: 0 };
+        let pipe = Pipeline { fdb: &fdb, counters: &counters, worker: 0, now: 5, services: None, now_ns: 0 };
         let mut local = LocalPool::new(FramePool::new(16, 70_000), 8);
         let ingress = port(1, Some(SpoofGuard::new(A, &["10.0.0.2/24".parse().unwrap()])));
         fdb.learn(&B, 2, 5);
@@ -369,7 +371,7 @@ mod tests {
         assert_eq!(out[0], Disposition::Unicast(2));
         assert!(out[1..].iter().all(|d| *d == bad), "{out:?}");
         assert_eq!(ingress.counters.dropped(DropReason::GsoInvalid), 8);
-        assert_eq!(ingress.counters.rx_gso_packets.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(ingress.counters.totals().rx_gso_packets, 1);
         // A short hdr_len is raised to the end of the headers in the frame itself.
         let mut short = vec![with_hdr(&mut local, VnetHdr { hdr_len: 30, ..good }, &f)];
         pipe.run(&ingress, &mut short, &mut Scratch::default(), &mut out);
@@ -395,7 +397,7 @@ mod tests {
         fdb.learn(&B, 2, 5);
         let unknown = [2, 9, 9, 9, 9, 9];
         let mut run = |now_ns: u64, raw: &[Vec<u8>]| {
-            let pipe = Pipeline { fdb: &fdb, counters: &counters, now: 5, services: None, now_ns };
+            let pipe = Pipeline { fdb: &fdb, counters: &counters, worker: 0, now: 5, services: None, now_ns };
             let mut batch = frames(&mut pool, raw);
             let mut out = Vec::new();
             pipe.run(&ingress, &mut batch, &mut Scratch::default(), &mut out);
@@ -424,7 +426,7 @@ mod tests {
         // Half a second later, 5 more floods pass.
         assert_eq!(flood(&run(500_000_000, &storm)), 5);
         assert_eq!(ingress.counters.dropped(DropReason::StormControl), 23);
-        assert_eq!(counters.flooded.load(std::sync::atomic::Ordering::Relaxed), 25);
+        assert_eq!(counters.flooded.get(), 25);
     }
 
     fn v6(s: &str) -> Ipv6Addr {
@@ -482,7 +484,7 @@ mod tests {
         raw: &[Vec<u8>],
     ) -> Vec<Disposition> {
         let services = world.services();
-        let pipe = Pipeline { fdb, counters, now: 1, now_ns: 0, services: Some(&services) };
+        let pipe = Pipeline { fdb, counters, worker: 0, now: 1, now_ns: 0, services: Some(&services) };
         let mut local = LocalPool::new(FramePool::new(64, 2048), 32);
         let mut batch = frames(&mut local, raw);
         let mut out = Vec::new();
@@ -543,7 +545,7 @@ mod tests {
         assert_eq!(world.neigh.lookup(v6("fe80::ff:fe00:a").into(), 1), Some(A));
         assert_eq!(world.neigh.lookup(v6("fd00::3").into(), 1), None);
         assert_eq!((world.neigh.len(), world.neigh.port_len(1)), (2, 2));
-        assert_eq!(counters.neigh_foreign.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(counters.neigh_foreign.get(), 0);
     }
 
     #[test]
@@ -564,7 +566,7 @@ mod tests {
         assert!(out.iter().all(|d| *d == Disposition::Flood), "{out:?}");
         assert_eq!((world.neigh.len(), world.neigh.port_len(0)), (3, 3));
         assert_eq!(world.neigh.lookup(v6("fd00::1:1").into(), 1), Some([2, 9, 9, 9, 9, 1]));
-        assert_eq!(counters.neigh_quota.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(counters.neigh_quota.get(), 3);
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! Ports are registered edge-triggered; a port stays on the pending list until a read
 //! returns nothing, so no readiness is lost.
 //!
+//! Frames move in bursts: [`PortIo::recv_burst`](crate::port::PortIo::recv_burst) fills the
+//! batch, and the frames of a batch (or of the hand-off ring) bound for ports this worker
+//! transmits on are grouped by egress port and sent with one
+//! [`send_burst`](crate::port::PortIo::send_burst) per port, so a port's per-call costs (the
+//! uplink's queue lock) are paid per burst. A flooded frame first sends the groups queued
+//! before it, so frames to one port keep their order. The port table is held in a local once
+//! per burst and borrowed by every frame: no reference count changes per frame. Counters are
+//! the worker's own slots ([`crate::stats`]).
+//!
 //! For `/metrics` and `/healthz`, the worker stores the second an iteration starts in as its
 //! heartbeat (once a second), and an iteration that had work adds its duration to the
 //! worker's busy time: one clock read per iteration, nothing per frame.
@@ -29,8 +38,8 @@ use super::pipeline::Scratch;
 use super::service::Services;
 use super::{Disposition, Pipeline, PollMode};
 use crate::pool::{Frame, LocalPool};
-use crate::port::PortError;
-use crate::stats::{bump, DropReason};
+use crate::port::{PortError, TxTally};
+use crate::stats::{DropReason, PortCount};
 use crate::switch::{Handoff, Switch};
 use crate::table::{PortEntry, PortTable};
 
@@ -60,6 +69,8 @@ pub struct Worker {
     rx: Vec<Frame>,
     disp: Vec<Disposition>,
     scratch: Scratch,
+    /// Frames waiting to be sent as bursts, by egress port.
+    out: TxGroups,
     /// Ports transmitted on since the last flush.
     dirty: Vec<u16>,
     /// An rx burst found the frame pool empty in this iteration.
@@ -82,6 +93,7 @@ impl Worker {
             rx: Vec::with_capacity(batch),
             disp: Vec::with_capacity(batch),
             scratch: Scratch::default(),
+            out: TxGroups::default(),
             dirty: Vec::new(),
             starved: false,
             events: Events::with_capacity(256),
@@ -124,7 +136,7 @@ impl Worker {
             if work > 0 {
                 last_work = Instant::now();
                 let busy = last_work.saturating_duration_since(woke).as_nanos();
-                bump(&self.sw.lanes[self.id].busy_ns, u64::try_from(busy).unwrap_or(u64::MAX));
+                self.sw.lanes[self.id].busy_ns.add(u64::try_from(busy).unwrap_or(u64::MAX));
             }
             let timeout = self.timeout(work, last_work);
             self.wait(timeout);
@@ -222,93 +234,96 @@ impl Worker {
         self.table = next;
     }
 
-    /// Transmits frames other workers handed over. Bounded per iteration so rx is not starved.
+    /// Transmits frames other workers handed over, in bursts per port. Bounded per iteration
+    /// so rx is not starved.
     fn drain_inbox(&mut self) -> usize {
+        if self.sw.lanes[self.id].inbox.is_empty() {
+            return 0;
+        }
+        let table = self.table.clone();
         let limit = self.sw.config.batch * 8;
         let mut n = 0;
         while n < limit {
             let Some(Handoff { port, frame }) = self.sw.lanes[self.id].inbox.pop() else { break };
             n += 1;
             // A port detached meanwhile simply loses the frame.
-            match self.table.get(port).cloned() {
-                Some(entry) => self.tx_owned(&entry, frame),
+            match table.get(port) {
+                Some(entry) => self.queue_tx(entry, frame),
                 None => self.local.put(frame),
             }
         }
+        self.send_out(&table);
         n
     }
 
     /// Reads one burst from `port`; returns (frames read, whether more may be waiting).
     fn rx_port(&mut self, port: u16, now: u32) -> (usize, bool) {
-        let Some(entry) = self.table.get(port).cloned() else { return (0, false) };
+        // Held for the burst: every frame borrows its ports from it.
+        let table = self.table.clone();
+        let Some(entry) = table.get(port) else { return (0, false) };
         let batch = self.sw.config.batch.max(1);
-        let mut more = true;
-        while self.rx.len() < batch {
-            match entry.io.recv_frame(self.id, &mut self.local) {
-                Ok(Some(frame)) => self.rx.push(frame),
-                Ok(None) => {
-                    more = false;
-                    break;
-                }
-                Err(PortError::PoolEmpty) => {
-                    bump(&self.sw.counters.pool_empty, 1);
-                    self.starved = true;
-                    break;
-                }
-                Err(e) => {
-                    if !matches!(e, PortError::Gone) {
-                        tracing::debug!(port, error = %e, "rx error");
-                    }
-                    more = false;
-                    break;
-                }
+        let more = match entry.io.recv_burst(self.id, &mut self.local, &mut self.rx, batch) {
+            Ok(()) => self.rx.len() >= batch,
+            Err(PortError::PoolEmpty) => {
+                self.sw.counters.at(self.id).pool_empty.inc();
+                self.starved = true;
+                true
             }
-        }
+            Err(e) => {
+                if !matches!(e, PortError::Gone) {
+                    tracing::debug!(port, error = %e, "rx error");
+                }
+                false
+            }
+        };
         let n = self.rx.len();
         if n == 0 {
             return (0, false);
         }
         let sw = self.sw.clone();
-        let table = sw.services.load();
+        let services_table = sw.services.load();
         let services = Services {
-            table: &table,
+            table: &services_table,
             ct: &sw.conntrack,
             affinity: &sw.affinity,
             neigh: &sw.neigh,
-            ports: &self.table,
+            ports: &table,
         };
         let pipe = Pipeline {
             fdb: &sw.fdb,
-            counters: &sw.counters,
+            counters: sw.counters.at(self.id),
+            worker: self.id,
             now,
             now_ns: sw.now_ns(),
             services: Some(&services),
         };
-        pipe.run(&entry, &mut self.rx, &mut self.scratch, &mut self.disp);
+        pipe.run(entry, &mut self.rx, &mut self.scratch, &mut self.disp);
         // Moved out and back (no allocation) so frames can be delivered while `self` is borrowed.
         let mut frames = std::mem::take(&mut self.rx);
         let disps = std::mem::take(&mut self.disp);
         for (frame, disp) in frames.drain(..).zip(disps.iter()) {
-            self.deliver(&entry, frame, *disp);
+            self.deliver(&table, entry, frame, *disp);
         }
+        self.send_out(&table);
         self.rx = frames;
         self.disp = disps;
         (n, more)
     }
 
-    fn deliver(&mut self, ingress: &PortEntry, frame: Frame, disp: Disposition) {
+    fn deliver(&mut self, table: &PortTable, ingress: &PortEntry, frame: Frame, disp: Disposition) {
         match disp {
             Disposition::Drop(_) => self.local.put(frame),
-            Disposition::Unicast(p) => match self.table.get(p).cloned() {
-                Some(egress) if self.transmits(&egress) => self.tx_owned(&egress, frame),
-                Some(egress) => self.handoff(&egress, frame),
+            Disposition::Unicast(p) => match table.get(p) {
+                Some(egress) if self.transmits(egress) => self.queue_tx(egress, frame),
+                Some(egress) => self.handoff(egress, frame),
                 None => {
-                    ingress.counters.drop_frame(DropReason::PortGone);
+                    ingress.counters.at(self.id).drop_frame(DropReason::PortGone);
                     self.local.put(frame);
                 }
             },
             Disposition::Flood => {
-                let table = self.table.clone();
+                // The frames queued before this one go first: a port sees them in order.
+                self.send_out(table);
                 for egress in table.iter().filter(|p| p.id != ingress.id) {
                     if self.transmits(egress) {
                         self.tx(egress, &frame);
@@ -316,7 +331,7 @@ impl Worker {
                         copy.copy_from(&frame);
                         self.handoff(egress, copy);
                     } else {
-                        egress.counters.drop_frame(DropReason::PoolEmpty);
+                        egress.counters.at(self.id).drop_frame(DropReason::PoolEmpty);
                     }
                 }
                 self.local.put(frame);
@@ -333,11 +348,11 @@ impl Worker {
         let lane = &self.sw.lanes[egress.worker];
         match lane.inbox.push(Handoff { port: egress.id, frame }) {
             Ok(()) => {
-                bump(&self.sw.counters.ring_handoffs, 1);
+                self.sw.counters.at(self.id).ring_handoffs.inc();
                 lane.wake();
             }
             Err(h) => {
-                egress.counters.drop_frame(DropReason::RingFull);
+                egress.counters.at(self.id).drop_frame(DropReason::RingFull);
                 self.local.put(h.frame);
             }
         }
@@ -363,19 +378,41 @@ impl Worker {
         if !self.admit(egress, frame) {
             return;
         }
-        let res = egress.io.send(self.id, frame.bytes());
-        count_tx(egress, frame.ethernet().len(), res);
+        let mut tally = TxTally::default();
+        tally.count(frame.ethernet().len(), &egress.io.send(self.id, frame.bytes()));
+        count_tx(egress.counters.at(self.id), &tally);
     }
 
-    /// Transmits `frame` and gives up its buffer: the port may send straight from it.
-    fn tx_owned(&mut self, egress: &PortEntry, frame: Frame) {
-        if !self.admit(egress, &frame) {
+    /// Queues `frame` for the burst to `egress` (sent by [`Worker::send_out`]), which may send
+    /// straight from its buffer.
+    fn queue_tx(&mut self, egress: &PortEntry, frame: Frame) {
+        if self.admit(egress, &frame) {
+            self.out.push(egress.id, frame);
+        } else {
             self.local.put(frame);
-            return;
         }
-        let len = frame.ethernet().len();
-        let res = egress.io.send_frame(self.id, frame, &mut self.local);
-        count_tx(egress, len, res);
+    }
+
+    /// Sends the queued frames: one burst per egress port, counted once per burst.
+    fn send_out(&mut self, table: &PortTable) {
+        let Worker { out, local, id, .. } = self;
+        for (port, frames) in out.active() {
+            match table.get(*port) {
+                Some(egress) => {
+                    let mut tally = TxTally::default();
+                    egress.io.send_burst(*id, frames, local, &mut tally);
+                    // A port takes the whole burst; anything it left counts as a tx error.
+                    for f in frames.drain(..) {
+                        tally.failed += 1;
+                        local.put(f);
+                    }
+                    count_tx(egress.counters.at(*id), &tally);
+                }
+                // Not reached: `table` is the snapshot the frames were queued against.
+                None => frames.drain(..).for_each(|f| local.put(f)),
+            }
+        }
+        out.clear();
     }
 
     /// Applies the pod's ingress policer and marks the port for the end-of-iteration flush;
@@ -383,7 +420,7 @@ impl Worker {
     fn admit(&mut self, egress: &PortEntry, frame: &Frame) -> bool {
         if let Some(p) = &egress.police.to_pod {
             if !p.allow(frame.ethernet().len(), self.sw.now_ns()) {
-                egress.counters.drop_frame(DropReason::RateLimited);
+                egress.counters.at(self.id).drop_frame(DropReason::RateLimited);
                 return false;
             }
         }
@@ -394,16 +431,56 @@ impl Worker {
     }
 }
 
-/// Counts a transmission of an Ethernet frame of `len` bytes, or the reason it failed.
-fn count_tx(egress: &PortEntry, len: usize, res: Result<(), PortError>) {
-    match res {
-        Ok(()) => {
-            bump(&egress.counters.tx_packets, 1);
-            bump(&egress.counters.tx_bytes, len as u64);
+/// Frames bound for ports this worker transmits on, grouped by egress port until they are sent
+/// as one burst per port. The groups keep their buffers' capacity across batches, so after the
+/// first batches nothing is allocated.
+#[derive(Default)]
+struct TxGroups {
+    /// (egress port, its frames); the first `used` are in use.
+    groups: Vec<(u16, Vec<Frame>)>,
+    used: usize,
+}
+
+impl TxGroups {
+    fn push(&mut self, port: u16, frame: Frame) {
+        let active = &mut self.groups[..self.used];
+        if let Some((_, frames)) = active.iter_mut().find(|(p, _)| *p == port) {
+            frames.push(frame);
+            return;
         }
-        Err(PortError::Gone) => egress.counters.drop_frame(DropReason::PortGone),
-        Err(PortError::Full) => egress.counters.drop_frame(DropReason::TxFull),
-        Err(_) => egress.counters.drop_frame(DropReason::TxError),
+        match self.groups.get_mut(self.used) {
+            Some(g) => {
+                g.0 = port;
+                g.1.push(frame);
+            }
+            None => self.groups.push((port, vec![frame])),
+        }
+        self.used += 1;
+    }
+
+    /// The groups in use, in the order their first frame came.
+    fn active(&mut self) -> impl Iterator<Item = &mut (u16, Vec<Frame>)> {
+        self.groups[..self.used].iter_mut()
+    }
+
+    /// Forgets the groups (their frames were sent: they are empty).
+    fn clear(&mut self) {
+        self.used = 0;
+    }
+}
+
+/// Adds a burst's transmissions to the egress port's counters (this worker's slot).
+fn count_tx(c: &PortCount, t: &TxTally) {
+    if t.frames > 0 {
+        c.tx_packets.add(t.frames);
+        c.tx_bytes.add(t.bytes);
+    }
+    for (reason, n) in
+        [(DropReason::PortGone, t.gone), (DropReason::TxFull, t.full), (DropReason::TxError, t.failed)]
+    {
+        if n > 0 {
+            c.drop_frames(reason, n);
+        }
     }
 }
 
@@ -487,7 +564,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(p3.counters.dropped(crate::stats::DropReason::SpoofedMac), 1);
-        assert!(sw.counters.ring_handoffs.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+        assert!(sw.counters.to_map()["ring_handoffs"] >= 2);
         assert_eq!(sw.fdb.lookup(&mac(1), sw.now()), Some(1));
         assert_eq!(sw.fdb.lookup(&mac(9), sw.now()), None);
         running.stop();
@@ -560,14 +637,42 @@ mod tests {
         // Far more frames than the pool holds went through: the worker took the held buffers
         // back each time it ran dry.
         assert_eq!(nic.sent.load(std::sync::atomic::Ordering::Relaxed), total);
-        assert!(
-            sw.counters.pool_empty.load(std::sync::atomic::Ordering::Relaxed) > 0,
-            "the pool never ran dry"
-        );
+        assert!(sw.counters.to_map()["pool_empty"] > 0, "the pool never ran dry");
         running.stop();
         let mut local = crate::pool::LocalPool::new(sw.pool.clone(), 8);
         crate::port::PortIo::reclaim(&*nic, &mut local);
         drop(local);
+        assert_eq!(sw.pool.outstanding(), 0);
+    }
+
+    /// One rx burst of unicast, unicast, broadcast, unicast to one port: the unicast frames go
+    /// as bursts on either side of the flooded frame, and the port sees all four in order.
+    #[test]
+    fn a_batch_goes_out_in_bursts_per_port_in_order() {
+        let running = Switch::start(SwitchConfig { pool_frames: 256, ..Default::default() }).unwrap();
+        let sw = running.switch.clone();
+        let pod = Arc::new(MemPort::new(64));
+        let rec = Arc::new(MemPort::new(1));
+        sw.update(|t| (t.with(Arc::new(PortEntry::test(2, PortKind::Pod, rec.clone()))), ()));
+        sw.fdb.learn(&mac(2), 2, sw.now());
+        let uni = || with_vnet(udp4(mac(1), mac(2), [10, 0, 0, 2], [10, 0, 0, 3]));
+        for f in [uni(), uni(), with_vnet(arp(mac(1), [10, 0, 0, 2])), uni()] {
+            assert!(pod.inject(f));
+        }
+        // Attached with its frames already waiting: the worker reads them as one burst.
+        sw.update(|t| (t.with(Arc::new(guarded_pod(1, pod.clone()))), ()));
+        let types: Vec<u16> = sent(&rec, 4)
+            .iter()
+            .map(|f| u16::from_be_bytes([f[VNET_HDR_LEN + 12], f[VNET_HDR_LEN + 13]]))
+            .collect();
+        assert_eq!(types, [0x0800, 0x0800, 0x0806, 0x0800]);
+        assert_eq!(rec.take_calls(), [2, 0, 1], "a burst, the flooded copy, a burst");
+        // Counted once the worker is done with the burst: read after it stopped.
+        running.stop();
+        let table = sw.ports();
+        assert_eq!(table.get(2).unwrap().counters.totals().tx_packets, 4);
+        assert_eq!(table.get(1).unwrap().counters.totals().rx_packets, 4);
+        assert_eq!(sw.counters.to_map()["flooded"], 1);
         assert_eq!(sw.pool.outstanding(), 0);
     }
 
@@ -611,9 +716,7 @@ mod tests {
         let table = sw.ports();
         let p1 = table.get(1).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while p1.counters.rx_packets.load(std::sync::atomic::Ordering::Relaxed) < 301
-            && Instant::now() < deadline
-        {
+        while p1.counters.totals().rx_packets < 301 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         let got = sent(&ports[1], 50);

@@ -9,12 +9,19 @@
 //! - `/readyz`: what the CNI plugin's STATUS checks, asked the same way: the control socket
 //!   answers `status` and its `not_ready` list is empty (plus `/healthz`). A failure means an
 //!   ADD would fail now.
+//!
+//! While tapwayd waits for the Node's pod range it has no switch yet, and the endpoint serves
+//! that wait ([`MetricsServer::start_waiting`]): `/healthz` answers 200 (the process is alive
+//! and waiting, which a liveness probe must not restart), `/readyz` 503 with the reason, and
+//! `/metrics` only `tapway_waiting 1`. Once the switch runs,
+//! [`MetricsServer::serve_control`] switches to the full endpoints, on the same socket.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use prometheus_client::registry::Registry;
 use tapway_api::{Client, Op, StatusInfo};
 
@@ -134,11 +141,47 @@ pub fn stale(now: u32, beats: impl Iterator<Item = (String, u32)>, max_age: u32)
         .collect()
 }
 
+/// Why tapwayd cannot serve yet (while it waits for its pod range).
+pub type Waiting = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the endpoint serves: the switch's endpoints once they exist, the wait before.
+struct Served {
+    endpoints: ArcSwapOption<Endpoints>,
+    waiting: Waiting,
+}
+
+impl Served {
+    fn get(&self, path: &str, accept: &str) -> Reply {
+        if let Some(e) = self.endpoints.load().as_ref() {
+            return e.get(path, accept);
+        }
+        let why = (self.waiting)();
+        match path.split('?').next().unwrap_or("") {
+            "/healthz" => Reply::text(200, format!("ok ({why})\n")),
+            "/readyz" => Reply::text(503, why + "\n"),
+            "/metrics" => {
+                let format = Format::from_accept(accept);
+                let mut body = String::from(
+                    "# HELP tapway_waiting 1 while tapwayd waits to serve (for its pod range); /readyz says why\n\
+                     # TYPE tapway_waiting gauge\ntapway_waiting 1\n",
+                );
+                if format == Format::OpenMetrics {
+                    body.push_str("# EOF\n");
+                }
+                Reply { status: 200, content_type: format.content_type(), body }
+            }
+            "/" => Reply::text(200, "tapwayd: /metrics /healthz /readyz\n"),
+            _ => Reply::text(404, "not found\n"),
+        }
+    }
+}
+
 /// The running HTTP endpoint.
 pub struct MetricsServer {
     server: Arc<tiny_http::Server>,
     addr: std::net::SocketAddr,
     threads: Vec<JoinHandle<()>>,
+    served: Arc<Served>,
 }
 
 impl MetricsServer {
@@ -148,17 +191,27 @@ impl MetricsServer {
         ctl: Arc<Control>,
         socket: PathBuf,
     ) -> Result<MetricsServer, MetricsError> {
+        let m = MetricsServer::start_waiting(addr, Arc::new(|| "starting".to_string()))?;
+        m.serve_control(ctl, socket);
+        Ok(m)
+    }
+
+    /// Binds `addr` and serves the wait for the switch (module doc), `waiting` saying why.
+    pub fn start_waiting(
+        addr: std::net::SocketAddr,
+        waiting: Waiting,
+    ) -> Result<MetricsServer, MetricsError> {
         let server =
             tiny_http::Server::http(addr).map_err(|e| MetricsError::Bind { addr, why: e.to_string() })?;
         let bound = server.server_addr().to_ip().unwrap_or(addr);
         let server = Arc::new(server);
-        let endpoints = Arc::new(Endpoints::new(ctl, socket));
-        let mut running = MetricsServer { server, addr: bound, threads: Vec::new() };
+        let served = Arc::new(Served { endpoints: ArcSwapOption::empty(), waiting });
+        let mut running = MetricsServer { server, addr: bound, threads: Vec::new(), served };
         for i in 0..THREADS {
-            let (server, endpoints) = (running.server.clone(), endpoints.clone());
+            let (server, served) = (running.server.clone(), running.served.clone());
             let t = std::thread::Builder::new()
                 .name(format!("tapway-metrics{i}"))
-                .spawn(move || serve(&server, &endpoints));
+                .spawn(move || serve(&server, &served));
             match t {
                 Ok(t) => running.threads.push(t),
                 Err(e) => {
@@ -168,6 +221,11 @@ impl MetricsServer {
             }
         }
         Ok(running)
+    }
+
+    /// From now on serves the endpoints of `ctl` (control socket `socket`).
+    pub fn serve_control(&self, ctl: Arc<Control>, socket: PathBuf) {
+        self.served.endpoints.store(Some(Arc::new(Endpoints::new(ctl, socket))));
     }
 
     /// The address bound (the port chosen when `:0` was asked for).
@@ -186,7 +244,7 @@ impl MetricsServer {
     }
 }
 
-fn serve(server: &tiny_http::Server, endpoints: &Endpoints) {
+fn serve(server: &tiny_http::Server, endpoints: &Served) {
     // `recv` fails once the server is unblocked (stopping).
     while let Ok(req) = server.recv() {
         let reply = match req.method() {

@@ -41,6 +41,9 @@ type Labels = Vec<(&'static str, Cow<'static, str>)>;
 /// The label set of the attach/detach metrics: `result`.
 type ResultLabel = [(&'static str, &'static str); 1];
 
+/// The label set of the phase timings: `phase`.
+type PhaseLabel = [(&'static str, &'static str); 1];
+
 /// Upper bounds of the attach latency histogram, seconds: an attach takes about 2 ms, a slow
 /// one on a loaded node tens of milliseconds.
 const ATTACH_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -85,6 +88,7 @@ pub struct ControlMetrics {
     attaches: Family<ResultLabel, Counter>,
     detaches: Family<ResultLabel, Counter>,
     attach_seconds: Family<ResultLabel, Histogram, fn() -> Histogram>,
+    phase_seconds: Family<PhaseLabel, Histogram, fn() -> Histogram>,
     watch: ArcSwapOption<Box<WatchSource>>,
     /// [`crate::switch::Switch::now`] at tapwayd's latest main-loop tick (`/healthz`);
     /// `u32::MAX` until the first (a control plane without tapwayd's loop, in tests).
@@ -97,6 +101,7 @@ impl Default for ControlMetrics {
             attaches: Family::default(),
             detaches: Family::default(),
             attach_seconds: Family::new_with_constructor(attach_histogram as fn() -> Histogram),
+            phase_seconds: Family::new_with_constructor(attach_histogram as fn() -> Histogram),
             watch: ArcSwapOption::empty(),
             main_beat: AtomicU32::new(u32::MAX),
         };
@@ -126,6 +131,15 @@ impl ControlMetrics {
         self.attach_seconds.get_or_create(&label).observe(start.elapsed().as_secs_f64());
         self.attaches.get_or_create(&label).inc();
         res
+    }
+
+    /// Times one phase of an attach or detach (where a CNI ADD or DEL spends its time inside
+    /// tapwayd): `attach_allocate`, `attach_interface` (the TAP made and configured in the pod's
+    /// netns), `attach_record` (the state file written, the port published), `detach_unplug`
+    /// (out of the port table, FDB, neighbours and service flows), `detach_interface` (the
+    /// kernel deleting the pod's interface), `detach_record`.
+    pub fn phase(&self, phase: &'static str, since: Instant) {
+        self.phase_seconds.get_or_create(&[("phase", phase)]).observe(since.elapsed().as_secs_f64());
     }
 
     /// Counts a detach by result: `ok`, `absent` (nothing was attached: an idempotent DEL) or
@@ -175,6 +189,12 @@ pub fn registry(ctl: &Arc<Control>) -> Registry {
         "Time an attach request took in tapwayd, by result",
         Unit::Seconds,
         m.attach_seconds.clone(),
+    );
+    r.register_with_unit(
+        "cni_phase_duration",
+        "Time a phase of attach or detach took in tapwayd (allocate, interface, record; unplug, interface, record)",
+        Unit::Seconds,
+        m.phase_seconds.clone(),
     );
     r.register_collector(Box::new(SwitchCollector { ctl: ctl.clone() }));
     r
@@ -341,19 +361,19 @@ impl Collector for SwitchCollector {
             )
         };
         per_port(e, "port_rx_frames", "Frames received from the port", None, |p| {
-            p.counters.rx_packets.load(Relaxed)
+            p.counters.totals().rx_packets
         })?;
         per_port(e, "port_rx", "Ethernet bytes received from the port", Some(Unit::Bytes), |p| {
-            p.counters.rx_bytes.load(Relaxed)
+            p.counters.totals().rx_bytes
         })?;
         per_port(e, "port_rx_gso_frames", "GSO super-frames among the frames received", None, |p| {
-            p.counters.rx_gso_packets.load(Relaxed)
+            p.counters.totals().rx_gso_packets
         })?;
         per_port(e, "port_tx_frames", "Frames transmitted on the port (forwarded to it)", None, |p| {
-            p.counters.tx_packets.load(Relaxed)
+            p.counters.totals().tx_packets
         })?;
         per_port(e, "port_tx", "Ethernet bytes transmitted on the port", Some(Unit::Bytes), |p| {
-            p.counters.tx_bytes.load(Relaxed)
+            p.counters.totals().tx_bytes
         })?;
         family(
             e,
@@ -397,7 +417,7 @@ impl Collector for SwitchCollector {
             Some(Unit::Seconds),
             MetricType::Counter,
             workers().map(|w| {
-                let ns = sw.lanes[w].busy_ns.load(Relaxed);
+                let ns = sw.lanes[w].busy_ns.get();
                 (vec![("worker", Cow::Owned(w.to_string()))], ConstCounter::new(ns as f64 / 1e9))
             }),
         )?;

@@ -14,7 +14,7 @@ use super::http::{stale, Endpoints, MetricsServer};
 use super::*;
 use crate::config::{Args, DaemonConfig};
 use crate::port::mem::MemPort;
-use crate::stats::{bump, PortCounters};
+use crate::stats::PortCounters;
 use crate::switch::{Running, Switch, SwitchConfig};
 use crate::table::{PortKind, PortMeta, SpoofGuard};
 use crate::wire::frame::tests::udp4;
@@ -161,9 +161,9 @@ impl Parsed {
 fn exposition_parses_and_follows_the_conventions() {
     let rig = Rig::new("names");
     let (_io, p) = rig.pod(3, Some("shop"), "web-1");
-    bump(&p.counters.rx_packets, 7);
-    bump(&p.counters.tx_bytes, 1500);
-    p.counters.drop_frame(DropReason::SpoofedIp);
+    p.counters.at(0).rx_packets.add(7);
+    p.counters.at(0).tx_bytes.add(1500);
+    p.counters.at(0).drop_frame(DropReason::SpoofedIp);
     let _ = rig.ctl.metrics.attach(|| Err::<(), _>(ApiError::new(ErrorCode::AddressConflict, "taken")));
     let _ = rig.ctl.metrics.attach(|| Ok(()));
     rig.ctl.metrics.detach(&Ok(tapway_api::DetachResult { detached: false }));
@@ -361,13 +361,13 @@ fn workers_count_busy_time_and_beat() {
     rig.pod(2, None, "b");
     let sw = rig.ctl.switch.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sw.lanes[1].busy_ns.load(Relaxed) == 0 && Instant::now() < deadline {
+    while sw.lanes[1].busy_ns.get() == 0 && Instant::now() < deadline {
         let mut f = vec![0u8; VNET_HDR_LEN];
         f.extend(udp4([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [10, 0, 0, 1], [10, 0, 0, 2]));
         a.inject(f);
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(sw.lanes[1].busy_ns.load(Relaxed) > 0, "port 1's worker (1) never counted busy time");
+    assert!(sw.lanes[1].busy_ns.get() > 0, "port 1's worker (1) never counted busy time");
     let m = parse(&rig.scrape(Format::Prometheus));
     assert!(m.value("tapway_worker_busy_seconds_total", &[("worker", "1")]).unwrap() > 0.0);
     // Both workers went round their loop lately, idle or not.
@@ -428,6 +428,33 @@ fn healthz_and_readyz_over_http() {
         assert!(Instant::now() < deadline, "still listening after stop");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Before the switch exists (tapwayd waits for the Node's pod range) the probes get answers:
+/// alive, not ready and why; then the same socket serves the switch's endpoints.
+#[test]
+fn the_wait_for_a_pod_range_is_served() {
+    let why = "waiting for the pod range: Node n1 has no spec.podCIDRs";
+    let server =
+        MetricsServer::start_waiting("127.0.0.1:0".parse().unwrap(), std::sync::Arc::new(move || why.into()))
+            .unwrap();
+    let addr = server.local_addr();
+    let (status, body) = http(addr, "GET", "/healthz");
+    assert_eq!(status, 200, "a liveness probe must not restart a waiting tapwayd");
+    assert!(body.contains(why), "{body}");
+    assert_eq!(http(addr, "GET", "/readyz"), (503, format!("{why}\n")));
+    let (status, body) = http(addr, "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(parse(&body).samples, vec![("tapway_waiting".to_string(), Default::default(), 1.0)], "{body}");
+    let rig = Rig::new("wait");
+    rig.pod(2, Some("default"), "p");
+    rig.ctl.metrics.main_beat(rig.ctl.switch.now());
+    server.serve_control(rig.ctl.clone(), rig.dir.join("missing.sock"));
+    assert!(http(addr, "GET", "/metrics").1.contains("tapway_port_rx_frames_total{port=\"2\""));
+    let (status, body) = http(addr, "GET", "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("control socket does not answer"), "{body}");
+    server.stop();
 }
 
 #[test]

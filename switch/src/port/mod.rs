@@ -5,6 +5,13 @@
 //! trait, so every stage can be tested without root. Frames cross the trait as
 //! `vnet header + Ethernet frame` (see [`crate::wire::vnet`]); a port without a vnet header of
 //! its own adds and strips one.
+//!
+//! Workers move frames in bursts: [`PortIo::recv_burst`] fills a batch, and
+//! [`PortIo::send_burst`] transmits the frames of one batch bound for one port, so a port
+//! that locks something per call (the uplink's queue, the in-memory port's capture) does so
+//! once per burst. The one-frame calls remain for the frame-at-a-time cases (a flooded frame
+//! copied to each port) and as the building blocks of the default burst methods, which simply
+//! loop (the TAP: one `read`/`write` per frame is what the kernel offers).
 
 pub mod mem;
 pub mod tap;
@@ -55,6 +62,37 @@ pub trait PortIo: Send + Sync {
         res
     }
 
+    /// Receives up to `max - out.len()` frames onto `out` (the frames stay there when an error
+    /// ends the burst). `Ok` with `out` not full: nothing more is waiting now.
+    /// `Err(PoolEmpty)`: the pool ran dry and more may be waiting. The default loops over
+    /// [`recv_frame`](PortIo::recv_frame).
+    fn recv_burst(
+        &self,
+        worker: usize,
+        pool: &mut LocalPool,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> Result<(), PortError> {
+        while out.len() < max {
+            match self.recv_frame(worker, pool)? {
+                Some(f) => out.push(f),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Transmits every frame of `frames` (leaving it empty), giving the buffers back to `pool`
+    /// as [`send_frame`](PortIo::send_frame) does, and adds what became of them to `tally`.
+    /// The default loops over `send_frame`.
+    fn send_burst(&self, worker: usize, frames: &mut Vec<Frame>, pool: &mut LocalPool, tally: &mut TxTally) {
+        for f in frames.drain(..) {
+            let len = f.ethernet().len();
+            let res = self.send_frame(worker, f, pool);
+            tally.count(len, &res);
+        }
+    }
+
     /// A file descriptor that becomes readable when frames are waiting for `worker`, for its
     /// epoll set. `None` means the worker polls the port on every iteration.
     fn readiness_fd(&self, worker: usize) -> Option<RawFd>;
@@ -79,6 +117,38 @@ pub trait PortIo: Send + Sync {
     /// Port-specific counters by name, added to `tapwayctl stats`. None by default.
     fn stats(&self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+}
+
+/// What became of a burst of transmissions, for the egress port's counters: counted frame by
+/// frame by the port, added to the counters once per burst by the worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxTally {
+    /// Frames sent.
+    pub frames: u64,
+    /// Their Ethernet bytes.
+    pub bytes: u64,
+    /// Frames refused because the device is gone.
+    pub gone: u64,
+    /// Frames refused because the port's queue was full.
+    pub full: u64,
+    /// Frames the port could not send for another reason (the kernel refused, bad headers).
+    pub failed: u64,
+}
+
+impl TxTally {
+    /// Counts one transmission of an Ethernet frame of `len` bytes.
+    #[inline]
+    pub fn count(&mut self, len: usize, res: &Result<(), PortError>) {
+        match res {
+            Ok(()) => {
+                self.frames += 1;
+                self.bytes += len as u64;
+            }
+            Err(PortError::Gone) => self.gone += 1,
+            Err(PortError::Full) => self.full += 1,
+            Err(_) => self.failed += 1,
+        }
     }
 }
 

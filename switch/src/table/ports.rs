@@ -103,6 +103,8 @@ pub struct PortMeta {
     pub ips: Vec<IpNet>,
     /// Owner (CNI container, pod).
     pub owner: Owner,
+    /// What tapwayd allocated for the port (in-daemon IPAM), if it did.
+    pub ipam: Option<tapway_api::IpamAllocation>,
 }
 
 /// One port.

@@ -42,20 +42,31 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// True (after saying so) when this machine cannot run the tests: they need root and `ip`.
-/// (A root machine without `/dev/net/tun` fails instead: tapwayd cannot work there, and CI
-/// should say so rather than pass.)
+/// True (after printing SKIP) when this machine cannot run the tests: they need root and `ip`.
+/// Under `TAPWAY_IT_REQUIRE=1` (scripts/test.sh as root) a missing prerequisite panics instead,
+/// as in the plugin's and the bench's tests, so a machine that cannot run them fails rather than
+/// passes. (A root machine without `/dev/net/tun` fails either way: tapwayd cannot work there,
+/// and CI should say so rather than pass.)
 pub fn skip() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
-        return true;
-    }
-    let ip = Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if !ip.is_ok_and(|s| s.success()) {
-        eprintln!("skipping: needs root and iproute2 (`ip`)");
-        return true;
-    }
-    false
+    let why = if !nix::unistd::geteuid().is_root() {
+        "needs root"
+    } else if !Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        "needs iproute2 (`ip`)"
+    } else {
+        return false;
+    };
+    assert!(
+        std::env::var("TAPWAY_IT_REQUIRE").as_deref() != Ok("1"),
+        "integration test cannot run: {why} (TAPWAY_IT_REQUIRE=1)"
+    );
+    println!("SKIP: {why}");
+    true
 }
 
 /// A unique short name: `twt` + tag + pid + counter.

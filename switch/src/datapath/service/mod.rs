@@ -224,7 +224,7 @@ impl Ctx<'_> {
 
     /// Turns the frame into an ARP request (IPv6: a neighbour solicitation) for `ip`.
     fn resolve_request(&self, frame: &mut Frame, meta: &mut FrameMeta, ip: IpAddr) -> Disposition {
-        self.counters.svc_arp_requests.fetch_add(1, Relaxed);
+        self.counters.svc_arp_requests.inc();
         let d = match ip {
             IpAddr::V4(ip) => self.arp_request(frame, ip),
             IpAddr::V6(ip) => self.neighbour_solicitation(frame, ip),
@@ -261,7 +261,7 @@ impl Ctx<'_> {
         };
         let Some(backend) = backend else {
             svc.counters.rejected.fetch_add(1, Relaxed);
-            self.counters.svc_rejected.fetch_add(1, Relaxed);
+            self.counters.svc_rejected.inc();
             return Err(self.reject(ingress, frame, meta, l));
         };
         let Some(backend_mac) = self.resolve(backend.ip) else {
@@ -734,6 +734,6 @@ mod tests {
         // To the backend's solicited-node group (ff02::1:ff01:9), from the gateway.
         assert_eq!(&out[0..12], &[0x33, 0x33, 0xff, 1, 0, 9, 2, 0, 0, 0, 0, 0xee]);
         assert_eq!(&out[22..38], &"fd00:1::1".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(bed.counters.svc_arp_requests.load(Relaxed), 1);
+        assert_eq!(bed.counters.svc_arp_requests.get(), 1);
     }
 }

@@ -24,7 +24,13 @@
 //! and sends to the NIC itself, without a hand-off. A worker with several queues polls them
 //! in turn and transmits on its first; a worker with none hands its frames to the owner of
 //! queue 0, like any port owned by another worker. Each queue's state sits behind its own
-//! mutex, taken only by its worker (and by `stats`).
+//! mutex, taken only by its worker (and by `stats`), once per burst: [`rx`] drains the burst
+//! in hand and pulls the worker's next queues, [`tx`] sends a whole burst under one lock. Each
+//! queue keeps its own [`XdpCounters`], summed when read.
+//!
+//! **Layout** ([`layout`]): the UMEM's frames, the pool's buffer classes, the ring sizes, each
+//! queue's transmit chunks and the queue-to-worker spread are pure arithmetic on the settings,
+//! unit-tested; [`XdpPort::open`] binds what it says.
 //!
 //! **Modes** ([`XdpMode`]): zero-copy (the driver DMAs into the UMEM), native copy (the driver
 //! runs the XDP program, the kernel copies into the UMEM), generic (the program runs after the
@@ -33,29 +39,35 @@
 //!
 //! **TCP on a larger-MTU fabric**: super-frames are cut into segments as large as the uplink's
 //! MTU allows, in whole multiples of the sender's MSS, and the receiving node hands them to its
-//! pods with a GSO size that fits the pods' MTU ([`SegmentPlan::pack_to_mtu`],
-//! [`Merge::finish`]).
+//! pods with a GSO size that fits the pods' MTU
+//! ([`SegmentPlan::pack_to_mtu`](crate::wire::segment::SegmentPlan::pack_to_mtu),
+//! [`Merge::finish`](crate::wire::gro::Merge::finish)).
 //!
 //! **Jumbo frames** (an MTU beyond one UMEM frame, up to 9216): the sockets are bound with
 //! `XDP_USE_SG`; received pieces are gathered into a datapath buffer and large frames
 //! written over several transmit chunks ([`queue`]). In native and zero-copy mode the XDP
 //! program must support frags, so tapwayd loads it itself ([`program`]).
 
+mod layout;
 mod program;
 mod queue;
+mod rx;
 mod setup;
+mod tx;
 
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
 };
-use xsk_rs::{FrameDesc, Umem};
+use xsk_rs::Umem;
 
+pub use layout::LayoutError;
+use layout::{Layout, Settings};
 use program::FragsProgram;
 pub use queue::Accounting;
 use queue::{Queue, Shared};
@@ -65,12 +77,9 @@ use setup::{
 };
 pub use setup::{check_config, quiet_bpf_libraries};
 
-use super::{PortError, PortIo};
-use crate::pool::{BufferLayout, Class, Frame, FramePool, LocalPool, FRAME_CAPACITY};
-use crate::wire::gro::Merge;
-use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
-use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
-use crate::wire::VNET_HDR_LEN;
+use super::{PortError, PortIo, TxTally};
+use crate::pool::{Frame, FramePool, LocalPool};
+use crate::stats::Counter;
 
 /// Bytes of Ethernet header (with one VLAN tag) allowed on top of the MTU.
 const L2_OVERHEAD: usize = 18;
@@ -182,57 +191,83 @@ pub enum XdpError {
         /// What the kernel said, with a hint.
         reason: String,
     },
+    /// The sizes cannot be laid out in a UMEM.
+    #[error("uplink configuration: {0}")]
+    Layout(#[from] LayoutError),
     /// epoll setup for several queues failed.
     #[error("epoll for the uplink queues: {0}")]
     Epoll(std::io::Error),
 }
 
-/// Counters of the uplink, beyond the port's own rx/tx counters.
+/// Counters of one uplink queue, beyond the port's own rx/tx counters: each queue has its own,
+/// written by the worker serving it (under the queue's lock), summed over queues when read.
 #[derive(Debug, Default)]
 pub struct XdpCounters {
     /// Super-frames cut into segments.
-    pub tx_gso_frames: AtomicU64,
+    pub tx_gso_frames: Counter,
     /// Segments produced by the cutting.
-    pub tx_segments: AtomicU64,
+    pub tx_segments: Counter,
     /// Frames whose partial checksum was completed.
-    pub tx_csum_completed: AtomicU64,
+    pub tx_csum_completed: Counter,
     /// Frames dropped because they exceed the MTU and are not GSO.
-    pub tx_too_big: AtomicU64,
+    pub tx_too_big: Counter,
     /// Frames dropped because they could not be segmented (unsupported GSO, bad headers).
-    pub tx_bad_gso: AtomicU64,
+    pub tx_bad_gso: Counter,
     /// Sends refused because no UMEM frame or tx ring slot was free.
-    pub tx_full: AtomicU64,
+    pub tx_full: Counter,
     /// `sendto` kicks.
-    pub tx_kicks: AtomicU64,
+    pub tx_kicks: Counter,
     /// Super-frames made by coalescing received TCP segments (GRO).
-    pub rx_gro_frames: AtomicU64,
+    pub rx_gro_frames: Counter,
     /// Segments that went into them.
-    pub rx_gro_segments: AtomicU64,
+    pub rx_gro_segments: Counter,
     /// Fill-ring wake-ups.
-    pub rx_fill_wakeups: AtomicU64,
+    pub rx_fill_wakeups: Counter,
     /// Fill-ring top-ups cut short because the frame pool was empty.
-    pub rx_fill_short: AtomicU64,
+    pub rx_fill_short: Counter,
     /// Received descriptors that pointed at no buffer lent to the kernel (dropped).
-    pub rx_bad_desc: AtomicU64,
+    pub rx_bad_desc: Counter,
     /// Received jumbo frames dropped for want of a datapath buffer to gather them in.
-    pub rx_pool_empty: AtomicU64,
+    pub rx_pool_empty: Counter,
     /// Frames handed to the datapath in the buffer the kernel received them into.
-    pub rx_zero_copy: AtomicU64,
+    pub rx_zero_copy: Counter,
     /// Frames put on the tx ring in the pool buffer they were read into, without a copy.
-    pub tx_zero_copy: AtomicU64,
+    pub tx_zero_copy: Counter,
     /// Frames larger than a UMEM frame sent over several descriptors (multi-buffer).
-    pub tx_multi_buffer: AtomicU64,
+    pub tx_multi_buffer: Counter,
     /// Frames larger than a UMEM frame gathered from several descriptors (multi-buffer).
-    pub rx_multi_buffer: AtomicU64,
+    pub rx_multi_buffer: Counter,
+}
+
+impl XdpCounters {
+    /// Each counter with its stable name in `tapwayctl stats`.
+    fn named(&self) -> [(&'static str, &Counter); 17] {
+        [
+            ("uplink_tx_gso_frames", &self.tx_gso_frames),
+            ("uplink_tx_segments", &self.tx_segments),
+            ("uplink_tx_csum_completed", &self.tx_csum_completed),
+            ("uplink_tx_too_big", &self.tx_too_big),
+            ("uplink_tx_bad_gso", &self.tx_bad_gso),
+            ("uplink_tx_full", &self.tx_full),
+            ("uplink_tx_kicks", &self.tx_kicks),
+            ("uplink_rx_gro_frames", &self.rx_gro_frames),
+            ("uplink_rx_gro_segments", &self.rx_gro_segments),
+            ("uplink_rx_fill_wakeups", &self.rx_fill_wakeups),
+            ("uplink_rx_fill_short", &self.rx_fill_short),
+            ("uplink_rx_bad_desc", &self.rx_bad_desc),
+            ("uplink_rx_pool_empty", &self.rx_pool_empty),
+            ("uplink_rx_zero_copy", &self.rx_zero_copy),
+            ("uplink_tx_zero_copy", &self.tx_zero_copy),
+            ("uplink_tx_multi_buffer", &self.tx_multi_buffer),
+            ("uplink_rx_multi_buffer", &self.rx_multi_buffer),
+        ]
+    }
 }
 
 /// The uplink port.
 pub struct XdpPort {
     shared: Shared,
     queues: Vec<Mutex<Queue>>,
-    /// The queues (indexes into `queues`) each worker serves; the first is the one it
-    /// transmits on.
-    serve: Vec<Vec<usize>>,
     /// Per worker: the fd that is readable when its queues have frames (a socket, or an epoll
     /// fd over several).
     ready: Vec<Option<RawFd>>,
@@ -245,11 +280,10 @@ pub struct XdpPort {
     ifname: String,
     ifindex: u32,
     mtu: u32,
-    umem_frames: usize,
+    /// Sizes, and the queues each worker serves.
+    layout: Layout,
     /// The XDP program, when tapwayd loaded it (multi-buffer in native or zero-copy mode).
     program: Option<FragsProgram>,
-    /// Extra counters.
-    pub counters: XdpCounters,
 }
 
 /// What `tapwayctl status` shows about the uplink.
@@ -323,7 +357,7 @@ impl XdpPort {
                         queue_workers = ?opened.0.info().queue_workers,
                         mtu,
                         pool_frames = opened.1.total(),
-                        umem_mib = (opened.0.umem_frames * cfg.frame_size as usize) >> 20,
+                        umem_mib = (opened.0.layout.umem_frames as usize * cfg.frame_size as usize) >> 20,
                         "AF_XDP uplink bound; the frame pool lives in its UMEM"
                     );
                     return Ok(opened);
@@ -340,7 +374,8 @@ impl XdpPort {
     }
 
     /// One attempt in one mode, on a UMEM of its own: a socket that failed to bind leaves its
-    /// rings set on the UMEM's socket, so the next mode needs a fresh UMEM.
+    /// rings set on the UMEM's socket, so the next mode needs a fresh UMEM. The sizes come
+    /// from [`Layout`]; this binds what it says.
     fn open_mode(
         cfg: &XdpConfig,
         mtu: u32,
@@ -349,96 +384,89 @@ impl XdpPort {
         mode: XdpMode,
     ) -> Result<(XdpPort, Arc<FramePool>), XdpError> {
         let config = |e: &dyn std::fmt::Display| XdpError::Config(e.to_string());
-        let frame_size = FrameSize::new(cfg.frame_size).map_err(|e| config(&e))?;
-        let fill = QueueSize::new(cfg.fill_size).map_err(|e| config(&e))?;
-        let comp = QueueSize::new(cfg.fill_size.max(cfg.ring_size)).map_err(|e| config(&e))?;
-        let ring = QueueSize::new(cfg.ring_size).map_err(|e| config(&e))?;
+        let layout = Layout::new(&Settings {
+            frame_size: cfg.frame_size,
+            headroom: UmemConfig::default().xdp_headroom(),
+            ring_size: cfg.ring_size,
+            fill_size: cfg.fill_size,
+            tx_chunks: cfg.umem_frames,
+            queues: &cfg.queues,
+            workers,
+            pool_frames,
+            mtu,
+            pod_mtu: cfg.pod_mtu,
+            batch: cfg.batch,
+        })?;
         let umem_cfg = UmemConfig::builder()
-            .frame_size(frame_size)
-            .fill_queue_size(fill)
-            .comp_queue_size(comp)
+            .frame_size(FrameSize::new(cfg.frame_size).map_err(|e| config(&e))?)
+            .fill_queue_size(QueueSize::new(layout.fill_size).map_err(|e| config(&e))?)
+            .comp_queue_size(QueueSize::new(layout.comp_size).map_err(|e| config(&e))?)
             .build()
             .map_err(|e| config(&e))?;
-        let room = umem_cfg.mtu() as usize;
-        // Frames beyond one UMEM frame take several descriptors (multi-buffer).
-        let multi_buffer = mtu as usize + L2_OVERHEAD > room;
-        // A veth refuses a native program without frags support above this MTU; with
-        // multi-buffer tapwayd loads one with frags.
-        if mode == XdpMode::Native && !multi_buffer && is_veth(&cfg.ifname) && mtu > VETH_NATIVE_MAX_MTU {
+        if umem_cfg.mtu() as usize != layout.room {
+            return Err(XdpError::Config(format!(
+                "UMEM frames hold {} bytes, the layout expected {}",
+                umem_cfg.mtu(),
+                layout.room
+            )));
+        }
+        let ring = QueueSize::new(layout.ring_size).map_err(|e| config(&e))?;
+        let q0 = cfg.queues.first().copied().unwrap_or(0);
+        if mode == XdpMode::Native && is_veth(&cfg.ifname) && layout.veth_native_refused(mtu) {
             return Err(bind_err(
                 cfg,
-                cfg.queues.first().copied().unwrap_or(0),
+                q0,
                 mode,
                 format!("native XDP on a veth needs MTU <= {VETH_NATIVE_MAX_MTU}, {} has {mtu}", cfg.ifname),
             ));
         }
-        let data_offset = (umem_cfg.xdp_headroom() + umem_cfg.frame_headroom()) as usize;
-        let chunk = cfg.frame_size as usize;
-        // A pool buffer spans whole UMEM frames and starts so that its Ethernet frame sits
-        // where the kernel puts a received one: `data_offset` into its first UMEM frame.
-        let head = data_offset
-            .checked_sub(VNET_HDR_LEN)
-            .ok_or_else(|| XdpError::Config(format!("UMEM headroom of {data_offset} bytes")))?;
-        let stride = (head + FRAME_CAPACITY).div_ceil(chunk) * chunk;
-        let per_buffer = stride / chunk;
-        let fill_target = cfg.fill_size as usize;
-        let nq = cfg.queues.len();
-        let buffers = Class {
-            offset: 0,
-            count: pool_frames.max(64),
-            layout: BufferLayout { stride, head, capacity: stride - head },
-        };
-        // The fill rings get small buffers: the kernel writes at most one UMEM frame into each.
-        let receive = Class {
-            offset: buffers.bytes(),
-            count: fill_target * nq,
-            layout: BufferLayout { stride: chunk, head, capacity: chunk - head },
-        };
-        let in_pool = buffers.count * per_buffer + receive.count;
-        let umem_frames = in_pool + cfg.umem_frames as usize;
-        let frames = u32::try_from(umem_frames)
-            .ok()
-            .and_then(NonZeroU32::new)
-            .ok_or_else(|| XdpError::Config(format!("{umem_frames} UMEM frames")))?;
-        let (umem, mut descs) =
-            Umem::new(umem_cfg, frames, false).map_err(|e| XdpError::Umem(e.to_string()))?;
+        let frames = NonZeroU32::new(layout.umem_frames)
+            .ok_or_else(|| XdpError::Config(format!("{} UMEM frames", layout.umem_frames)))?;
+        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| XdpError::Umem(e.to_string()))?;
         let Some(first) = descs.first().copied() else { return Err(XdpError::Umem("no frames".into())) };
         // SAFETY: `first` is a frame of this UMEM that nothing uses yet; only its address is
         // taken.
         let data0 = unsafe { umem.data(&first) }.contents().as_ptr();
         let base = NonNull::new(data0.wrapping_sub(first.addr()).cast_mut())
             .ok_or_else(|| XdpError::Umem("null UMEM".into()))?;
-        let pool_bytes = buffers.bytes() + receive.bytes();
-        let mut chunks = descs.split_off(in_pool);
-        let receive_desc = descs.split_off(buffers.count * per_buffer);
-        let mut slot_desc: Vec<FrameDesc> = descs.iter().step_by(per_buffer).copied().collect();
-        slot_desc.extend(receive_desc);
+        let missing = || XdpError::Umem(format!("fewer than {} UMEM frames", layout.umem_frames));
+        let slot_desc = layout
+            .slot_frames()
+            .map(|i| descs.get(i).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(missing)?;
         // SAFETY: the first `pool_bytes` of the UMEM hold only the pool's buffers (the
         // transmit chunks follow); the UMEM handle keeps the mapping alive; the kernel only
         // writes into a buffer while a queue has it lent to the fill ring.
-        let pool =
-            unsafe { FramePool::over(base, pool_bytes, Box::new(umem.clone()), buffers, Some(receive)) }
-                .map_err(|e| XdpError::Umem(e.to_string()))?;
+        let pool = unsafe {
+            FramePool::over(
+                base,
+                layout.pool_bytes(),
+                Box::new(umem.clone()),
+                layout.buffers,
+                Some(layout.receive),
+            )
+        }
+        .map_err(|e| XdpError::Umem(e.to_string()))?;
         let shared = Shared {
             umem,
-            buffers,
-            receive,
+            buffers: layout.buffers,
+            receive: layout.receive,
             slot_desc,
-            room,
-            pod_mtu: (cfg.pod_mtu as usize).min(mtu as usize),
-            fill_target,
-            multi_buffer,
-            batch: cfg.batch.max(1),
-            ring_size: cfg.ring_size as usize,
+            room: layout.room,
+            pod_mtu: layout.pod_mtu,
+            fill_target: layout.fill_size as usize,
+            multi_buffer: layout.multi_buffer,
+            batch: layout.batch,
+            ring_size: layout.ring_size as usize,
         };
         let (xdp_flags, mut bind) = mode.flags();
-        if multi_buffer {
+        if layout.multi_buffer {
             bind |= BindFlags::XDP_USE_SG;
         }
         // Multi-buffer in native or zero-copy mode needs the program with frags support,
         // which tapwayd then loads itself (see `program`).
-        let q0 = cfg.queues.first().copied().unwrap_or(0);
-        let program = match multi_buffer && mode != XdpMode::Generic {
+        let program = match layout.multi_buffer && mode != XdpMode::Generic {
             true => Some(
                 FragsProgram::attach(if_index(&cfg.ifname).unwrap_or(0), mode)
                     .map_err(|reason| bind_err(cfg, q0, mode, reason))?,
@@ -458,9 +486,8 @@ impl XdpPort {
             .build();
         let iface: Interface =
             cfg.ifname.parse().map_err(|_| XdpError::Config(format!("interface name {:?}", cfg.ifname)))?;
-        let per_queue_chunks = chunks.len() / nq;
         let mut queues = Vec::new();
-        for &qid in &cfg.queues {
+        for (i, &qid) in cfg.queues.iter().enumerate() {
             let (tx, rx, rings) = bind_retry(&sock_cfg, &shared.umem, &iface, qid)
                 .map_err(|reason| bind_err(cfg, qid, mode, reason))?;
             let Some((fill, comp)) = rings else {
@@ -469,23 +496,20 @@ impl XdpPort {
             if let Some(p) = &program {
                 p.add_socket(qid, rx.fd().as_raw_fd()).map_err(|reason| bind_err(cfg, qid, mode, reason))?;
             }
-            let mine = chunks.split_off(chunks.len() - per_queue_chunks);
+            let mine = descs.get(layout.chunk_frames(i)).ok_or_else(missing)?.to_vec();
             queues.push(Queue::new(qid, (rx, tx, fill, comp), mine, &shared));
         }
-        // Queue i to worker i % workers; each worker polls one fd for all of its queues.
-        let mut serve = vec![Vec::new(); workers];
-        for i in 0..queues.len() {
-            serve[i % workers].push(i);
-        }
-        let mut ready = Vec::with_capacity(workers);
+        // Each worker polls one fd for all of its queues.
+        let mut ready = Vec::with_capacity(layout.serve.len());
         let mut epolls = Vec::new();
-        for qs in &serve {
+        for qs in &layout.serve {
             ready.push(match qs.as_slice() {
                 [] => None,
-                [one] => Some(queues[*one].rx.fd().as_raw_fd()),
+                [one] => queues.get(*one).map(|q| q.rx.fd().as_raw_fd()),
                 many => {
-                    let ep = epoll_over(many.iter().map(|&i| queues[i].rx.fd().as_raw_fd()))
-                        .map_err(XdpError::Epoll)?;
+                    let ep =
+                        epoll_over(many.iter().filter_map(|&i| queues.get(i)).map(|q| q.rx.fd().as_raw_fd()))
+                            .map_err(XdpError::Epoll)?;
                     let fd = ep.as_raw_fd();
                     epolls.push(ep);
                     Some(fd)
@@ -495,23 +519,21 @@ impl XdpPort {
         let port = XdpPort {
             shared,
             queues: queues.into_iter().map(Mutex::new).collect(),
-            serve,
             ready,
             _epolls: epolls,
-            draining: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            draining: (0..layout.serve.len()).map(|_| AtomicUsize::new(0)).collect(),
             pool: pool.clone(),
             mode,
             ifname: cfg.ifname.clone(),
             ifindex: if_index(&cfg.ifname).unwrap_or(0),
             mtu,
-            umem_frames,
+            layout,
             program,
-            counters: XdpCounters::default(),
         };
         // The fill rings get their buffers before any traffic.
         let mut local = LocalPool::new(pool.clone(), 64);
         for q in &port.queues {
-            lock(q).refill(&port.shared, &mut local, &port.counters);
+            lock(q).refill(&port.shared, &mut local);
         }
         drop(local);
         Ok((port, pool))
@@ -524,25 +546,20 @@ impl XdpPort {
 
     /// The worker that owns the port: the one serving the first queue.
     pub fn owner(&self) -> usize {
-        self.serve.iter().position(|qs| qs.contains(&0)).unwrap_or(0)
+        self.layout.owner()
     }
 
     /// What status shows.
     pub fn info(&self) -> XdpInfo {
         let queues = self.queues.iter().map(|q| lock(q).id).collect();
-        let mut queue_workers = vec![0; self.queues.len()];
-        for (w, qs) in self.serve.iter().enumerate() {
-            for &q in qs {
-                queue_workers[q] = w;
-            }
-        }
+        let queue_workers = self.layout.queue_workers();
         XdpInfo {
             ifname: self.ifname.clone(),
             mode: self.mode,
             queues,
             queue_workers,
             mtu: self.mtu,
-            umem_frames: self.umem_frames,
+            umem_frames: self.layout.umem_frames as usize,
         }
     }
 
@@ -553,10 +570,18 @@ impl XdpPort {
         // The kernel's own counters of each socket, summed.
         let mut k = [0u64; 5];
         let mut per_queue = Vec::new();
+        // The queues' own counters, summed by name (every queue has the same names).
+        let mut sums: Vec<(&'static str, u64)> = Vec::new();
         for q in &self.queues {
             let mut g = lock(q);
             g.reap(&self.shared);
             a.add(&g.accounting());
+            for (i, (name, c)) in g.counters.named().into_iter().enumerate() {
+                match sums.get_mut(i) {
+                    Some((_, sum)) => *sum += c.get(),
+                    None => sums.push((name, c.get())),
+                }
+            }
             if let Ok(x) = g.rx.fd().xdp_statistics() {
                 k[0] += x.rx_dropped();
                 k[1] += x.rx_ring_full();
@@ -567,7 +592,6 @@ impl XdpPort {
             per_queue.push((format!("uplink_q{}_rx_frames", g.id), g.rx_frames));
             per_queue.push((format!("uplink_q{}_tx_frames", g.id), g.tx_frames));
         }
-        let c = &self.counters;
         let n = |v: usize| v as u64;
         let mut out: Vec<(String, u64)> = [
             ("uplink_xdp_rx_dropped", k[0]),
@@ -575,7 +599,7 @@ impl XdpPort {
             ("uplink_xdp_rx_fill_ring_empty", k[2]),
             ("uplink_xdp_rx_invalid_descs", k[3]),
             ("uplink_xdp_tx_invalid_descs", k[4]),
-            ("uplink_umem_frames", n(self.umem_frames)),
+            ("uplink_umem_frames", u64::from(self.layout.umem_frames)),
             ("uplink_pool_rx_lent", n(a.rx_lent)),
             ("uplink_pool_tx_lent", n(a.tx_lent)),
             ("uplink_pool_held", n(a.held)),
@@ -583,25 +607,9 @@ impl XdpPort {
             ("uplink_chunks_total", n(a.chunks_total)),
             ("uplink_chunks_free", n(a.chunks_free)),
             ("uplink_chunks_in_flight", n(a.chunks_in_flight)),
-            ("uplink_tx_zero_copy", c.tx_zero_copy.load(Relaxed)),
-            ("uplink_rx_zero_copy", c.rx_zero_copy.load(Relaxed)),
-            ("uplink_tx_gso_frames", c.tx_gso_frames.load(Relaxed)),
-            ("uplink_tx_segments", c.tx_segments.load(Relaxed)),
-            ("uplink_tx_csum_completed", c.tx_csum_completed.load(Relaxed)),
-            ("uplink_tx_too_big", c.tx_too_big.load(Relaxed)),
-            ("uplink_tx_bad_gso", c.tx_bad_gso.load(Relaxed)),
-            ("uplink_tx_full", c.tx_full.load(Relaxed)),
-            ("uplink_tx_kicks", c.tx_kicks.load(Relaxed)),
-            ("uplink_rx_bad_desc", c.rx_bad_desc.load(Relaxed)),
-            ("uplink_rx_pool_empty", c.rx_pool_empty.load(Relaxed)),
-            ("uplink_rx_multi_buffer", c.rx_multi_buffer.load(Relaxed)),
-            ("uplink_tx_multi_buffer", c.tx_multi_buffer.load(Relaxed)),
-            ("uplink_rx_gro_frames", c.rx_gro_frames.load(Relaxed)),
-            ("uplink_rx_gro_segments", c.rx_gro_segments.load(Relaxed)),
-            ("uplink_rx_fill_wakeups", c.rx_fill_wakeups.load(Relaxed)),
-            ("uplink_rx_fill_short", c.rx_fill_short.load(Relaxed)),
         ]
         .into_iter()
+        .chain(sums)
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         out.extend(per_queue);
@@ -618,239 +626,6 @@ impl XdpPort {
         }
         a
     }
-
-    /// The queue `worker` transmits on: its first, or the owner's when it serves none. `Gone`
-    /// once the port is closed.
-    fn tx_queue(&self, worker: usize) -> Result<MutexGuard<'_, Queue>, PortError> {
-        let i = self.serve.get(worker).and_then(|qs| qs.first()).copied().unwrap_or(0);
-        self.queues.get(i).or_else(|| self.queues.first()).map(lock).ok_or(PortError::Gone)
-    }
-
-    /// Writes one frame (vnet header + Ethernet) into free transmit chunks, segmenting or
-    /// completing its checksum as needed; the descriptors wait in `pending_tx`.
-    fn stage_tx(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
-        let bad = || PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData));
-        let hdr = VnetHdr::parse(frame).map_err(|_| bad())?;
-        let eth = &frame[VNET_HDR_LEN..];
-        let mtu = self.mtu as usize;
-        if needs_segmentation(&hdr) {
-            let plan = match SegmentPlan::new(&hdr, eth, mtu) {
-                Ok(p) => p.pack_to_mtu(mtu),
-                Err(_) => {
-                    self.counters.tx_bad_gso.fetch_add(1, Relaxed);
-                    return Err(bad());
-                }
-            };
-            let n = plan.count();
-            let chunks_each = plan.segment_len(0).div_ceil(self.shared.room.max(1));
-            if q.free.len() < n * chunks_each {
-                self.counters.tx_full.fetch_add(1, Relaxed);
-                return Err(PortError::Full);
-            }
-            for i in 0..n {
-                let len = plan.segment_len(i);
-                let res = if len > self.shared.room {
-                    // A jumbo segment: cut into the scratch buffer, then over several chunks.
-                    let mut big = std::mem::take(&mut q.big);
-                    let ok = big.get_mut(..len).is_some_and(|b| plan.write(eth, i, b).is_ok())
-                        && q.stage_split(&self.shared, &big[..len]);
-                    q.big = big;
-                    ok
-                } else {
-                    let Some(mut desc) = q.free.pop() else { return Err(PortError::Full) };
-                    let ok =
-                        q.write_with(&self.shared, &mut desc, len, |buf| plan.write(eth, i, buf).is_ok());
-                    q.pending_tx.push(desc);
-                    ok
-                };
-                if !res {
-                    self.counters.tx_bad_gso.fetch_add(1, Relaxed);
-                    return Err(bad());
-                }
-            }
-            self.counters.tx_gso_frames.fetch_add(1, Relaxed);
-            self.counters.tx_segments.fetch_add(n as u64, Relaxed);
-            return Ok(());
-        }
-        if eth.len() > mtu + L2_OVERHEAD || (eth.len() > self.shared.room && !self.shared.multi_buffer) {
-            self.counters.tx_too_big.fetch_add(1, Relaxed);
-            return Err(bad());
-        }
-        let csum = hdr.flags & F_NEEDS_CSUM != 0;
-        if eth.len() > self.shared.room {
-            // A jumbo frame: put together (checksum completed) in the scratch buffer, then
-            // written over several chunks.
-            let mut big = std::mem::take(&mut q.big);
-            let len = eth.len();
-            let ok = big.get_mut(..len).is_some_and(|b| {
-                b.copy_from_slice(eth);
-                !csum || complete_csum(b, hdr.csum_start, hdr.csum_offset).is_ok()
-            });
-            let staged = ok && q.stage_split(&self.shared, &big[..len]);
-            q.big = big;
-            if !ok {
-                return Err(bad());
-            }
-            if !staged {
-                self.counters.tx_full.fetch_add(1, Relaxed);
-                return Err(PortError::Full);
-            }
-            self.counters.tx_multi_buffer.fetch_add(1, Relaxed);
-            return Ok(());
-        }
-        let Some(mut desc) = q.free.pop() else {
-            self.counters.tx_full.fetch_add(1, Relaxed);
-            return Err(PortError::Full);
-        };
-        let ok = q.write_with(&self.shared, &mut desc, eth.len(), |buf| {
-            buf.copy_from_slice(eth);
-            !csum || complete_csum(buf, hdr.csum_start, hdr.csum_offset).is_ok()
-        });
-        q.pending_tx.push(desc);
-        if !ok {
-            return Err(bad());
-        }
-        if csum {
-            self.counters.tx_csum_completed.fetch_add(1, Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Copies `frame` into transmit chunks and puts them on the tx ring.
-    fn send_copy(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
-        if let Err(e) = self.stage_tx(q, frame) {
-            let mut pending = std::mem::take(&mut q.pending_tx);
-            q.free.append(&mut pending);
-            return Err(e);
-        }
-        if !q.produce_tx() {
-            // The ring is full: let the kernel drain it, reap, and try once more.
-            self.kick_now(q);
-            if self.stage_tx(q, frame).is_err() || !q.produce_tx() {
-                let mut pending = std::mem::take(&mut q.pending_tx);
-                q.free.append(&mut pending);
-                self.counters.tx_full.fetch_add(1, Relaxed);
-                return Err(PortError::Full);
-            }
-        }
-        self.kick_maybe(q);
-        Ok(())
-    }
-
-    /// Puts the pool buffer `frame` itself on the tx ring (no copy), when it can go as it is:
-    /// a frame of this UMEM's pool, not a super-frame, fitting one UMEM frame. Gives the frame
-    /// back otherwise.
-    fn send_in_place(&self, q: &mut Queue, mut frame: Frame) -> Result<Result<(), PortError>, Frame> {
-        let Ok(hdr) = VnetHdr::parse(frame.bytes()) else { return Err(frame) };
-        let len = frame.ethernet().len();
-        if !frame.is_from(&self.pool)
-            || needs_segmentation(&hdr)
-            || len == 0
-            || len > self.mtu as usize + L2_OVERHEAD
-            || len > self.shared.room
-        {
-            return Err(frame);
-        }
-        let idx = self.shared.slot_of(&frame);
-        let Some(mut desc) = self.shared.slot_desc.get(idx).copied() else { return Err(frame) };
-        // (A frame larger than one UMEM frame went to the copy path above: the descriptors
-        // xsk-rs hands out all point 256 bytes into a UMEM frame, so the rest of a pool buffer
-        // cannot be described as a continuation.)
-        if hdr.flags & F_NEEDS_CSUM != 0 {
-            let eth = &mut frame.bytes_mut()[VNET_HDR_LEN..];
-            if complete_csum(eth, hdr.csum_start, hdr.csum_offset).is_err() {
-                q.released.push(frame);
-                return Ok(Err(PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData))));
-            }
-            self.counters.tx_csum_completed.fetch_add(1, Relaxed);
-        }
-        // Only the descriptor's length is set: the bytes are already in place.
-        // SAFETY: `desc` is this pool buffer's first UMEM frame, owned by `frame`, which is
-        // not borrowed now.
-        unsafe { self.shared.umem.data_mut(&mut desc) }.cursor().set_pos(len);
-        let mut produced = q.produce_one(&desc);
-        if !produced {
-            self.kick_now(q);
-            produced = q.produce_one(&desc);
-        }
-        if !produced {
-            self.counters.tx_full.fetch_add(1, Relaxed);
-            q.released.push(frame);
-            return Ok(Err(PortError::Full));
-        }
-        if let Some(slot) = q.lent.get_mut(idx) {
-            *slot = Some(frame);
-        }
-        q.tx_lent += 1;
-        self.counters.tx_zero_copy.fetch_add(1, Relaxed);
-        self.kick_maybe(q);
-        Ok(Ok(()))
-    }
-
-    /// Kicks the tx ring now (it is full) and reaps what completed.
-    fn kick_now(&self, q: &mut Queue) {
-        self.kick(q);
-        q.unkicked = 0;
-        q.reap(&self.shared);
-    }
-
-    /// Counts one more descriptor on the tx ring and kicks once a kick's worth is waiting.
-    fn kick_maybe(&self, q: &mut Queue) {
-        q.unkicked += 1;
-        if q.unkicked >= KICK_BATCH {
-            self.kick(q);
-            q.unkicked = 0;
-        }
-    }
-
-    fn kick(&self, q: &Queue) {
-        self.counters.tx_kicks.fetch_add(1, Relaxed);
-        if let Err(e) = q.tx.wakeup() {
-            tracing::debug!(uplink = self.ifname, error = %e, "tx kick failed");
-        }
-    }
-
-    /// The next frame of the burst `q` holds, with the following segments of its flow in the
-    /// burst coalesced into its buffer (theirs go back to `pool`). None once the burst is done.
-    fn next_received(&self, q: &mut Queue, pool: &mut LocalPool) -> Option<Frame> {
-        let mut frame = q.held.pop_front()?;
-        let vnet = match Merge::start(frame.ethernet()) {
-            Some(mut m) => {
-                if frame.is_small() && !q.held.is_empty() {
-                    // A train may follow: move the first segment into a datapath buffer,
-                    // which has room for a whole super-frame (one copy of at most a UMEM
-                    // frame; the merge state holds offsets, not addresses).
-                    if let Some(mut big) = pool.get() {
-                        let n = frame.bytes().len();
-                        big.buffer_mut()[..n].copy_from_slice(frame.bytes());
-                        big.set_len(n);
-                        pool.put(std::mem::replace(&mut frame, big));
-                    }
-                }
-                let buf = &mut frame.buffer_mut()[VNET_HDR_LEN..];
-                while let Some(next) = q.held.front() {
-                    if !m.append(buf, next.ethernet()) {
-                        break;
-                    }
-                    if let Some(next) = q.held.pop_front() {
-                        pool.put(next);
-                    }
-                }
-                if m.count() > 1 {
-                    self.counters.rx_gro_frames.fetch_add(1, Relaxed);
-                    self.counters.rx_gro_segments.fetch_add(m.count() as u64, Relaxed);
-                }
-                let vnet = m.finish(buf, self.shared.pod_mtu);
-                frame.set_len(VNET_HDR_LEN + m.frame_len());
-                vnet
-            }
-            // Its length is already vnet header + frame.
-            None => VnetHdr::default(),
-        };
-        vnet.emit(&mut frame.buffer_mut()[..VNET_HDR_LEN]);
-        self.counters.rx_zero_copy.fetch_add(1, Relaxed);
-        Some(frame)
-    }
 }
 
 fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -859,41 +634,19 @@ fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 
 impl PortIo for XdpPort {
     fn recv_frame(&self, worker: usize, pool: &mut LocalPool) -> Result<Option<Frame>, PortError> {
-        if !Arc::ptr_eq(pool.global(), &self.pool) {
-            return Err(PortError::Io(std::io::Error::other(
-                "the switch does not use the uplink's frame pool",
-            )));
-        }
-        let (Some(qs), Some(draining)) = (self.serve.get(worker), self.draining.get(worker)) else {
-            return Ok(None);
-        };
-        if qs.is_empty() {
-            return Ok(None);
-        }
-        let n = qs.len();
-        let start = draining.load(Relaxed) % n;
-        // Finish the burst in hand, then take a new one from the next queue that has one, so
-        // a busy queue does not starve the others.
-        {
-            let mut q = lock(&self.queues[qs[start]]);
-            q.give_back(pool);
-            if let Some(f) = self.next_received(&mut q, pool) {
-                return Ok(Some(f));
-            }
-        }
-        for k in 1..=n {
-            let i = (start + k) % n;
-            let mut q = lock(&self.queues[qs[i]]);
-            q.give_back(pool);
-            q.refill(&self.shared, pool, &self.counters);
-            if q.pull(&self.shared, pool, &self.counters) {
-                draining.store(i, Relaxed);
-                if let Some(f) = self.next_received(&mut q, pool) {
-                    return Ok(Some(f));
-                }
-            }
-        }
-        Ok(None)
+        let mut got = None;
+        self.receive(worker, pool, 1, |f| got = Some(f))?;
+        Ok(got)
+    }
+
+    fn recv_burst(
+        &self,
+        worker: usize,
+        pool: &mut LocalPool,
+        out: &mut Vec<Frame>,
+        max: usize,
+    ) -> Result<(), PortError> {
+        self.receive(worker, pool, max.saturating_sub(out.len()), |f| out.push(f))
     }
 
     fn send(&self, worker: usize, frame: &[u8]) -> Result<(), PortError> {
@@ -908,16 +661,27 @@ impl PortIo for XdpPort {
             return Err(PortError::Gone);
         };
         q.reap(&self.shared);
-        let res = match self.send_in_place(&mut q, frame) {
-            Ok(res) => res,
-            Err(frame) => {
-                let res = self.send_copy(&mut q, frame.bytes());
-                pool.put(frame);
-                res
-            }
-        };
+        let res = self.send_one(&mut q, frame, pool);
         q.give_back(pool);
         res
+    }
+
+    fn send_burst(&self, worker: usize, frames: &mut Vec<Frame>, pool: &mut LocalPool, tally: &mut TxTally) {
+        let Ok(mut q) = self.tx_queue(worker) else {
+            for f in frames.drain(..) {
+                tally.count(0, &Err(PortError::Gone));
+                pool.put(f);
+            }
+            return;
+        };
+        // One lock, one reap and one hand-back for the whole burst.
+        q.reap(&self.shared);
+        for frame in frames.drain(..) {
+            let len = frame.ethernet().len();
+            let res = self.send_one(&mut q, frame, pool);
+            tally.count(len, &res);
+        }
+        q.give_back(pool);
     }
 
     fn flush(&self, worker: usize, pool: &mut LocalPool) {
@@ -931,7 +695,7 @@ impl PortIo for XdpPort {
             if queued == 0 || !q.tx.needs_wakeup() {
                 break;
             }
-            self.counters.tx_kicks.fetch_add(1, Relaxed);
+            q.counters.tx_kicks.inc();
             if q.tx.wakeup().is_err() {
                 break;
             }
@@ -957,7 +721,7 @@ impl PortIo for XdpPort {
     }
 
     fn serves(&self, worker: usize) -> bool {
-        self.serve.get(worker).is_some_and(|qs| !qs.is_empty())
+        self.layout.serve.get(worker).is_some_and(|qs| !qs.is_empty())
     }
 
     fn stats(&self) -> Vec<(String, u64)> {
@@ -990,5 +754,27 @@ impl Drop for XdpPort {
             }
         }
         tracing::info!(uplink = self.ifname, "AF_XDP uplink closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::XdpCounters;
+
+    #[test]
+    fn every_queue_counter_has_a_stable_documented_name() {
+        let c = XdpCounters::default();
+        let names: Vec<&str> = c.named().iter().map(|(n, _)| *n).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let doc = include_str!("../../../../docs/uplink.md");
+        for n in names {
+            assert!(n.starts_with("uplink_"), "{n}");
+            assert!(doc.contains(&format!("`{n}`")), "{n} is not in docs/uplink.md");
+        }
+        c.tx_kicks.add(2);
+        assert_eq!(c.named().iter().find(|(n, _)| *n == "uplink_tx_kicks").map(|(_, v)| v.get()), Some(2));
     }
 }

@@ -13,8 +13,6 @@
 //! transmit chunks produced together.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
-
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::XdpCounters;
@@ -151,6 +149,8 @@ pub(super) struct Queue {
     /// Descriptors received and transmitted on this queue (a frame, or a piece of one).
     pub rx_frames: u64,
     pub tx_frames: u64,
+    /// The queue's counters: written by its worker only, summed over queues by `stats`.
+    pub counters: XdpCounters,
     /// Scratch for ring operations.
     scratch: Vec<FrameDesc>,
     /// Descriptors on their way to the fill ring.
@@ -188,6 +188,7 @@ impl Queue {
             unkicked: 0,
             rx_frames: 0,
             tx_frames: 0,
+            counters: XdpCounters::default(),
             scratch: vec![FrameDesc::default(); sh.fill_target.max(sh.ring_size).max(sh.batch)],
             fill_buf: Vec::with_capacity(sh.fill_target),
             big: if sh.multi_buffer { vec![0; FRAME_CAPACITY] } else { Vec::new() },
@@ -244,7 +245,7 @@ impl Queue {
 
     /// Tops the fill ring up with small receive buffers from `pool` once a burst's worth is
     /// missing, waking the driver if it stopped for want of fill entries.
-    pub fn refill(&mut self, sh: &Shared, pool: &mut LocalPool, counters: &XdpCounters) {
+    pub fn refill(&mut self, sh: &Shared, pool: &mut LocalPool) {
         let want = sh.fill_target.saturating_sub(self.in_rx);
         if want < sh.batch.min(sh.fill_target) {
             return;
@@ -252,7 +253,7 @@ impl Queue {
         self.fill_buf.clear();
         while self.fill_buf.len() < want {
             let Some(f) = pool.get_receive() else {
-                counters.rx_fill_short.fetch_add(1, Relaxed);
+                self.counters.rx_fill_short.inc();
                 break;
             };
             let slot = sh.slot_of(&f);
@@ -280,7 +281,7 @@ impl Queue {
             }
         }
         if self.fill.needs_wakeup() {
-            counters.rx_fill_wakeups.fetch_add(1, Relaxed);
+            self.counters.rx_fill_wakeups.inc();
             let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
         }
     }
@@ -288,13 +289,13 @@ impl Queue {
     /// Takes the next burst from the rx ring, gathering multi-descriptor frames into their
     /// first buffer (continuations' buffers go back to `pool`), onto `held`; false when the
     /// ring is empty.
-    pub fn pull(&mut self, sh: &Shared, pool: &mut LocalPool, counters: &XdpCounters) -> bool {
+    pub fn pull(&mut self, sh: &Shared, pool: &mut LocalPool) -> bool {
         let batch = sh.batch.min(self.scratch.len());
         // SAFETY: the rx ring belongs to a socket of this UMEM.
         let n = unsafe { self.rx.consume(&mut self.scratch[..batch]) };
         if n == 0 {
             if self.fill.needs_wakeup() {
-                counters.rx_fill_wakeups.fetch_add(1, Relaxed);
+                self.counters.rx_fill_wakeups.inc();
                 let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
             }
             return false;
@@ -313,7 +314,7 @@ impl Queue {
                 continue;
             }
             let Some((mut buf, at)) = piece else {
-                counters.rx_bad_desc.fetch_add(1, Relaxed);
+                self.counters.rx_bad_desc.inc();
                 if let Some(f) = self.assembling.take() {
                     pool.put(f);
                 }
@@ -333,7 +334,7 @@ impl Queue {
                         pool.put(buf);
                         Some(big)
                     } else {
-                        counters.rx_pool_empty.fetch_add(1, Relaxed);
+                        self.counters.rx_pool_empty.inc();
                         pool.put(buf);
                         self.discarding = true;
                         None
@@ -357,7 +358,7 @@ impl Queue {
                     if fits {
                         Some(first)
                     } else {
-                        counters.rx_bad_desc.fetch_add(1, Relaxed);
+                        self.counters.rx_bad_desc.inc();
                         pool.put(first);
                         self.discarding = more;
                         None
@@ -369,7 +370,7 @@ impl Queue {
                 self.assembling = Some(frame);
             } else {
                 if frame.bytes().len() > VNET_HDR_LEN + sh.room {
-                    counters.rx_multi_buffer.fetch_add(1, Relaxed);
+                    self.counters.rx_multi_buffer.inc();
                 }
                 self.held.push_back(frame);
             }
