@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::wire::VNET_HDR_LEN;
+use crate::wire::{IpL4, VNET_HDR_LEN};
 
 /// Bytes in one buffer: the vnet header plus the largest frame a TAP hands over (a 64 KiB GSO
 /// super-frame plus its Ethernet header).
@@ -121,6 +121,9 @@ pub struct Frame {
     /// A small receive buffer (the second class), not a datapath buffer.
     small: bool,
     region: Arc<Region>,
+    /// The transport header the parse stage found in a super-frame, kept with the frame for
+    /// the port that segments it (the uplink), so that it does not parse the frame again.
+    l4: Option<IpL4>,
 }
 
 // SAFETY: a `Frame` is the only handle on its bytes (see above), like a `Box<[u8]>`.
@@ -145,6 +148,8 @@ impl Frame {
     /// Sets how many bytes of the buffer are valid (clamped to the capacity).
     pub fn set_len(&mut self, len: usize) {
         self.len = len.min(self.capacity);
+        // New bytes: what was parsed of the old ones no longer holds.
+        self.l4 = None;
     }
 
     /// Vnet header + frame.
@@ -169,6 +174,19 @@ impl Frame {
         let n = other.len.min(self.capacity);
         self.buffer_mut()[..n].copy_from_slice(&other.bytes()[..n]);
         self.len = n;
+        self.l4 = other.l4.filter(|_| n == other.len);
+    }
+
+    /// Keeps `l4`, the frame's transport header as the parse stage found it, for a port that
+    /// segments the frame ([`Frame::l4`]). Only a super-frame needs it.
+    pub fn set_l4(&mut self, l4: Option<IpL4>) {
+        self.l4 = l4;
+    }
+
+    /// The transport header the parse stage found ([`Frame::set_l4`]); `None` if it kept none
+    /// (the port then parses the frame itself). Cleared when the buffer goes back to a pool.
+    pub fn l4(&self) -> Option<&IpL4> {
+        self.l4.as_ref()
     }
 
     /// Which buffer of its class this is (`0..count`).
@@ -276,7 +294,8 @@ impl FramePool {
                 // len` (checked above), so `at` is inside the region.
                 let ptr = unsafe { NonNull::new_unchecked(region.base.as_ptr().add(at)) };
                 let capacity = c.layout.capacity;
-                let frame = Frame { ptr, capacity, len: 0, index: i as u32, small, region: region.clone() };
+                let frame =
+                    Frame { ptr, capacity, len: 0, index: i as u32, small, region: region.clone(), l4: None };
                 // Cannot fail: the queue was sized for exactly `count` frames.
                 let _ = q.push(frame);
             }
@@ -366,6 +385,7 @@ impl LocalPool {
     #[inline]
     pub fn put(&mut self, mut frame: Frame) {
         frame.len = 0;
+        frame.l4 = None;
         if frame.small {
             self.global.outstanding.fetch_sub(1, Relaxed);
             // Cannot overflow: the queue holds every receive buffer ever allocated.
@@ -424,6 +444,35 @@ mod tests {
         drop(local);
         assert_eq!(pool.free_global(), 8);
         assert_eq!(pool.outstanding(), 0);
+    }
+
+    /// A frame's parsed transport header goes with its bytes: copied with them, gone once
+    /// they change or the buffer is given back.
+    #[test]
+    fn the_parsed_header_lives_as_long_as_its_bytes() {
+        let mut local = LocalPool::new(FramePool::new(2, 128), 1);
+        let mut a = local.get().unwrap();
+        a.set_len(100);
+        let l4 = IpL4 {
+            l4_off: 34,
+            payload_off: 54,
+            proto: 6,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            sport: 1,
+            dport: 2,
+            flags: 0,
+            later_fragment: false,
+        };
+        a.set_l4(Some(l4));
+        let mut b = local.get().unwrap();
+        b.copy_from(&a);
+        assert_eq!(b.l4(), Some(&l4));
+        b.set_len(60);
+        assert_eq!(b.l4(), None, "new bytes");
+        local.put(a);
+        let again = local.get().unwrap();
+        assert_eq!(again.l4(), None, "a buffer comes back without it");
     }
 
     #[test]

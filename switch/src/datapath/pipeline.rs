@@ -73,11 +73,14 @@ impl Pipeline<'_> {
         let ports = self.services.map(|s| s.ports);
         for ((meta, disp), frame) in scratch.metas.iter_mut().zip(out.iter_mut()).zip(frames.iter_mut()) {
             if let Some(m) = meta {
-                if let Some(d) = svc.as_ref().and_then(|c| c.process(ingress, frame, m)) {
-                    *disp = d;
-                    continue;
+                let served = svc.as_ref().and_then(|c| c.process(ingress, frame, m));
+                *disp =
+                    served.unwrap_or_else(|| forward::decide(&m.dst, ingress.id, ports, self.fdb, self.now));
+                // A super-frame keeps its transport header (as rewritten) for the port that
+                // segments it: the uplink then does not parse it again.
+                if m.vnet.is_gso() {
+                    frame.set_l4(m.l4);
                 }
-                *disp = forward::decide(&m.dst, ingress.id, ports, self.fdb, self.now);
             }
         }
         if let Some(storm) = &ingress.police.storm {
@@ -372,6 +375,10 @@ mod tests {
         assert!(out[1..].iter().all(|d| *d == bad), "{out:?}");
         assert_eq!(ingress.counters.dropped(DropReason::GsoInvalid), 8);
         assert_eq!(ingress.counters.totals().rx_gso_packets, 1);
+        // The good super-frame carries its parsed transport header on, for the uplink's
+        // segmentation.
+        let l4 = batch[0].l4().copied().expect("a super-frame keeps its transport header");
+        assert_eq!(Some(l4), crate::wire::IpL4::parse(batch[0].ethernet()));
         // A short hdr_len is raised to the end of the headers in the frame itself.
         let mut short = vec![with_hdr(&mut local, VnetHdr { hdr_len: 30, ..good }, &f)];
         pipe.run(&ingress, &mut short, &mut Scratch::default(), &mut out);

@@ -652,7 +652,7 @@ impl PortIo for XdpPort {
     fn send(&self, worker: usize, frame: &[u8]) -> Result<(), PortError> {
         let mut q = self.tx_queue(worker)?;
         q.reap(&self.shared);
-        self.send_copy(&mut q, frame)
+        self.send_copy(&mut q, frame, None)
     }
 
     fn send_frame(&self, worker: usize, frame: Frame, pool: &mut LocalPool) -> Result<(), PortError> {

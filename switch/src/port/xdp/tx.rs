@@ -11,7 +11,7 @@ use crate::pool::{Frame, LocalPool};
 use crate::port::PortError;
 use crate::wire::segment::{complete_csum, needs_segmentation, SegmentPlan};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
-use crate::wire::VNET_HDR_LEN;
+use crate::wire::{IpL4, VNET_HDR_LEN};
 
 impl XdpPort {
     /// The queue `worker` transmits on: its first, or the owner's when it serves none. `Gone`
@@ -23,13 +23,19 @@ impl XdpPort {
 
     /// Writes one frame (vnet header + Ethernet) into free transmit chunks, segmenting or
     /// completing its checksum as needed; the descriptors wait in `pending_tx`.
-    pub(super) fn stage_tx(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
+    /// `l4` is the transport header the parse stage kept with the frame ([`Frame::l4`]); a
+    /// super-frame without one is parsed here.
+    pub(super) fn stage_tx(&self, q: &mut Queue, frame: &[u8], l4: Option<&IpL4>) -> Result<(), PortError> {
         let bad = || PortError::Io(std::io::Error::from(std::io::ErrorKind::InvalidData));
         let hdr = VnetHdr::parse(frame).map_err(|_| bad())?;
         let eth = &frame[VNET_HDR_LEN..];
         let mtu = self.mtu as usize;
         if needs_segmentation(&hdr) {
-            let plan = match SegmentPlan::new(&hdr, eth, mtu) {
+            let planned = match l4 {
+                Some(l4) => SegmentPlan::with_l4(&hdr, eth, Some(l4), mtu),
+                None => SegmentPlan::new(&hdr, eth, mtu),
+            };
+            let plan = match planned {
                 Ok(p) => p.pack_to_mtu(mtu),
                 Err(_) => {
                     q.counters.tx_bad_gso.inc();
@@ -111,9 +117,10 @@ impl XdpPort {
         Ok(())
     }
 
-    /// Copies `frame` into transmit chunks and puts them on the tx ring.
-    pub(super) fn send_copy(&self, q: &mut Queue, frame: &[u8]) -> Result<(), PortError> {
-        if let Err(e) = self.stage_tx(q, frame) {
+    /// Copies `frame` into transmit chunks and puts them on the tx ring (`l4` as for
+    /// [`XdpPort::stage_tx`]).
+    pub(super) fn send_copy(&self, q: &mut Queue, frame: &[u8], l4: Option<&IpL4>) -> Result<(), PortError> {
+        if let Err(e) = self.stage_tx(q, frame, l4) {
             let mut pending = std::mem::take(&mut q.pending_tx);
             q.free.append(&mut pending);
             return Err(e);
@@ -121,7 +128,7 @@ impl XdpPort {
         if !q.produce_tx() {
             // The ring is full: let the kernel drain it, reap, and try once more.
             self.kick_now(q);
-            if self.stage_tx(q, frame).is_err() || !q.produce_tx() {
+            if self.stage_tx(q, frame, l4).is_err() || !q.produce_tx() {
                 let mut pending = std::mem::take(&mut q.pending_tx);
                 q.free.append(&mut pending);
                 q.counters.tx_full.inc();
@@ -220,7 +227,7 @@ impl XdpPort {
         match self.send_in_place(q, frame) {
             Ok(res) => res,
             Err(frame) => {
-                let res = self.send_copy(q, frame.bytes());
+                let res = self.send_copy(q, frame.bytes(), frame.l4());
                 pool.put(frame);
                 res
             }
