@@ -765,3 +765,19 @@ impl Drop for WorkDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_utime_plus_stime_even_with_an_odd_comm() {
+        // pid (comm) state ppid … utime stime: fields 14 and 15; the comm may hold ") ".
+        let stat = "4242 (tapway-w0) x) S 1 2 3 4 5 6 7 8 9 10 123 45 0 0 20 0 1 0";
+        assert_eq!(stat_ticks(stat), Some(168));
+        assert_eq!(stat_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(stat_ticks("garbage"), None);
+        assert_eq!(cpu_pct(50, 100.0, 1.0), 50.0);
+        assert_eq!(cpu_pct(10, 100.0, 0.0), 10.0 / 100.0 / 1e-3 * 100.0, "no division by zero");
+    }
+}
