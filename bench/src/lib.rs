@@ -2,10 +2,14 @@
 //! scenario runs that build tapway and a reference bridge CNI side by side in fresh network
 //! namespaces and report both, as a table, JSON, Markdown and SVG.
 //!
-//! The tool never links the switch: it measures tapwayd from the outside, through the same
-//! CNI plugin binary and control socket a node uses.
+//! It measures tapwayd from the outside, through the same CNI plugin binary and control socket
+//! a node uses. It links the switch crate only for the `floor` topology ([`floor`]), whose
+//! TAPs are set up by tapwayd's own code so that the floor differs from tapway by the
+//! switching alone.
 
 pub mod clock;
+pub mod cpus;
+pub mod floor;
 pub mod frame;
 pub mod iface;
 pub mod kpktgen;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct Machine {
     /// `model name` from /proc/cpuinfo.
     pub cpu_model: String,
-    /// CPUs this process may run on.
+    /// CPUs online (not only those this process may use: `--isolate` narrows its own mask).
     pub cpus: usize,
     /// Kernel release.
     pub kernel: String,
@@ -34,7 +34,7 @@ impl Machine {
         let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
         Machine {
             cpu_model,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: online_cpus(),
             kernel: read("/proc/sys/kernel/osrelease"),
             load_avg_start: load_avg(),
             hostname: read("/proc/sys/kernel/hostname"),
@@ -48,6 +48,16 @@ impl Machine {
             self.cpu_model, self.cpus, self.kernel, self.load_avg_start
         )
     }
+}
+
+/// CPUs online (`_SC_NPROCESSORS_ONLN`), else those this process may use.
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// 1-minute load average.

@@ -10,10 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use tapway_bench::frame::SizeMix;
 use tapway_bench::pktgen::{self, Bypass, PktgenConfig, DEFAULT_PORT};
 use tapway_bench::progress::Progress;
-use tapway_bench::report::{Report, SCHEMA};
+use tapway_bench::report::{Report, READABLE};
 use tapway_bench::scenario::{self, RunConfig};
 use tapway_bench::sink::{self, Sink, SinkConfig};
-use tapway_bench::{iface, netns, svg};
+use tapway_bench::topo::Kind;
+use tapway_bench::{cpus, iface, netns, svg};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,12 +75,30 @@ struct RunArgs {
     /// pktgen sender threads
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// tapwayd --cores ("" = one unpinned worker)
+    /// tapwayd --cores ("" = one unpinned worker); the floor's thread takes the first
     #[arg(long, default_value = "")]
     tapwayd_cores: String,
-    /// tapwayd --poll-mode
-    #[arg(long, default_value = "adaptive", value_parser = ["adaptive", "busy"])]
-    poll_mode: String,
+    /// tapwayd's (and the floor's) --poll-mode; `adaptive,busy`: pod-pod builds tapway and the
+    /// floor in each mode and reports them side by side
+    #[arg(long, default_value = "adaptive", value_delimiter = ',', value_parser = ["adaptive", "busy"])]
+    poll_mode: Vec<String>,
+    /// pod-pod's topologies: veth (the generator alone), tapway, floor (TAPs as tapwayd makes
+    /// them, one thread copying between them: the design's limit); `--baseline bridge` adds the
+    /// bridge
+    #[arg(long, value_delimiter = ',', default_value = "veth,tapway,floor", value_parser = ["veth", "tapway", "floor"])]
+    topologies: Vec<String>,
+    /// UDP ping-pong request rates (requests/s), one request outstanding
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    rtt_rates: Vec<f64>,
+    /// pod-pod: seconds per repeat over which the datapaths' CPU is measured with no traffic
+    /// (0: not measured)
+    #[arg(long, default_value_t = 10.0)]
+    idle: f64,
+    /// Keep the load off the datapath's CPUs, as a lab would: tapwayd's workers and the
+    /// floor's thread on --tapwayd-cores (default: the last CPU), everything else (generators,
+    /// sinks, ping-pong, iperf3, tapwayd's control thread, this tool) on the other CPUs
+    #[arg(long)]
+    isolate: bool,
     /// cross-node: tapwayd --xdp-mode of both uplinks (on veths generic is faster than native)
     #[arg(long, default_value = "native", value_parser = ["native", "generic", "auto"])]
     xdp_mode: String,
@@ -397,6 +416,22 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         }
     }
     let bin_dir = a.bin_dir.clone().unwrap_or_else(default_bin_dir);
+    if a.rtt_rates.iter().any(|&r| !(r.is_finite() && r > 0.0)) {
+        return Err("--rtt-rates must be positive numbers of requests per second".into());
+    }
+    let mut tapwayd_cores = a.tapwayd_cores.clone();
+    let isolate = if a.isolate {
+        let asked = cpus::parse_list(&a.tapwayd_cores).map_err(|e| format!("--tapwayd-cores: {e}"))?;
+        let plan = cpus::plan(&cpus::allowed(), &asked)?;
+        // Before anything is started: every thread and process from here on inherits it.
+        cpus::confine(&plan.other_cpus)?;
+        tapwayd_cores = cpus::format_list(&plan.datapath_cpus);
+        eprintln!("==> CPUs {}", plan.line());
+        Some(plan)
+    } else {
+        None
+    };
+    let topologies = a.topologies.iter().filter_map(|t| Kind::parse(t)).collect();
     let cfg = RunConfig {
         scenarios: a.scenarios,
         baseline_bridge: a.baseline.is_some(),
@@ -405,8 +440,12 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         sizes: a.sizes,
         flows: a.flows,
         pktgen_threads: a.threads,
-        tapwayd_cores: a.tapwayd_cores,
-        poll_mode: a.poll_mode,
+        tapwayd_cores,
+        poll_modes: dedup(a.poll_mode),
+        topologies,
+        rtt_rates: a.rtt_rates,
+        idle: secs(a.idle, "--idle")?,
+        isolate,
         xdp_mode: a.xdp_mode,
         uplink_mtu: a.uplink_mtu,
         bin_dir,
@@ -423,12 +462,28 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
     write_outputs(&report, a.json.as_deref(), a.markdown.as_deref(), a.svg.as_deref())
 }
 
+/// `v` without repeats, in order.
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
 fn cmd_report(a: ReportArgs) -> Result<(), String> {
     let text = std::fs::read_to_string(&a.json).map_err(|e| format!("{}: {e}", a.json.display()))?;
     let report: Report = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a tapway-bench report: {e}", a.json.display()))?;
-    if report.schema != SCHEMA {
-        return Err(format!("{}: schema `{}`, this tool reads `{SCHEMA}`", a.json.display(), report.schema));
+    if !READABLE.contains(&report.schema.as_str()) {
+        return Err(format!(
+            "{}: schema `{}`, this tool reads {}",
+            a.json.display(),
+            report.schema,
+            READABLE.join(", ")
+        ));
     }
     write_outputs(&report, None, a.markdown.as_deref(), a.svg.as_deref())
 }

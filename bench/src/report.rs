@@ -10,8 +10,63 @@ use serde::{Deserialize, Serialize};
 use crate::latency::LatencySummary;
 use crate::machine::Machine;
 
-/// Identifies the JSON layout; bumped on any incompatible change.
-pub const SCHEMA: &str = "tapway-bench/report/v1";
+/// Identifies the JSON layout; bumped on any incompatible change. v2 added the `floor`
+/// topologies, poll-mode-named topologies (`tapway-busy`), RTT per request rate and
+/// `params.{pod_pod_topologies, rtt_rates, idle_s, isolate}`.
+pub const SCHEMA: &str = "tapway-bench/report/v2";
+
+/// Older layouts `report` still reads (the fields added since are absent there).
+pub const READABLE: [&str; 2] = [SCHEMA, "tapway-bench/report/v1"];
+
+/// Column order of the topologies a scenario can have (see [`topology_order`]).
+const ORDER: [&str; 8] =
+    ["veth", "tapway", "tapway-busy", "tapway-adaptive", "floor", "floor-busy", "floor-adaptive", "bridge"];
+
+/// Where `name` goes among the columns: the known names in [`ORDER`], then any other.
+pub fn topology_order(name: &str) -> usize {
+    ORDER.iter().position(|t| *t == name).unwrap_or(ORDER.len())
+}
+
+/// The ratio columns a table gets when it has both topologies: (numerator, denominator,
+/// header). tapway against the floor (the design's limit) and the bridge (the reference
+/// CNI), per poll mode when both modes ran, and tapway's adaptive mode against its busy one.
+const RATIOS: [(&str, &str, &str); 9] = [
+    ("tapway", "floor", "tapway/floor"),
+    ("tapway-busy", "floor-busy", "tapway/floor busy"),
+    ("tapway-adaptive", "floor-adaptive", "tapway/floor adaptive"),
+    ("tapway", "bridge", "tapway/bridge"),
+    ("tapway-busy", "bridge", "tapway busy/bridge"),
+    ("tapway-adaptive", "bridge", "tapway adaptive/bridge"),
+    ("tapway-adaptive", "tapway-busy", "tapway adaptive/busy"),
+    ("floor-adaptive", "floor-busy", "floor adaptive/busy"),
+    ("floor", "bridge", "floor/bridge"),
+];
+
+/// Figures whose ratio means nothing (loss, what the generator offered).
+fn no_ratio(metric: &str) -> bool {
+    matches!(metric, "loss_pct" | "sink_drop_pct" | "tx_pps")
+}
+
+/// How the datapath was kept apart from the load (`run --isolate`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Isolation {
+    /// CPUs of tapwayd's workers (`--cores`) and of the floor's thread.
+    pub datapath_cpus: Vec<usize>,
+    /// CPUs everything else was confined to: generators, sinks, the ping-pong, iperf3,
+    /// tapwayd's control thread, tapway-bench itself (its affinity, inherited).
+    pub other_cpus: Vec<usize>,
+}
+
+impl Isolation {
+    /// One line for reports.
+    pub fn line(&self) -> String {
+        format!(
+            "isolated: datapath (tapwayd workers, floor thread) on CPU {}; generators, sinks, ping-pong, iperf3, tapwayd's control thread and tapway-bench on CPU {}",
+            crate::cpus::format_list(&self.datapath_cpus),
+            crate::cpus::format_list(&self.other_cpus)
+        )
+    }
+}
 
 /// Median, min and max of samples (median of an even count: mean of the middle two).
 pub fn stats(samples: &[f64]) -> (f64, f64, f64) {
@@ -82,8 +137,21 @@ pub struct Params {
     pub pktgen_threads: usize,
     /// tapwayd `--cores` ("" = one unpinned worker).
     pub tapwayd_cores: String,
-    /// tapwayd `--poll-mode`.
+    /// tapwayd `--poll-mode`; two modes (`adaptive,busy`): the pod-pod figures of both, side
+    /// by side.
     pub poll_mode: String,
+    /// pod-pod's own topologies (`veth`, `tapway`, `floor`; `bridge` comes with `baseline`).
+    #[serde(default)]
+    pub pod_pod_topologies: Vec<String>,
+    /// UDP ping-pong request rates, requests/s.
+    #[serde(default)]
+    pub rtt_rates: Vec<f64>,
+    /// Seconds of the idle-CPU measurement per repeat (0: none).
+    #[serde(default)]
+    pub idle_s: f64,
+    /// `--isolate`: where the datapath and everything else ran.
+    #[serde(default)]
+    pub isolate: Option<Isolation>,
     /// Seconds per RFC 2544 trial.
     pub rfc2544_trial_s: f64,
     /// RFC 2544 search resolution (share of the flat-out rate).
@@ -236,6 +304,10 @@ impl Collector {
 /// A human label for a metric row.
 fn row_label(metric: &str, variant: Option<&str>, unit: &str) -> String {
     let v = variant.unwrap_or("");
+    let rtt = |p: &str| match variant {
+        Some(r) => format!("UDP RTT {p} µs (64 B), {r} req/s offered"),
+        None => format!("UDP RTT {p} µs (64 B)"),
+    };
     match metric {
         "rx_pps" => format!("frames received/s, {v} B"),
         "tx_pps" => format!("frames offered/s, {v} B"),
@@ -243,10 +315,12 @@ fn row_label(metric: &str, variant: Option<&str>, unit: &str) -> String {
         "loss_pct" => format!("loss %, {v} B (flat out)"),
         "sink_drop_pct" => format!("of which the sink's ring, %, {v} B"),
         "tcp_gbps" => format!("TCP Gbit/s, {v} stream(s)"),
-        "rtt_p50_us" => "UDP RTT p50 µs (64 B)".into(),
-        "rtt_p99_us" => "UDP RTT p99 µs (64 B)".into(),
-        "rtt_p999_us" => "UDP RTT p99.9 µs (64 B)".into(),
-        "tapwayd_cpu_pct" => format!("tapwayd CPU % of a core, {v} B"),
+        "rtt_p50_us" => rtt("p50"),
+        "rtt_p99_us" => rtt("p99"),
+        "rtt_p999_us" => rtt("p99.9"),
+        "rtt_rate" => format!("UDP ping-pong round trips/s achieved, {v} req/s offered"),
+        "tapwayd_cpu_pct" => format!("datapath CPU % of a core (tapwayd; floor: its thread), {v} B"),
+        "idle_cpu_pct" => "idle CPU % of a core, no traffic (tapwayd; floor: its thread)".into(),
         m => format!("{m} {v} ({unit})"),
     }
 }
@@ -274,7 +348,13 @@ fn cell(m: &Metric) -> String {
     }
 }
 
-/// Rows of one scenario: label, then one cell per topology column, then tapway/bridge.
+/// The ratio columns of a table with `topos`.
+fn ratios(topos: &[&str]) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> {
+    let has: Vec<String> = topos.iter().map(|t| t.to_string()).collect();
+    RATIOS.iter().filter(move |(n, d, _)| has.iter().any(|t| t == n) && has.iter().any(|t| t == d))
+}
+
+/// Rows of one scenario: label, then one cell per topology column, then the ratios.
 fn rows(s: &ScenarioReport, topos: &[&str]) -> Vec<Vec<String>> {
     let mut keys: Vec<(String, Option<String>, String)> = Vec::new();
     for m in &s.metrics {
@@ -292,12 +372,9 @@ fn rows(s: &ScenarioReport, topos: &[&str]) -> Vec<Vec<String>> {
             for t in topos {
                 r.push(find(t).map_or_else(|| "".into(), cell));
             }
-            if topos.contains(&"bridge") {
-                r.push(match (find("tapway"), find("bridge")) {
-                    (Some(a), Some(b))
-                        if b.median != 0.0
-                            && !matches!(metric.as_str(), "loss_pct" | "sink_drop_pct" | "tx_pps") =>
-                    {
+            for (num, den, _) in ratios(topos) {
+                r.push(match (find(num), find(den)) {
+                    (Some(a), Some(b)) if b.median != 0.0 && !no_ratio(&metric) => {
                         format!("{:.2}×", a.median / b.median)
                     }
                     _ => "".into(),
@@ -310,13 +387,14 @@ fn rows(s: &ScenarioReport, topos: &[&str]) -> Vec<Vec<String>> {
 
 /// The columns of one scenario's table: the topologies it has figures for (pod-vip and
 /// cross-node have no generator-only column).
-fn columns(s: &ScenarioReport) -> (Vec<&'static str>, Vec<String>) {
-    let mut topos = Vec::new();
-    for t in ["veth", "tapway", "bridge"] {
-        if s.metrics.iter().any(|m| m.topology == t) {
-            topos.push(t);
+fn columns(s: &ScenarioReport) -> (Vec<&str>, Vec<String>) {
+    let mut topos: Vec<&str> = Vec::new();
+    for m in &s.metrics {
+        if !topos.contains(&m.topology.as_str()) {
+            topos.push(&m.topology);
         }
     }
+    topos.sort_by_key(|t| topology_order(t));
     let mut hdr = vec!["figure (median (min–max))".to_string()];
     for t in &topos {
         hdr.push(match *t {
@@ -324,9 +402,7 @@ fn columns(s: &ScenarioReport) -> (Vec<&'static str>, Vec<String>) {
             t => t.to_string(),
         });
     }
-    if topos.contains(&"bridge") {
-        hdr.push("tapway/bridge".into());
-    }
+    hdr.extend(ratios(&topos).map(|(_, _, h)| h.to_string()));
     (topos, hdr)
 }
 
@@ -426,6 +502,9 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
         }
+        if let Some(i) = &self.params.isolate {
+            let _ = writeln!(out, "CPUs {}", i.line());
+        }
         let _ = writeln!(out, "\nmachine: {}", self.machine.line());
         out
     }
@@ -446,6 +525,9 @@ impl Report {
             self.params.repeat,
             self.params.duration_s
         );
+        if let Some(i) = &self.params.isolate {
+            let _ = writeln!(out, "CPUs {}.", i.line());
+        }
         for t in &self.topologies {
             let for_ = if t.scenario.is_empty() { String::new() } else { format!(" ({})", t.scenario) };
             let _ = writeln!(out, "- `{}`{for_}: {} ({} → {})", t.kind, t.attach, t.pod_a, t.pod_b);
@@ -536,6 +618,10 @@ pub(crate) mod tests {
                 pktgen_threads: 1,
                 tapwayd_cores: "".into(),
                 poll_mode: "adaptive".into(),
+                pod_pod_topologies: vec!["veth".into(), "tapway".into(), "floor".into()],
+                rtt_rates: vec![1000.0, 10000.0],
+                idle_s: 10.0,
+                isolate: Some(Isolation { datapath_cpus: vec![1], other_cpus: vec![0] }),
                 rfc2544_trial_s: 1.0,
                 rfc2544_resolution: 0.02,
                 rfc2544_pdr_loss_pct: 0.5,
@@ -591,7 +677,7 @@ pub(crate) mod tests {
     #[test]
     fn json_schema_is_stable() {
         let v = serde_json::to_value(sample()).unwrap();
-        assert_eq!(v["schema"], "tapway-bench/report/v1");
+        assert_eq!(v["schema"], "tapway-bench/report/v2");
         assert_eq!(
             keys(&v),
             [
@@ -616,17 +702,22 @@ pub(crate) mod tests {
                 "bin_dir",
                 "duration_s",
                 "flows",
+                "idle_s",
+                "isolate",
                 "pktgen_threads",
+                "pod_pod_topologies",
                 "poll_mode",
                 "repeat",
                 "rfc2544_pdr_loss_pct",
                 "rfc2544_resolution",
                 "rfc2544_trial_s",
+                "rtt_rates",
                 "scenarios",
                 "sizes",
                 "tapwayd_cores"
             ]
         );
+        assert_eq!(keys(&v["params"]["isolate"]), ["datapath_cpus", "other_cpus"]);
         assert_eq!(keys(&v["topologies"][0]), ["attach", "kind", "pod_a", "pod_b", "scenario"]);
         assert_eq!(keys(&v["scenarios"][0]), ["metrics", "name", "reason", "status"]);
         assert_eq!(v["scenarios"][0]["status"], "ok");
@@ -680,6 +771,93 @@ pub(crate) mod tests {
         assert!(cross.contains("| frames received/s, 64 B | 0.200M | 0.100M | 2.00× |"), "{md}");
         let (pod_pod, _) = md.split_once("#### cross-node").unwrap();
         assert!(pod_pod.contains("| generator only (veth) |"), "{md}");
+    }
+
+    /// A v1 report (before the floor, the rates and isolation) still reads, with the new
+    /// parameters empty.
+    #[test]
+    fn a_v1_report_still_reads() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["schema"] = "tapway-bench/report/v1".into();
+        for k in ["pod_pod_topologies", "rtt_rates", "idle_s", "isolate"] {
+            v["params"].as_object_mut().unwrap().remove(k);
+        }
+        let r: Report = serde_json::from_value(v).unwrap();
+        assert!(READABLE.contains(&r.schema.as_str()));
+        assert!(r.params.isolate.is_none() && r.params.rtt_rates.is_empty());
+    }
+
+    fn scenario(samples: &[(&str, &str, Option<&str>, f64)]) -> ScenarioReport {
+        let mut c = Collector::default();
+        for (metric, topo, variant, v) in samples {
+            c.add(metric, *variant, topo, "u", *v);
+        }
+        ScenarioReport { name: "pod-pod".into(), status: Status::Ok, reason: None, metrics: c.finish() }
+    }
+
+    #[test]
+    fn the_floor_is_a_column_with_a_ratio_for_every_figure() {
+        let s = scenario(&[
+            ("rx_pps", "bridge", Some("64"), 2e5),
+            ("rx_pps", "floor", Some("64"), 4e5),
+            ("rx_pps", "tapway", Some("64"), 3e5),
+            ("rx_pps", "veth", Some("64"), 5e5),
+            ("loss_pct", "tapway", Some("64"), 10.0),
+            ("loss_pct", "floor", Some("64"), 5.0),
+            ("rtt_p50_us", "tapway", Some("10k"), 30.0),
+            ("rtt_p50_us", "floor", Some("10k"), 20.0),
+            ("rtt_p50_us", "bridge", Some("10k"), 15.0),
+            ("tcp_gbps", "tapway", Some("1"), 9.0),
+            ("tcp_gbps", "floor", Some("1"), 10.0),
+        ]);
+        let (topos, hdr) = columns(&s);
+        assert_eq!(topos, ["veth", "tapway", "floor", "bridge"], "known order, not arrival order");
+        assert_eq!(
+            hdr[1..],
+            [
+                "generator only (veth)",
+                "tapway",
+                "floor",
+                "bridge",
+                "tapway/floor",
+                "tapway/bridge",
+                "floor/bridge"
+            ]
+        );
+        let r = rows(&s, &topos);
+        let row = |label: &str| r.iter().find(|r| r[0] == label).unwrap_or_else(|| panic!("{label}: {r:?}"));
+        assert_eq!(row("frames received/s, 64 B")[5..], ["0.75×", "1.50×", "2.00×"]);
+        assert_eq!(row("loss %, 64 B (flat out)")[5..], ["", "", ""], "no ratio of losses");
+        assert_eq!(row("UDP RTT p50 µs (64 B), 10k req/s offered")[5..], ["1.50×", "2.00×", "1.33×"]);
+        assert_eq!(row("TCP Gbit/s, 1 stream(s)")[5..], ["0.90×", "", ""], "no bridge TCP figure");
+    }
+
+    #[test]
+    fn two_poll_modes_get_their_own_columns_and_ratios() {
+        let s = scenario(&[
+            ("rtt_p50_us", "tapway-adaptive", Some("10k"), 45.0),
+            ("rtt_p50_us", "tapway-busy", Some("10k"), 30.0),
+            ("rtt_p50_us", "floor-adaptive", Some("10k"), 40.0),
+            ("rtt_p50_us", "floor-busy", Some("10k"), 25.0),
+        ]);
+        let (topos, hdr) = columns(&s);
+        assert_eq!(topos, ["tapway-busy", "tapway-adaptive", "floor-busy", "floor-adaptive"]);
+        assert_eq!(
+            hdr[5..],
+            ["tapway/floor busy", "tapway/floor adaptive", "tapway adaptive/busy", "floor adaptive/busy"]
+        );
+        let r = rows(&s, &topos);
+        assert_eq!(r[0][5..], ["1.20×", "1.12×", "1.50×", "1.60×"]);
+        // Unknown topology names go last, in order of appearance.
+        assert_eq!(topology_order("other"), ORDER.len());
+    }
+
+    #[test]
+    fn isolation_is_written_down() {
+        let r = sample();
+        let line = "CPUs isolated: datapath (tapwayd workers, floor thread) on CPU 1; generators";
+        assert!(r.to_markdown().contains(line), "{}", r.to_markdown());
+        assert!(r.to_text().contains(line), "{}", r.to_text());
     }
 
     #[test]

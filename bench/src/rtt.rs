@@ -1,6 +1,8 @@
-//! Request/response latency at low load: UDP ping-pong with 64-byte frames (18 bytes of
-//! payload), one request outstanding, a request every 200 µs at most. The echo server and the
-//! client each run on a thread inside their pod's namespace.
+//! Request/response latency: UDP ping-pong with 64-byte frames (18 bytes of payload), one
+//! request outstanding, a new request every `interval` at most (1/rate: `run --rtt-rates`).
+//! When a round trip takes longer than the interval, the next request goes at once: the
+//! achieved rate is reported beside the offered one. The echo server and the client each run
+//! on a thread inside their pod's namespace.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,24 @@ use crate::netns::{self, NetnsError};
 pub const PAYLOAD: usize = 18;
 /// UDP port of the echo server.
 pub const PORT: u16 = 9010;
+/// The interval of the existing callers that do not ask for a rate: 5k requests/s at most.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_micros(200);
+
+/// The interval between requests at `rate` requests/s (`None` when not a positive rate).
+pub fn interval(rate: f64) -> Option<Duration> {
+    (rate.is_finite() && rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate))
+}
+
+/// `1000` as `1k`, `100000` as `100k`, `2500` as `2500`: the rate's label in reports.
+pub fn rate_label(rate: f64) -> String {
+    if rate >= 1e6 && (rate / 1e6).fract() == 0.0 {
+        format!("{}M", rate / 1e6)
+    } else if rate >= 1e3 && (rate / 1e3).fract() == 0.0 {
+        format!("{}k", rate / 1e3)
+    } else {
+        format!("{rate}")
+    }
+}
 
 /// Why a ping-pong run failed.
 #[derive(Debug, Error)]
@@ -41,6 +61,15 @@ pub struct RttResult {
     pub lost: u64,
     /// Round-trip time.
     pub rtt: Option<LatencySummary>,
+    /// Seconds the measured round trips took (for the achieved rate).
+    pub elapsed_s: f64,
+}
+
+impl RttResult {
+    /// Round trips per second achieved (answered or lost).
+    pub fn rate(&self) -> f64 {
+        (self.answered + self.lost) as f64 / self.elapsed_s.max(1e-9)
+    }
 }
 
 /// Runs ping-pong from `client_ns` to `server_ip` in `server_ns` for `duration` or
@@ -53,18 +82,21 @@ pub fn ping_pong(
     max_samples: u64,
     stop: &Arc<AtomicBool>,
 ) -> Result<RttResult, RttError> {
-    ping_pong_via(client_ns, server_ns, server_ip, server_ip, duration, max_samples, stop)
+    ping_pong_via(client_ns, server_ns, server_ip, server_ip, duration, DEFAULT_INTERVAL, max_samples, stop)
 }
 
 /// Like [`ping_pong`], but the client sends to `dst` (a Service VIP translated to
 /// `server_ip`:[`PORT`] on the way; the answers must come back from `dst`:[`PORT`], which is
-/// what reverse NAT does: the client's socket is connected).
+/// what reverse NAT does: the client's socket is connected), a request every `interval` at
+/// most.
+#[allow(clippy::too_many_arguments)]
 pub fn ping_pong_via(
     client_ns: &str,
     server_ns: &str,
     server_ip: Ipv4Addr,
     dst: Ipv4Addr,
     duration: Duration,
+    interval: Duration,
     max_samples: u64,
     stop: &Arc<AtomicBool>,
 ) -> Result<RttResult, RttError> {
@@ -96,7 +128,7 @@ pub fn ping_pong_via(
         Ok(Ok(())) => {
             let st = stop.clone();
             netns::in_netns(Some(client_ns), move || {
-                client(SocketAddr::from((dst, PORT)), duration, max_samples, &st)
+                client(SocketAddr::from((dst, PORT)), duration, interval, max_samples, &st)
             })
         }
         Ok(Err(e)) => Err(e.into()),
@@ -110,6 +142,7 @@ pub fn ping_pong_via(
 fn client(
     to: SocketAddr,
     duration: Duration,
+    interval: Duration,
     max_samples: u64,
     stop: &AtomicBool,
 ) -> Result<RttResult, RttError> {
@@ -146,11 +179,57 @@ fn client(
                 }
             }
         }
-        let next = t + Duration::from_micros(200);
+        pace(t + interval);
+    }
+    let elapsed_s = start.elapsed().as_secs_f64();
+    Ok(RttResult { answered, lost, rtt: lat.summary(), elapsed_s })
+}
+
+/// Waits until `next`: sleeps while more than [`SPIN_BELOW`] is left (a sleep overshoots by
+/// tens of µs), then spins, so 100k requests/s (10 µs apart) are paced too.
+fn pace(next: Instant) {
+    const SPIN_BELOW: Duration = Duration::from_micros(100);
+    loop {
         let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
+        if now >= next {
+            return;
+        }
+        let left = next - now;
+        if left > SPIN_BELOW {
+            std::thread::sleep(left - SPIN_BELOW);
+        } else {
+            std::hint::spin_loop();
         }
     }
-    Ok(RttResult { answered, lost, rtt: lat.summary() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_become_intervals_and_labels() {
+        assert_eq!(interval(1000.0), Some(Duration::from_millis(1)));
+        assert_eq!(interval(100_000.0), Some(Duration::from_micros(10)));
+        assert_eq!(interval(0.0), None);
+        assert_eq!(interval(f64::NAN), None);
+        assert_eq!(rate_label(1000.0), "1k");
+        assert_eq!(rate_label(10_000.0), "10k");
+        assert_eq!(rate_label(100_000.0), "100k");
+        assert_eq!(rate_label(2500.0), "2500");
+        assert_eq!(rate_label(2_000_000.0), "2M");
+    }
+
+    #[test]
+    fn the_achieved_rate_counts_every_round_trip() {
+        let r = RttResult { answered: 900, lost: 100, rtt: None, elapsed_s: 0.5 };
+        assert_eq!(r.rate(), 2000.0);
+    }
+
+    #[test]
+    fn pacing_waits_until_the_deadline() {
+        let t = Instant::now() + Duration::from_micros(300);
+        pace(t);
+        assert!(Instant::now() >= t);
+    }
 }

@@ -5,15 +5,30 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{Metric, Report, Rfc2544Row};
+use crate::report::{topology_order, Metric, Report, Rfc2544Row};
 
-/// Colour per topology, stable across plots.
+/// Colour per topology, stable across plots (a poll mode's variant in its own shade).
 fn colour(topology: &str) -> RGBColor {
     match topology {
-        "tapway" => RGBColor(0x1f, 0x77, 0xb4),
+        "tapway" | "tapway-busy" => RGBColor(0x1f, 0x77, 0xb4),
+        "tapway-adaptive" => RGBColor(0x17, 0xbe, 0xcf),
+        "floor" | "floor-busy" => RGBColor(0x2c, 0xa0, 0x2c),
+        "floor-adaptive" => RGBColor(0xbc, 0xbd, 0x22),
         "bridge" => RGBColor(0xd6, 0x27, 0x28),
         _ => RGBColor(0x7f, 0x7f, 0x7f),
     }
+}
+
+/// The topologies named in `names`, once each, in the report's column order.
+fn topologies<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for n in names {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v.sort_by_key(|t| topology_order(t));
+    v
 }
 
 fn label(topology: &str) -> String {
@@ -100,7 +115,7 @@ fn throughput(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
     let ymax = rx.iter().map(|m| m.max).fold(0.0f64, f64::max).max(1.0) / 1e6 * 1.15;
     let mut chart =
         size_chart(area, "pod → pod frame rate, flat out (Mframes/s received; bars: min–max)", &sizes, ymax)?;
-    for topo in ["veth", "tapway", "bridge"] {
+    for topo in topologies(rx.iter().map(|m| m.topology.as_str())) {
         let pts: Vec<(f64, &Metric)> = sizes
             .iter()
             .enumerate()
@@ -131,12 +146,10 @@ fn throughput(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
 
 fn rtt(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
     let pcts = [("rtt_p50_us", "p50"), ("rtt_p99_us", "p99"), ("rtt_p999_us", "p99.9")];
-    let topos: Vec<&str> = ["tapway", "bridge"]
-        .into_iter()
-        .filter(|t| metrics.iter().any(|m| m.topology == *t && m.metric.starts_with("rtt_")))
-        .collect();
+    let topos =
+        topologies(metrics.iter().filter(|m| m.metric.starts_with("rtt_p")).map(|m| m.topology.as_str()));
     let ymax =
-        metrics.iter().filter(|m| m.metric.starts_with("rtt_")).map(|m| m.median).fold(1.0f64, f64::max)
+        metrics.iter().filter(|m| m.metric.starts_with("rtt_p")).map(|m| m.median).fold(1.0f64, f64::max)
             * 2.0;
     let mut chart = ChartBuilder::on(area)
         .caption(
@@ -168,6 +181,7 @@ fn rtt(area: &Area<'_>, metrics: &[&Metric]) -> DrawResult {
             .iter()
             .enumerate()
             .filter_map(|(i, (m, _))| {
+                // The first request rate (the lowest by default) when there are several.
                 metrics.iter().find(|x| x.metric == *m && x.topology == *topo).map(|x| (i as f64, x.median))
             })
             .collect();
@@ -191,7 +205,7 @@ fn ndr(area: &Area<'_>, rows: &[Rfc2544Row]) -> DrawResult {
     let labels: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
     let mut chart =
         size_chart(area, "RFC 2544: NDR (solid) and PDR (dashed), Mframes/s per frame size", &labels, ymax)?;
-    for topo in ["tapway", "bridge", "veth"] {
+    for topo in topologies(rows.iter().map(|r| r.topology.as_str())) {
         let pts: Vec<(f64, &Rfc2544Row)> = sizes
             .iter()
             .enumerate()

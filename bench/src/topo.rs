@@ -6,6 +6,12 @@
 //!   CNI plugin binary (`tapway`) with Debian's host-local IPAM, exec'd the way libcni does.
 //! - `bridge`: the reference: a node namespace where Debian's `bridge` plugin (with host-local)
 //!   builds a Linux bridge and veths for two pod namespaces.
+//! - `floor`: two pod namespaces with TAPs set up as tapwayd sets them up, and one pinned
+//!   thread of tapway-bench moving frames between them without switching ([`crate::floor`]):
+//!   the design's limit.
+//!
+//! tapway and the floor take a poll mode each; when a run has both modes, each is built
+//! twice and named after its mode (`tapway-busy`, `floor-adaptive`).
 //!
 //! The same approach as bench/lib.sh: plugins exec'd with `CNI_*` in the environment and the
 //! netconf on stdin; the bridge plugin runs inside the node namespace so that nothing is created
@@ -16,11 +22,13 @@ use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::floor::{self, Floor, FloorCtl, FloorError};
 use crate::teardown::Teardown;
 
 /// Debian's reference CNI plugins.
@@ -49,6 +57,9 @@ pub enum TopoError {
     /// A file could not be written.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// The floor's TAPs or thread.
+    #[error(transparent)]
+    Floor(#[from] FloorError),
 }
 
 /// Which data path.
@@ -61,6 +72,8 @@ pub enum Kind {
     Tapway,
     /// The reference Linux bridge CNI.
     Bridge,
+    /// TAPs as tapwayd makes them, joined by one forwarding thread: the design's limit.
+    Floor,
 }
 
 impl Kind {
@@ -70,6 +83,44 @@ impl Kind {
             Kind::Veth => "veth",
             Kind::Tapway => "tapway",
             Kind::Bridge => "bridge",
+            Kind::Floor => "floor",
+        }
+    }
+
+    /// From its name (`veth`, `tapway`, `floor`, `bridge`).
+    pub fn parse(name: &str) -> Option<Kind> {
+        [Kind::Veth, Kind::Tapway, Kind::Floor, Kind::Bridge].into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether the kind has a poll mode (tapwayd's or the floor's).
+    pub fn polls(self) -> bool {
+        matches!(self, Kind::Tapway | Kind::Floor)
+    }
+}
+
+/// The poll mode a tapway or floor topology is built with, and which of the run's modes it is.
+#[derive(Debug, Clone)]
+pub struct Mode {
+    /// `busy` or `adaptive`.
+    pub poll: String,
+    /// Its place in the run's list of modes (0 or 1): picks the namespaces and the subnet.
+    pub index: usize,
+    /// The run has more than one mode: the topology is named after its mode.
+    pub named: bool,
+}
+
+impl Mode {
+    /// The only mode of a run.
+    pub fn single(poll: &str) -> Mode {
+        Mode { poll: poll.to_string(), index: 0, named: false }
+    }
+
+    /// A topology's report name: `tapway`, or `tapway-busy` when the run has both modes.
+    pub fn name(&self, kind: Kind) -> String {
+        if self.named && kind.polls() {
+            format!("{}-{}", kind.name(), self.poll)
+        } else {
+            kind.name().to_string()
         }
     }
 }
@@ -90,6 +141,8 @@ pub struct Pod {
 pub struct Topology {
     /// Which data path.
     pub kind: Kind,
+    /// Its column in the report: the kind's name, with the poll mode when the run has two.
+    pub name: String,
     /// The scenario it was built for: `pod-pod` (also used by `rfc2544`), `pod-vip`, `cross-node`.
     pub scenario: &'static str,
     /// Sender side.
@@ -102,6 +155,8 @@ pub struct Topology {
     pub daemon_pids: Vec<u32>,
     /// How the pods were attached (and, for `pod-vip`, how the VIP was programmed).
     pub attach: String,
+    /// The floor's forwarder (floor only).
+    pub floor: Option<Arc<FloorCtl>>,
     teardown: Teardown,
 }
 
@@ -407,8 +462,8 @@ pub fn kube_proxy_nft(vip: Ipv4Addr, backend: Ipv4Addr) -> String {
 }
 
 /// Starts tapwayd in netns `node` with its socket, state and log under `dir`, `--pod-cidr
-/// pod_cidr` and `extra` flags, registers its stop, and waits until it answers. Returns the
-/// socket and the daemon's pid.
+/// pod_cidr` and `extra` flags (`--poll-mode` of `env` unless `extra` has one), registers its
+/// stop, and waits until it answers. Returns the socket and the daemon's pid.
 fn start_tapwayd(
     t: &mut Teardown,
     env: &Env,
@@ -430,8 +485,11 @@ fn start_tapwayd(
         .arg(&sock)
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .args(["--pod-cidr", pod_cidr, "--poll-mode", &env.poll_mode, "--log-level", "warn"])
+        .args(["--pod-cidr", pod_cidr, "--log-level", "warn"])
         .args(extra);
+    if !extra.contains(&"--poll-mode") {
+        cmd.args(["--poll-mode", &env.poll_mode]);
+    }
     if !env.tapwayd_cores.is_empty() {
         cmd.args(["--cores", &env.tapwayd_cores]);
     }
@@ -564,11 +622,13 @@ fn two(mut pods: Vec<Pod>) -> Result<(Pod, Pod), TopoError> {
 }
 
 impl Topology {
-    /// Builds `kind` for `pod-pod` (and `rfc2544`) with names from `env.tag`.
-    pub fn build(kind: Kind, env: &Env) -> Result<Topology, TopoError> {
+    /// Builds `kind` for `pod-pod` (and `rfc2544`) with names from `env.tag`; tapway and the
+    /// floor in poll mode `mode`.
+    pub fn build(kind: Kind, env: &Env, mode: &Mode) -> Result<Topology, TopoError> {
         match kind {
             Kind::Veth => Self::veth(env),
-            Kind::Tapway => Self::tapway(env),
+            Kind::Tapway => Self::tapway(env, mode),
+            Kind::Floor => Self::floor(env, mode),
             Kind::Bridge => Self::bridge(env),
         }
     }
@@ -580,7 +640,9 @@ impl Topology {
         match kind {
             Kind::Tapway => Self::tapway_vip(env),
             Kind::Bridge => Self::bridge_vip(env),
-            Kind::Veth => Err(TopoError::Cni("pod-vip".into(), "no veth topology".into())),
+            Kind::Veth | Kind::Floor => {
+                Err(TopoError::Cni("pod-vip".into(), format!("no {} topology", kind.name())))
+            }
         }
     }
 
@@ -590,7 +652,9 @@ impl Topology {
         match kind {
             Kind::Tapway => Self::tapway_cross(env),
             Kind::Bridge => Self::bridge_cross(env),
-            Kind::Veth => Err(TopoError::Cni("cross-node".into(), "no veth topology".into())),
+            Kind::Veth | Kind::Floor => {
+                Err(TopoError::Cni("cross-node".into(), format!("no {} topology", kind.name())))
+            }
         }
     }
 
@@ -607,6 +671,8 @@ impl Topology {
         let b_ip = Ipv4Addr::new(10, 213, 3, 2);
         Ok(Topology {
             kind: Kind::Veth,
+            name: Kind::Veth.name().into(),
+            floor: None,
             scenario: "pod-pod",
             a: Pod { netns: na, ifname: "eth0".into(), ip: Ipv4Addr::new(10, 213, 3, 1) },
             b: Pod { netns: nb, ifname: "eth0".into(), ip: b_ip },
@@ -624,12 +690,13 @@ impl Topology {
         p: &str,
         subnet: &str,
         gw: &str,
+        poll: &str,
     ) -> Result<(Teardown, Pod, Pod, u32), TopoError> {
         let mut t = Teardown::default();
         let node = format!("{}{p}n", env.tag);
         add_netns(&mut t, &node)?;
         let dir = env.work.join(format!("tapway-{p}"));
-        let (sock, pid) = start_tapwayd(&mut t, env, &node, &dir, subnet, &[])?;
+        let (sock, pid) = start_tapwayd(&mut t, env, &node, &dir, subnet, &["--poll-mode", poll])?;
         let plugin = env.bin_dir.join("tapway");
         let conf = tapway_netconf(&sock, &dir.join("cni-state"), &dir.join("ipam"), subnet, gw);
         let cni_path = format!("{CNI_DIR}:{}", env.bin_dir.display());
@@ -643,22 +710,75 @@ impl Topology {
         Ok((t, a, b, pid))
     }
 
-    fn tapway(env: &Env) -> Result<Topology, TopoError> {
-        let (t, a, b, pid) = Self::tapway_pair(env, "t", "10.213.1.0/24", "10.213.1.1")?;
+    /// tapway for pod-pod: 10.213.1.0/24 for the run's first poll mode, 10.213.7.0/24 for
+    /// its second.
+    fn tapway(env: &Env, mode: &Mode) -> Result<Topology, TopoError> {
+        let (p, net) = if mode.index == 0 { ("t", 1) } else { ("u", 7) };
+        let (t, a, b, pid) =
+            Self::tapway_pair(env, p, &format!("10.213.{net}.0/24"), &format!("10.213.{net}.1"), &mode.poll)?;
         Ok(Topology {
             kind: Kind::Tapway,
+            name: mode.name(Kind::Tapway),
             scenario: "pod-pod",
             dst: b.ip,
             a,
             b,
             daemon_pids: vec![pid],
-            attach: format!("CNI plugin {} + host-local", env.bin_dir.join("tapway").display()),
+            attach: format!(
+                "CNI plugin {} + host-local; tapwayd --poll-mode {}{}",
+                env.bin_dir.join("tapway").display(),
+                mode.poll,
+                cores_note(env)
+            ),
+            floor: None,
+            teardown: t,
+        })
+    }
+
+    /// The floor: pods `<tag>f1`, `<tag>f2` (second poll mode: `g1`, `g2`) with 10.213.6.2
+    /// and .3/24 (10.213.8.x), a TAP each as tapwayd makes it, and the forwarding thread on
+    /// the first of tapwayd's cores.
+    fn floor(env: &Env, mode: &Mode) -> Result<Topology, TopoError> {
+        let (p, net) = if mode.index == 0 { ("f", 6) } else { ("g", 8) };
+        let poll = floor::Poll::parse(&mode.poll)
+            .ok_or_else(|| TopoError::Cni("floor".into(), format!("unknown poll mode {}", mode.poll)))?;
+        let mut t = Teardown::default();
+        let (na, nb) = (format!("{}{p}1", env.tag), format!("{}{p}2", env.tag));
+        add_netns(&mut t, &na)?;
+        add_netns(&mut t, &nb)?;
+        let (a_ip, b_ip) = (Ipv4Addr::new(10, 213, net, 2), Ipv4Addr::new(10, 213, net, 3));
+        let ta = floor::pod_tap(&na, "eth0", a_ip, 24)?;
+        let tb = floor::pod_tap(&nb, "eth0", b_ip, 24)?;
+        let core = crate::cpus::parse_list(&env.tapwayd_cores).ok().and_then(|c| c.first().copied());
+        let f = Floor::start(ta, tb, core, poll)?;
+        let ctl = f.ctl.clone();
+        // Stopped first (it holds the TAPs), before the namespaces go.
+        t.push(format!("floor thread {p}"), move || f.stop());
+        Ok(Topology {
+            kind: Kind::Floor,
+            name: mode.name(Kind::Floor),
+            scenario: "pod-pod",
+            dst: b_ip,
+            a: Pod { netns: na, ifname: "eth0".into(), ip: a_ip },
+            b: Pod { netns: nb, ifname: "eth0".into(), ip: b_ip },
+            daemon_pids: Vec::new(),
+            attach: format!(
+                "TAPs as tapwayd makes them (vnet header, offloads, MTU {}, txqueuelen {}), one tapway-bench thread copying between them, no switching; --poll-mode {}{}",
+                floor::MTU,
+                tapway_switch::control::pods::POD_TXQLEN,
+                mode.poll,
+                match core {
+                    Some(c) => format!(", pinned to CPU {c}"),
+                    None => ", unpinned".into(),
+                }
+            ),
+            floor: Some(ctl),
             teardown: t,
         })
     }
 
     fn tapway_vip(env: &Env) -> Result<Topology, TopoError> {
-        let (t, a, b, pid) = Self::tapway_pair(env, "s", "10.213.4.0/24", "10.213.4.1")?;
+        let (t, a, b, pid) = Self::tapway_pair(env, "s", "10.213.4.0/24", "10.213.4.1", &env.poll_mode)?;
         let dir = env.work.join("tapway-s");
         let list = dir.join("services.json");
         std::fs::write(&list, kube_services_list(VIP, b.ip).to_string())
@@ -668,6 +788,8 @@ impl Topology {
         run(&ctl, &["--socket", &sock, "sync", &list.display().to_string()])?;
         Ok(Topology {
             kind: Kind::Tapway,
+            name: Kind::Tapway.name().into(),
+            floor: None,
             scenario: "pod-vip",
             dst: VIP,
             a,
@@ -709,6 +831,8 @@ impl Topology {
         let (t, _, a, b) = Self::bridge_pair(env, "b", "10.213.2.0/24", "10.213.2.1")?;
         Ok(Topology {
             kind: Kind::Bridge,
+            name: Kind::Bridge.name().into(),
+            floor: None,
             scenario: "pod-pod",
             dst: b.ip,
             a,
@@ -738,6 +862,8 @@ impl Topology {
         run("ip", &["netns", "exec", &node, "nft", "-f", &file.display().to_string()])?;
         Ok(Topology {
             kind: Kind::Bridge,
+            name: Kind::Bridge.name().into(),
+            floor: None,
             scenario: "pod-vip",
             dst: VIP,
             a,
@@ -789,6 +915,8 @@ impl Topology {
         let (a, b) = two(pods)?;
         Ok(Topology {
             kind: Kind::Tapway,
+            name: Kind::Tapway.name().into(),
+            floor: None,
             scenario: "cross-node",
             dst: b.ip,
             a,
@@ -829,6 +957,8 @@ impl Topology {
         let (a, b) = two(pods)?;
         Ok(Topology {
             kind: Kind::Bridge,
+            name: Kind::Bridge.name().into(),
+            floor: None,
             scenario: "cross-node",
             dst: b.ip,
             a,
@@ -865,9 +995,61 @@ impl Topology {
         .map(|_| ())
     }
 
+    /// Stops the datapath of this topology (tapwayd: SIGSTOP; the floor: its thread idles),
+    /// so that a busy-polling one does not take the CPU from the topology being measured.
+    /// Frames sent to it meanwhile wait in (or overflow) the TAP queues.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        if let Some(f) = &self.floor {
+            f.pause();
+        }
+    }
+
+    /// Undoes [`Topology::pause`] (harmless when not paused).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+        if let Some(f) = &self.floor {
+            f.resume();
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        for &pid in &self.daemon_pids {
+            if let Ok(p) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+            }
+        }
+    }
+
+    /// The `/proc` stat files whose CPU time is this topology's datapath: the tapwayd
+    /// daemons, or the floor's thread. Empty for the kernel's paths.
+    pub fn cpu_stats(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.daemon_pids.iter().map(|p| format!("/proc/{p}/stat")).collect();
+        v.extend(self.floor.iter().map(|f| f.stat_path()));
+        v
+    }
+
     /// Tears down now (also done on drop).
     pub fn teardown(mut self) {
+        self.resume();
         self.teardown.run();
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // A stopped tapwayd would neither answer the CNI DELs nor see its SIGTERM.
+        self.resume();
+        self.teardown.run();
+    }
+}
+
+/// `, pinned to CPU 1` or nothing, for the attach line.
+fn cores_note(env: &Env) -> String {
+    if env.tapwayd_cores.is_empty() {
+        String::new()
+    } else {
+        format!(" --cores {}", env.tapwayd_cores)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `tapway-bench run` end to end with a tiny duration: builds the veth, tapway (tapwayd + the
-//! tapway CNI plugin + host-local) and bridge topologies, measures, writes JSON/Markdown/SVG
+//! tapway CNI plugin + host-local), floor (tapwayd's TAPs, one copying thread) and bridge
+//! topologies, measures, writes JSON/Markdown/SVG
 //! with every field, and leaves nothing behind (namespaces, work directory, daemons). A second
 //! run does the same for `pod-vip` (a Service VIP: `tapwayctl sync` against kube-proxy-shaped
 //! nftables) and `cross-node` (two nodes: AF_XDP uplinks against bridges joined by their
@@ -29,7 +30,8 @@ struct Outcome {
     leftovers: Vec<String>,
 }
 
-/// Runs `tapway-bench run ARGS… --repeat 1 --duration 0.3 --sizes 64` with every output.
+/// Runs `tapway-bench run ARGS… --repeat 1 --duration 0.3 --sizes 64 --idle 0.3` with every
+/// output.
 fn run_bench(args: &[&str]) -> Outcome {
     let bin = Path::new(env!("CARGO_BIN_EXE_tapway-bench"));
     let dir = bin.parent().unwrap();
@@ -50,7 +52,7 @@ fn run_bench(args: &[&str]) -> Outcome {
     let child = Command::new(bin)
         .arg("run")
         .args(args)
-        .args(["--repeat", "1", "--duration", "0.3", "--sizes", "64", "--json"])
+        .args(["--repeat", "1", "--duration", "0.3", "--sizes", "64", "--idle", "0.3", "--json"])
         .arg(&json)
         .arg("--markdown")
         .arg(&md)
@@ -95,7 +97,7 @@ fn pod_pod_run_writes_a_complete_report_and_cleans_up() {
     assert!(o.leftovers.is_empty(), "left behind: {:?}", o.leftovers);
     let r: Value = serde_json::from_str(&o.json.unwrap()).unwrap();
 
-    assert_eq!(r["schema"], "tapway-bench/report/v1");
+    assert_eq!(r["schema"], "tapway-bench/report/v2");
     for k in [
         "generated_utc",
         "command",
@@ -116,7 +118,7 @@ fn pod_pod_run_writes_a_complete_report_and_cleans_up() {
     assert_eq!(r["params"]["baseline"], "bridge");
     let kinds: Vec<&str> =
         r["topologies"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["veth", "tapway", "bridge"]);
+    assert_eq!(kinds, ["veth", "tapway", "floor", "bridge"]);
     assert!(r["topologies"].as_array().unwrap().iter().all(|t| t["scenario"] == "pod-pod"));
     assert!(
         r["topologies"][1]["attach"].as_str().unwrap().contains("tapway"),
@@ -129,7 +131,7 @@ fn pod_pod_run_writes_a_complete_report_and_cleans_up() {
     assert_eq!(scen[0]["status"], "ok");
     let metrics = scen[0]["metrics"].as_array().unwrap();
     let find = |m: &str, t: &str| metrics.iter().find(|x| x["metric"] == m && x["topology"] == t);
-    for t in ["veth", "tapway", "bridge"] {
+    for t in ["veth", "tapway", "floor", "bridge"] {
         let rx = find("rx_pps", t).unwrap_or_else(|| panic!("no rx_pps for {t}"));
         assert!(rx["median"].as_f64().unwrap() > 0.0, "{t} forwarded nothing: {rx}");
         assert_eq!(rx["samples"].as_array().unwrap().len(), 1);
@@ -137,10 +139,16 @@ fn pod_pod_run_writes_a_complete_report_and_cleans_up() {
             assert!(find(m, t).is_some(), "no {m} for {t}");
         }
     }
-    for t in ["tapway", "bridge"] {
-        for m in ["rtt_p50_us", "rtt_p99_us", "rtt_p999_us"] {
-            let x = find(m, t).unwrap_or_else(|| panic!("no {m} for {t}"));
-            assert!(x["median"].as_f64().unwrap() > 0.0);
+    for t in ["tapway", "floor"] {
+        assert!(find("idle_cpu_pct", t).is_some(), "no idle CPU for {t}");
+        assert!(find("tapwayd_cpu_pct", t).is_some(), "no datapath CPU for {t}");
+    }
+    for t in ["tapway", "floor", "bridge"] {
+        for m in ["rtt_p50_us", "rtt_p99_us", "rtt_p999_us", "rtt_rate"] {
+            let x: Vec<_> = metrics.iter().filter(|x| x["metric"] == m && x["topology"] == t).collect();
+            let rates: Vec<&str> = x.iter().map(|x| x["variant"].as_str().unwrap()).collect();
+            assert_eq!(rates, ["1k", "10k", "100k"], "{m} for {t}");
+            assert!(x.iter().all(|x| x["median"].as_f64().unwrap() > 0.0), "{m} for {t}");
         }
         if r["versions"]["iperf3"].is_string() {
             let tcp: Vec<_> =
@@ -151,7 +159,7 @@ fn pod_pod_run_writes_a_complete_report_and_cleans_up() {
     let mdtext = o.md.unwrap();
     assert!(
         mdtext.contains(
-            "| figure (median (min–max)) | generator only (veth) | tapway | bridge | tapway/bridge |"
+            "| figure (median (min–max)) | generator only (veth) | tapway | floor | bridge | tapway/floor | tapway/bridge | floor/bridge |"
         ),
         "{mdtext}"
     );
@@ -171,7 +179,7 @@ fn vip_and_cross_node_runs_measure_both_topologies_and_clean_up() {
     assert!(o.ok, "tapway-bench run failed: {}", o.status);
     assert!(o.leftovers.is_empty(), "left behind: {:?}", o.leftovers);
     let r: Value = serde_json::from_str(&o.json.unwrap()).unwrap();
-    assert_eq!(r["schema"], "tapway-bench/report/v1");
+    assert_eq!(r["schema"], "tapway-bench/report/v2");
 
     // Each scenario built its own tapway and bridge topologies.
     let topos: Vec<(&str, &str)> = r["topologies"]

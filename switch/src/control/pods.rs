@@ -41,8 +41,9 @@ use crate::port::tap::{TapError, TapPort};
 use crate::table::{PortEntry, PortKind, PortMeta, SpoofGuard};
 use crate::wire::Mac;
 
-/// Transmit queue of pod TAPs (frames from the pod waiting for the switch).
-const POD_TXQLEN: u32 = 1000;
+/// Transmit queue of pod TAPs (frames from the pod waiting for the switch). Public for
+/// tapway-bench's `floor`, which sets its TAPs up as attach does.
+pub const POD_TXQLEN: u32 = 1000;
 
 /// A validated attach request.
 #[derive(Debug, Clone)]
