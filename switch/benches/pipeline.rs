@@ -161,8 +161,8 @@ impl Bed {
         Bed { running, ports, workers }
     }
 
-    /// A UDP service VIP:9009 whose one backend is pod 2.
-    fn with_vip(self) -> Bed {
+    /// The service table of a UDP service VIP:9009 whose one backend is pod 2.
+    fn vip_table() -> ServiceTable {
         let spec = ServiceSpec {
             name: "bench/vip".into(),
             key: ServiceKey { vip: IpAddr::V4(VIP), port: VIP_PORT, protocol: Protocol::Udp },
@@ -171,8 +171,12 @@ impl Bed {
         };
         let mut all = BTreeMap::new();
         all.insert(spec.key, Arc::new(Service::compile(spec, None)));
-        let table = ServiceTable::new(all, &HashSet::new(), HOST_MAC);
-        self.running.switch.services.store(Arc::new(table));
+        ServiceTable::new(all, &HashSet::new(), HOST_MAC)
+    }
+
+    /// The switch with [`Bed::vip_table`].
+    fn with_vip(self) -> Bed {
+        self.running.switch.services.store(Arc::new(Bed::vip_table()));
         self
     }
 
@@ -306,5 +310,114 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pipeline);
+/// The stages alone, on this thread: one [`Pipeline::run`] over a burst of [`BURST`] frames
+/// already in pool buffers, no worker, no port I/O, no ring. What a frame costs in
+/// tapway's own code (parse, anti-spoof, learn, service, forward decision); the `pipeline`
+/// group adds the worker's loop, the ports and the hand-off.
+fn stages(c: &mut Criterion) {
+    use tapway_switch::datapath::pipeline::Scratch;
+    use tapway_switch::datapath::service::Services;
+    use tapway_switch::datapath::Pipeline;
+    use tapway_switch::pool::{FramePool, LocalPool};
+    use tapway_switch::stats::SwitchCounters;
+    use tapway_switch::table::affinity::AffinityTable;
+    use tapway_switch::table::conntrack::Conntrack;
+    use tapway_switch::table::neigh::Neighbours;
+    use tapway_switch::table::{Fdb, PortTable};
+
+    const BURST: usize = 32;
+    let entry = |id: u16| {
+        let (kind, m, guard) = if id == 0 {
+            (PortKind::Host, HOST_MAC, None)
+        } else {
+            let net = match ipnet::IpNet::new(IpAddr::V4(ip(id)), 16) {
+                Ok(n) => n,
+                Err(e) => panic!("{e}"),
+            };
+            (PortKind::Pod, mac(id), Some(SpoofGuard::new(mac(id), &[net])))
+        };
+        Arc::new(PortEntry {
+            id,
+            kind,
+            io: Arc::new(MemPort::new(1)),
+            mac: m,
+            guard,
+            worker: 0,
+            counters: Default::default(),
+            police: Default::default(),
+            meta: PortMeta::default(),
+        })
+    };
+    let ports = (0..=9).fold(PortTable::default(), |t, id| t.with(entry(id)));
+    let ingress = ports.get(1).cloned().unwrap_or_else(|| panic!("no port 1"));
+    let fdb = Fdb::new(4096, 300);
+    fdb.learn(&mac(2), 2, 1);
+    let counters = SwitchCounters::default();
+    let ct = Conntrack::new(1 << 16, Default::default(), 0);
+    let affinity = AffinityTable::new(1024);
+    let neigh = Neighbours::new(1024, 0, 16, 300);
+    let vip = Bed::vip_table();
+    let empty = ServiceTable::default();
+    let mut pool = LocalPool::new(FramePool::new(4 * BURST, 2048), BURST);
+    let mut g = c.benchmark_group("stages");
+    g.throughput(criterion::Throughput::Elements(BURST as u64));
+    let cases: [(&str, bool, Box<dyn Fn(usize) -> Vec<u8>>); 4] = [
+        ("l2_unicast", false, Box::new(|_| udp(1, mac(2), ip(2), 1000, 2000))),
+        ("flood_decision", false, Box::new(|_| udp(1, [0xff; 6], Ipv4Addr::BROADCAST, 1000, 2000))),
+        ("vip_new_flow", true, Box::new(|i| udp(1, HOST_MAC, VIP, 1024 + i as u16, VIP_PORT))),
+        ("vip_established", true, Box::new(|_| udp(1, HOST_MAC, VIP, 40000, VIP_PORT))),
+    ];
+    for (name, with_vip, make) in cases {
+        let services = Services {
+            table: if with_vip { &vip } else { &empty },
+            ct: &ct,
+            affinity: &affinity,
+            neigh: &neigh,
+            ports: &ports,
+        };
+        let pipe =
+            Pipeline { fdb: &fdb, counters: &counters, worker: 0, now: 1, now_ns: 0, services: Some(&services) };
+        let raw: Vec<Vec<u8>> = (0..BURST).map(&make).collect();
+        let mut frames = Vec::with_capacity(BURST);
+        let (mut scratch, mut out) = (Scratch::default(), Vec::with_capacity(BURST));
+        let mut round = 0u64;
+        g.bench_function(name, |b| {
+            b.iter_custom(|bursts| {
+                // Only `run` is timed: filling the buffers, giving them back and emptying
+                // conntrack before the new-flow case's source ports wrap around are not.
+                let mut timed = Duration::ZERO;
+                for _ in 0..bursts {
+                    for (i, r) in raw.iter().enumerate() {
+                        let Some(mut f) = pool.get() else { panic!("pool empty") };
+                        f.buffer_mut()[..r.len()].copy_from_slice(r);
+                        if name == "vip_new_flow" {
+                            // A new flow per frame: the source port moves on every frame.
+                            let sport = (1024 + (round as usize * BURST + i) % 60000) as u16;
+                            f.buffer_mut()[VNET + 34..VNET + 36].copy_from_slice(&sport.to_be_bytes());
+                        }
+                        f.set_len(r.len());
+                        frames.push(f);
+                    }
+                    round += 1;
+                    let start = Instant::now();
+                    pipe.run(&ingress, &mut frames, &mut scratch, &mut out);
+                    timed += start.elapsed();
+                    for f in frames.drain(..) {
+                        pool.put(f);
+                    }
+                    if name == "vip_new_flow" && (round as usize * BURST) % 60000 < BURST {
+                        ct.flush(|_| true);
+                    }
+                }
+                timed
+            })
+        });
+        if name == "vip_new_flow" {
+            ct.flush(|_| true);
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, pipeline, stages);
 criterion_main!(benches);
