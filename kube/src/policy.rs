@@ -13,6 +13,7 @@
 //!   a rule whose every port (or every peer) is bad is left out, a peer selector with an
 //!   unknown operator selects nothing. Only a bad `spec.podSelector` skips the policy.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -24,11 +25,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_json::Value;
 use tapway_policy::{
-    Direction, NamedPort, Namespace, Operator, Peer, Pod, Policy, PolicyPort, PortMatch, Protocol, Requirement,
-    Rule, Selector,
+    Direction, NamedPort, Namespace, Operator, Peer, Pod, Policy, PolicyPort, PortMatch, Protocol,
+    Requirement, Rule, Selector,
 };
 
-use crate::convert::{head_label, namespace_of, nonempty, ns_label, parse_ip, top_level_items, type_name, KubeError};
+use crate::convert::{
+    head_label, namespace_of, nonempty, ns_label, parse_ip, top_level_items, type_name, KubeError,
+};
 
 /// Result of converting a kubectl List for policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,29 +75,35 @@ pub fn import_policy(json: &Value, node: Option<&str>) -> Result<PolicyImport, K
                     }
                     None => out.skipped.push("Namespace ?: no metadata.name".to_string()),
                 },
-                Err(e) => out.skipped.push(format!("Namespace {}: not a valid v1 Namespace: {e}", label.display())),
+                Err(e) => {
+                    out.skipped.push(format!("Namespace {}: not a valid v1 Namespace: {e}", label.display()))
+                }
             },
             ("Pod", None | Some("v1")) => match K8sPod::deserialize(*item) {
                 Ok(p) => {
                     if let Some(pod) = parse_pod(&p, node, &mut out.skipped) {
                         let key = (pod.namespace.clone(), pod.name.clone());
-                        if pods.contains_key(&key) {
-                            out.skipped.push(format!("Pod {}: listed twice, the first one is used", pod.key()));
+                        let label = pod.key();
+                        if let Entry::Vacant(v) = pods.entry(key) {
+                            v.insert(pod);
                         } else {
-                            pods.insert(key, pod);
+                            out.skipped.push(format!("Pod {label}: listed twice, the first one is used"));
                         }
                     }
                 }
                 Err(e) => out.skipped.push(format!("Pod {}: not a valid v1 Pod: {e}", ns_label(&label))),
             },
-            ("NetworkPolicy", None | Some("networking.k8s.io/v1")) => match NetworkPolicy::deserialize(*item) {
+            ("NetworkPolicy", None | Some("networking.k8s.io/v1")) => match NetworkPolicy::deserialize(*item)
+            {
                 Ok(np) => {
                     if let Some(p) = parse_policy(&np, &mut out.skipped) {
                         let key = (p.namespace.clone(), p.name.clone());
-                        if policies.contains_key(&key) {
-                            out.skipped.push(format!("NetworkPolicy {}: listed twice, the first one is used", p.key()));
+                        let label = p.key();
+                        if let Entry::Vacant(v) = policies.entry(key) {
+                            v.insert(p);
                         } else {
-                            policies.insert(key, p);
+                            out.skipped
+                                .push(format!("NetworkPolicy {label}: listed twice, the first one is used"));
                         }
                     }
                 }
@@ -178,14 +187,23 @@ pub fn parse_pod(p: &K8sPod, node: Option<&str>, skipped: &mut Vec<String>) -> O
             };
             match u16::try_from(cp.container_port).ok().filter(|&n| n != 0) {
                 Some(port) => ports.push(NamedPort { name: pname.to_string(), protocol, port }),
-                None => skip(&format!("container port {pname}: {} is not in 1-65535, ignored", cp.container_port)),
+                None => {
+                    skip(&format!("container port {pname}: {} is not in 1-65535, ignored", cp.container_port))
+                }
             }
         }
     }
     ports.sort();
     ports.dedup();
     let local = node.is_some_and(|n| spec.and_then(|s| s.node_name.as_deref()) == Some(n));
-    Some(Pod { namespace: ns, name, labels: p.metadata.labels.clone().unwrap_or_default(), ips, local, ports })
+    Some(Pod {
+        namespace: ns,
+        name,
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        ips,
+        local,
+        ports,
+    })
 }
 
 /// `protocol` of a port: TCP when absent.
@@ -201,7 +219,8 @@ fn protocol_of(v: Option<&str>) -> Result<Protocol, String> {
 /// A label selector; `Err` with the reason when an operator is unknown or `In`/`NotIn` has
 /// no values (the API server refuses both).
 fn selector(s: &LabelSelector) -> Result<Selector, String> {
-    let mut out = Selector { match_labels: s.match_labels.clone().unwrap_or_default(), match_expressions: Vec::new() };
+    let mut out =
+        Selector { match_labels: s.match_labels.clone().unwrap_or_default(), match_expressions: Vec::new() };
     for r in s.match_expressions.as_deref().unwrap_or(&[]) {
         let op = match r.operator.as_str() {
             "In" => Operator::In,
@@ -251,7 +270,7 @@ pub fn parse_policy(np: &NetworkPolicy, skipped: &mut Vec<String>) -> Option<Pol
             })
             .collect()
     });
-    let mut rules = |dir: &str, list: Vec<(Option<&Vec<NetworkPolicyPeer>>, Option<&Vec<NetworkPolicyPort>>)>| {
+    let mut rules = |dir: &str, list: Vec<RawRule<'_>>| {
         let mut out = Vec::new();
         for (i, (peers, ports)) in list.into_iter().enumerate() {
             let at = format!("{label}: {dir}[{i}]");
@@ -261,11 +280,17 @@ pub fn parse_policy(np: &NetworkPolicy, skipped: &mut Vec<String>) -> Option<Pol
         }
         out
     };
-    let ingress =
-        rules("ingress", spec.ingress.iter().flatten().map(|r| (r.from.as_ref(), r.ports.as_ref())).collect());
-    let egress = rules("egress", spec.egress.iter().flatten().map(|r| (r.to.as_ref(), r.ports.as_ref())).collect());
+    let ingress = rules(
+        "ingress",
+        spec.ingress.iter().flatten().map(|r| (r.from.as_ref(), r.ports.as_ref())).collect(),
+    );
+    let egress =
+        rules("egress", spec.egress.iter().flatten().map(|r| (r.to.as_ref(), r.ports.as_ref())).collect());
     Some(Policy { namespace: ns, name, pod_selector, policy_types, ingress, egress })
 }
+
+/// A rule as k8s-openapi has it: its peers (`from`/`to`) and its ports.
+type RawRule<'a> = (Option<&'a Vec<NetworkPolicyPeer>>, Option<&'a Vec<NetworkPolicyPort>>);
 
 /// One rule; `None` when every one of its peers or ports is bad (an empty list would mean
 /// "all", allowing more than written).
@@ -298,10 +323,12 @@ fn parse_rule(
 
 fn parse_peer(p: &NetworkPolicyPeer) -> Result<Peer, String> {
     // A bad peer selector selects nothing: the peer allows less, never more.
-    let sel = |s: &Option<LabelSelector>| s.as_ref().map(|s| selector(s).unwrap_or_else(|_| Selector::nothing()));
+    let sel =
+        |s: &Option<LabelSelector>| s.as_ref().map(|s| selector(s).unwrap_or_else(|_| Selector::nothing()));
     match (&p.ip_block, &p.pod_selector, &p.namespace_selector) {
         (Some(b), None, None) => {
-            let cidr = parse_net(&b.cidr).ok_or_else(|| format!("ipBlock cidr {:?} is not a CIDR", b.cidr))?;
+            let cidr =
+                parse_net(&b.cidr).ok_or_else(|| format!("ipBlock cidr {:?} is not a CIDR", b.cidr))?;
             let mut except = Vec::new();
             for e in b.except.as_deref().unwrap_or(&[]) {
                 except.push(parse_net(e).ok_or_else(|| format!("ipBlock except {e:?} is not a CIDR"))?);
@@ -329,7 +356,9 @@ fn parse_port(p: &NetworkPolicyPort) -> Result<PolicyPort, String> {
             let start = number(*n).ok_or_else(|| format!("port {n} is not in 1-65535"))?;
             let end = match end {
                 None => start,
-                Some(e) => number(e).filter(|&e| e >= start).ok_or_else(|| format!("endPort {e} is not in {start}-65535"))?,
+                Some(e) => number(e)
+                    .filter(|&e| e >= start)
+                    .ok_or_else(|| format!("endPort {e} is not in {start}-65535"))?,
             };
             PortMatch::Range(start, end)
         }
@@ -353,7 +382,10 @@ mod tests {
     fn imports_the_fixture_list() {
         let imp = import_policy(&fixture(), Some("node-1")).unwrap();
         assert_eq!(imp.namespaces.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["x", "y"]);
-        assert_eq!(imp.namespaces[0].labels.get("kubernetes.io/metadata.name").map(String::as_str), Some("x"));
+        assert_eq!(
+            imp.namespaces[0].labels.get("kubernetes.io/metadata.name").map(String::as_str),
+            Some("x")
+        );
         let names: Vec<String> = imp.pods.iter().map(Pod::key).collect();
         assert_eq!(names, ["x/a", "x/b", "y/a"]);
         let a = &imp.pods[0];
@@ -383,7 +415,10 @@ mod tests {
                     pods: Some(Selector::labels([("pod", "b")])),
                     namespaces: Some(Selector::labels([("kubernetes.io/metadata.name", "y")])),
                 },
-                Peer::IpBlock { cidr: "0.0.0.0/4".parse().unwrap(), except: vec!["10.0.0.11/32".parse().unwrap()] },
+                Peer::IpBlock {
+                    cidr: "0.0.0.0/4".parse().unwrap(),
+                    except: vec!["10.0.0.11/32".parse().unwrap()]
+                },
             ]
         );
         assert_eq!(
@@ -439,8 +474,14 @@ mod tests {
         ]}));
         let p = p.unwrap();
         assert_eq!(p.ingress.len(), 2, "{skipped:?}");
-        assert_eq!(p.ingress[0].ports, vec![PolicyPort { protocol: Protocol::Tcp, port: PortMatch::Range(8080, 8080) }]);
-        assert_eq!(p.ingress[1].peers, vec![Peer::Pods { pods: Some(Selector::nothing()), namespaces: None }]);
+        assert_eq!(
+            p.ingress[0].ports,
+            vec![PolicyPort { protocol: Protocol::Tcp, port: PortMatch::Range(8080, 8080) }]
+        );
+        assert_eq!(
+            p.ingress[1].peers,
+            vec![Peer::Pods { pods: Some(Selector::nothing()), namespaces: None }]
+        );
         let s = skipped.join("\n");
         assert!(s.contains("ingress[0] port 0: port 70000 is not in 1-65535"), "{s}");
         assert!(s.contains("ingress[0]: nothing valid left"), "{s}");
@@ -454,7 +495,10 @@ mod tests {
         let (p, skipped) =
             one_policy(json!({"podSelector": {"matchExpressions": [{"key": "k", "operator": "In"}]}}));
         assert!(p.is_none());
-        assert!(skipped[0].contains("spec.podSelector: matchExpressions key \"k\": In without values"), "{skipped:?}");
+        assert!(
+            skipped[0].contains("spec.podSelector: matchExpressions key \"k\": In without values"),
+            "{skipped:?}"
+        );
     }
 
     #[test]

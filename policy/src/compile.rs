@@ -111,7 +111,8 @@ impl PortBuilder {
                 PortMatch::All => self.push(p.protocol, 0, u16::MAX, rule),
                 PortMatch::Range(a, b) => self.push(p.protocol, *a, *b, rule),
                 PortMatch::Named(name) => {
-                    if let Some(n) = dst_ports.and_then(|d| crate::model::resolve_named(name, p.protocol, d)) {
+                    if let Some(n) = dst_ports.and_then(|d| crate::model::resolve_named(name, p.protocol, d))
+                    {
                         self.push(p.protocol, n, n, rule);
                     }
                 }
@@ -243,7 +244,8 @@ impl DirTable {
         if !self.isolated {
             return Lookup::NotIsolated;
         }
-        let by_id = peer_identity.and_then(|id| self.by_identity.get(&id)).and_then(|s| s.lookup(proto, port));
+        let by_id =
+            peer_identity.and_then(|id| self.by_identity.get(&id)).and_then(|s| s.lookup(proto, port));
         let by_ip = self.by_ip.get(&peer).and_then(|s| s.lookup(proto, port));
         let by_cidr = self.cidrs.lookup(peer).and_then(|s| s.lookup(proto, port));
         match [by_id, by_ip, by_cidr].into_iter().flatten().min() {
@@ -319,7 +321,13 @@ impl Compiled {
 
     /// Both sides of a flow as far as this node sees them: the source's egress when the
     /// source is local, and the destination's ingress when it is local.
-    pub fn flow(&self, src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) -> (Option<Lookup>, Option<Lookup>) {
+    pub fn flow(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: Protocol,
+        port: u16,
+    ) -> (Option<Lookup>, Option<Lookup>) {
         (
             self.lookup(src, Direction::Egress, dst, proto, port),
             self.lookup(dst, Direction::Ingress, src, proto, port),
@@ -348,7 +356,11 @@ pub fn compile(policies: &[Policy], pods: &[Pod], namespaces: &[Namespace]) -> C
     let mut ids: HashMap<Identity, u32> = HashMap::new();
     let mut pod_identity: Vec<u32> = Vec::with_capacity(pods.len());
     for pod in pods {
-        let key = Identity { namespace: pod.namespace.clone(), labels: pod.labels.clone(), ports: pod.ports.clone() };
+        let key = Identity {
+            namespace: pod.namespace.clone(),
+            labels: pod.labels.clone(),
+            ports: pod.ports.clone(),
+        };
         let next = ids.len() as u32;
         let id = *ids.entry(key.clone()).or_insert_with(|| {
             c.identities.push(key);
@@ -370,7 +382,8 @@ pub fn compile(policies: &[Policy], pods: &[Pod], namespaces: &[Namespace]) -> C
         if !pod.local || !pod.ips.iter().any(|ip| owner.get(ip) == Some(&pi)) {
             continue;
         }
-        let mut tables = PodTables { pod: pod.key(), ingress: DirTable::default(), egress: DirTable::default() };
+        let mut tables =
+            PodTables { pod: pod.key(), ingress: DirTable::default(), egress: DirTable::default() };
         for (d, dir) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
             let table = if d == 0 { &mut tables.ingress } else { &mut tables.egress };
             let mut by_identity: HashMap<u32, PortBuilder> = HashMap::new();
@@ -391,7 +404,9 @@ pub fn compile(policies: &[Policy], pods: &[Pod], namespaces: &[Namespace]) -> C
                         let b = by_identity.entry(id).or_default();
                         match dir {
                             Direction::Ingress => b.merge(&numeric),
-                            Direction::Egress => b.add(&rule.ports, Some(&c.identities[id as usize].ports), rid),
+                            Direction::Egress => {
+                                b.add(&rule.ports, Some(&c.identities[id as usize].ports), rid)
+                            }
                         }
                     };
                     if rule.peers.is_empty() {
@@ -408,7 +423,12 @@ pub fn compile(policies: &[Policy], pods: &[Pod], namespaces: &[Namespace]) -> C
                             Peer::Pods { .. } => {
                                 for (id, ident) in c.identities.iter().enumerate() {
                                     let nsl = &id_ns_labels[id];
-                                    if peer.matches_pod(&policy.namespace, &ident.namespace, nsl, &ident.labels) {
+                                    if peer.matches_pod(
+                                        &policy.namespace,
+                                        &ident.namespace,
+                                        nsl,
+                                        &ident.labels,
+                                    ) {
                                         add_identity(id as u32);
                                     }
                                 }
@@ -419,7 +439,11 @@ pub fn compile(policies: &[Policy], pods: &[Pod], namespaces: &[Namespace]) -> C
                                 if dir == Direction::Egress && named {
                                     for (&ip, &o) in &owner {
                                         if peer.matches_ip(ip) {
-                                            by_ip.entry(ip).or_default().add(&rule.ports, Some(&pods[o].ports), rid);
+                                            by_ip.entry(ip).or_default().add(
+                                                &rule.ports,
+                                                Some(&pods[o].ports),
+                                                rid,
+                                            );
                                         }
                                     }
                                 }

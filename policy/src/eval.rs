@@ -76,7 +76,11 @@ impl fmt::Display for Side {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = if self.allowed { "ALLOW" } else { "DENY" };
-        write!(f, "{word}\n  egress of the source: {}\n  ingress of the destination: {}", self.egress, self.ingress)
+        write!(
+            f,
+            "{word}\n  egress of the source: {}\n  ingress of the destination: {}",
+            self.egress, self.ingress
+        )
     }
 }
 
@@ -94,7 +98,9 @@ pub fn allowed(
     let dst_pod = pod_by_ip(pods, dst);
     let egress = match src_pod {
         None => Side::NotAPod,
-        Some(local) => side(policies, namespaces, Direction::Egress, local, dst, dst_pod, proto, port, dst_pod),
+        Some(local) => {
+            side(policies, namespaces, Direction::Egress, local, dst, dst_pod, proto, port, dst_pod)
+        }
     };
     let ingress = match dst_pod {
         None => Side::NotAPod,
@@ -138,7 +144,8 @@ fn side(
                             _ => false,
                         }
                 });
-            let port_ok = rule.ports.is_empty() || rule.ports.iter().any(|pp| pp.matches(proto, port, dst_ports));
+            let port_ok =
+                rule.ports.is_empty() || rule.ports.iter().any(|pp| pp.matches(proto, port, dst_ports));
             if peer_ok && port_ok {
                 return Side::Allowed { policy: policy.key(), rule: i, selecting: names };
             }

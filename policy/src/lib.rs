@@ -13,6 +13,6 @@ pub mod model;
 pub use compile::{compile, Compiled, Lookup, RuleId};
 pub use eval::{allowed, Side, Verdict};
 pub use model::{
-    Direction, Labels, Namespace, NamedPort, Operator, Peer, Pod, Policy, PolicyPort, PortMatch, Protocol,
+    Direction, Labels, NamedPort, Namespace, Operator, Peer, Pod, Policy, PolicyPort, PortMatch, Protocol,
     Requirement, Rule, Selector, NAMESPACE_NAME_LABEL,
 };

@@ -86,7 +86,7 @@ impl Requirement {
         let v = labels.get(&self.key);
         match self.op {
             Operator::In => v.is_some_and(|v| self.values.contains(v)),
-            Operator::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            Operator::NotIn => !v.is_some_and(|v| self.values.contains(v)),
             Operator::Exists => v.is_some(),
             Operator::DoesNotExist => v.is_none(),
         }
@@ -167,7 +167,7 @@ impl Peer {
                     None => ns == policy_ns,
                     Some(sel) => sel.matches(ns_labels),
                 };
-                ns_ok && pods.as_ref().is_none_or(|sel| sel.matches(pod_labels))
+                ns_ok && !pods.as_ref().is_some_and(|sel| !sel.matches(pod_labels))
             }
             Peer::IpBlock { .. } => false,
         }
@@ -410,7 +410,8 @@ mod tests {
         let pod_only = Peer::Pods { pods: Some(Selector::labels([("pod", "b")])), namespaces: None };
         assert!(pod_only.matches_pod("x", "x", &nsl, &l(&[("pod", "b")])));
         assert!(!pod_only.matches_pod("x", "y", &nsl, &l(&[("pod", "b")])), "own namespace only");
-        let ns_only = Peer::Pods { pods: None, namespaces: Some(Selector::labels([(NAMESPACE_NAME_LABEL, "y")])) };
+        let ns_only =
+            Peer::Pods { pods: None, namespaces: Some(Selector::labels([(NAMESPACE_NAME_LABEL, "y")])) };
         assert!(ns_only.matches_pod("x", "y", &nsl, &Labels::new()));
         let both = Peer::Pods {
             pods: Some(Selector::labels([("pod", "b")])),
@@ -418,7 +419,10 @@ mod tests {
         };
         assert!(both.matches_pod("x", "y", &nsl, &l(&[("pod", "b")])));
         assert!(!both.matches_pod("x", "y", &nsl, &l(&[("pod", "a")])), "both: intersection");
-        let block = Peer::IpBlock { cidr: "10.0.0.0/8".parse().unwrap(), except: vec!["10.1.0.0/16".parse().unwrap()] };
+        let block = Peer::IpBlock {
+            cidr: "10.0.0.0/8".parse().unwrap(),
+            except: vec!["10.1.0.0/16".parse().unwrap()],
+        };
         assert!(block.matches_ip("10.2.0.1".parse().unwrap()));
         assert!(!block.matches_ip("10.1.0.1".parse().unwrap()));
         assert!(!block.matches_ip("11.0.0.1".parse().unwrap()));

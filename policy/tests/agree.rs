@@ -4,6 +4,9 @@
 //! the allowing rule are the same. Also the compile cost at 1,000 policies × 10 rules × 100
 //! pods (printed, not asserted).
 
+// Fixtures built from constants: unwrap on them is fine.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::IpAddr;
@@ -39,7 +42,12 @@ fn labels() -> impl Strategy<Value = Labels> {
 }
 
 fn selector() -> impl Strategy<Value = Selector> {
-    let op = prop_oneof![Just(Operator::In), Just(Operator::NotIn), Just(Operator::Exists), Just(Operator::DoesNotExist)];
+    let op = prop_oneof![
+        Just(Operator::In),
+        Just(Operator::NotIn),
+        Just(Operator::Exists),
+        Just(Operator::DoesNotExist)
+    ];
     prop_oneof![
         Just(Selector::all()),
         Just(Selector::nothing()),
@@ -75,16 +83,19 @@ fn peer() -> impl Strategy<Value = Peer> {
                 (pods, namespaces) => Peer::Pods { pods, namespaces },
             }
         }),
-        (0..4u8, prop::option::of((0..3u8, 0..5u8, prop_oneof![Just(30u8), Just(32u8)]))).prop_map(|(c, ex)| {
-            let cidr = match c {
-                0 => net("10.0.0.0/8".into()),
-                1 => net("10.1.0.0/16".into()),
-                2 => net("0.0.0.0/0".into()),
-                _ => net("192.168.0.0/16".into()),
-            };
-            let except = ex.map(|(n, i, len)| vec![net(format!("10.{n}.0.{}/{len}", 10 + i))]).unwrap_or_default();
-            Peer::IpBlock { cidr, except }
-        }),
+        (0..4u8, prop::option::of((0..3u8, 0..5u8, prop_oneof![Just(30u8), Just(32u8)]))).prop_map(
+            |(c, ex)| {
+                let cidr = match c {
+                    0 => net("10.0.0.0/8".into()),
+                    1 => net("10.1.0.0/16".into()),
+                    2 => net("0.0.0.0/0".into()),
+                    _ => net("192.168.0.0/16".into()),
+                };
+                let except =
+                    ex.map(|(n, i, len)| vec![net(format!("10.{n}.0.{}/{len}", 10 + i))]).unwrap_or_default();
+                Peer::IpBlock { cidr, except }
+            }
+        ),
     ]
 }
 
@@ -113,7 +124,9 @@ fn types() -> impl Strategy<Value = Option<Vec<Direction>>> {
 
 fn pod_ports() -> impl Strategy<Value = Vec<NamedPort>> {
     prop::collection::btree_map(0..3usize, (protocol(), 0..4usize), 0..3).prop_map(|m| {
-        m.into_iter().map(|(n, (protocol, p))| NamedPort { name: NAMES[n].into(), protocol, port: PORTS[p] }).collect()
+        m.into_iter()
+            .map(|(n, (protocol, p))| NamedPort { name: NAMES[n].into(), protocol, port: PORTS[p] })
+            .collect()
     })
 }
 
@@ -130,7 +143,16 @@ fn world() -> impl Strategy<Value = World> {
             (
                 prop::collection::vec(prop::option::of(0..2u8), n),
                 prop::collection::vec(prop::collection::vec((labels(), pod_ports()), 2..5), n),
-                prop::collection::vec((0..n, selector(), types(), prop::collection::vec(rule(), 0..3), prop::collection::vec(rule(), 0..3)), 0..5),
+                prop::collection::vec(
+                    (
+                        0..n,
+                        selector(),
+                        types(),
+                        prop::collection::vec(rule(), 0..3),
+                        prop::collection::vec(rule(), 0..3),
+                    ),
+                    0..5,
+                ),
             )
         })
         .prop_map(|(teams, pods_per_ns, pols)| {
@@ -139,7 +161,11 @@ fn world() -> impl Strategy<Value = World> {
                 .enumerate()
                 .map(|(i, t)| Namespace {
                     name: format!("n{i}"),
-                    labels: t.map(|t| [("team".to_string(), if t == 0 { "red" } else { "blue" }.to_string())].into()).unwrap_or_default(),
+                    labels: t
+                        .map(|t| {
+                            [("team".to_string(), if t == 0 { "red" } else { "blue" }.to_string())].into()
+                        })
+                        .unwrap_or_default(),
                 })
                 .collect();
             let mut pods = Vec::new();
@@ -229,11 +255,23 @@ fn compile_cost_1000_policies_10_rules_100_pods() {
             policy_types: Some(vec![Direction::Ingress, Direction::Egress]),
             ingress: (0..10u32)
                 .map(|r| Rule {
-                    peers: vec![Peer::Pods { pods: Some(Selector::labels([("app", ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"][(r % 10) as usize])])), namespaces: None }],
-                    ports: vec![PolicyPort { protocol: Protocol::Tcp, port: PortMatch::Range((1000 + i) as u16, (1000 + i + r) as u16) }],
+                    peers: vec![Peer::Pods {
+                        pods: Some(Selector::labels([(
+                            "app",
+                            ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"][(r % 10) as usize],
+                        )])),
+                        namespaces: None,
+                    }],
+                    ports: vec![PolicyPort {
+                        protocol: Protocol::Tcp,
+                        port: PortMatch::Range((1000 + i) as u16, (1000 + i + r) as u16),
+                    }],
                 })
                 .collect(),
-            egress: vec![Rule { peers: vec![], ports: vec![PolicyPort { protocol: Protocol::Tcp, port: PortMatch::Named("http".into()) }] }],
+            egress: vec![Rule {
+                peers: vec![],
+                ports: vec![PolicyPort { protocol: Protocol::Tcp, port: PortMatch::Named("http".into()) }],
+            }],
         })
         .collect();
     let t = Instant::now();
@@ -248,7 +286,9 @@ fn compile_cost_1000_policies_10_rules_100_pods() {
     let t = Instant::now();
     let mut allowed = 0u32;
     for i in 0..n {
-        if c.lookup(a, Direction::Ingress, b, Protocol::Tcp, 900 + (i % 2200) as u16).is_some_and(|l| l.allows()) {
+        if c.lookup(a, Direction::Ingress, b, Protocol::Tcp, 900 + (i % 2200) as u16)
+            .is_some_and(|l| l.allows())
+        {
             allowed += 1;
         }
     }

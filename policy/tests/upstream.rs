@@ -6,6 +6,9 @@
 //! is not checked, as upstream ignores it. Cases marked "(from the API's meaning)" have no
 //! upstream twin in that file.
 
+// Fixtures built from constants: unwrap on them is fine.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::IpAddr;
@@ -13,8 +16,8 @@ use std::net::IpAddr;
 use common::{agreed, compile_all};
 use tapway_policy::model::{Labels, NAMESPACE_NAME_LABEL};
 use tapway_policy::{
-    Direction, NamedPort, Namespace, Operator, Peer, Pod, Policy, PolicyPort, PortMatch, Protocol, Requirement,
-    Rule, Selector,
+    Direction, NamedPort, Namespace, Operator, Peer, Pod, Policy, PolicyPort, PortMatch, Protocol,
+    Requirement, Rule, Selector,
 };
 
 const NSS: [&str; 3] = ["x", "y", "z"];
@@ -55,7 +58,14 @@ fn world() -> (Vec<Pod>, Vec<Namespace>) {
     (pods, nss)
 }
 
-fn policy(ns: &str, name: &str, sel: Selector, types: &[Direction], ingress: Vec<Rule>, egress: Vec<Rule>) -> Policy {
+fn policy(
+    ns: &str,
+    name: &str,
+    sel: Selector,
+    types: &[Direction],
+    ingress: Vec<Rule>,
+    egress: Vec<Rule>,
+) -> Policy {
     Policy {
         namespace: ns.into(),
         name: name.into(),
@@ -88,7 +98,12 @@ fn named(name: &str, protocol: Protocol) -> PolicyPort {
 
 /// Checks every pair of distinct pods on `proto`/`port` against `expect(src, dst)`, where a
 /// pod is `(ns, pod)`.
-fn matrix(policies: &[Policy], proto: Protocol, port: u16, expect: impl Fn((&str, &str), (&str, &str)) -> bool) {
+fn matrix(
+    policies: &[Policy],
+    proto: Protocol,
+    port: u16,
+    expect: impl Fn((&str, &str), (&str, &str)) -> bool,
+) {
     let (pods, nss) = world();
     let c = compile_all(policies, &pods, &nss);
     let mut wrong = Vec::new();
@@ -127,7 +142,12 @@ fn default_deny_egress() {
     // Egress twin of default-deny-ingress (from the API's meaning): x → any false.
     let p = policy("x", "deny-egress", Selector::all(), &[Direction::Egress], vec![], vec![]);
     matrix(&[p], Protocol::Tcp, 80, |s, _| s.0 != "x");
-    matrix(&[policy("x", "deny-egress", Selector::all(), &[Direction::Egress], vec![], vec![])], Protocol::Udp, 81, |s, _| s.0 != "x");
+    matrix(
+        &[policy("x", "deny-egress", Selector::all(), &[Direction::Egress], vec![], vec![])],
+        Protocol::Udp,
+        81,
+        |s, _| s.0 != "x",
+    );
 }
 
 #[test]
@@ -157,8 +177,10 @@ fn allow_from_pod_and_namespace_selector_in_one_peer() {
             values: vec!["x".into()],
         }],
     };
-    let r = from(vec![Peer::Pods { pods: Some(Selector::labels([("pod", "b")])), namespaces: Some(ns) }], vec![]);
-    let p = policy("x", "allow-ns-y-podselector-and-nsselector", pod_a(), &[Direction::Ingress], vec![r], vec![]);
+    let r =
+        from(vec![Peer::Pods { pods: Some(Selector::labels([("pod", "b")])), namespaces: Some(ns) }], vec![]);
+    let p =
+        policy("x", "allow-ns-y-podselector-and-nsselector", pod_a(), &[Direction::Ingress], vec![r], vec![]);
     matrix(&[p], Protocol::Tcp, 80, |s, d| d != ("x", "a") || s == ("y", "b") || s == ("z", "b"));
 }
 
@@ -229,7 +251,10 @@ fn named_port_ingress() {
 #[test]
 fn named_port_from_namespace() {
     // "should allow ingress access from namespace on one named port": serve-80-tcp from y.
-    let r = from(vec![Peer::Pods { pods: None, namespaces: ns_sel("y") }], vec![named("serve-80-tcp", Protocol::Tcp)]);
+    let r = from(
+        vec![Peer::Pods { pods: None, namespaces: ns_sel("y") }],
+        vec![named("serve-80-tcp", Protocol::Tcp)],
+    );
     let p = policy("x", "allow-client-a-via-ns-selector-80", pod_a(), &[Direction::Ingress], vec![r], vec![]);
     matrix(std::slice::from_ref(&p), Protocol::Tcp, 80, |s, d| d != ("x", "a") || s.0 == "y");
     matrix(&[p], Protocol::Tcp, 81, |_, d| d != ("x", "a"));
@@ -262,8 +287,12 @@ fn end_port_range() {
 #[test]
 fn ip_block_of_one_pod() {
     // "should allow egress access to server in CIDR block": x/a → only y/b (its /32).
-    let r = from(vec![Peer::IpBlock { cidr: format!("{}/32", ip_of("y", "b")).parse().unwrap(), except: vec![] }], vec![]);
-    let p = policy("x", "allow-client-a-via-cidr-egress-rule", pod_a(), &[Direction::Egress], vec![], vec![r]);
+    let r = from(
+        vec![Peer::IpBlock { cidr: format!("{}/32", ip_of("y", "b")).parse().unwrap(), except: vec![] }],
+        vec![],
+    );
+    let p =
+        policy("x", "allow-client-a-via-cidr-egress-rule", pod_a(), &[Direction::Egress], vec![], vec![r]);
     matrix(&[p], Protocol::Tcp, 80, |s, d| s != ("x", "a") || d == ("y", "b"));
 }
 
@@ -274,11 +303,15 @@ fn ip_block_with_except() {
     let cidr = format!("{}/4", ip_of("x", "a")).parse::<ipnet::IpNet>().unwrap().trunc();
     let except = vec![format!("{}/32", ip_of("x", "b")).parse().unwrap()];
     let r = from(vec![Peer::IpBlock { cidr, except }], vec![]);
-    let p = policy("x", "allow-client-a-via-cidr-egress-rule", pod_a(), &[Direction::Egress], vec![], vec![r]);
+    let p =
+        policy("x", "allow-client-a-via-cidr-egress-rule", pod_a(), &[Direction::Egress], vec![], vec![r]);
     matrix(std::slice::from_ref(&p), Protocol::Tcp, 80, |s, d| !(s == ("x", "a") && d == ("x", "b")));
     // "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed": a
     // second policy allowing x/b's /32 makes x/a → x/b allowed (the union).
-    let r2 = from(vec![Peer::IpBlock { cidr: format!("{}/32", ip_of("x", "b")).parse().unwrap(), except: vec![] }], vec![]);
+    let r2 = from(
+        vec![Peer::IpBlock { cidr: format!("{}/32", ip_of("x", "b")).parse().unwrap(), except: vec![] }],
+        vec![],
+    );
     let p2 = policy("x", "allow-x-b", pod_a(), &[Direction::Egress], vec![], vec![r2]);
     matrix(&[p, p2], Protocol::Tcp, 80, |_, _| true);
 }
@@ -287,7 +320,8 @@ fn ip_block_with_except() {
 fn egress_to_dns_only() {
     // (from the API's meaning) x may only send to port 53: no pod-to-pod on 80, while a DNS
     // server outside the cluster is reachable on UDP and TCP 53 and nothing else.
-    let r = from(vec![], vec![PolicyPort { protocol: Protocol::Udp, port: PortMatch::Range(53, 53) }, tcp(53)]);
+    let r =
+        from(vec![], vec![PolicyPort { protocol: Protocol::Udp, port: PortMatch::Range(53, 53) }, tcp(53)]);
     let p = policy("x", "dns-only", Selector::all(), &[Direction::Egress], vec![], vec![r]);
     matrix(std::slice::from_ref(&p), Protocol::Tcp, 80, |s, _| s.0 != "x");
     matrix(std::slice::from_ref(&p), Protocol::Udp, 53, |_, _| true);
@@ -307,7 +341,8 @@ fn sctp_rule_does_not_allow_tcp() {
     // "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP'" and "should properly
     // isolate pods that are selected by a policy allowing SCTP".
     let r = from(vec![], vec![PolicyPort { protocol: Protocol::Sctp, port: PortMatch::Range(81, 81) }]);
-    let p = policy("x", "allow-only-sctp-ingress-on-port-81", pod_a(), &[Direction::Ingress], vec![r], vec![]);
+    let p =
+        policy("x", "allow-only-sctp-ingress-on-port-81", pod_a(), &[Direction::Ingress], vec![r], vec![]);
     matrix(&[p], Protocol::Tcp, 81, |_, d| d != ("x", "a"));
 }
 
@@ -323,7 +358,8 @@ fn udp_rule_does_not_allow_tcp() {
 #[test]
 fn ingress_and_egress_independent() {
     // "...ingress and egress policies can be controlled independently based on PodSelector".
-    let eg = policy("x", "allow-egress-for-target", pod_a(), &[Direction::Egress], vec![], vec![Rule::default()]);
+    let eg =
+        policy("x", "allow-egress-for-target", pod_a(), &[Direction::Egress], vec![], vec![Rule::default()]);
     matrix(std::slice::from_ref(&eg), Protocol::Tcp, 80, |_, _| true);
     let deny = policy("x", "deny-ingress-via-label-selector", pod_a(), &[Direction::Ingress], vec![], vec![]);
     matrix(&[eg, deny], Protocol::Tcp, 80, |_, d| d != ("x", "a"));
@@ -342,6 +378,13 @@ fn namespace_selector_not_in_egress() {
         }],
     };
     let r = from(vec![Peer::Pods { pods: None, namespaces: Some(ns) }], vec![]);
-    let p = policy("x", "allow-ns-y-match-selector-for-immutable-ns-label", pod_a(), &[Direction::Egress], vec![], vec![r]);
+    let p = policy(
+        "x",
+        "allow-ns-y-match-selector-for-immutable-ns-label",
+        pod_a(),
+        &[Direction::Egress],
+        vec![],
+        vec![r],
+    );
     matrix(&[p], Protocol::Tcp, 80, |s, d| !(s == ("x", "a") && d.0 == "y"));
 }
