@@ -84,6 +84,18 @@ fn ns_sel(ns: &str) -> Option<Selector> {
     Some(Selector::labels([(NAMESPACE_NAME_LABEL, ns)]))
 }
 
+/// A namespace selector `kubernetes.io/metadata.name NotIn [ns]`.
+fn ns_not_in(ns: &str) -> Selector {
+    Selector {
+        match_labels: Labels::new(),
+        match_expressions: vec![Requirement {
+            key: NAMESPACE_NAME_LABEL.into(),
+            op: Operator::NotIn,
+            values: vec![ns.into()],
+        }],
+    }
+}
+
 fn from(peers: Vec<Peer>, ports: Vec<PolicyPort>) -> Rule {
     Rule { peers, ports }
 }
@@ -141,13 +153,8 @@ fn default_deny_all() {
 fn default_deny_egress() {
     // Egress twin of default-deny-ingress (from the API's meaning): x → any false.
     let p = policy("x", "deny-egress", Selector::all(), &[Direction::Egress], vec![], vec![]);
-    matrix(&[p], Protocol::Tcp, 80, |s, _| s.0 != "x");
-    matrix(
-        &[policy("x", "deny-egress", Selector::all(), &[Direction::Egress], vec![], vec![])],
-        Protocol::Udp,
-        81,
-        |s, _| s.0 != "x",
-    );
+    matrix(std::slice::from_ref(&p), Protocol::Tcp, 80, |s, _| s.0 != "x");
+    matrix(&[p], Protocol::Udp, 81, |s, _| s.0 != "x");
 }
 
 #[test]
@@ -169,14 +176,7 @@ fn allow_from_namespace_selector() {
 #[test]
 fn allow_from_pod_and_namespace_selector_in_one_peer() {
     // "should enforce policy based on PodSelector and NamespaceSelector": NotIn [x] AND pod=b.
-    let ns = Selector {
-        match_labels: Labels::new(),
-        match_expressions: vec![Requirement {
-            key: NAMESPACE_NAME_LABEL.into(),
-            op: Operator::NotIn,
-            values: vec!["x".into()],
-        }],
-    };
+    let ns = ns_not_in("x");
     let r =
         from(vec![Peer::Pods { pods: Some(Selector::labels([("pod", "b")])), namespaces: Some(ns) }], vec![]);
     let p =
@@ -187,14 +187,7 @@ fn allow_from_pod_and_namespace_selector_in_one_peer() {
 #[test]
 fn allow_pod_selector_or_namespace_selector() {
     // "should enforce policy based on PodSelector or NamespaceSelector": x/c → x/a denied.
-    let ns = Selector {
-        match_labels: Labels::new(),
-        match_expressions: vec![Requirement {
-            key: NAMESPACE_NAME_LABEL.into(),
-            op: Operator::NotIn,
-            values: vec!["x".into()],
-        }],
-    };
+    let ns = ns_not_in("x");
     let r = from(
         vec![
             Peer::Pods { pods: None, namespaces: Some(ns) },
@@ -369,14 +362,7 @@ fn ingress_and_egress_independent() {
 fn namespace_selector_not_in_egress() {
     // "should enforce policy based on NamespaceSelector with MatchExpressions using default
     // ns label": egress of x/a to namespaces NotIn [y]: x/a → y denied.
-    let ns = Selector {
-        match_labels: Labels::new(),
-        match_expressions: vec![Requirement {
-            key: NAMESPACE_NAME_LABEL.into(),
-            op: Operator::NotIn,
-            values: vec!["y".into()],
-        }],
-    };
+    let ns = ns_not_in("y");
     let r = from(vec![Peer::Pods { pods: None, namespaces: Some(ns) }], vec![]);
     let p = policy(
         "x",
