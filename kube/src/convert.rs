@@ -268,7 +268,7 @@ pub fn specs_of(svc: &Svc, slices: &[&Slice], notes: &mut Vec<String>) -> Vec<Se
 }
 
 /// The objects of the input.
-fn top_level_items(json: &Value) -> Result<Vec<&Value>, KubeError> {
+pub(crate) fn top_level_items(json: &Value) -> Result<Vec<&Value>, KubeError> {
     match json {
         Value::Array(items) => Ok(items.iter().collect()),
         Value::Object(obj) => match obj.get("items") {
@@ -285,7 +285,7 @@ fn top_level_items(json: &Value) -> Result<Vec<&Value>, KubeError> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -297,14 +297,14 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// `metadata.namespace` and `metadata.name` of an object not typed yet, for messages only.
-struct Label {
+pub(crate) struct Label {
     namespace: Option<String>,
     name: Option<String>,
 }
 
 impl Label {
     /// `ns/name`, or `name` without a namespace.
-    fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let name = self.name.as_deref().unwrap_or("?");
         match &self.namespace {
             Some(ns) => format!("{ns}/{name}"),
@@ -313,7 +313,7 @@ impl Label {
     }
 }
 
-fn head_label(meta: Option<&Value>) -> Label {
+pub(crate) fn head_label(meta: Option<&Value>) -> Label {
     let field = |f: &str| {
         meta.and_then(|m| m.get(f)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
     };
@@ -321,11 +321,11 @@ fn head_label(meta: Option<&Value>) -> Label {
 }
 
 /// `ns/name` of a namespaced object, the namespace defaulted.
-fn ns_label(l: &Label) -> String {
+pub(crate) fn ns_label(l: &Label) -> String {
     format!("{}/{}", l.namespace.as_deref().unwrap_or("default"), l.name.as_deref().unwrap_or("?"))
 }
 
-fn nonempty(s: &Option<String>) -> Option<&str> {
+pub(crate) fn nonempty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
 }
 
