@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build tapway, start tapwayd in two demo "node" namespaces joined by their AF_XDP
-# uplinks, attach pods through the real CNI plugin (with host-local IPAM), show ping and TCP
-# between pods of one node and across nodes, a Service VIP, and print the switch's tables and
-# counters. Everything it creates is removed on exit, even on failure.
+# uplinks, attach pods through the real CNI plugin (tapwayd allocating the addresses:
+# tapway-ipam), show ping and TCP between pods of one node and across nodes, a Service VIP, and
+# print the switch's tables and counters. Everything it creates is removed on exit, even on failure.
 #   sudo bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,8 @@ DAEMON_PIDS=()
 netconf() { # netconf SOCKET RANGE-PREFIX (10.250.N)
   cat <<JSON
 {"cniVersion":"1.1.0","name":"tapway-demo","type":"tapway","socket":"$1",
- "ipam":{"type":"host-local","ranges":[[{"subnet":"10.250.0.0/16","rangeStart":"$2.2","rangeEnd":"$2.254","gateway":"$2.1"}]],
-         "routes":[{"dst":"0.0.0.0/0"}],"dataDir":"$WORK/ipam-$2"}}
+ "ipam":{"type":"tapway-ipam","ranges":[[{"subnet":"10.250.0.0/16","rangeStart":"$2.2","rangeEnd":"$2.254","gateway":"$2.1"}]],
+         "routes":[{"dst":"0.0.0.0/0"}]}}
 JSON
 }
 
@@ -75,7 +75,7 @@ ctl status
 for p in "${PODS[@]}"; do
   ip netns add "$p"
   ip -n "$p" link set lo up
-  echo "==> CNI ADD $p (tapway plugin + host-local IPAM)"
+  echo "==> CNI ADD $p (tapway plugin; tapwayd allocates the address: tapway-ipam)"
   cni ADD "$p" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   ", r["interfaces"][0]["name"], r["interfaces"][0]["mac"], [i["address"] for i in r["ips"]])'
 done
 ip_of() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
@@ -139,6 +139,7 @@ print("    super-frames cut: %d into %d segments; sent without a copy: %d; recei
 echo "==> pod c's MAC as $NODE learned it (on the uplink port)"; ctl fdb | grep -i "$(ip -n "$POD_C" -j link show eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')" || true
 
 echo "==> tapwayctl ports"; ctl ports
+echo "==> tapwayctl ipam (the addresses tapwayd handed out, and to whom)"; ctl ipam
 echo "==> tapwayctl fdb"; ctl fdb
 echo "==> tapwayctl stats"; ctl stats
 echo "==> done; cleaning up"

@@ -375,8 +375,14 @@ fn stages(c: &mut Criterion) {
             neigh: &neigh,
             ports: &ports,
         };
-        let pipe =
-            Pipeline { fdb: &fdb, counters: &counters, worker: 0, now: 1, now_ns: 0, services: Some(&services) };
+        let pipe = Pipeline {
+            fdb: &fdb,
+            counters: &counters,
+            worker: 0,
+            now: 1,
+            now_ns: 0,
+            services: Some(&services),
+        };
         let raw: Vec<Vec<u8>> = (0..BURST).map(&make).collect();
         let mut frames = Vec::with_capacity(BURST);
         let (mut scratch, mut out) = (Scratch::default(), Vec::with_capacity(BURST));
