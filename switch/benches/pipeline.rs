@@ -361,7 +361,9 @@ fn stages(c: &mut Criterion) {
     let mut pool = LocalPool::new(FramePool::new(4 * BURST, 2048), BURST);
     let mut g = c.benchmark_group("stages");
     g.throughput(criterion::Throughput::Elements(BURST as u64));
-    let cases: [(&str, bool, Box<dyn Fn(usize) -> Vec<u8>>); 4] = [
+    /// A case: its name, whether the VIP is programmed, and the frame it sends as frame `i`.
+    type Case = (&'static str, bool, Box<dyn Fn(usize) -> Vec<u8>>);
+    let cases: [Case; 4] = [
         ("l2_unicast", false, Box::new(|_| udp(1, mac(2), ip(2), 1000, 2000))),
         ("flood_decision", false, Box::new(|_| udp(1, [0xff; 6], Ipv4Addr::BROADCAST, 1000, 2000))),
         ("vip_new_flow", true, Box::new(|i| udp(1, HOST_MAC, VIP, 1024 + i as u16, VIP_PORT))),
