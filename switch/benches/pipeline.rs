@@ -87,6 +87,31 @@ fn udp(src: u16, dst_mac: [u8; 6], dst_ip: Ipv4Addr, sport: u16, dport: u16) -> 
     f
 }
 
+/// Port `id` over `io` on `worker`: the host port (0, the pods' gateway) or pod `id`,
+/// anti-spoofed to its MAC and 10.0.0.<id>/16.
+fn port_entry(id: u16, io: Arc<MemPort>, worker: usize) -> Arc<PortEntry> {
+    let (kind, m, guard) = if id == 0 {
+        (PortKind::Host, HOST_MAC, None)
+    } else {
+        let net = match ipnet::IpNet::new(IpAddr::V4(ip(id)), 16) {
+            Ok(n) => n,
+            Err(e) => panic!("{e}"),
+        };
+        (PortKind::Pod, mac(id), Some(SpoofGuard::new(mac(id), &[net])))
+    };
+    Arc::new(PortEntry {
+        id,
+        kind,
+        io,
+        mac: m,
+        guard,
+        worker,
+        counters: Default::default(),
+        police: Default::default(),
+        meta: PortMeta::default(),
+    })
+}
+
 /// A running switch with a host port (0, the pods' gateway) and `pods` pod ports 1..=pods,
 /// anti-spoofed to their MAC and 10.0.0.<id>/16; pod 1 on worker 0, the others on worker 1
 /// when there are two workers (alternating for the flood case).
@@ -135,26 +160,7 @@ impl Bed {
                 _ if alternate => usize::from(id % 2),
                 _ => 1,
             };
-            let (kind, m, guard) = if id == 0 {
-                (PortKind::Host, HOST_MAC, None)
-            } else {
-                let net = match ipnet::IpNet::new(IpAddr::V4(ip(id)), 16) {
-                    Ok(n) => n,
-                    Err(e) => panic!("{e}"),
-                };
-                (PortKind::Pod, mac(id), Some(SpoofGuard::new(mac(id), &[net])))
-            };
-            let entry = Arc::new(PortEntry {
-                id,
-                kind,
-                io: io.clone(),
-                mac: m,
-                guard,
-                worker,
-                counters: Default::default(),
-                police: Default::default(),
-                meta: PortMeta::default(),
-            });
+            let entry = port_entry(id, io.clone(), worker);
             sw.update(|t| (t.with(entry), ()));
             ports.push(io);
         }
@@ -326,29 +332,8 @@ fn stages(c: &mut Criterion) {
     use tapway_switch::table::{Fdb, PortTable};
 
     const BURST: usize = 32;
-    let entry = |id: u16| {
-        let (kind, m, guard) = if id == 0 {
-            (PortKind::Host, HOST_MAC, None)
-        } else {
-            let net = match ipnet::IpNet::new(IpAddr::V4(ip(id)), 16) {
-                Ok(n) => n,
-                Err(e) => panic!("{e}"),
-            };
-            (PortKind::Pod, mac(id), Some(SpoofGuard::new(mac(id), &[net])))
-        };
-        Arc::new(PortEntry {
-            id,
-            kind,
-            io: Arc::new(MemPort::new(1)),
-            mac: m,
-            guard,
-            worker: 0,
-            counters: Default::default(),
-            police: Default::default(),
-            meta: PortMeta::default(),
-        })
-    };
-    let ports = (0..=9).fold(PortTable::default(), |t, id| t.with(entry(id)));
+    let ports =
+        (0..=9).fold(PortTable::default(), |t, id| t.with(port_entry(id, Arc::new(MemPort::new(1)), 0)));
     let ingress = ports.get(1).cloned().unwrap_or_else(|| panic!("no port 1"));
     let fdb = Fdb::new(4096, 300);
     fdb.learn(&mac(2), 2, 1);
