@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -13,15 +14,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-
-macro_rules! ready_or_skip {
-    () => {
-        match ready() {
-            Some(r) => r,
-            None => return,
-        }
-    };
-}
 
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 

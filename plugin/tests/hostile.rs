@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 #[path = "common/hostile.rs"]
 mod hostile;
@@ -16,15 +17,6 @@ use common::*;
 use hostile::{Fake, FakeDaemon};
 use serde_json::{json, Value};
 use tapway_api::{FdbEntry, Op, PortInfo};
-
-macro_rules! ready_or_skip {
-    () => {
-        match ready() {
-            Some(r) => r,
-            None => return,
-        }
-    };
-}
 
 /// The MAC of tapwayd's host port.
 fn host_mac(node: &Node) -> String {

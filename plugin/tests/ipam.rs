@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
@@ -17,15 +18,6 @@ use std::sync::{Condvar, Mutex};
 use common::*;
 use serde_json::{json, Value};
 use tapway_api::{IpamReport, Op};
-
-macro_rules! ready_or_skip {
-    () => {
-        match ready() {
-            Some(r) => r,
-            None => return,
-        }
-    };
-}
 
 /// A tapway netconf whose addresses come from tapwayd; `ipam` is merged into the section.
 fn conf(node: &Node, version: &str, network: &str, ipam: Value) -> Value {

@@ -76,6 +76,17 @@ fn skip(why: &str) -> Option<Ready> {
     None
 }
 
+/// `ready()` or return from the test (it printed why it skips).
+#[allow(unused_macros)]
+macro_rules! ready_or_skip {
+    () => {
+        match crate::common::ready() {
+            Some(r) => r,
+            None => return,
+        }
+    };
+}
+
 /// Checks root, `ip`, host-local and tapwayd. `None` (after printing SKIP) when missing.
 pub fn ready() -> Option<Ready> {
     // SAFETY: geteuid has no preconditions and cannot fail.
