@@ -149,15 +149,6 @@ fn concurrent_attaches_cannot_both_take_an_address() {
     winner.ping(&node.gateway());
 }
 
-/// The crash points of an attach, in order (see `switch/src/failpoint.rs`).
-const POINTS: [&str; 5] = [
-    "attach:before_tap",
-    "attach:after_tap",
-    "attach:after_config",
-    "attach:after_save",
-    "attach:after_publish",
-];
-
 #[test]
 fn attach_retried_after_kill_9_at_each_point_succeeds() {
     if skip() {
@@ -172,10 +163,7 @@ fn attach_retried_after_kill_9_at_each_point_succeeds() {
         let mut req = node.attach_request(&ns, ip);
         req.owner = Owner { container_id: Some(unique("k9")), ..Default::default() };
 
-        restart_with_failpoint(&mut node, point);
-        let r = node.client.call::<PortInfo>(Op::Attach(req.clone()));
-        assert!(matches!(r, Err(ClientError::Io(_) | ClientError::NoAnswer)), "{point}: {r:?}");
-        assert_killed(&mut node, point);
+        attach_killed_at(&mut node, point, &req);
         let left = ns.links().contains(&"eth0".to_string());
         match point {
             "attach:before_tap" => assert!(!left, "{point}: nothing was made"),

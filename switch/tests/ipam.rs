@@ -9,16 +9,7 @@ mod common;
 
 use common::attach::*;
 use common::*;
-use tapway_api::{ClientError, IpamReport, IpamRequest, Op, Owner, PortInfo};
-
-/// The crash points of an attach, in order (see `switch/src/failpoint.rs`).
-const POINTS: [&str; 5] = [
-    "attach:before_tap",
-    "attach:after_tap",
-    "attach:after_config",
-    "attach:after_save",
-    "attach:after_publish",
-];
+use tapway_api::{IpamReport, IpamRequest, Op, Owner, PortInfo};
 
 /// Addresses in use in the node's pod range (its gateway excluded).
 fn in_use(node: &Node) -> Vec<String> {
@@ -42,10 +33,7 @@ fn ipam_attach_retried_after_kill_9_at_each_point_holds_one_address() {
         req.ipam = Some(IpamRequest::default());
         req.owner = Owner { container_id: Some(unique("ik9")), ..Default::default() };
 
-        restart_with_failpoint(&mut node, point);
-        let r = node.client.call::<PortInfo>(Op::Attach(req.clone()));
-        assert!(matches!(r, Err(ClientError::Io(_) | ClientError::NoAnswer)), "{point}: {r:?}");
-        assert_killed(&mut node, point);
+        attach_killed_at(&mut node, point, &req);
         node.restart(&[]);
         // Only a recorded port holds an address: the victim's, and the new pod's once saved.
         let saved = matches!(point, "attach:after_save" | "attach:after_publish");

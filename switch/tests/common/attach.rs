@@ -1,4 +1,4 @@
-//! Helpers of the attach-lifecycle tests (`hostile_attach.rs`): tapwayctl as a user runs it,
+//! Helpers of the attach-lifecycle tests (`hostile_attach.rs`, `ipam.rs`): tapwayctl as a user runs it,
 //! a tapwayd that kills itself at a crash point, and the check that a victim pod is untouched.
 
 use std::os::unix::process::ExitStatusExt;
@@ -30,6 +30,27 @@ pub fn restart_with_failpoint(node: &mut Node, point: &str) {
     std::env::set_var("TAPWAY_FAILPOINT", point);
     node.restart(&[]);
     std::env::remove_var("TAPWAY_FAILPOINT");
+}
+
+/// The crash points of an attach, in order (see `switch/src/failpoint.rs`).
+pub const POINTS: [&str; 5] = [
+    "attach:before_tap",
+    "attach:after_tap",
+    "attach:after_config",
+    "attach:after_save",
+    "attach:after_publish",
+];
+
+/// Restarts `node` with its crash point at `point` and sends it `req`, which it must not
+/// answer (it SIGKILLs itself at `point`); returns once it is dead. The caller holds [`serial`].
+pub fn attach_killed_at(node: &mut Node, point: &str, req: &tapway_api::AttachRequest) {
+    restart_with_failpoint(node, point);
+    let r = node.client.call::<tapway_api::PortInfo>(tapway_api::Op::Attach(req.clone()));
+    assert!(
+        matches!(r, Err(tapway_api::ClientError::Io(_) | tapway_api::ClientError::NoAnswer)),
+        "{point}: {r:?}"
+    );
+    assert_killed(node, point);
 }
 
 /// Waits for the daemon that hit its crash point and asserts it died of SIGKILL.
