@@ -98,6 +98,15 @@ pub fn ip(s: &str) -> Result<IpAddr, Invalid> {
     s.parse().map_err(|_| invalid(format!("{s:?} is not an IP address")))
 }
 
+/// Parses an address given with or without a prefix length (`10.0.0.5` or `10.0.0.5/24`), as
+/// host-local takes requested addresses; the prefix is dropped.
+pub fn host_ip(s: &str) -> Result<IpAddr, Invalid> {
+    match s.parse::<ipnet::IpNet>() {
+        Ok(net) => Ok(net.addr()),
+        Err(_) => ip(s),
+    }
+}
+
 /// Checks an MTU against [`MTU_MIN`]..=[`MTU_MAX`].
 pub fn mtu(m: u32) -> Result<(), Invalid> {
     if (MTU_MIN..=MTU_MAX).contains(&m) {

@@ -153,11 +153,8 @@ impl CniArgs {
                 "IP" => {
                     for ip in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         // host-local takes `IP=10.0.0.5` or `IP=10.0.0.5/24` (its `ip.IP` type).
-                        let addr = match ip.parse::<ipnet::IpNet>() {
-                            Ok(net) => net.addr(),
-                            Err(_) => validate::ip(ip)
-                                .map_err(|e| CniError::InvalidEnv(format!("CNI_ARGS IP: {e}")))?,
-                        };
+                        let addr = validate::host_ip(ip)
+                            .map_err(|e| CniError::InvalidEnv(format!("CNI_ARGS IP: {e}")))?;
                         out.ips.push(addr);
                     }
                 }

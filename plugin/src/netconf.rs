@@ -1,7 +1,6 @@
 //! The network configuration on stdin: parsing, validation and the runtime's inputs
 //! (`runtimeConfig`, `args`).
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tapway_api::{validate, Attachment};
@@ -290,7 +289,7 @@ impl Loaded {
             validate::mac(mac).map_err(|e| CniError::InvalidConfig(format!("runtimeConfig.mac: {e}")))?;
         }
         for ip in self.runtime.ips.iter().filter(|_| strict) {
-            if ip.parse::<IpNet>().is_err() && ip.parse::<std::net::IpAddr>().is_err() {
+            if validate::host_ip(ip).is_err() {
                 return bad(format!("runtimeConfig.ips: {ip:?} is not an address"));
             }
         }

@@ -136,9 +136,7 @@ pub fn requested(loaded: &Loaded, args: &CniArgs) -> Vec<String> {
     }
     // The same address from two sources is one request.
     let mut seen = std::collections::HashSet::new();
-    out.retain(|ip| {
-        seen.insert(ip.parse::<IpNet>().map(|n| n.addr()).or_else(|_| ip.parse::<IpAddr>()).ok())
-    });
+    out.retain(|ip| seen.insert(tapway_api::validate::host_ip(ip).ok()));
     out
 }
 

@@ -65,9 +65,8 @@ fn check_key(key: &IpamKey) -> Result<(), ApiError> {
 
 /// A requested address, with or without a prefix (host-local takes both).
 pub(super) fn requested(s: &str) -> Result<IpAddr, ApiError> {
-    s.parse::<IpNet>().map(|n| n.addr()).or_else(|_| s.parse::<IpAddr>()).map_err(|_| {
-        api_err(ErrorCode::InvalidArgument, format!("requested address {s:?} is not an address"))
-    })
+    validate::host_ip(s)
+        .map_err(|e| api_err(ErrorCode::InvalidArgument, format!("requested address: {}", e.0)))
 }
 
 impl Control {
